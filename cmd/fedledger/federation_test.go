@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedledger/fedledger/internal/tlsutil"
+)
+
+// TestCommandsRunAStudyFromConfigFiles runs `fedledger coordinator` and four
+// `fedledger client` commands from YAML files and certificates on disk, as
+// an operator would, and checks the coordinator stored a final model.
+func TestCommandsRunAStudyFromConfigFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := tlsutil.NewCA("test consortium", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteFiles(filepath.Join(dir, "ca.pem"), ""); err != nil {
+		t.Fatal(err)
+	}
+	issue := func(id string, role tlsutil.Role, hosts []string) {
+		ident, err := ca.Issue(id, role, hosts, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ident.WriteFiles(filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	issue("coordinator", tlsutil.RoleCoordinator, []string{"127.0.0.1"})
+	hospitals := []string{"cleveland", "hungary", "switzerland", "va"}
+	for _, h := range hospitals {
+		issue(h, tlsutil.RoleClient, nil)
+	}
+	addr := freeAddr(t)
+	write(t, filepath.Join(dir, "coordinator.yaml"), fmt.Sprintf(`
+listen: %s
+data_dir: coordinator-state
+tls: {cert: coordinator.pem, key: coordinator-key.pem, ca: ca.pem}
+study:
+  id: cli-study
+  rounds: 3
+  min_clients: 3
+  clients: [cleveland, hungary, switzerland, va]
+  round_deadline: 30s
+  start_timeout: 30s
+  strategy: {name: fedavg}
+  training: {optimizer: adam, learning_rate: 0.01, batch_size: 4, local_steps: 10}
+`, addr))
+	for _, h := range hospitals {
+		write(t, filepath.Join(dir, h+".yaml"), fmt.Sprintf(`
+coordinator: %s
+tls: {cert: %s.pem, key: %s-key.pem, ca: ca.pem}
+data: {heart: %s}
+`, addr, h, h, h))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(hospitals)+1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, err := run(t, "coordinator", "--config", filepath.Join(dir, "coordinator.yaml"), "--log-level", "warn")
+		errs <- err
+	}()
+	for _, h := range hospitals {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := newRootCmd()
+			cmd.SetArgs([]string{"client", "--config", filepath.Join(dir, h+".yaml"), "--log-level", "warn"})
+			cmd.SetOut(&strings.Builder{})
+			cmd.SetErr(&strings.Builder{})
+			if err := cmd.ExecuteContext(ctx); err != nil {
+				errs <- fmt.Errorf("client %s: %w", h, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	models, _ := filepath.Glob(filepath.Join(dir, "coordinator-state", "models", "*"))
+	// The initial model and one per round.
+	if len(models) != 4 {
+		t.Fatalf("model store holds %d models, want 4 (initial + 3 rounds): %v", len(models), models)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

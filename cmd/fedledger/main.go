@@ -1,0 +1,32 @@
+// Command fedledger is the one binary of the fedledger federation: the
+// coordinator, the hospital client, the local demo and (later) provisioning,
+// audit nodes and offline verification.
+//
+// This package only parses flags and configuration and calls the packages'
+// Run functions; see internal/config for how files, FEDLEDGER_* variables
+// and flags combine.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/fedledger/fedledger/internal/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fedledger:", err)
+		if errors.Is(err, config.ErrConfig) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,193 @@
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+
+	"github.com/spf13/pflag"
+
+	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/client"
+	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/coordinator"
+	"github.com/fedledger/fedledger/internal/tlsutil"
+)
+
+// Flag names bound to configuration keys. cmd/fedledger defines the flags;
+// the config package only needs their names.
+var (
+	coordinatorFlags = map[string]string{
+		"listen":              "listen",
+		"data_dir":            "data-dir",
+		"log.format":          "log-format",
+		"log.level":           "log-level",
+		"study.rounds":        "rounds",
+		"study.strategy.name": "strategy",
+	}
+	clientFlags = map[string]string{
+		"coordinator":   "coordinator",
+		"data_dir":      "data-dir",
+		"log.format":    "log-format",
+		"log.level":     "log-level",
+		"data.heart":    "heart",
+		"data.csv.path": "csv",
+	}
+)
+
+// Coordinator is a loaded coordinator configuration.
+type Coordinator struct {
+	File     CoordinatorFile
+	Config   coordinator.Config
+	Identity *tlsutil.Identity
+}
+
+// LoadCoordinator reads and checks a coordinator configuration. path may be
+// empty (flags and environment only). Certificates are loaded here, so an
+// unreadable one fails at start.
+func LoadCoordinator(path string, flags *pflag.FlagSet) (*Coordinator, error) {
+	var f CoordinatorFile
+	s, err := load(path, flags, coordinatorFlags, DefaultCoordinatorFile(), &f)
+	if err != nil {
+		return nil, err
+	}
+	id, tlsCfg, err := s.loadTLS(f.TLS, true, "")
+	if err != nil {
+		return nil, err
+	}
+	if id.Role != tlsutil.RoleCoordinator {
+		return nil, s.errorf("tls.cert", "certificate %q has role %q, want %q", id.ID, id.Role, tlsutil.RoleCoordinator)
+	}
+	study, err := s.study(f.Study)
+	if err != nil {
+		return nil, err
+	}
+	cfg := coordinator.DefaultConfig()
+	cfg.DataDir = s.path("data_dir", f.DataDir)
+	cfg.Study = study
+	cfg.TLS = tlsCfg
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)
+	}
+	return &Coordinator{File: f, Config: cfg, Identity: id}, nil
+}
+
+func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
+	model := train.ModelSpec{Kind: f.Model.Kind, Inputs: f.Model.Inputs, Hidden: f.Model.Hidden}
+	if err := model.Validate(); err != nil {
+		return coordinator.StudyConfig{}, s.errorf("study.model", "%v", err)
+	}
+	tc := train.TrainConfig{
+		Optimizer: f.Training.Optimizer, LearningRate: f.Training.LearningRate, BatchSize: f.Training.BatchSize,
+		Epochs: f.Training.Epochs, LocalSteps: f.Training.LocalSteps, ProxMu: f.Training.ProxMu, Seed: f.Training.Seed,
+	}
+	if err := tc.Validate(); err != nil {
+		return coordinator.StudyConfig{}, s.errorf("study.training", "%v", err)
+	}
+	strat, err := strategy(f.Strategy)
+	if err != nil {
+		return coordinator.StudyConfig{}, s.errorf("study.strategy", "%v", err)
+	}
+	return coordinator.StudyConfig{
+		ID: f.ID, Model: model, Training: tc, Rounds: f.Rounds, MinClients: f.MinClients, Clients: f.Clients,
+		RoundDeadline: f.RoundDeadline, StartTimeout: f.StartTimeout, Strategy: strat, Seed: f.Seed,
+	}, nil
+}
+
+// strategy starts from the named strategy's defaults and applies the
+// non-zero fields of f.
+func strategy(f StrategyFile) (aggregation.Config, error) {
+	c, err := aggregation.DefaultConfig(f.Name)
+	if err != nil {
+		return c, err
+	}
+	if f.ServerLR != 0 {
+		c.ServerLR = f.ServerLR
+	}
+	if f.Beta1 != 0 {
+		c.Beta1 = f.Beta1
+	}
+	if f.Beta2 != 0 {
+		c.Beta2 = f.Beta2
+	}
+	if f.Tau != 0 {
+		c.Tau = f.Tau
+	}
+	return c, c.Validate()
+}
+
+// Client is a loaded client configuration.
+type Client struct {
+	File     ClientFile
+	Config   client.Config
+	Identity *tlsutil.Identity
+}
+
+// LoadClient reads and checks a hospital client's configuration.
+func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
+	var f ClientFile
+	s, err := load(path, flags, clientFlags, DefaultClientFile(), &f)
+	if err != nil {
+		return nil, err
+	}
+	id, tlsCfg, err := s.loadTLS(f.TLS, false, f.Coordinator)
+	if err != nil {
+		return nil, err
+	}
+	if id.Role != tlsutil.RoleClient {
+		return nil, s.errorf("tls.cert", "certificate %q has role %q, want %q", id.ID, id.Role, tlsutil.RoleClient)
+	}
+	cfg := client.DefaultConfig()
+	cfg.CoordinatorAddr = f.Coordinator
+	cfg.TLS = tlsCfg
+	cfg.Studies = f.Studies
+	switch {
+	case f.Data.Heart != "" && f.Data.CSV.Path != "":
+		return nil, s.errorf("data", "set either data.heart or data.csv.path, not both")
+	case f.Data.Heart != "":
+		cfg.Data.Heart = f.Data.Heart
+	case f.Data.CSV.Path != "":
+		c := f.Data.CSV
+		cfg.Data.CSV = &train.CSVConfig{
+			Path: s.path("data.csv.path", c.Path), LabelColumn: c.LabelColumn, PositiveLabels: c.PositiveLabels,
+			Numeric: c.Numeric, Categorical: c.Categorical, Missing: c.Missing, MissingTokens: c.MissingTokens,
+			TestFraction: c.TestFraction, Seed: c.Seed, Standardize: c.Standardize,
+		}
+	default:
+		return nil, s.errorf("data", "no local data: set data.heart (one of %v) or data.csv.path", train.Hospitals)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)
+	}
+	return &Client{File: f, Config: cfg, Identity: id}, nil
+}
+
+// loadTLS loads the identity and CA bundle named by f; every connection is
+// mutual TLS, so all three files are required.
+func (s *source) loadTLS(f TLSFile, server bool, dialAddr string) (*tlsutil.Identity, *tls.Config, error) {
+	for _, kv := range [][2]string{{"tls.cert", f.Cert}, {"tls.key", f.Key}, {"tls.ca", f.CA}} {
+		if kv[1] == "" {
+			return nil, nil, s.errorf(kv[0], "required: every fedledger link is mutual TLS (use `fedledger demo` for a local trial)")
+		}
+	}
+	id, err := tlsutil.LoadIdentity(s.path("tls.cert", f.Cert), s.path("tls.key", f.Key))
+	if err != nil {
+		return nil, nil, s.errorf("tls.cert", "%v", err)
+	}
+	pool, err := tlsutil.LoadCAPool(s.path("tls.ca", f.CA))
+	if err != nil {
+		return nil, nil, s.errorf("tls.ca", "%v", err)
+	}
+	if server {
+		return id, tlsutil.ServerConfig(id, pool), nil
+	}
+	name := f.ServerName
+	if name == "" {
+		host, _, err := net.SplitHostPort(dialAddr)
+		if err != nil {
+			return nil, nil, s.errorf("coordinator", "address %q: %v", dialAddr, err)
+		}
+		name = host
+	}
+	return id, tlsutil.ClientConfig(id, pool, name), nil
+}

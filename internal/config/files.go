@@ -1,0 +1,129 @@
+package config
+
+import "time"
+
+// TLSFile locates an identity and the consortium CA bundle.
+type TLSFile struct {
+	Cert       string `mapstructure:"cert"`
+	Key        string `mapstructure:"key"`
+	CA         string `mapstructure:"ca"`
+	ServerName string `mapstructure:"server_name"`
+}
+
+// LogFile configures log/slog output.
+type LogFile struct {
+	Format string `mapstructure:"format"` // text | json
+	Level  string `mapstructure:"level"`  // debug | info | warn | error
+}
+
+// ModelFile is a model specification.
+type ModelFile struct {
+	Kind   string `mapstructure:"kind"`
+	Inputs int    `mapstructure:"inputs"`
+	Hidden []int  `mapstructure:"hidden"`
+}
+
+// TrainingFile holds the hyperparameters of local training.
+type TrainingFile struct {
+	Optimizer    string  `mapstructure:"optimizer"`
+	LearningRate float64 `mapstructure:"learning_rate"`
+	BatchSize    int     `mapstructure:"batch_size"`
+	Epochs       int     `mapstructure:"epochs"`
+	LocalSteps   int     `mapstructure:"local_steps"`
+	ProxMu       float64 `mapstructure:"prox_mu"`
+	Seed         int64   `mapstructure:"seed"`
+}
+
+// StrategyFile selects the server strategy. Zero values take the strategy's
+// published defaults.
+type StrategyFile struct {
+	Name     string  `mapstructure:"name"`
+	ServerLR float64 `mapstructure:"server_lr"`
+	Beta1    float64 `mapstructure:"beta1"`
+	Beta2    float64 `mapstructure:"beta2"`
+	Tau      float64 `mapstructure:"tau"`
+}
+
+// StudyFile describes one study.
+type StudyFile struct {
+	ID            string        `mapstructure:"id"`
+	Model         ModelFile     `mapstructure:"model"`
+	Training      TrainingFile  `mapstructure:"training"`
+	Strategy      StrategyFile  `mapstructure:"strategy"`
+	Rounds        int           `mapstructure:"rounds"`
+	MinClients    int           `mapstructure:"min_clients"`
+	Clients       []string      `mapstructure:"clients"`
+	RoundDeadline time.Duration `mapstructure:"round_deadline"`
+	StartTimeout  time.Duration `mapstructure:"start_timeout"`
+	Seed          int64         `mapstructure:"seed"`
+}
+
+// CoordinatorFile is the coordinator's configuration file.
+type CoordinatorFile struct {
+	Listen  string    `mapstructure:"listen"`
+	DataDir string    `mapstructure:"data_dir"`
+	TLS     TLSFile   `mapstructure:"tls"`
+	Study   StudyFile `mapstructure:"study"`
+	Log     LogFile   `mapstructure:"log"`
+}
+
+// CSVFile points a client at a hospital's own CSV export.
+type CSVFile struct {
+	Path           string   `mapstructure:"path"`
+	LabelColumn    string   `mapstructure:"label_column"`
+	PositiveLabels []string `mapstructure:"positive_labels"`
+	Numeric        []string `mapstructure:"numeric"`
+	Categorical    []string `mapstructure:"categorical"`
+	Missing        string   `mapstructure:"missing"`
+	MissingTokens  []string `mapstructure:"missing_tokens"`
+	TestFraction   float64  `mapstructure:"test_fraction"`
+	Seed           int64    `mapstructure:"seed"`
+	Standardize    bool     `mapstructure:"standardize"`
+}
+
+// DataFile selects the client's local data: one of the shipped heart-disease
+// hospitals, or a CSV file.
+type DataFile struct {
+	Heart string  `mapstructure:"heart"`
+	CSV   CSVFile `mapstructure:"csv"`
+}
+
+// ClientFile is a hospital client's configuration file.
+type ClientFile struct {
+	Coordinator string   `mapstructure:"coordinator"`
+	DataDir     string   `mapstructure:"data_dir"`
+	TLS         TLSFile  `mapstructure:"tls"`
+	Data        DataFile `mapstructure:"data"`
+	Studies     []string `mapstructure:"studies"`
+	Log         LogFile  `mapstructure:"log"`
+}
+
+func defaultLog() LogFile { return LogFile{Format: "text", Level: "info"} }
+
+// DefaultCoordinatorFile is what an empty coordinator file means.
+func DefaultCoordinatorFile() CoordinatorFile {
+	return CoordinatorFile{
+		Listen:  "127.0.0.1:7443",
+		DataDir: "fedledger-coordinator",
+		Log:     defaultLog(),
+		Study: StudyFile{
+			Model:         ModelFile{Kind: "logreg", Inputs: 13},
+			Training:      TrainingFile{Optimizer: "adam", LearningRate: 1e-3, BatchSize: 4, LocalSteps: 50, Seed: 1},
+			Strategy:      StrategyFile{Name: "fedavg"},
+			Rounds:        20,
+			RoundDeadline: 2 * time.Minute,
+			StartTimeout:  10 * time.Minute,
+			Seed:          1,
+		},
+	}
+}
+
+// DefaultClientFile is what an empty client file means.
+func DefaultClientFile() ClientFile {
+	return ClientFile{
+		Coordinator: "127.0.0.1:7443",
+		DataDir:     "fedledger-client",
+		Log:         defaultLog(),
+		Data:        DataFile{CSV: CSVFile{Missing: "drop", TestFraction: 0.34, Seed: 1, Standardize: true}},
+	}
+}
