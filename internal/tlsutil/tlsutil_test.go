@@ -147,4 +147,3 @@ func TestLoadIdentityRoundTripAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
