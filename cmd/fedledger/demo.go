@@ -52,6 +52,7 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 	f.IntVar(&d.Rounds, "rounds", d.Rounds, "number of federated rounds")
 	f.IntVar(&d.MinClients, "min-clients", d.MinClients, "K: minimum updates for a round to be aggregated")
 	f.StringVar(&d.Strategy, "strategy", d.Strategy, "server strategy: fedavg, fedadam, fedyogi or fedadagrad")
+	f.Float64Var(&d.ServerLR, "server-lr", 0, "server learning rate (default: the strategy's)")
 	f.StringVar(&d.Model.Kind, "model", d.Model.Kind, "model: logreg or mlp")
 	f.IntSliceVar(&d.Model.Hidden, "hidden", nil, "MLP hidden layer sizes, e.g. 16,8")
 	f.IntVar(&d.Training.LocalSteps, "local-steps", d.Training.LocalSteps, "local mini-batch steps per round")

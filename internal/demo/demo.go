@@ -34,9 +34,11 @@ type Config struct {
 	Rounds     int
 	MinClients int
 	Strategy   string
-	Model      train.ModelSpec
-	Training   train.TrainConfig
-	Seed       int64
+	// ServerLR overrides the strategy's default server learning rate when > 0.
+	ServerLR float64
+	Model    train.ModelSpec
+	Training train.TrainConfig
+	Seed     int64
 	// Out receives the progress display and the final table.
 	Out io.Writer
 }
@@ -134,6 +136,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	strat, err := aggregation.DefaultConfig(cfg.Strategy)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ServerLR > 0 {
+		strat.ServerLR = cfg.ServerLR
 	}
 
 	out := cfg.Out
@@ -239,7 +244,7 @@ func compare(ctx context.Context, cfg Config, res coordinator.StudyResult) (*Rep
 	tests := map[string]*train.Dataset{}
 	pooled := &train.Dataset{Name: "pooled"}
 	for _, h := range train.Hospitals {
-		tr, te, err := train.LoadHeart(h, cfg.Seed)
+		tr, te, err := train.LoadHeart(h, train.HeartSplitSeed)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,381 @@
+// Package client is the hospital's participant. It loads the hospital's data
+// once, dials the coordinator (outbound only, mutual TLS), and answers the
+// coordinator's tasks: fetch the parent model and check its hash, train
+// locally with client/train, and submit n·(w_local − w_parent) in chunks;
+// evaluate the final model on the local test split.
+//
+// Only parameters ever leave this package; the records stay in memory here.
+// It refuses tasks it cannot honour (wrong model shape for its data, a
+// parent model that does not hash to what was announced) and says why.
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/internal/chunk"
+	"github.com/fedledger/fedledger/internal/version"
+	pb "github.com/fedledger/fedledger/proto"
+)
+
+// DataConfig selects the local data: one of the shipped heart-disease
+// hospitals, or a CSV export.
+type DataConfig struct {
+	Heart string
+	CSV   *train.CSVConfig
+}
+
+// Config configures a Client.
+type Config struct {
+	CoordinatorAddr string
+	// TLS is the client's mutual-TLS configuration; there is no other mode.
+	TLS  *tls.Config
+	Data DataConfig
+	// Studies this client takes part in; empty means any.
+	Studies []string
+	// Reconnect backoff: starts at MinBackoff, doubles to MaxBackoff, with
+	// jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxModelBytes bounds a model the client will download.
+	MaxModelBytes int64
+	ChunkSize     int
+}
+
+// DefaultConfig returns defaults for everything but the address, TLS and
+// data.
+func DefaultConfig() Config {
+	return Config{MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second, MaxModelBytes: 512 << 20, ChunkSize: chunk.DefaultSize}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.CoordinatorAddr == "" {
+		errs = append(errs, errors.New("coordinator address is empty"))
+	}
+	if c.TLS == nil || len(c.TLS.Certificates) == 0 || c.TLS.RootCAs == nil {
+		errs = append(errs, errors.New("client: mutual TLS (certificate and CA bundle) is required"))
+	}
+	switch {
+	case c.Data.Heart != "" && c.Data.CSV != nil:
+		errs = append(errs, errors.New("data: set either heart or csv, not both"))
+	case c.Data.Heart != "":
+		if !slices.Contains(train.Hospitals, c.Data.Heart) {
+			errs = append(errs, fmt.Errorf("data.heart: unknown hospital %q (want one of %v)", c.Data.Heart, train.Hospitals))
+		}
+	case c.Data.CSV != nil:
+		if err := c.Data.CSV.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("data.csv: %w", err))
+		}
+	default:
+		errs = append(errs, errors.New("data: no local data configured"))
+	}
+	if c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
+		errs = append(errs, fmt.Errorf("backoff %v..%v is not a range", c.MinBackoff, c.MaxBackoff))
+	}
+	if c.MaxModelBytes <= 0 || c.ChunkSize < 1024 {
+		errs = append(errs, errors.New("model size limit and chunk size must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Client is one hospital's participant.
+type Client struct {
+	cfg         Config
+	log         *slog.Logger
+	train, test *train.Dataset
+	id          string
+	study       *pb.StudySpec
+}
+
+// New checks the configuration and loads the local data, so that a missing
+// file or an unknown column fails at start.
+func New(cfg Config, logger *slog.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, log: logger}
+	var err error
+	if cfg.Data.Heart != "" {
+		c.train, c.test, err = train.LoadHeart(cfg.Data.Heart, train.HeartSplitSeed)
+	} else {
+		c.train, c.test, err = train.LoadCSV(*cfg.Data.CSV)
+	}
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("local data loaded", slog.Int("train", c.train.Len()), slog.Int("test", c.test.Len()), slog.Int("features", len(c.train.Features)))
+	return c, nil
+}
+
+// errFinished ends Run successfully.
+var errFinished = errors.New("study finished")
+
+// Run takes part until the coordinator says the study is over (nil), the
+// context ends, or the coordinator refuses this client for good.
+func (c *Client) Run(ctx context.Context) error {
+	conn, err := grpc.NewClient(c.cfg.CoordinatorAddr,
+		grpc.WithTransportCredentials(credentials.NewTLS(c.cfg.TLS)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	defer conn.Close()
+	api := pb.NewFederationClient(conn)
+	backoff := c.cfg.MinBackoff
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	for {
+		connected, err := c.session(ctx, api)
+		switch {
+		case errors.Is(err, errFinished):
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case permanent(err):
+			return fmt.Errorf("client: coordinator refused us: %w", err)
+		}
+		if connected {
+			backoff = c.cfg.MinBackoff
+		}
+		wait := backoff/2 + time.Duration(rng.Int63n(int64(backoff)))
+		c.log.Warn("connection to coordinator lost; retrying", slog.Any("err", err), slog.Duration("in", wait))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// permanent reports errors retrying cannot fix.
+func permanent(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
+		return true
+	}
+	return false
+}
+
+// session runs one Participate stream; connected reports whether it got as
+// far as the Welcome.
+func (c *Client) session(ctx context.Context, api pb.FederationClient) (connected bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := api.Participate(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Hello{Hello: &pb.Hello{
+		ClientVersion: version.String(), Studies: c.cfg.Studies, NumTrain: uint64(c.train.Len()), NumTest: uint64(c.test.Len()),
+	}}}); err != nil {
+		return false, err
+	}
+	m, err := stream.Recv()
+	if err != nil {
+		return false, err
+	}
+	w := m.GetWelcome()
+	if w == nil || w.Study == nil {
+		return false, status.Error(codes.InvalidArgument, "client: coordinator did not start with Welcome")
+	}
+	if reason := c.checkStudy(w.Study); reason != "" {
+		c.log.Error("refusing study", slog.String("study", w.Study.StudyId), slog.String("reason", reason))
+		stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Refusal{Refusal: &pb.TaskRefusal{StudyId: w.Study.StudyId, Reason: reason}}})
+		stream.CloseSend()
+		return true, status.Error(codes.InvalidArgument, "client: "+reason)
+	}
+	c.id, c.study = w.ClientId, w.Study
+	c.log.Info("joined study", slog.String("study", w.Study.StudyId), slog.String("as", w.ClientId),
+		slog.String("mode", w.Study.Mode), slog.String("strategy", w.Study.Strategy))
+	if w.Study.Mode == "plaintext" {
+		c.log.Warn("study runs in plaintext mode: this hospital's updates are readable by the coordinator")
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return true, err
+		}
+		switch msg := m.Msg.(type) {
+		case *pb.CoordinatorMessage_Train:
+			if err := c.trainRound(ctx, api, msg.Train); err != nil {
+				c.log.Error("round task failed", slog.Uint64("round", msg.Train.Round), slog.Any("err", err))
+				stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Refusal{Refusal: &pb.TaskRefusal{
+					StudyId: msg.Train.StudyId, Round: msg.Train.Round, Reason: err.Error()}}})
+			}
+		case *pb.CoordinatorMessage_Evaluate:
+			met, err := c.evaluate(ctx, api, msg.Evaluate)
+			if err != nil {
+				c.log.Error("evaluation failed", slog.Any("err", err))
+				continue
+			}
+			if err := stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Eval{Eval: &pb.EvalReport{
+				StudyId: msg.Evaluate.StudyId, Round: msg.Evaluate.Round, ModelSha256: msg.Evaluate.ModelSha256, Test: toPB(met)}}}); err != nil {
+				return true, err
+			}
+		case *pb.CoordinatorMessage_Finished:
+			f := msg.Finished
+			c.log.Info("study finished", slog.Uint64("rounds", f.RoundsCompleted), slog.String("failure", f.Failure))
+			stream.CloseSend()
+			return true, errFinished
+		}
+	}
+}
+
+// checkStudy returns why this client cannot take part, or "".
+func (c *Client) checkStudy(s *pb.StudySpec) string {
+	if len(c.cfg.Studies) > 0 && !slices.Contains(c.cfg.Studies, s.StudyId) {
+		return fmt.Sprintf("study %q is not in this site's configured studies %v", s.StudyId, c.cfg.Studies)
+	}
+	spec := specFrom(s.Model)
+	if err := spec.Validate(); err != nil {
+		return err.Error()
+	}
+	if spec.Inputs != len(c.train.Features) {
+		return fmt.Sprintf("model %s takes %d inputs, local data has %d features", spec, spec.Inputs, len(c.train.Features))
+	}
+	if err := trainConfigFrom(s.Training).Validate(); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.TrainTask) error {
+	start := time.Now()
+	spec, parent, err := c.fetch(ctx, api, t.StudyId, t.ParentSha256, t.ParentSize)
+	if err != nil {
+		return err
+	}
+	want := specFrom(c.study.Model)
+	if spec.String() != want.String() {
+		return fmt.Errorf("parent model is %s, the study says %s", spec, want)
+	}
+	parentTest, err := train.Evaluate(spec, parent, c.test)
+	if err != nil {
+		return err
+	}
+	cfg := trainConfigFrom(c.study.Training)
+	cfg.Seed += int64(t.Round) // a fresh shuffle every round, reproducibly
+	local, st, err := train.Train(ctx, spec, parent, c.train, cfg)
+	if err != nil {
+		return err
+	}
+	n := uint64(c.train.Len())
+	payload, err := aggregation.EncodeWeightedDelta(local, parent, n)
+	if err != nil {
+		return err
+	}
+	trainMet, _ := train.Evaluate(spec, local, c.train)
+	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
+	chunks[0].Header = &pb.UpdateHeader{
+		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: aggregation.EncodingWeightedDelta,
+		Train: &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}, ParentTest: toPB(parentTest),
+	}
+	up, err := api.SubmitUpdate(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ch := range chunks {
+		if err := up.Send(ch); err != nil {
+			break // the server's verdict comes from CloseAndRecv
+		}
+	}
+	rcpt, err := up.CloseAndRecv()
+	if err != nil {
+		return fmt.Errorf("update for round %d rejected: %w", t.Round, err)
+	}
+	c.log.Info("update submitted", slog.Uint64("round", t.Round), slog.Int("steps", st.Steps), slog.Float64("train_loss", st.Loss),
+		slog.Float64("parent_test_acc", parentTest.Accuracy), slog.String("sha256", fmt.Sprintf("%x", rcpt.ContentSha256[:8])),
+		slog.Duration("took", time.Since(start)))
+	return nil
+}
+
+func (c *Client) evaluate(ctx context.Context, api pb.FederationClient, t *pb.EvaluateTask) (train.Metrics, error) {
+	spec, params, err := c.fetch(ctx, api, t.StudyId, t.ModelSha256, t.ModelSize)
+	if err != nil {
+		return train.Metrics{}, err
+	}
+	m, err := train.Evaluate(spec, params, c.test)
+	if err == nil {
+		c.log.Info("final model evaluated", slog.Float64("test_acc", m.Accuracy), slog.Float64("test_auc", m.AUC), slog.Int("n", m.N))
+	}
+	return m, err
+}
+
+// fetch downloads a model and checks it hashes to what was announced.
+func (c *Client) fetch(ctx context.Context, api pb.FederationClient, study string, sum []byte, size uint64) (train.ModelSpec, []float64, error) {
+	if len(sum) != sha256.Size {
+		return train.ModelSpec{}, nil, fmt.Errorf("announced model hash has %d bytes", len(sum))
+	}
+	if size > uint64(c.cfg.MaxModelBytes) {
+		return train.ModelSpec{}, nil, fmt.Errorf("announced model of %d bytes exceeds this site's limit of %d", size, c.cfg.MaxModelBytes)
+	}
+	stream, err := api.FetchModel(ctx, &pb.FetchModelRequest{StudyId: study, Sha256: sum})
+	if err != nil {
+		return train.ModelSpec{}, nil, err
+	}
+	var a *chunk.Assembler
+	for {
+		ch, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return train.ModelSpec{}, nil, err
+		}
+		if a == nil {
+			a, err = chunk.NewAssembler(ch, c.cfg.MaxModelBytes, study, sum)
+		} else {
+			err = a.Add(ch)
+		}
+		if err != nil {
+			return train.ModelSpec{}, nil, fmt.Errorf("model %x: %w", sum[:8], err)
+		}
+	}
+	if a == nil {
+		return train.ModelSpec{}, nil, fmt.Errorf("model %x: empty stream", sum[:8])
+	}
+	b, _, err := a.Bytes()
+	if err != nil {
+		return train.ModelSpec{}, nil, fmt.Errorf("model %x: %w", sum[:8], err)
+	}
+	return train.DecodeModel(b)
+}
+
+func specFrom(m *pb.ModelSpec) train.ModelSpec {
+	if m == nil {
+		return train.ModelSpec{}
+	}
+	s := train.ModelSpec{Kind: m.Kind, Inputs: int(m.Inputs)}
+	for _, h := range m.Hidden {
+		s.Hidden = append(s.Hidden, int(h))
+	}
+	return s
+}
+
+func trainConfigFrom(p *pb.TrainingParams) train.TrainConfig {
+	if p == nil {
+		return train.TrainConfig{}
+	}
+	return train.TrainConfig{Optimizer: p.Optimizer, LearningRate: p.LearningRate, BatchSize: int(p.BatchSize), Epochs: int(p.Epochs),
+		LocalSteps: int(p.LocalSteps), ProxMu: p.ProxMu, Seed: p.Seed}
+}
+
+func toPB(m train.Metrics) *pb.Metrics {
+	return &pb.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, Auc: m.AUC, N: uint64(m.N)}
+}

@@ -1,0 +1,427 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/client/train"
+	pb "github.com/fedledger/fedledger/proto"
+)
+
+// maxMsg bounds every gRPC message: one chunk plus framing.
+const maxMsg = 4 << 20
+
+var errStudyOver = errors.New("coordinator: the study has finished")
+
+// Coordinator runs one study. Create it with New and run it with Run.
+type Coordinator struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *Store
+	opt      *aggregation.ServerOptimizer
+	approved map[string]bool
+
+	events  chan any
+	stopped chan struct{} // closed when the study goroutine stops taking events
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	finished *pb.StudyFinished
+	result   StudyResult
+}
+
+// Driver events posted by the gRPC handlers.
+type (
+	evJoined  struct{ s *session }
+	evLeft    struct{ s *session }
+	evRefusal struct {
+		client string
+		m      *pb.TaskRefusal
+	}
+	evEval struct {
+		client string
+		m      *pb.EvalReport
+	}
+	evUpdate struct {
+		u     Update
+		hdr   *pb.UpdateHeader
+		reply chan error
+	}
+)
+
+// New checks the configuration and opens the model store.
+func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	store, err := OpenStore(filepath.Join(cfg.DataDir, "models"))
+	if err != nil {
+		return nil, err
+	}
+	opt, err := aggregation.NewServerOptimizer(cfg.Study.Strategy)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{
+		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, opt: opt,
+		approved: map[string]bool{}, events: make(chan any, 64), stopped: make(chan struct{}),
+		sessions: map[string]*session{},
+	}
+	for _, id := range cfg.Study.Clients {
+		c.approved[id] = true
+	}
+	c.log.Warn("plaintext mode: model updates are NOT encrypted; the coordinator can read every hospital's update")
+	return c, nil
+}
+
+// Result returns the study's outcome; complete once Run has returned.
+func (c *Coordinator) Result() StudyResult {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.result
+}
+
+// Run serves the Federation API on lis and runs the study to its end (or
+// until ctx is cancelled), then tells every client the study finished and
+// stops the server.
+func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(c.cfg.TLS)),
+		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
+	)
+	pb.RegisterFederationServer(srv, &server{c: c})
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+
+	err := c.runStudy(ctx)
+	close(c.stopped)
+	c.finish(err)
+
+	// Let clients read StudyFinished and hang up, then stop.
+	grace := time.NewTimer(5 * time.Second)
+	defer grace.Stop()
+	for c.sessionCount() > 0 {
+		select {
+		case <-grace.C:
+			srv.Stop()
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-grace.C:
+		srv.Stop()
+	}
+	if e := <-serveErr; e != nil && !errors.Is(e, grpc.ErrServerStopped) && err == nil {
+		err = e
+	}
+	return err
+}
+
+// driver is the study goroutine's state.
+type driver struct {
+	*Coordinator
+	live    map[string]*session
+	spec    train.ModelSpec
+	params  []float64
+	parent  [32]byte
+	size    uint64
+	headers map[string]*pb.UpdateHeader
+	final   map[string]train.Metrics
+}
+
+func (c *Coordinator) runStudy(ctx context.Context) error {
+	st := c.cfg.Study
+	d := &driver{Coordinator: c, live: map[string]*session{}, spec: st.Model, final: map[string]train.Metrics{}}
+	var err error
+	if d.params, err = train.InitParams(st.Model, st.Seed); err != nil {
+		return err
+	}
+	if err := d.publish(d.params); err != nil {
+		return err
+	}
+	c.log.Info("study ready", slog.String("initial_model", hex.EncodeToString(d.parent[:])), slog.Int("rounds", st.Rounds),
+		slog.Int("min_clients", st.MinClients), slog.Any("clients", st.Clients), slog.String("strategy", st.Strategy.Name))
+
+	ticker := time.NewTicker(c.cfg.TickInterval)
+	defer ticker.Stop()
+	// next waits for one event or tick and applies the bookkeeping every
+	// phase shares; it returns the event for the phase to handle.
+	next := func() (any, error) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case now := <-ticker.C:
+			return Tick{Now: now}, nil
+		case ev := <-c.events:
+			switch e := ev.(type) {
+			case evJoined:
+				d.live[e.s.client] = e.s
+				c.log.Info("client connected", slog.String("client", e.s.client), slog.Int("connected", len(d.live)))
+			case evLeft:
+				if d.live[e.s.client] == e.s {
+					delete(d.live, e.s.client)
+					c.log.Warn("client disconnected", slog.String("client", e.s.client), slog.Int("connected", len(d.live)))
+				}
+			case evEval:
+				if hex.EncodeToString(e.m.ModelSha256) == hex.EncodeToString(d.parent[:]) && e.m.Test != nil {
+					d.final[e.client] = metricsFrom(e.m.Test)
+				}
+			case evRefusal:
+				c.log.Warn("client refused a task", slog.String("client", e.client), slog.Uint64("round", e.m.Round), slog.String("reason", e.m.Reason))
+			}
+			return ev, nil
+		}
+	}
+
+	// Wait for the clients.
+	startBy := time.Now().Add(st.StartTimeout)
+	for len(d.live) < len(c.approved) {
+		ev, err := next()
+		if err != nil {
+			return err
+		}
+		if u, ok := ev.(evUpdate); ok {
+			u.reply <- fmt.Errorf("%w: no round is open yet", ErrRoundClosed)
+		}
+		if t, ok := ev.(Tick); ok && !t.Now.Before(startBy) {
+			if len(d.live) >= st.MinClients {
+				break
+			}
+			return fmt.Errorf("coordinator: start timeout: %d of the %d clients needed connected", len(d.live), st.MinClients)
+		}
+	}
+
+	succeeded := 0
+	for r := 1; r <= st.Rounds; r++ {
+		rep, err := d.runRound(ctx, uint64(r), next)
+		if err != nil {
+			return err
+		}
+		if !rep.Failed {
+			succeeded++
+		}
+		c.mu.Lock()
+		c.result.Rounds = append(c.result.Rounds, rep)
+		c.mu.Unlock()
+		if c.cfg.OnRound != nil {
+			c.cfg.OnRound(rep)
+		}
+	}
+	if succeeded == 0 {
+		return fmt.Errorf("coordinator: all %d rounds failed", st.Rounds)
+	}
+	d.evaluateFinal(next)
+	model, err := c.store.Get(d.parent)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.result.Study, c.result.Model, c.result.ModelBytes, c.result.FinalTest = st.ID, d.parent, model, d.final
+	c.mu.Unlock()
+	return nil
+}
+
+// publish stores params as the current global model.
+func (d *driver) publish(params []float64) error {
+	b, err := train.EncodeModel(d.spec, params)
+	if err != nil {
+		return err
+	}
+	sum, err := d.store.Put(b)
+	if err != nil {
+		return err
+	}
+	d.params, d.parent, d.size = params, sum, uint64(len(b))
+	return nil
+}
+
+func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error)) (RoundReport, error) {
+	st := d.cfg.Study
+	start := time.Now()
+	deadline := start.Add(st.RoundDeadline)
+	d.headers = map[string]*pb.UpdateHeader{}
+	round, acts := NewRound(RoundConfig{
+		Study: st.ID, Round: r, Parent: d.parent, Approved: st.Clients, MinClients: st.MinClients, Deadline: deadline,
+	}, keys(d.live))
+	log := d.log.With(slog.Uint64("round", r))
+	log.Info("round announced", slog.String("parent", hex.EncodeToString(d.parent[:8])), slog.Int("clients", len(d.live)))
+	rep := RoundReport{Round: int(r), Model: d.parent}
+	for {
+		for _, a := range acts {
+			switch a := a.(type) {
+			case SendTask:
+				d.sendTask(a.Client, r, deadline)
+			case Aggregate:
+				return d.aggregate(round, a, rep, start, log)
+			case Fail:
+				rep.Failed, rep.Reason, rep.Duration = true, a.Reason, time.Since(start)
+				rep.Contributors, rep.Dropped = round.Contributors(), round.Missing()
+				log.Error("round failed", slog.String("reason", a.Reason))
+				return rep, nil
+			}
+		}
+		ev, err := next()
+		if err != nil {
+			return rep, err
+		}
+		acts = nil
+		switch e := ev.(type) {
+		case Tick:
+			acts, _ = round.Step(e)
+		case evJoined:
+			acts, _ = round.Step(Joined{Client: e.s.client})
+		case evLeft:
+			if _, still := d.live[e.s.client]; !still {
+				acts, _ = round.Step(Left{Client: e.s.client})
+			}
+		case evRefusal:
+			if e.m.StudyId == st.ID && e.m.Round == r {
+				acts, _ = round.Step(Refused{Client: e.client, Reason: e.m.Reason})
+			}
+		case evUpdate:
+			acts, err = round.Step(Received{Update: e.u})
+			if err == nil {
+				d.headers[e.u.Client] = e.hdr
+				log.Info("update accepted", slog.String("client", e.u.Client), slog.Uint64("samples", e.u.Weight),
+					slog.String("sha256", hex.EncodeToString(e.u.Hash[:8])))
+			} else {
+				log.Warn("update rejected", slog.String("client", e.u.Client), slog.Any("err", err))
+			}
+			e.reply <- err
+		}
+	}
+}
+
+func (d *driver) sendTask(client string, r uint64, deadline time.Time) {
+	s := d.live[client]
+	if s == nil {
+		return
+	}
+	s.push(&pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Train{Train: &pb.TrainTask{
+		StudyId: d.cfg.Study.ID, Round: r, ParentSha256: d.parent[:], ParentSize: d.size, DeadlineUnixNanos: deadline.UnixNano(),
+	}}})
+}
+
+// aggregate averages the updates (in client-id order, so the result does
+// not depend on arrival order), applies the server optimiser and publishes
+// the new model.
+func (d *driver) aggregate(round *Round, a Aggregate, rep RoundReport, start time.Time, log *slog.Logger) (RoundReport, error) {
+	sum := aggregation.NewWeightedSum(len(d.params))
+	rep.ParentTest = map[string]train.Metrics{}
+	var lossW, w float64
+	for _, u := range a.Updates {
+		delta, err := aggregation.DecodeWeightedDelta(u.Payload, len(d.params))
+		if err != nil {
+			return rep, fmt.Errorf("coordinator: accepted update from %s no longer decodes: %w", u.Client, err)
+		}
+		if err := sum.Add(delta, float64(u.Weight)); err != nil {
+			return rep, err
+		}
+		if h := d.headers[u.Client]; h != nil {
+			if h.ParentTest != nil {
+				rep.ParentTest[u.Client] = metricsFrom(h.ParentTest)
+			}
+			if h.Train != nil {
+				lossW += h.Train.Loss * float64(u.Weight)
+				w += float64(u.Weight)
+			}
+		}
+	}
+	avg, err := sum.Average()
+	if err != nil {
+		return rep, err
+	}
+	next, err := d.opt.Step(d.params, avg)
+	if err != nil {
+		return rep, err
+	}
+	if err := d.publish(next); err != nil {
+		return rep, err
+	}
+	if w > 0 {
+		rep.TrainLoss = lossW / w
+	}
+	rep.Model, rep.Duration = d.parent, time.Since(start)
+	rep.Contributors, rep.Dropped = round.Contributors(), round.Missing()
+	log.Info("round aggregated", slog.Int("updates", len(a.Updates)), slog.Any("dropped", rep.Dropped),
+		slog.String("model", hex.EncodeToString(d.parent[:8])), slog.Float64("train_loss", rep.TrainLoss), slog.Duration("took", rep.Duration))
+	return rep, nil
+}
+
+// evaluateFinal asks every connected client to evaluate the final model on
+// its test split and waits for their reports (bounded by FinalEvalTimeout).
+func (d *driver) evaluateFinal(next func() (any, error)) {
+	asked := keys(d.live)
+	for _, id := range asked {
+		d.live[id].push(&pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Evaluate{Evaluate: &pb.EvaluateTask{
+			StudyId: d.cfg.Study.ID, Round: uint64(d.cfg.Study.Rounds), ModelSha256: d.parent[:], ModelSize: d.size,
+		}}})
+	}
+	until := time.Now().Add(d.cfg.FinalEvalTimeout)
+	for len(d.final) < len(asked) && time.Now().Before(until) {
+		ev, err := next()
+		if err != nil {
+			return
+		}
+		if u, ok := ev.(evUpdate); ok {
+			u.reply <- fmt.Errorf("%w: all rounds are done", ErrRoundClosed)
+		}
+	}
+	d.log.Info("final evaluation", slog.Int("reports", len(d.final)), slog.Int("asked", len(asked)))
+}
+
+// finish records the end of the study and tells every connected client.
+func (c *Coordinator) finish(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	msg := &pb.StudyFinished{StudyId: c.cfg.Study.ID, RoundsCompleted: uint64(len(c.result.Rounds))}
+	if c.result.ModelBytes != nil {
+		msg.FinalModelSha256 = c.result.Model[:]
+	}
+	if err != nil {
+		msg.Failure = err.Error()
+	}
+	c.finished = msg
+	for _, s := range c.sessions {
+		s.push(&pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Finished{Finished: msg}})
+	}
+}
+
+// post hands an event to the study goroutine, unless it has stopped.
+func (c *Coordinator) post(ev any) bool {
+	select {
+	case c.events <- ev:
+		return true
+	case <-c.stopped:
+		return false
+	}
+}
+
+func metricsFrom(m *pb.Metrics) train.Metrics {
+	return train.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, AUC: m.Auc, N: int(m.N)}
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
