@@ -48,14 +48,14 @@ func TestBadStreams(t *testing.T) {
 			c[1].Data = append([]byte{'X'}, c[1].Data[1:]...)
 			return c
 		}), ErrHashMismatch},
-		"out of order":    {mut(func(c []*pb.Chunk) []*pb.Chunk { c[1], c[2] = c[2], c[1]; return c }), ErrChunk},
-		"missing chunk":   {mut(func(c []*pb.Chunk) []*pb.Chunk { return c[:2] }), ErrChunk},
-		"other round":     {mut(func(c []*pb.Chunk) []*pb.Chunk { c[2].Round = 2; return c }), ErrChunk},
-		"count changes":   {mut(func(c []*pb.Chunk) []*pb.Chunk { c[1].Count = 4; return c }), ErrChunk},
-		"oversize":        {mut(func(c []*pb.Chunk) []*pb.Chunk { c[2].Data = append(c[2].Data, 'x'); return c }), ErrTooLarge},
-		"extra chunk":     {mut(func(c []*pb.Chunk) []*pb.Chunk { return append(c, c[2]) }), ErrChunk},
-		"over the limit":  {Split("s", 1, make([]byte, 2000), 100), ErrTooLarge},
-		"short hash":      {mut(func(c []*pb.Chunk) []*pb.Chunk { c[0].ContentSha256 = c[0].ContentSha256[:4]; return c }), ErrChunk},
+		"out of order":   {mut(func(c []*pb.Chunk) []*pb.Chunk { c[1], c[2] = c[2], c[1]; return c }), ErrChunk},
+		"missing chunk":  {mut(func(c []*pb.Chunk) []*pb.Chunk { return c[:2] }), ErrChunk},
+		"other round":    {mut(func(c []*pb.Chunk) []*pb.Chunk { c[2].Round = 2; return c }), ErrChunk},
+		"count changes":  {mut(func(c []*pb.Chunk) []*pb.Chunk { c[1].Count = 4; return c }), ErrChunk},
+		"oversize":       {mut(func(c []*pb.Chunk) []*pb.Chunk { c[2].Data = append(c[2].Data, 'x'); return c }), ErrTooLarge},
+		"extra chunk":    {mut(func(c []*pb.Chunk) []*pb.Chunk { return append(c, c[2]) }), ErrChunk},
+		"over the limit": {Split("s", 1, make([]byte, 2000), 100), ErrTooLarge},
+		"short hash":     {mut(func(c []*pb.Chunk) []*pb.Chunk { c[0].ContentSha256 = c[0].ContentSha256[:4]; return c }), ErrChunk},
 	}
 	for name, tc := range cases {
 		if _, err := assemble(tc.chunks, 1000); !errors.Is(err, tc.want) {
