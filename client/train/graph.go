@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -20,9 +21,17 @@ type graph struct {
 	machine G.VM
 }
 
+// buildMu serialises graph construction. Gorgonia v0.9 shares package-level
+// constant nodes between graphs and caches their hash codes lazily, so two
+// graphs built at once in one process (the demo, in-process tests) race
+// inside gorgonia.Grad. Running built graphs concurrently is safe.
+var buildMu sync.Mutex
+
 // newGraph builds the graph with parameters initialised from params. With
 // proxMu > 0 the cost includes FedProx's proximal term towards params.
 func newGraph(spec ModelSpec, batch int, params []float64, proxMu float64) (*graph, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	g := G.NewGraph()
 	m := &graph{g: g}
 	m.xT = tensor.New(tensor.WithShape(batch, spec.Inputs), tensor.Of(tensor.Float64))

@@ -251,3 +251,46 @@ func TestAUC(t *testing.T) {
 		t.Fatal("perfect ranking must give 1")
 	}
 }
+
+// TestConcurrentTraining trains on four hospitals at once in one process,
+// as the demo does; run with -race it guards against gorgonia's shared
+// graph state.
+func TestConcurrentTraining(t *testing.T) {
+	trains, _, _ := heartPooled(t)
+	spec := ModelSpec{Kind: KindMLP, Inputs: 13, Hidden: []int{4}}
+	p0, _ := InitParams(spec, 1)
+	cfg := DefaultTrainConfig()
+	cfg.LocalSteps = 20
+	// Concurrent first, while gorgonia's shared nodes are cold (when this
+	// test runs alone, or first), then the sequential reference.
+	type result struct {
+		h   string
+		p   []float64
+		err error
+	}
+	results := make(chan result, len(Hospitals)*2)
+	for rep := 0; rep < 2; rep++ {
+		for _, h := range Hospitals {
+			go func() {
+				p, _, err := Train(context.Background(), spec, p0, trains[h], cfg)
+				results <- result{h, p, err}
+			}()
+		}
+	}
+	got := map[string][][]float64{}
+	for i := 0; i < cap(results); i++ {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		got[r.h] = append(got[r.h], r.p)
+	}
+	for _, h := range Hospitals {
+		want, _, _ := Train(context.Background(), spec, p0, trains[h], cfg)
+		for _, p := range got[h] {
+			if !slices.Equal(p, want) {
+				t.Fatalf("%s: concurrent training changed the result", h)
+			}
+		}
+	}
+}
