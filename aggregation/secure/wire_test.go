@@ -1,0 +1,256 @@
+package secure
+
+import (
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/mhe"
+)
+
+func sealOne(t testing.TB, s *study) ([][]byte, []*rlwe.Ciphertext) {
+	t.Helper()
+	cts, err := Encrypt(Default, s.pk, make([]float64, 20000), 3) // two ciphertexts
+	if err != nil {
+		t.Fatal(err)
+	}
+	envs, err := SealCiphertexts(KindContribution, Default, "heart", 4, cts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return envs, cts
+}
+
+func TestEnvelopeRoundTripAndRejections(t *testing.T) {
+	s := setup(t, 2, 2)
+	envs, cts := sealOne(t, s)
+	want := Expect{Kind: KindContribution, Preset: Default, Study: "heart", Round: 4, Count: 2}
+	for i, b := range envs {
+		e, err := OpenEnvelope(b, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, err := e.Ciphertext(Default)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if HashCiphertexts([]*rlwe.Ciphertext{ct}) != HashCiphertexts(cts[i:i+1]) {
+			t.Fatal("ciphertext changed in the envelope")
+		}
+	}
+	good := envs[0]
+	mod := func(f func(e *Envelope)) []byte {
+		e, _ := OpenEnvelope(good, want)
+		e.Body = append([]byte(nil), e.Body...)
+		f(&e)
+		b, _ := e.Marshal()
+		return b
+	}
+	cases := map[string]struct {
+		b    []byte
+		want error
+	}{
+		"truncated":      {good[:len(good)-100], ErrEnvelope},
+		"header only":    {good[:20], ErrEnvelope},
+		"bad magic":      {append([]byte("XXXX"), good[4:]...), ErrEnvelope},
+		"wrong round":    {mod(func(e *Envelope) { e.Round = 5 }), ErrRound},
+		"wrong study":    {mod(func(e *Envelope) { e.Study = "other" }), ErrStudy},
+		"wrong params":   {mod(func(e *Envelope) { e.Preset = "ckks-n12-toy" }), ErrParams},
+		"wrong kind":     {mod(func(e *Envelope) { e.Kind = KindAggregate }), ErrEnvelope},
+		"index >= count": {mod(func(e *Envelope) { e.Index = 2 }), ErrEnvelope},
+		"wrong count":    {mod(func(e *Envelope) { e.Count = 3 }), ErrEnvelope},
+		"short body":     {mod(func(e *Envelope) { e.Body = e.Body[:1000] }), ErrParams},
+		"padded body":    {mod(func(e *Envelope) { e.Body = append(e.Body, 0) }), ErrParams},
+	}
+	for name, tc := range cases {
+		if _, err := OpenEnvelope(tc.b, want); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", name, err, tc.want)
+		}
+	}
+	// A well-sized body that is not a ciphertext of these parameters.
+	junk := mod(func(e *Envelope) {
+		for i := range e.Body {
+			e.Body[i] = 0xff
+		}
+	})
+	if e, err := OpenEnvelope(junk, want); err == nil {
+		if _, err := e.Ciphertext(Default); err == nil {
+			t.Error("a body of 0xff bytes decoded as a ciphertext")
+		}
+	}
+}
+
+func FuzzOpenEnvelope(f *testing.F) {
+	s := setup(f, 1, 1)
+	envs, _ := sealOne(f, s)
+	f.Add(envs[0])
+	f.Add(envs[1][:64])
+	f.Add([]byte("FLCT\x01\x01"))
+	want := Expect{Kind: KindContribution, Preset: Default, Study: "heart", Round: 4, Count: 2}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := OpenEnvelope(b, want)
+		if err != nil {
+			return
+		}
+		if ct, err := e.Ciphertext(Default); err == nil && ct.Degree() != 1 {
+			t.Fatal("accepted a ciphertext of the wrong degree")
+		}
+	})
+}
+
+func TestShareBox(t *testing.T) {
+	p, _ := NewParty(Default, 1)
+	shares, err := p.ThresholdShares(2, []uint64{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	k3, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	box, err := SealShare(k2.PublicKey(), "heart", 1, 2, shares[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, got, err := OpenShare(k2, "heart", 2, box)
+	if err != nil || from != 1 {
+		t.Fatalf("open: from %d, %v", from, err)
+	}
+	want := shares[2]
+	if !got.Equal(&want.Poly) {
+		t.Fatal("share changed in the box")
+	}
+	tampered := append([]byte(nil), box...)
+	tampered[len(tampered)-1] ^= 1
+	for name, tc := range map[string]func() error{
+		"wrong recipient key": func() error { _, _, err := OpenShare(k3, "heart", 2, box); return err },
+		"re-addressed":        func() error { _, _, err := OpenShare(k3, "heart", 3, box); return err },
+		"other study":         func() error { _, _, err := OpenShare(k2, "other", 2, box); return err },
+		"tampered":            func() error { _, _, err := OpenShare(k2, "heart", 2, tampered); return err },
+		"truncated":           func() error { _, _, err := OpenShare(k2, "heart", 2, box[:40]); return err },
+	} {
+		if err := tc(); !errors.Is(err, ErrBox) {
+			t.Errorf("%s: got %v, want ErrBox", name, err)
+		}
+	}
+}
+
+func FuzzOpenShare(f *testing.F) {
+	p, _ := NewParty(Default, 1)
+	shares, _ := p.ThresholdShares(1, []uint64{2})
+	k, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	box, _ := SealShare(k.PublicKey(), "s", 1, 2, shares[2])
+	f.Add(box)
+	f.Add(box[:53])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		OpenShare(k, "s", 2, b) // must not panic; authenticity makes success impossible for non-boxes
+	})
+}
+
+// signers makes Ed25519 identities and a Verifier over them.
+func signers(ids ...string) (map[string]ed25519.PrivateKey, Verifier) {
+	keys := map[string]ed25519.PrivateKey{}
+	pubs := map[string]ed25519.PublicKey{}
+	for _, id := range ids {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		keys[id], pubs[id] = priv, pub
+	}
+	return keys, func(client string, msg, sig []byte) error {
+		pub, ok := pubs[client]
+		if !ok {
+			return errors.New("unknown client")
+		}
+		if !ed25519.Verify(pub, msg, sig) {
+			return errors.New("bad signature")
+		}
+		return nil
+	}
+}
+
+func TestShareGuard(t *testing.T) {
+	s := setup(t, 3, 2)
+	keys, verify := signers("a", "b", "c")
+	contrib := map[string][]*rlwe.Ciphertext{}
+	var parts [][]*rlwe.Ciphertext
+	var entries []Contribution
+	for _, id := range []string{"a", "b", "c"} {
+		cts, _ := Encrypt(Default, s.pk, []float64{1, 2, 3}, 5)
+		contrib[id] = cts
+		parts = append(parts, cts)
+		h := HashCiphertexts(cts)
+		entries = append(entries, Contribution{Client: id, Hash: h, Signature: ed25519.Sign(keys[id], ContributionMessage("heart", 7, h))})
+	}
+	agg, _ := Sum(Default, parts)
+	manifest := Manifest{Study: "heart", Round: 7, Contributions: entries, AggregateHash: HashCiphertexts(agg)}
+	state := filepath.Join(t.TempDir(), "guard.json")
+	open := func() *ShareGuard {
+		g, err := OpenShareGuard(GuardConfig{MinContributors: 2, StateFile: state, Verify: verify, Resum: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g := open()
+	refuse := func(name string, m Manifest, aggregate []*rlwe.Ciphertext, want error) {
+		t.Helper()
+		if err := g.Authorize("heart", 7, m, Default, contrib, aggregate); !errors.Is(err, want) {
+			t.Errorf("%s: got %v, want %v", name, err, want)
+		}
+	}
+	one := manifest
+	one.Contributions = entries[:1]
+	oneAgg, _ := Sum(Default, parts[:1])
+	one.AggregateHash = HashCiphertexts(oneAgg)
+	refuse("one client's ciphertext", one, oneAgg, ErrManifest)
+	dup := manifest
+	dup.Contributions = []Contribution{entries[0], entries[0]}
+	refuse("duplicate contributor", dup, agg, ErrManifest)
+	forged := manifest
+	forged.Contributions = append([]Contribution{{Client: "a", Hash: entries[0].Hash, Signature: entries[1].Signature}}, entries[1:]...)
+	refuse("bad signature", forged, agg, ErrManifest)
+	refuse("wrong round", Manifest{Study: "heart", Round: 8, Contributions: entries, AggregateHash: manifest.AggregateHash}, agg, ErrManifest)
+	partial, _ := Sum(Default, parts[:2])
+	lying := manifest
+	lying.AggregateHash = HashCiphertexts(partial)
+	refuse("aggregate of fewer than listed", lying, partial, ErrAggregate)
+
+	if err := g.Authorize("heart", 7, manifest, Default, contrib, agg); err != nil {
+		t.Fatalf("valid manifest refused: %v", err)
+	}
+	refuse("second request for the round", manifest, agg, ErrAlreadyShared)
+	// The refusal survives a restart.
+	g = open()
+	refuse("second request after restart", manifest, agg, ErrAlreadyShared)
+	if fi, _ := os.Stat(state); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v", fi.Mode().Perm())
+	}
+}
+
+func TestPartySaveLoad(t *testing.T) {
+	s := setup(t, 3, 2)
+	path := filepath.Join(t.TempDir(), "share.key")
+	if err := s.parties[0].Save(path); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret share file mode %v, want 0600", fi.Mode().Perm())
+	}
+	loaded, err := LoadParty(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.parties[0] = loaded
+	vecs, weights := [][]float64{{1, 2}, {3, 4}, {5, 6}}, []float64{1, 1, 1}
+	sum, w := s.round(t, vecs, weights, []int{0, 2})
+	if e := maxErr(sum, w, plainAverage(vecs, weights)); e > 1e-6 {
+		t.Fatalf("reloaded party decrypts with error %g", e)
+	}
+	os.Chmod(path, 0o644)
+	if _, err := LoadParty(path); err == nil {
+		t.Fatal("loaded a world-readable secret share file")
+	}
+	_ = mhe.ShamirPublicPoint(0)
+}
