@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"sort"
 	"sync"
 	"time"
 
@@ -258,7 +257,7 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 	d.headers = map[string]*pb.UpdateHeader{}
 	round, acts := NewRound(RoundConfig{
 		Study: st.ID, Round: r, Parent: d.parent, Approved: st.Clients, MinClients: st.MinClients, Deadline: deadline,
-	}, keys(d.live))
+	}, sortedKeys(d.live))
 	log := d.log.With(slog.Uint64("round", r))
 	log.Info("round announced", slog.String("parent", hex.EncodeToString(d.parent[:8])), slog.Int("clients", len(d.live)))
 	rep := RoundReport{Round: int(r), Model: d.parent}
@@ -367,7 +366,7 @@ func (d *driver) aggregate(round *Round, a Aggregate, rep RoundReport, start tim
 // evaluateFinal asks every connected client to evaluate the final model on
 // its test split and waits for their reports (bounded by FinalEvalTimeout).
 func (d *driver) evaluateFinal(next func() (any, error)) {
-	asked := keys(d.live)
+	asked := sortedKeys(d.live)
 	for _, id := range asked {
 		d.live[id].push(&pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Evaluate{Evaluate: &pb.EvaluateTask{
 			StudyId: d.cfg.Study.ID, Round: uint64(d.cfg.Study.Rounds), ModelSha256: d.parent[:], ModelSize: d.size,
@@ -415,13 +414,4 @@ func (c *Coordinator) post(ev any) bool {
 
 func metricsFrom(m *pb.Metrics) train.Metrics {
 	return train.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, AUC: m.Auc, N: int(m.N)}
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

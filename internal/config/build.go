@@ -51,12 +51,9 @@ func LoadCoordinator(path string, flags *pflag.FlagSet) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, tlsCfg, err := s.loadTLS(f.TLS, true, "")
+	id, tlsCfg, err := s.identity(f.TLS, tlsutil.RoleCoordinator, "")
 	if err != nil {
 		return nil, err
-	}
-	if id.Role != tlsutil.RoleCoordinator {
-		return nil, s.errorf("tls.cert", "certificate %q has role %q, want %q", id.ID, id.Role, tlsutil.RoleCoordinator)
 	}
 	study, err := s.study(f.Study)
 	if err != nil {
@@ -130,12 +127,9 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, tlsCfg, err := s.loadTLS(f.TLS, false, f.Coordinator)
+	id, tlsCfg, err := s.identity(f.TLS, tlsutil.RoleClient, f.Coordinator)
 	if err != nil {
 		return nil, err
-	}
-	if id.Role != tlsutil.RoleClient {
-		return nil, s.errorf("tls.cert", "certificate %q has role %q, want %q", id.ID, id.Role, tlsutil.RoleClient)
 	}
 	cfg := client.DefaultConfig()
 	cfg.CoordinatorAddr = f.Coordinator
@@ -160,6 +154,17 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)
 	}
 	return &Client{File: f, Config: cfg, Identity: id}, nil
+}
+
+// identity loads the TLS identity named by f and checks it holds role. The
+// coordinator role gets a server configuration; others a client one that
+// dials dialAddr.
+func (s *source) identity(f TLSFile, role tlsutil.Role, dialAddr string) (*tlsutil.Identity, *tls.Config, error) {
+	id, cfg, err := s.loadTLS(f, role == tlsutil.RoleCoordinator, dialAddr)
+	if err == nil && id.Role != role {
+		err = s.errorf("tls.cert", "certificate %q has role %q, want %q", id.ID, id.Role, role)
+	}
+	return id, cfg, err
 }
 
 // loadTLS loads the identity and CA bundle named by f; every connection is
