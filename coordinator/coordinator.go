@@ -11,8 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/client/train"
@@ -31,6 +34,7 @@ type Coordinator struct {
 	store    *Store
 	opt      *aggregation.ServerOptimizer
 	approved map[string]bool
+	metrics  *metrics
 
 	events  chan any
 	stopped chan struct{} // closed when the study goroutine stops taking events
@@ -76,7 +80,7 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, opt: opt,
 		approved: map[string]bool{}, events: make(chan any, 64), stopped: make(chan struct{}),
-		sessions: map[string]*session{},
+		sessions: map[string]*session{}, metrics: newMetrics(cfg.Study.ID),
 	}
 	for _, id := range cfg.Study.Clients {
 		c.approved[id] = true
@@ -84,6 +88,10 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 	c.log.Warn("plaintext mode: model updates are NOT encrypted; the coordinator can read every hospital's update")
 	return c, nil
 }
+
+// Metrics is the coordinator's Prometheus registry, for an HTTP /metrics
+// handler.
+func (c *Coordinator) Metrics() *prometheus.Registry { return c.metrics.reg }
 
 // Result returns the study's outcome; complete once Run has returned.
 func (c *Coordinator) Result() StudyResult {
@@ -101,10 +109,14 @@ func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
 		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
 	)
 	pb.RegisterFederationServer(srv, &server{c: c})
+	hs := health.NewServer()
+	hs.SetServingStatus(pb.Federation_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 
 	err := c.runStudy(ctx)
+	hs.SetServingStatus(pb.Federation_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	close(c.stopped)
 	c.finish(err)
 
@@ -171,10 +183,12 @@ func (c *Coordinator) runStudy(ctx context.Context) error {
 			switch e := ev.(type) {
 			case evJoined:
 				d.live[e.s.client] = e.s
+				c.metrics.connected.Set(float64(len(d.live)))
 				c.log.Info("client connected", slog.String("client", e.s.client), slog.Int("connected", len(d.live)))
 			case evLeft:
 				if d.live[e.s.client] == e.s {
 					delete(d.live, e.s.client)
+					c.metrics.connected.Set(float64(len(d.live)))
 					c.log.Warn("client disconnected", slog.String("client", e.s.client), slog.Int("connected", len(d.live)))
 				}
 			case evEval:
@@ -182,6 +196,7 @@ func (c *Coordinator) runStudy(ctx context.Context) error {
 					d.final[e.client] = metricsFrom(e.m.Test)
 				}
 			case evRefusal:
+				c.metrics.refusals.Inc()
 				c.log.Warn("client refused a task", slog.String("client", e.client), slog.Uint64("round", e.m.Round), slog.String("reason", e.m.Reason))
 			}
 			return ev, nil
@@ -271,6 +286,8 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 			case Fail:
 				rep.Failed, rep.Reason, rep.Duration = true, a.Reason, time.Since(start)
 				rep.Contributors, rep.Dropped = round.Contributors(), round.Missing()
+				d.metrics.rounds.WithLabelValues("failed").Inc()
+				d.metrics.roundSeconds.Observe(rep.Duration.Seconds())
 				log.Error("round failed", slog.String("reason", a.Reason))
 				return rep, nil
 			}
@@ -296,10 +313,13 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 		case evUpdate:
 			acts, err = round.Step(Received{Update: e.u})
 			if err == nil {
+				d.metrics.updates.WithLabelValues("accepted").Inc()
+				d.metrics.updateBytes.Add(float64(len(e.u.Payload)))
 				d.headers[e.u.Client] = e.hdr
 				log.Info("update accepted", slog.String("client", e.u.Client), slog.Uint64("samples", e.u.Weight),
 					slog.String("sha256", hex.EncodeToString(e.u.Hash[:8])))
 			} else {
+				d.metrics.updates.WithLabelValues("rejected").Inc()
 				log.Warn("update rejected", slog.String("client", e.u.Client), slog.Any("err", err))
 			}
 			e.reply <- err
@@ -358,6 +378,8 @@ func (d *driver) aggregate(round *Round, a Aggregate, rep RoundReport, start tim
 	}
 	rep.Model, rep.Duration = d.parent, time.Since(start)
 	rep.Contributors, rep.Dropped = round.Contributors(), round.Missing()
+	d.metrics.rounds.WithLabelValues("aggregated").Inc()
+	d.metrics.roundSeconds.Observe(rep.Duration.Seconds())
 	log.Info("round aggregated", slog.Int("updates", len(a.Updates)), slog.Any("dropped", rep.Dropped),
 		slog.String("model", hex.EncodeToString(d.parent[:8])), slog.Float64("train_loss", rep.TrainLoss), slog.Duration("took", rep.Duration))
 	return rep, nil

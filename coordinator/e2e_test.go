@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/aggregation"
@@ -160,9 +163,51 @@ func TestFedAdamOverMTLS(t *testing.T) {
 		mean += m.Accuracy / float64(len(train.Hospitals))
 	}
 	t.Logf("mean per-hospital test accuracy after 20 FedAdam rounds: %.4f", mean)
+	for name, want := range map[string]float64{
+		`fedledger_coordinator_rounds_total{outcome="aggregated"}`: 20,
+		`fedledger_coordinator_updates_total{result="accepted"}`:   80,
+		`fedledger_coordinator_plaintext_mode`:                     1,
+	} {
+		if got := metricValue(t, f.co, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
 	if mean < 0.70 {
 		t.Fatalf("mean per-hospital accuracy %.4f < 0.70", mean)
 	}
+}
+
+// metricValue reads one series from the coordinator's registry; name is
+// the metric name with at most one {label="value"} selector.
+func metricValue(t *testing.T, co *coordinator.Coordinator, name string) float64 {
+	t.Helper()
+	metric, label, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
+	families, err := co.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != metric {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			ok := label == ""
+			for _, lp := range m.GetLabel() {
+				ok = ok || fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()) == label
+			}
+			if !ok {
+				continue
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no series %s", name)
+	return 0
 }
 
 // TestClientDiesMidStudy: with K = 3, one hospital's client is killed after
@@ -257,6 +302,16 @@ func TestServerRefusesBadCallers(t *testing.T) {
 		if status.Code(err) != tc.code {
 			t.Errorf("%s: got %v, want %v", name, err, tc.code)
 		}
+	}
+	// Health checking answers on the same mTLS port.
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(f.clientTLS("va", tlsutil.RoleClient))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: pb.Federation_ServiceDesc.ServiceName})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", hr, err)
 	}
 	// Let the study end: one approved client runs it.
 	c := f.newClient("va")

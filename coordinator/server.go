@@ -210,6 +210,7 @@ func (s *server) SubmitUpdate(stream pb.Federation_SubmitUpdateServer) error {
 	}
 	u, hdr, err := c.receiveUpdate(p.ID, stream)
 	if err != nil {
+		c.metrics.updates.WithLabelValues("rejected").Inc()
 		c.log.Warn("update rejected", slog.String("client", p.ID), slog.Any("err", err))
 		return toStatus(err)
 	}

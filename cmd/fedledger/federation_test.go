@@ -43,6 +43,7 @@ func TestCommandsRunAStudyFromConfigFiles(t *testing.T) {
 	addr := freeAddr(t)
 	write(t, filepath.Join(dir, "coordinator.yaml"), fmt.Sprintf(`
 listen: %s
+metrics_listen: ""
 data_dir: coordinator-state
 tls: {cert: coordinator.pem, key: coordinator-key.pem, ca: ca.pem}
 study:

@@ -1,9 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spf13/cobra"
 
@@ -64,6 +71,7 @@ global model under its SHA-256 in the data directory.
 Example coordinator.yaml:
 
   listen: 0.0.0.0:7443
+  metrics_listen: 127.0.0.1:9464        # Prometheus /metrics; "" disables
   data_dir: /var/lib/fedledger
   tls: {cert: coordinator.pem, key: coordinator-key.pem, ca: ca.pem}
   study:
@@ -96,6 +104,14 @@ Example coordinator.yaml:
 				return fmt.Errorf("listen on %s: %w", c.File.Listen, err)
 			}
 			logger.Info("coordinator listening", slog.String("addr", lis.Addr().String()), slog.String("study", c.Config.Study.ID), slog.String("version", version.String()))
+			if c.File.MetricsListen != "" {
+				stop, err := serveMetrics(c.File.MetricsListen, co.Metrics(), logger)
+				if err != nil {
+					lis.Close()
+					return err
+				}
+				defer stop()
+			}
 			return co.Run(cmd.Context(), lis)
 		},
 	}
@@ -159,4 +175,26 @@ Example client.yaml:
 	f.String("heart", "", "use the shipped UCI heart-disease data of one hospital: cleveland, hungary, switzerland or va")
 	f.String("csv", "", "local CSV export to train on (see data.csv in the config)")
 	return cmd
+}
+
+// serveMetrics serves reg on addr at /metrics until stop is called.
+func serveMetrics(addr string, reg *prometheus.Registry, logger *slog.Logger) (stop func(), err error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server", slog.Any("err", err))
+		}
+	}()
+	logger.Info("serving Prometheus metrics", slog.String("addr", "http://"+lis.Addr().String()+"/metrics"))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
 }

@@ -60,11 +60,13 @@ type StudyFile struct {
 
 // CoordinatorFile is the coordinator's configuration file.
 type CoordinatorFile struct {
-	Listen  string    `mapstructure:"listen"`
-	DataDir string    `mapstructure:"data_dir"`
-	TLS     TLSFile   `mapstructure:"tls"`
-	Study   StudyFile `mapstructure:"study"`
-	Log     LogFile   `mapstructure:"log"`
+	Listen string `mapstructure:"listen"`
+	// MetricsListen serves Prometheus /metrics over HTTP; empty disables.
+	MetricsListen string    `mapstructure:"metrics_listen"`
+	DataDir       string    `mapstructure:"data_dir"`
+	TLS           TLSFile   `mapstructure:"tls"`
+	Study         StudyFile `mapstructure:"study"`
+	Log           LogFile   `mapstructure:"log"`
 }
 
 // CSVFile points a client at a hospital's own CSV export.
@@ -103,9 +105,10 @@ func defaultLog() LogFile { return LogFile{Format: "text", Level: "info"} }
 // DefaultCoordinatorFile is what an empty coordinator file means.
 func DefaultCoordinatorFile() CoordinatorFile {
 	return CoordinatorFile{
-		Listen:  "127.0.0.1:7443",
-		DataDir: "fedledger-coordinator",
-		Log:     defaultLog(),
+		Listen:        "127.0.0.1:7443",
+		MetricsListen: "127.0.0.1:9464",
+		DataDir:       "fedledger-coordinator",
+		Log:           defaultLog(),
 		Study: StudyFile{
 			Model:         ModelFile{Kind: "logreg", Inputs: 13},
 			Training:      TrainingFile{Optimizer: "adam", LearningRate: 1e-3, BatchSize: 4, LocalSteps: 50, Seed: 1},

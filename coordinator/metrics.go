@@ -1,0 +1,52 @@
+package coordinator
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the coordinator's Prometheus series. Each Coordinator has its
+// own registry, so several can live in one process (tests, the demo).
+type metrics struct {
+	reg           *prometheus.Registry
+	rounds        *prometheus.CounterVec
+	roundSeconds  prometheus.Histogram
+	updates       *prometheus.CounterVec
+	updateBytes   prometheus.Counter
+	connected     prometheus.Gauge
+	plaintextMode prometheus.Gauge
+	refusals      prometheus.Counter
+}
+
+func newMetrics(study string) *metrics {
+	labels := prometheus.Labels{"study": study}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		rounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_coordinator_rounds_total", Help: "Rounds finished, by outcome (aggregated or failed).", ConstLabels: labels,
+		}, []string{"outcome"}),
+		roundSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "fedledger_coordinator_round_duration_seconds", Help: "Time from announcing a round to aggregating or failing it.",
+			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+		}),
+		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_coordinator_updates_total", Help: "Model updates received, by result (accepted or rejected).", ConstLabels: labels,
+		}, []string{"result"}),
+		updateBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedledger_coordinator_update_bytes_total", Help: "Payload bytes of accepted updates.", ConstLabels: labels,
+		}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedledger_coordinator_connected_clients", Help: "Hospital clients with a live Participate stream.", ConstLabels: labels,
+		}),
+		plaintextMode: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedledger_coordinator_plaintext_mode", Help: "1 when updates are NOT encrypted (plaintext mode).", ConstLabels: labels,
+		}),
+		refusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedledger_coordinator_task_refusals_total", Help: "Tasks clients refused (policy, bad model, local errors).", ConstLabels: labels,
+		}),
+	}
+	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.plaintextMode.Set(1)
+	return m
+}
