@@ -81,6 +81,11 @@ type Config struct {
 	ChunkSize int
 	// OnRound, if set, is called from the study goroutine after each round.
 	OnRound func(RoundReport)
+	// Aggregator combines a round's updates; nil means a PlaintextAggregator
+	// for Study.Strategy.
+	Aggregator Aggregator
+	// Recorder is told about every round; nil means a LogRecorder.
+	Recorder RoundRecorder
 	// TickInterval is how often deadlines are checked.
 	TickInterval time.Duration
 	// FinalEvalTimeout bounds the wait for clients' evaluation of the final

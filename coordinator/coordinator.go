@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/client/train"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -32,7 +31,8 @@ type Coordinator struct {
 	cfg      Config
 	log      *slog.Logger
 	store    *Store
-	opt      *aggregation.ServerOptimizer
+	agg      Aggregator
+	recorder RoundRecorder
 	approved map[string]bool
 	metrics  *metrics
 
@@ -73,17 +73,25 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt, err := aggregation.NewServerOptimizer(cfg.Study.Strategy)
-	if err != nil {
-		return nil, err
+	agg := cfg.Aggregator
+	if agg == nil {
+		p, err := NewPlaintextAggregator(cfg.Study.Strategy)
+		if err != nil {
+			return nil, err
+		}
+		agg = p
 	}
 	c := &Coordinator{
-		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, opt: opt,
+		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, agg: agg,
 		approved: map[string]bool{}, events: make(chan any, 64), stopped: make(chan struct{}),
 		sessions: map[string]*session{}, metrics: newMetrics(cfg.Study.ID),
 	}
 	for _, id := range cfg.Study.Clients {
 		c.approved[id] = true
+	}
+	c.recorder = cfg.Recorder
+	if c.recorder == nil {
+		c.recorder = LogRecorder{Logger: c.log}
 	}
 	c.log.Warn("plaintext mode: model updates are NOT encrypted; the coordinator can read every hospital's update")
 	return c, nil
@@ -233,6 +241,9 @@ func (c *Coordinator) runStudy(ctx context.Context) error {
 		c.mu.Lock()
 		c.result.Rounds = append(c.result.Rounds, rep)
 		c.mu.Unlock()
+		if err := c.recorder.RecordRound(ctx, rep); err != nil {
+			return fmt.Errorf("coordinator: recording round %d: %w", r, err)
+		}
 		if c.cfg.OnRound != nil {
 			c.cfg.OnRound(rep)
 		}
@@ -282,7 +293,7 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 			case SendTask:
 				d.sendTask(a.Client, r, deadline)
 			case Aggregate:
-				return d.aggregate(round, a, rep, start, log)
+				return d.aggregate(ctx, round, a, rep, start, log)
 			case Fail:
 				rep.Failed, rep.Reason, rep.Duration = true, a.Reason, time.Since(start)
 				rep.Contributors, rep.Dropped = round.Contributors(), round.Missing()
@@ -337,21 +348,13 @@ func (d *driver) sendTask(client string, r uint64, deadline time.Time) {
 	}}})
 }
 
-// aggregate averages the updates (in client-id order, so the result does
-// not depend on arrival order), applies the server optimiser and publishes
-// the new model.
-func (d *driver) aggregate(round *Round, a Aggregate, rep RoundReport, start time.Time, log *slog.Logger) (RoundReport, error) {
-	sum := aggregation.NewWeightedSum(len(d.params))
+// aggregate hands the accepted updates (in client-id order, so the result
+// does not depend on arrival order) to the Aggregator, publishes the new
+// model and fills in the round report.
+func (d *driver) aggregate(ctx context.Context, round *Round, a Aggregate, rep RoundReport, start time.Time, log *slog.Logger) (RoundReport, error) {
 	rep.ParentTest = map[string]train.Metrics{}
 	var lossW, w float64
 	for _, u := range a.Updates {
-		delta, err := aggregation.DecodeWeightedDelta(u.Payload, len(d.params))
-		if err != nil {
-			return rep, fmt.Errorf("coordinator: accepted update from %s no longer decodes: %w", u.Client, err)
-		}
-		if err := sum.Add(delta, float64(u.Weight)); err != nil {
-			return rep, err
-		}
 		if h := d.headers[u.Client]; h != nil {
 			if h.ParentTest != nil {
 				rep.ParentTest[u.Client] = metricsFrom(h.ParentTest)
@@ -362,11 +365,7 @@ func (d *driver) aggregate(round *Round, a Aggregate, rep RoundReport, start tim
 			}
 		}
 	}
-	avg, err := sum.Average()
-	if err != nil {
-		return rep, err
-	}
-	next, err := d.opt.Step(d.params, avg)
+	next, err := d.agg.Aggregate(ctx, d.params, a.Updates)
 	if err != nil {
 		return rep, err
 	}

@@ -12,6 +12,12 @@
 // The [Coordinator] is the thin driver: one goroutine owns the study and the
 // current Round and feeds it events from the gRPC handlers.
 //
+// Two seams are left for what comes next: an [Aggregator] turns a round's
+// opaque update payloads into the next model ([PlaintextAggregator] today,
+// secure aggregation later), and a [RoundRecorder] is told about every
+// finished round before the study moves on ([LogRecorder] today, the audit
+// log later).
+//
 // # What it does not do
 //
 // It never sees patient data, only updates. It does not decide whether an

@@ -228,6 +228,8 @@ func TestClientDiesMidStudy(t *testing.T) {
 			kill()
 		}
 	}
+	rec := &collectRecorder{}
+	cfg.Recorder = rec
 	f := startFederation(t, cfg)
 	var wg sync.WaitGroup
 	for _, h := range train.Hospitals {
@@ -259,6 +261,29 @@ func TestClientDiesMidStudy(t *testing.T) {
 			t.Errorf("round %d: contributors %v, want %d", r.Round, r.Contributors, want)
 		}
 	}
+	if got := rec.rounds(); len(got) != 5 || got[4] != 5 {
+		t.Fatalf("recorder saw rounds %v, want 1..5", got)
+	}
+}
+
+// collectRecorder is a RoundRecorder that remembers the rounds it was told
+// about.
+type collectRecorder struct {
+	mu   sync.Mutex
+	seen []int
+}
+
+func (c *collectRecorder) RecordRound(_ context.Context, rep coordinator.RoundReport) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen = append(c.seen, rep.Round)
+	return nil
+}
+
+func (c *collectRecorder) rounds() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int(nil), c.seen...)
 }
 
 // dial opens a raw Federation client with the given TLS identity.
