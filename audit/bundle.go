@@ -1,0 +1,158 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Bundle is an offline export: every leaf of the log up to a cosigned
+// checkpoint, in order, plus that checkpoint. The verifier replays all
+// leaves, so it needs no proofs beyond recomputing the tree.
+type Bundle struct {
+	Checkpoint []byte   // signed note, cosigned by witnesses
+	Leaves     [][]byte // encoded envelopes, index order
+}
+
+const (
+	bundleVersion = 1
+	maxNote       = 1 << 16
+	maxLeaves     = 1 << 24
+)
+
+// Verification errors.
+var (
+	ErrRootMismatch = errors.New("audit: bundle entries do not hash to the checkpoint root")
+	ErrLineage      = errors.New("audit: model lineage broken")
+)
+
+// Marshal encodes the bundle.
+func (b *Bundle) Marshal() []byte {
+	e := &encoder{}
+	e.b = append(e.b, bundleVersion)
+	e.bytes(b.Checkpoint)
+	e.u64(uint64(len(b.Leaves)))
+	for _, l := range b.Leaves {
+		e.bytes(l)
+	}
+	return e.b
+}
+
+// UnmarshalBundle strictly decodes a bundle; it does not verify it.
+func UnmarshalBundle(data []byte) (*Bundle, error) {
+	d := &decoder{b: data}
+	v := d.take("bundle.version", 1)
+	if d.err != nil {
+		return nil, d.err
+	}
+	if v[0] != bundleVersion {
+		return nil, &DecodeError{Field: "bundle.version", Err: fmt.Errorf("version %d: %w", v[0], ErrVersion)}
+	}
+	b := &Bundle{}
+	b.Checkpoint = bytes.Clone(d.take("bundle.checkpoint", d.count("bundle.checkpoint", maxNote)))
+	n := d.count("bundle.leaves", maxLeaves)
+	for i := 0; i < n && d.err == nil; i++ {
+		b.Leaves = append(b.Leaves, bytes.Clone(d.take("bundle.leaf", d.count("bundle.leaf", maxBody+maxCert+128))))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if d.off != len(data) {
+		return nil, &DecodeError{Field: "bundle.trailer", Offset: d.off, Err: fmt.Errorf("%d trailing bytes: %w", len(data)-d.off, ErrMalformed)}
+	}
+	if !bytes.Equal(b.Marshal(), data) {
+		return nil, &DecodeError{Field: "bundle", Err: ErrNonCanonical}
+	}
+	return b, nil
+}
+
+// Trust is what an offline verifier trusts: the consortium CA for record
+// signers and the note keys of log nodes and witnesses, of which Quorum
+// distinct ones must have signed the checkpoint.
+type Trust struct {
+	Roots  *x509.CertPool
+	Keys   note.Verifiers
+	Quorum int
+}
+
+// LineageStep is one completed round on the path to the verified model.
+type LineageStep struct {
+	Index  int64
+	Record *Record
+}
+
+// Lineage is the result of a successful verification.
+type Lineage struct {
+	Checkpoint Checkpoint
+	Signers    []string
+	Study      string
+	Initial    Hash
+	Steps      []LineageStep // round order, initial model first to last
+}
+
+// VerifyBundle checks the checkpoint against trust (k-of-n), replays every
+// leaf through a fresh Ledger (signatures, signer roles and all study
+// rules), requires the recomputed root to equal the checkpoint's, and walks
+// model back through the study's completed rounds to its initial model.
+func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, error) {
+	cp, signers, err := OpenCheckpoint(b.Checkpoint, trust.Keys, trust.Quorum)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b.Leaves)) != cp.Size {
+		return nil, fmt.Errorf("%w: %d entries, checkpoint size %d", ErrRootMismatch, len(b.Leaves), cp.Size)
+	}
+	l := NewLedger(trust.Roots)
+	byOutput := map[Hash]LineageStep{}
+	var initial *Hash
+	for i, leaf := range b.Leaves {
+		idx, err := l.Apply(leaf)
+		if err != nil {
+			return nil, fmt.Errorf("audit: entry %d: %w", i, err)
+		}
+		if idx != int64(i) {
+			return nil, fmt.Errorf("audit: entry %d duplicates entry %d: %w", i, idx, ErrConflict)
+		}
+		env, _ := UnmarshalEnvelope(leaf) // Apply has decoded it already
+		rec, _ := UnmarshalRecord(env.Body)
+		if rec.StudyID != study {
+			continue
+		}
+		switch rec.Kind {
+		case KindStudyCreated:
+			h := rec.OutputModel
+			initial = &h
+		case KindRoundCompleted:
+			byOutput[rec.OutputModel] = LineageStep{Index: idx, Record: rec}
+		}
+	}
+	_, root, err := l.Root()
+	if err != nil {
+		return nil, err
+	}
+	if root != cp.Root {
+		return nil, fmt.Errorf("%w: recomputed %v, checkpoint %v", ErrRootMismatch, root, cp.Root)
+	}
+	if initial == nil {
+		return nil, fmt.Errorf("%w: study %q not in bundle", ErrUnknownStudy, study)
+	}
+	var steps []LineageStep
+	for cur := model; cur != *initial; {
+		s, ok := byOutput[cur]
+		if !ok {
+			return nil, fmt.Errorf("%w: model %x is not the output of any committed round of %q", ErrLineage, cur[:8], study)
+		}
+		if n := len(steps); n > 0 && s.Record.Round >= steps[n-1].Record.Round {
+			return nil, fmt.Errorf("%w: model %x loops back to round %d", ErrLineage, cur[:8], s.Record.Round)
+		}
+		steps = append(steps, s)
+		cur = s.Record.ParentModel
+	}
+	for i, j := 0, len(steps)-1; i < j; i, j = i+1, j-1 {
+		steps[i], steps[j] = steps[j], steps[i]
+	}
+	return &Lineage{Checkpoint: cp, Signers: signers, Study: study, Initial: *initial, Steps: steps}, nil
+}

@@ -1,0 +1,110 @@
+package audit
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"reflect"
+	"testing"
+)
+
+func sampleRecord() *Record {
+	h := func(b byte) (x Hash) {
+		for i := range x {
+			x[i] = b + byte(i)
+		}
+		return x
+	}
+	return &Record{
+		Kind: KindRoundCompleted, StudyID: "heart-1", Round: 7,
+		ParentModel: h(1), OutputModel: h(2),
+		Contributions: []Contribution{
+			{SiteID: "site-a", UpdateHash: h(3), Signature: bytes.Repeat([]byte{9}, 64)},
+			{SiteID: "site-b", UpdateHash: h(4), Signature: bytes.Repeat([]byte{8}, 64)},
+		},
+		AggregateHash: h(5), DecryptionSigners: []string{"site-a", "site-b"},
+		HEParamsID: "ckks-pn14", CollectiveKeyHash: h(6), Strategy: "fedavg",
+		Hyperparameters: []Param{{"lr", "0.01"}, {"epochs", "3"}},
+		BinaryVersion:   "v0.1.0",
+		Manifests:       []Manifest{{SiteID: "site-a", DataHash: h(7), Samples: 303}, {SiteID: "site-b", DataHash: h(8), Samples: 123}},
+		Metrics:         []Metric{{"auc", 0.87}, {"loss", math.Inf(1)}},
+		ApprovedSites:   []string{"site-a", "site-b", "site-c"}, MinContributors: 2,
+		ExpiresAtUnixNs: 1_900_000_000_000_000_000,
+		MemberID:        "site-c", MemberRole: "client", MemberRemoved: true,
+		TimestampUnixNs: 1_800_000_000_000_000_000, SubmitterID: "coord",
+	}
+}
+
+func TestRecordRoundTripIsCanonical(t *testing.T) {
+	r := sampleRecord()
+	b := r.Marshal()
+	got, err := UnmarshalRecord(b)
+	if err != nil {
+		t.Fatalf("UnmarshalRecord: %v", err)
+	}
+	if !reflect.DeepEqual(got, r) {
+		t.Fatalf("round trip differs:\n got %+v\nwant %+v", got, r)
+	}
+	if !bytes.Equal(got.Marshal(), b) {
+		t.Fatal("re-encoding differs")
+	}
+	if bytes.Equal((&Record{Kind: KindRoundCompleted, Round: 8}).Marshal(), (&Record{Kind: KindRoundCompleted, Round: 7}).Marshal()) {
+		t.Fatal("different records encode equally")
+	}
+}
+
+func TestUnmarshalRecordRejects(t *testing.T) {
+	good := sampleRecord().Marshal()
+	for n := 0; n < len(good); n++ {
+		if _, err := UnmarshalRecord(good[:n]); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("prefix of %d/%d bytes: err = %v, want ErrMalformed", n, len(good), err)
+		}
+	}
+	mut := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
+	empty := (&Record{Kind: KindStudyCreated}).Marshal()
+	cases := []struct {
+		name  string
+		in    []byte
+		want  error
+		field string
+	}{
+		{"trailing byte", append(bytes.Clone(good), 0), ErrMalformed, "trailer"},
+		{"bad version", mut(func(b []byte) []byte { b[0] = 2; return b }), ErrVersion, "version"},
+		{"kind zero", mut(func(b []byte) []byte { b[1] = 0; return b }), ErrMalformed, "kind"},
+		{"kind unknown", mut(func(b []byte) []byte { b[1] = 99; return b }), ErrMalformed, "kind"},
+		// study id length 0 written as the non-minimal uvarint 0x80 0x00.
+		{"non-minimal varint", append([]byte{1, 1, 0x80}, empty[2:]...), ErrNonCanonical, "record"},
+		{"oversize length", append([]byte{1, 1, 0xff, 0xff, 0x03}, empty[3:]...), ErrMalformed, "study_id"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := UnmarshalRecord(c.in)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("err = %v, want %v", err, c.want)
+			}
+			var de *DecodeError
+			if !errors.As(err, &de) || de.Field != c.field {
+				t.Fatalf("err = %v, want DecodeError on field %q", err, c.field)
+			}
+		})
+	}
+}
+
+func FuzzUnmarshalRecord(f *testing.F) {
+	f.Add(sampleRecord().Marshal())
+	f.Add((&Record{Kind: KindStudyCreated}).Marshal())
+	f.Add([]byte{})
+	f.Add([]byte{1, 3, 0x80, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := UnmarshalRecord(b)
+		if err != nil {
+			if r != nil {
+				t.Fatal("record returned with error")
+			}
+			return
+		}
+		if !bytes.Equal(r.Marshal(), b) {
+			t.Fatal("accepted a non-canonical encoding")
+		}
+	})
+}
