@@ -74,7 +74,7 @@ func LoadCSV(cfg CSVConfig) (train, test *Dataset, err error) {
 	}
 	f, err := os.Open(cfg.Path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrCSV, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrCSV, err)
 	}
 	defer f.Close()
 	return parseCSV(cfg, f)

@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,6 +68,13 @@ func TestBadCSV(t *testing.T) {
 				t.Fatalf("error %v, want ErrCSV containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestMissingCSVKeepsCause(t *testing.T) {
+	_, _, err := LoadCSV(csvCfg("absent.csv"))
+	if !errors.Is(err, ErrCSV) || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("error %v, want both ErrCSV and fs.ErrNotExist", err)
 	}
 }
 
