@@ -22,11 +22,21 @@
 //     shares and decodes with DecodePublic, which sanitises the output
 //     against the Li-Micciancio key-recovery attack (Lattigo SECURITY.md).
 //
-// # What it does not do (yet)
+// # Wire objects
 //
-// It does not move bytes: the coordinator and client will carry these
-// objects on the Federation stream. The Shamir shares must travel
-// end-to-end encrypted to their recipient; that wrapping, the strict
-// envelope decoders and the client-side decryption rules are the next step
-// of the secure-aggregation issue.
+// Every object that crosses the network has a strict decoder that checks
+// it against the study's preset, study id and round before decoding the
+// Lattigo body: ciphertext envelopes ([SealCiphertexts], [OpenEnvelope],
+// [Envelope.Ciphertext]), CKG shares ([SealPublicKeyShare],
+// [OpenPublicKeyShare]), decryption shares ([SealDecryptionShares],
+// [Envelope.DecryptionShare]) and Shamir share boxes, end-to-end encrypted
+// to the recipient with X25519, HKDF-SHA256 and ChaCha20-Poly1305
+// ([SealShare], [OpenShare]). [ShareGuard] enforces the client-side rules
+// before a party gives a decryption share.
+//
+// # What it does not do
+//
+// It does not move bytes or bind X25519 keys to identity certificates: the
+// coordinator and client carry these objects on the Federation stream, and
+// that wiring belongs to them. It owns no model or training code.
 package secure

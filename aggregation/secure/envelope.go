@@ -16,6 +16,7 @@ const (
 	KindContribution    byte = 1 // one client's encrypted update chunk
 	KindAggregate       byte = 2 // the coordinator's sum
 	KindDecryptionShare byte = 3 // one client's key-switch share of an aggregate chunk
+	KindPublicKeyShare  byte = 4 // one party's collective-public-key (CKG) share, round 0, one chunk
 )
 
 // ErrEnvelope marks a malformed envelope; ErrRound and ErrStudy a
@@ -151,9 +152,12 @@ func OpenEnvelope(b []byte, want Expect) (Envelope, error) {
 }
 
 func bodySize(params hefloat.Parameters, kind byte) int {
-	if kind == KindDecryptionShare {
+	switch kind {
+	case KindDecryptionShare:
 		cks, _ := mhe.NewKeySwitchProtocol(params, Default.flooding())
 		return cks.AllocateShare(params.MaxLevel()).BinarySize()
+	case KindPublicKeyShare:
+		return mhe.NewPublicKeyGenProtocol(params).AllocateShare().BinarySize()
 	}
 	return hefloat.NewCiphertext(params, 1, params.MaxLevel()).BinarySize()
 }
