@@ -104,7 +104,7 @@ func randomVecs(rng *rand.Rand, n, dim int) ([][]float64, []float64) {
 		for j := range vecs[i] {
 			vecs[i][j] = rng.Float64()*20 - 10
 		}
-		weights[i] = float64(1 + rng.Intn(200))
+		weights[i] = float64(50 + rng.Intn(200)) // sample counts; see TestPartySaveLoad on why small totals are noisier
 	}
 	return vecs, weights
 }
