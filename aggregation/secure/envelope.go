@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
@@ -144,22 +145,42 @@ func OpenEnvelope(b []byte, want Expect) (Envelope, error) {
 	if err != nil {
 		return e, err
 	}
-	if size := bodySize(params, e.Kind); int(hdr.Len) != size {
+	if size := bodySize(want.Preset, params, e.Kind); int(hdr.Len) != size {
 		return e, fmt.Errorf("%w: body of %d bytes, a %s one is %d", ErrParams, hdr.Len, want.Preset.ID, size)
 	}
 	e.Body = b[len(b)-r.Len():]
 	return e, nil
 }
 
-func bodySize(params hefloat.Parameters, kind byte) int {
+// bodySizes memoises the encoded size of one body: it is fixed by the ring
+// degree, the levels and the kind, and finding it means allocating a whole
+// ciphertext or share.
+var bodySizes sync.Map // bodySizeKey -> int
+
+type bodySizeKey struct {
+	logN, levelQ, levelP int
+	kind                 byte
+}
+
+// bodySize is the exact encoded size of one envelope body of kind under the
+// preset's parameters.
+func bodySize(preset Preset, params hefloat.Parameters, kind byte) int {
+	key := bodySizeKey{params.LogN(), params.MaxLevelQ(), params.MaxLevelP(), kind}
+	if n, ok := bodySizes.Load(key); ok {
+		return n.(int)
+	}
+	var n int
 	switch kind {
 	case KindDecryptionShare:
-		cks, _ := mhe.NewKeySwitchProtocol(params, Default.flooding())
-		return cks.AllocateShare(params.MaxLevel()).BinarySize()
+		cks, _ := mhe.NewKeySwitchProtocol(params, preset.flooding())
+		n = cks.AllocateShare(params.MaxLevel()).BinarySize()
 	case KindPublicKeyShare:
-		return mhe.NewPublicKeyGenProtocol(params).AllocateShare().BinarySize()
+		n = mhe.NewPublicKeyGenProtocol(params).AllocateShare().BinarySize()
+	default:
+		n = hefloat.NewCiphertext(params, 1, params.MaxLevel()).BinarySize()
 	}
-	return hefloat.NewCiphertext(params, 1, params.MaxLevel()).BinarySize()
+	bodySizes.Store(key, n)
+	return n
 }
 
 // Ciphertext decodes an opened ciphertext envelope and checks its degree,

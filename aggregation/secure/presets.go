@@ -3,6 +3,8 @@ package secure
 import (
 	"fmt"
 	"math"
+	"reflect"
+	"sync"
 
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
 	"github.com/tuneinsight/lattigo/v5/ring"
@@ -59,12 +61,29 @@ func LookupPreset(id string) (Preset, error) {
 	return p, nil
 }
 
-// Params instantiates the preset.
+// paramsCache memoises instantiated parameters by preset ID. Building them
+// (prime generation, ring tables) costs ~5 ms and ~87k allocations, and
+// every entry point of the package needs them, once per envelope on the
+// coordinator's hot path. Lattigo Parameters are immutable values, so one
+// instance serves all callers.
+var paramsCache sync.Map // preset ID -> cachedParams
+
+type cachedParams struct {
+	lit    hefloat.ParametersLiteral
+	params hefloat.Parameters
+}
+
+// Params instantiates the preset (memoised per ID; a preset whose literal
+// differs from the cached one for its ID is instantiated afresh).
 func (p Preset) Params() (hefloat.Parameters, error) {
+	if c, ok := paramsCache.Load(p.ID); ok && reflect.DeepEqual(c.(cachedParams).lit, p.Literal) {
+		return c.(cachedParams).params, nil
+	}
 	params, err := hefloat.NewParametersFromLiteral(p.Literal)
 	if err != nil {
 		return params, fmt.Errorf("%w: %s: %v", ErrParams, p.ID, err)
 	}
+	paramsCache.LoadOrStore(p.ID, cachedParams{lit: p.Literal, params: params})
 	return params, nil
 }
 
