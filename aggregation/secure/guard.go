@@ -21,8 +21,8 @@ var (
 )
 
 // Contribution is one signed entry of a decryption manifest: who
-// contributed, the SHA-256 of their ciphertext payload (all envelopes,
-// concatenated) and their signature over ContributionMessage.
+// contributed, the SHA-256 of their contribution payload (as they sent it)
+// and their signature over ContributionMessage.
 type Contribution struct {
 	Client    string
 	Hash      [32]byte
@@ -30,11 +30,14 @@ type Contribution struct {
 }
 
 // Manifest is what the coordinator presents when it asks for a decryption
-// share: the study, the round, the contributions it summed and the hash of
-// the aggregate it wants decrypted.
+// share: the study, the round, the contributions it summed and the SHA-256
+// of the aggregate payload it wants decrypted. Count is the number of
+// ciphertexts per payload, which the client derives from the study's model
+// (not from the coordinator's word).
 type Manifest struct {
 	Study         string
 	Round         uint64
+	Count         int
 	Contributions []Contribution
 	AggregateHash [32]byte
 }
@@ -100,62 +103,74 @@ func OpenShareGuard(cfg GuardConfig) (*ShareGuard, error) {
 func roundKey(study string, round uint64) string { return fmt.Sprintf("%s/%d", study, round) }
 
 // Authorize checks a manifest and, when it passes, records the round as
-// answered (durably) before returning nil: the caller may then compute and
-// send its share. contributions maps each listed client to its ciphertext
-// payload and is only used when Resum is on; aggregate is the ciphertexts
-// the coordinator asks to decrypt.
-func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Preset, contributions map[string][]*rlwe.Ciphertext, aggregate []*rlwe.Ciphertext) error {
+// answered (durably) before returning the opened aggregate: the caller may
+// then compute and send its share. aggregate is the payload the coordinator
+// asks to decrypt; payloads maps each listed client to its contribution
+// payload and is only read when Resum is on.
+func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Preset, payloads map[string][]byte, aggregate []byte) ([]*rlwe.Ciphertext, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if m.Study != study || m.Round != round {
-		return fmt.Errorf("%w: for %s round %d, asked about %s round %d", ErrManifest, m.Study, m.Round, study, round)
+		return nil, fmt.Errorf("%w: for %s round %d, asked about %s round %d", ErrManifest, m.Study, m.Round, study, round)
 	}
 	key := roundKey(study, round)
 	if g.answered[key] {
-		return fmt.Errorf("%w: %s", ErrAlreadyShared, key)
+		return nil, fmt.Errorf("%w: %s", ErrAlreadyShared, key)
 	}
 	seen := map[string]bool{}
 	for _, c := range m.Contributions {
 		if seen[c.Client] {
-			return fmt.Errorf("%w: %q listed twice", ErrManifest, c.Client)
+			return nil, fmt.Errorf("%w: %q listed twice", ErrManifest, c.Client)
 		}
 		seen[c.Client] = true
 		if err := g.cfg.Verify(c.Client, ContributionMessage(study, round, c.Hash), c.Signature); err != nil {
-			return fmt.Errorf("%w: contribution of %q is not validly signed: %v", ErrManifest, c.Client, err)
+			return nil, fmt.Errorf("%w: contribution of %q is not validly signed: %v", ErrManifest, c.Client, err)
 		}
 	}
 	if len(seen) < g.cfg.MinContributors {
-		return fmt.Errorf("%w: %d distinct contributions, at least %d required", ErrManifest, len(seen), g.cfg.MinContributors)
+		return nil, fmt.Errorf("%w: %d distinct contributions, at least %d required", ErrManifest, len(seen), g.cfg.MinContributors)
 	}
-	if got := HashCiphertexts(aggregate); got != m.AggregateHash {
-		return fmt.Errorf("%w: aggregate hash %x, manifest says %x", ErrAggregate, got[:8], m.AggregateHash[:8])
+	if got := sha256.Sum256(aggregate); got != m.AggregateHash {
+		return nil, fmt.Errorf("%w: aggregate hash %x, manifest says %x", ErrAggregate, got[:8], m.AggregateHash[:8])
+	}
+	agg, err := OpenCiphertexts(aggregate, Expect{Kind: KindAggregate, Preset: preset, Study: study, Round: round, Count: uint32(m.Count)})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAggregate, err)
 	}
 	if g.cfg.Resum {
-		var parts [][]*rlwe.Ciphertext
+		parts := make([][]*rlwe.Ciphertext, 0, len(m.Contributions))
 		for _, c := range m.Contributions {
-			cts, ok := contributions[c.Client]
+			p, ok := payloads[c.Client]
 			if !ok {
-				return fmt.Errorf("%w: ciphertexts of %q not provided", ErrAggregate, c.Client)
+				return nil, fmt.Errorf("%w: contribution of %q not provided", ErrAggregate, c.Client)
 			}
-			if HashCiphertexts(cts) != c.Hash {
-				return fmt.Errorf("%w: ciphertexts of %q do not hash to the signed value", ErrAggregate, c.Client)
+			if sha256.Sum256(p) != c.Hash {
+				return nil, fmt.Errorf("%w: contribution of %q does not hash to the signed value", ErrAggregate, c.Client)
+			}
+			cts, err := OpenCiphertexts(p, Expect{Kind: KindContribution, Preset: preset, Study: study, Round: round, Count: uint32(m.Count)})
+			if err != nil {
+				return nil, fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Client, err)
 			}
 			parts = append(parts, cts)
 		}
 		sum, err := Sum(preset, parts)
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrAggregate, err)
+			return nil, fmt.Errorf("%w: %v", ErrAggregate, err)
 		}
-		if HashCiphertexts(sum) != m.AggregateHash {
-			return fmt.Errorf("%w: re-summed ciphertexts differ from the aggregate", ErrAggregate)
+		resum, err := SealPayload(KindAggregate, preset, study, round, sum)
+		if err != nil {
+			return nil, err
+		}
+		if sha256.Sum256(resum) != m.AggregateHash {
+			return nil, fmt.Errorf("%w: re-summed contributions differ from the aggregate", ErrAggregate)
 		}
 	}
 	g.answered[key] = true
 	if err := g.save(); err != nil {
 		delete(g.answered, key)
-		return err
+		return nil, err
 	}
-	return nil
+	return agg, nil
 }
 
 func (g *ShareGuard) save() error {
@@ -186,18 +201,4 @@ func (g *ShareGuard) save() error {
 		d.Close()
 	}
 	return nil
-}
-
-// HashCiphertexts is the SHA-256 of the ciphertexts' binary encodings, in
-// order: the content hash that contributions are signed over.
-func HashCiphertexts(cts []*rlwe.Ciphertext) [32]byte {
-	h := sha256.New()
-	for _, ct := range cts {
-		b, err := ct.MarshalBinary()
-		if err != nil {
-			return [32]byte{}
-		}
-		h.Write(b)
-	}
-	return [32]byte(h.Sum(nil))
 }

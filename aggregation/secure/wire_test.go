@@ -4,6 +4,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -39,7 +40,7 @@ func TestEnvelopeRoundTripAndRejections(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if HashCiphertexts([]*rlwe.Ciphertext{ct}) != HashCiphertexts(cts[i:i+1]) {
+		if hashCiphertexts([]*rlwe.Ciphertext{ct}) != hashCiphertexts(cts[i:i+1]) {
 			t.Fatal("ciphertext changed in the envelope")
 		}
 	}
@@ -173,18 +174,33 @@ func signers(ids ...string) (map[string]ed25519.PrivateKey, Verifier) {
 func TestShareGuard(t *testing.T) {
 	s := setup(t, 3, 2)
 	keys, verify := signers("a", "b", "c")
-	contrib := map[string][]*rlwe.Ciphertext{}
+	payloads := map[string][]byte{}
 	var parts [][]*rlwe.Ciphertext
 	var entries []Contribution
 	for _, id := range []string{"a", "b", "c"} {
 		cts, _ := Encrypt(Default, s.pk, []float64{1, 2, 3}, 5)
-		contrib[id] = cts
+		p, err := SealPayload(KindContribution, Default, "heart", 7, cts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payloads[id] = p
 		parts = append(parts, cts)
-		h := HashCiphertexts(cts)
+		h := sha256.Sum256(p)
 		entries = append(entries, Contribution{Client: id, Hash: h, Signature: ed25519.Sign(keys[id], ContributionMessage("heart", 7, h))})
 	}
-	agg, _ := Sum(Default, parts)
-	manifest := Manifest{Study: "heart", Round: 7, Contributions: entries, AggregateHash: HashCiphertexts(agg)}
+	aggPayload := func(parts [][]*rlwe.Ciphertext) []byte {
+		sum, err := Sum(Default, parts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := SealPayload(KindAggregate, Default, "heart", 7, sum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	agg := aggPayload(parts)
+	manifest := Manifest{Study: "heart", Round: 7, Count: 1, Contributions: entries, AggregateHash: sha256.Sum256(agg)}
 	state := filepath.Join(t.TempDir(), "guard.json")
 	open := func() *ShareGuard {
 		g, err := OpenShareGuard(GuardConfig{MinContributors: 2, StateFile: state, Verify: verify, Resum: true})
@@ -194,31 +210,40 @@ func TestShareGuard(t *testing.T) {
 		return g
 	}
 	g := open()
-	refuse := func(name string, m Manifest, aggregate []*rlwe.Ciphertext, want error) {
+	refuse := func(name string, m Manifest, aggregate []byte, want error) {
 		t.Helper()
-		if err := g.Authorize("heart", 7, m, Default, contrib, aggregate); !errors.Is(err, want) {
+		if _, err := g.Authorize("heart", 7, m, Default, payloads, aggregate); !errors.Is(err, want) {
 			t.Errorf("%s: got %v, want %v", name, err, want)
 		}
 	}
 	one := manifest
 	one.Contributions = entries[:1]
-	oneAgg, _ := Sum(Default, parts[:1])
-	one.AggregateHash = HashCiphertexts(oneAgg)
+	oneAgg := aggPayload(parts[:1])
+	one.AggregateHash = sha256.Sum256(oneAgg)
 	refuse("one client's ciphertext", one, oneAgg, ErrManifest)
+	// One client's ciphertext passed off as the sum of all three.
+	single := manifest
+	single.AggregateHash = sha256.Sum256(oneAgg)
+	refuse("one client's ciphertext under a full manifest", single, oneAgg, ErrAggregate)
 	dup := manifest
 	dup.Contributions = []Contribution{entries[0], entries[0]}
 	refuse("duplicate contributor", dup, agg, ErrManifest)
 	forged := manifest
 	forged.Contributions = append([]Contribution{{Client: "a", Hash: entries[0].Hash, Signature: entries[1].Signature}}, entries[1:]...)
 	refuse("bad signature", forged, agg, ErrManifest)
-	refuse("wrong round", Manifest{Study: "heart", Round: 8, Contributions: entries, AggregateHash: manifest.AggregateHash}, agg, ErrManifest)
-	partial, _ := Sum(Default, parts[:2])
+	refuse("wrong round", Manifest{Study: "heart", Round: 8, Count: 1, Contributions: entries, AggregateHash: manifest.AggregateHash}, agg, ErrManifest)
+	partial := aggPayload(parts[:2])
 	lying := manifest
-	lying.AggregateHash = HashCiphertexts(partial)
+	lying.AggregateHash = sha256.Sum256(partial)
 	refuse("aggregate of fewer than listed", lying, partial, ErrAggregate)
+	refuse("aggregate not matching its hash", manifest, partial, ErrAggregate)
 
-	if err := g.Authorize("heart", 7, manifest, Default, contrib, agg); err != nil {
+	got, err := g.Authorize("heart", 7, manifest, Default, payloads, agg)
+	if err != nil {
 		t.Fatalf("valid manifest refused: %v", err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("opened aggregate has %d ciphertexts, want 1", len(got))
 	}
 	refuse("second request for the round", manifest, agg, ErrAlreadyShared)
 	// The refusal survives a restart.
@@ -227,6 +252,16 @@ func TestShareGuard(t *testing.T) {
 	if fi, _ := os.Stat(state); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode %v", fi.Mode().Perm())
 	}
+}
+
+// hashCiphertexts is the SHA-256 of the ciphertexts' binary encodings.
+func hashCiphertexts(cts []*rlwe.Ciphertext) [32]byte {
+	h := sha256.New()
+	for _, ct := range cts {
+		b, _ := ct.MarshalBinary()
+		h.Write(b)
+	}
+	return [32]byte(h.Sum(nil))
 }
 
 func TestPartySaveLoad(t *testing.T) {

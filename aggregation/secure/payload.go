@@ -1,0 +1,191 @@
+package secure
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/mhe"
+)
+
+// Encoding names of secure payloads on the wire (UpdateHeader.encoding).
+const (
+	// EncodingContribution is a client's encrypted weighted update: a
+	// payload of KindContribution envelopes.
+	EncodingContribution = "ckks-contribution/v1"
+)
+
+// A payload is what crosses the network as one blob (an update, an
+// aggregate, a party's decryption shares): the envelopes of one object in
+// index order, each framed by its length,
+//
+//	repeat count times:  u32 BE envelope length | envelope
+//
+// Every envelope of a given kind, preset and study has the same size, so a
+// receiver knows the exact payload size before it reads a byte
+// ([PayloadSize]) and rejects anything else.
+
+// EncodePayload frames envelopes into one payload.
+func EncodePayload(envs [][]byte) []byte {
+	n := 0
+	for _, e := range envs {
+		n += 4 + len(e)
+	}
+	out := make([]byte, 0, n)
+	for _, e := range envs {
+		out = binary.BigEndian.AppendUint32(out, uint32(len(e)))
+		out = append(out, e...)
+	}
+	return out
+}
+
+// envelopeSize is the exact encoded size of one envelope.
+func envelopeSize(kind byte, preset Preset, study string) (int, error) {
+	params, err := preset.Params()
+	if err != nil {
+		return 0, err
+	}
+	// magic, version, kind, preset, study, round, index, count, body length.
+	return 4 + 1 + 1 + 1 + len(preset.ID) + 1 + len(study) + 8 + 4 + 4 + 4 + bodySize(preset, params, kind), nil
+}
+
+// PayloadSize is the exact size of a payload of count envelopes.
+func PayloadSize(kind byte, preset Preset, study string, count int) (int64, error) {
+	n, err := envelopeSize(kind, preset, study)
+	if err != nil {
+		return 0, err
+	}
+	return int64(count) * int64(4+n), nil
+}
+
+// CiphertextCount is how many ciphertexts carry a vector of dim values plus
+// its weight.
+func CiphertextCount(preset Preset, dim int) (int, error) {
+	params, err := preset.Params()
+	if err != nil {
+		return 0, err
+	}
+	return (dim + 1 + Slots(params) - 1) / Slots(params), nil
+}
+
+// OpenPayload splits a payload and opens every envelope strictly against
+// want, in index order: exactly want.Count envelopes, each of the exact
+// size, the i-th with index i. Nothing is decoded until the framing of the
+// whole payload has checked out.
+func OpenPayload(b []byte, want Expect) ([]Envelope, error) {
+	size, err := envelopeSize(want.Kind, want.Preset, want.Study)
+	if err != nil {
+		return nil, err
+	}
+	if want.Count == 0 {
+		return nil, fmt.Errorf("%w: a payload has at least one envelope", ErrEnvelope)
+	}
+	if total := int64(want.Count) * int64(4+size); int64(len(b)) != total {
+		return nil, fmt.Errorf("%w: payload of %d bytes, %d envelopes of this kind make %d", ErrEnvelope, len(b), want.Count, total)
+	}
+	out := make([]Envelope, want.Count)
+	for i := range out {
+		if n := binary.BigEndian.Uint32(b); int(n) != size {
+			return nil, fmt.Errorf("%w: envelope %d framed as %d bytes, want %d", ErrEnvelope, i, n, size)
+		}
+		e, err := OpenEnvelope(b[4:4+size], want)
+		if err != nil {
+			return nil, fmt.Errorf("envelope %d: %w", i, err)
+		}
+		if e.Index != uint32(i) {
+			return nil, fmt.Errorf("%w: envelope %d has index %d", ErrEnvelope, i, e.Index)
+		}
+		out[i] = e
+		b = b[4+size:]
+	}
+	return out, nil
+}
+
+// SealPayload seals ciphertexts (a contribution or an aggregate) into one
+// payload.
+func SealPayload(kind byte, preset Preset, study string, round uint64, cts []*rlwe.Ciphertext) ([]byte, error) {
+	envs, err := SealCiphertexts(kind, preset, study, round, cts)
+	if err != nil {
+		return nil, err
+	}
+	return EncodePayload(envs), nil
+}
+
+// OpenCiphertexts opens a payload of ciphertext envelopes (contribution or
+// aggregate) and decodes every ciphertext.
+func OpenCiphertexts(b []byte, want Expect) ([]*rlwe.Ciphertext, error) {
+	if want.Kind != KindContribution && want.Kind != KindAggregate {
+		return nil, fmt.Errorf("%w: kind %d does not carry ciphertexts", ErrEnvelope, want.Kind)
+	}
+	envs, err := OpenPayload(b, want)
+	if err != nil {
+		return nil, err
+	}
+	cts := make([]*rlwe.Ciphertext, len(envs))
+	for i, e := range envs {
+		if cts[i], err = e.Ciphertext(want.Preset); err != nil {
+			return nil, fmt.Errorf("envelope %d: %w", i, err)
+		}
+	}
+	return cts, nil
+}
+
+// SealSharePayload seals a party's decryption shares into one payload.
+func SealSharePayload(preset Preset, study string, round uint64, shares []mhe.KeySwitchShare) ([]byte, error) {
+	envs, err := SealDecryptionShares(preset, study, round, shares)
+	if err != nil {
+		return nil, err
+	}
+	return EncodePayload(envs), nil
+}
+
+// OpenSharePayload opens a payload of decryption-share envelopes.
+func OpenSharePayload(b []byte, preset Preset, study string, round uint64, count int) ([]mhe.KeySwitchShare, error) {
+	envs, err := OpenPayload(b, Expect{Kind: KindDecryptionShare, Preset: preset, Study: study, Round: round, Count: uint32(count)})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]mhe.KeySwitchShare, len(envs))
+	for i, e := range envs {
+		if out[i], err = e.DecryptionShare(preset); err != nil {
+			return nil, fmt.Errorf("envelope %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// Signed messages. Each is domain-separated and binds the study (and round)
+// so a signature cannot be replayed into another context.
+
+// KeyShareMessage is what a party signs at key setup with its identity key:
+// its Shamir point, its X25519 key (to which others seal its Shamir shares)
+// and the SHA-256 of its public-key share envelope. This binds the X25519
+// key and the CKG share to the certificate.
+func KeyShareMessage(study string, point uint64, x25519Public []byte, pkShare [32]byte) []byte {
+	msg := []byte("fedledger key share v1\x00" + study + "\x00")
+	msg = binary.BigEndian.AppendUint64(msg, point)
+	msg = append(msg, byte(len(x25519Public)))
+	msg = append(msg, x25519Public...)
+	return append(msg, pkShare[:]...)
+}
+
+// DecryptionShareMessage is what a party signs over the decryption-share
+// payload it gives for an aggregate.
+func DecryptionShareMessage(study string, round uint64, aggregate, payload [32]byte) []byte {
+	msg := []byte("fedledger decryption share v1\x00" + study + "\x00")
+	msg = binary.BigEndian.AppendUint64(msg, round)
+	msg = append(msg, aggregate[:]...)
+	return append(msg, payload[:]...)
+}
+
+// PublicKeyHash is the SHA-256 of a collective public key's binary
+// encoding: what every party reports at the end of key setup, so that all
+// of them (and the audit log) agree on one key.
+func PublicKeyHash(pk *rlwe.PublicKey) ([32]byte, error) {
+	b, err := pk.MarshalBinary()
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(b), nil
+}
