@@ -1,15 +1,28 @@
 package coordinator
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/tlsutil"
+)
+
+// Study modes.
+const (
+	// ModeSecure: clients send updates encrypted under the study's
+	// collective key (Lattigo multiparty CKKS); the coordinator only adds
+	// ciphertexts and needs t clients' decryption shares to read the sum.
+	ModeSecure = "secure"
+	// ModePlaintext: clients send plaintext updates the coordinator can
+	// read. For development and baselines only.
+	ModePlaintext = "plaintext"
 )
 
 // StudyConfig describes one study: the model, the local training every
@@ -30,6 +43,30 @@ type StudyConfig struct {
 	Strategy     aggregation.Config
 	// Seed of the initial model.
 	Seed int64
+	// Mode is ModeSecure or ModePlaintext.
+	Mode string
+	// Secure mode: the HE parameter preset, the decryption threshold t
+	// (any t key holders can decrypt an aggregate; fewer cannot), and the
+	// seed of the common reference string for the collective key (empty:
+	// derived from the study id, see CRS).
+	HEPreset  string
+	Threshold int
+	CRSSeed   []byte
+	// KeySetupTimeout bounds the secure key setup before round 1.
+	KeySetupTimeout time.Duration
+}
+
+// Secure reports whether the study runs in secure mode.
+func (s StudyConfig) Secure() bool { return s.Mode == ModeSecure }
+
+// CRS returns the seed of the common reference string: CRSSeed if set,
+// else SHA-256("fedledger crs v1" | study id), a value nobody chose.
+func (s StudyConfig) CRS() []byte {
+	if len(s.CRSSeed) > 0 {
+		return s.CRSSeed
+	}
+	h := sha256.Sum256([]byte("fedledger crs v1\x00" + s.ID))
+	return h[:]
 }
 
 // Validate checks the study.
@@ -65,6 +102,27 @@ func (s StudyConfig) Validate() error {
 	}
 	if s.MinClients < 1 || s.MinClients > len(s.Clients) {
 		errs = append(errs, fmt.Errorf("study.min_clients = %d, want 1..%d (the number of approved clients)", s.MinClients, len(s.Clients)))
+	}
+	switch s.Mode {
+	case ModeSecure:
+		if _, err := secure.LookupPreset(s.HEPreset); err != nil {
+			errs = append(errs, fmt.Errorf("study.he_preset: %w", err))
+		}
+		if s.Threshold < 2 || s.Threshold > len(s.Clients) {
+			errs = append(errs, fmt.Errorf("study.threshold = %d, want 2..%d: with t = 1 any single hospital could decrypt the others' updates", s.Threshold, len(s.Clients)))
+		}
+		if s.MinClients < 2 {
+			errs = append(errs, fmt.Errorf("study.min_clients = %d: secure mode needs K >= 2, or an aggregate is one hospital's update", s.MinClients))
+		}
+		if len(s.CRSSeed) > 0 && len(s.CRSSeed) < 16 {
+			errs = append(errs, fmt.Errorf("study.crs_seed has %d bytes, want >= 16", len(s.CRSSeed)))
+		}
+		if s.KeySetupTimeout <= 0 {
+			errs = append(errs, errors.New("study.key_setup_timeout must be > 0"))
+		}
+	case ModePlaintext:
+	default:
+		errs = append(errs, fmt.Errorf("study.mode = %q, want %q or %q", s.Mode, ModeSecure, ModePlaintext))
 	}
 	if s.RoundDeadline <= 0 || s.StartTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("study.round_deadline (%v) and study.start_timeout (%v) must be > 0", s.RoundDeadline, s.StartTimeout))
@@ -135,6 +193,9 @@ type RoundReport struct {
 	ParentTest map[string]train.Metrics
 	// TrainLoss is the sample-weighted mean local training loss.
 	TrainLoss float64
+	// Decryptors are the key holders whose decryption shares opened the
+	// aggregate (secure mode).
+	Decryptors []string
 }
 
 // StudyResult is the outcome of a study.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/client/train"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -31,7 +32,8 @@ type Coordinator struct {
 	cfg      Config
 	log      *slog.Logger
 	store    *Store
-	agg      Aggregator
+	agg      Aggregator                   // plaintext mode
+	opt      *aggregation.ServerOptimizer // secure mode
 	recorder RoundRecorder
 	approved map[string]bool
 	metrics  *metrics
@@ -43,6 +45,7 @@ type Coordinator struct {
 	sessions map[string]*session
 	finished *pb.StudyFinished
 	result   StudyResult
+	keys     *keyState // secure mode, once key setup is done
 }
 
 // Driver events posted by the gRPC handlers.
@@ -74,7 +77,12 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 		return nil, err
 	}
 	agg := cfg.Aggregator
-	if agg == nil {
+	var opt *aggregation.ServerOptimizer
+	if cfg.Study.Secure() {
+		if opt, err = aggregation.NewServerOptimizer(cfg.Study.Strategy); err != nil {
+			return nil, err
+		}
+	} else if agg == nil {
 		p, err := NewPlaintextAggregator(cfg.Study.Strategy)
 		if err != nil {
 			return nil, err
@@ -82,7 +90,7 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 		agg = p
 	}
 	c := &Coordinator{
-		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, agg: agg,
+		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, agg: agg, opt: opt,
 		approved: map[string]bool{}, events: make(chan any, 64), stopped: make(chan struct{}),
 		sessions: map[string]*session{}, metrics: newMetrics(cfg.Study.ID),
 	}
@@ -93,7 +101,14 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 	if c.recorder == nil {
 		c.recorder = LogRecorder{Logger: c.log}
 	}
-	c.log.Warn("plaintext mode: model updates are NOT encrypted; the coordinator can read every hospital's update")
+	if cfg.Study.Secure() {
+		c.metrics.plaintextMode.Set(0)
+		c.log.Info("secure mode: updates are encrypted under the study's collective key", slog.String("he_preset", cfg.Study.HEPreset),
+			slog.Int("threshold", cfg.Study.Threshold))
+	} else {
+		c.metrics.plaintextMode.Set(1)
+		c.log.Warn("PLAINTEXT MODE: model updates are NOT encrypted; the coordinator can read every hospital's update")
+	}
 	return c, nil
 }
 
@@ -162,6 +177,9 @@ type driver struct {
 	size    uint64
 	headers map[string]*pb.UpdateHeader
 	final   map[string]train.Metrics
+	// decrypting is set while a secure round collects decryption shares;
+	// at any other time next() refuses them.
+	decrypting bool
 }
 
 func (c *Coordinator) runStudy(ctx context.Context) error {
@@ -203,6 +221,10 @@ func (c *Coordinator) runStudy(ctx context.Context) error {
 				if hex.EncodeToString(e.m.ModelSha256) == hex.EncodeToString(d.parent[:]) && e.m.Test != nil {
 					d.final[e.client] = metricsFrom(e.m.Test)
 				}
+			case evDecShare:
+				if !d.decrypting {
+					e.reply <- fmt.Errorf("%w: no decryption is open", ErrRoundClosed)
+				}
 			case evRefusal:
 				c.metrics.refusals.Inc()
 				c.log.Warn("client refused a task", slog.String("client", e.client), slog.Uint64("round", e.m.Round), slog.String("reason", e.m.Reason))
@@ -226,6 +248,12 @@ func (c *Coordinator) runStudy(ctx context.Context) error {
 				break
 			}
 			return fmt.Errorf("coordinator: start timeout: %d of the %d clients needed connected", len(d.live), st.MinClients)
+		}
+	}
+
+	if st.Secure() {
+		if err := d.keySetup(next); err != nil {
+			return err
 		}
 	}
 
@@ -281,8 +309,12 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 	start := time.Now()
 	deadline := start.Add(st.RoundDeadline)
 	d.headers = map[string]*pb.UpdateHeader{}
+	approved := st.Clients
+	if d.keys != nil {
+		approved = d.keys.order // only key holders can encrypt under the study key
+	}
 	round, acts := NewRound(RoundConfig{
-		Study: st.ID, Round: r, Parent: d.parent, Approved: st.Clients, MinClients: st.MinClients, Deadline: deadline,
+		Study: st.ID, Round: r, Parent: d.parent, Approved: approved, MinClients: st.MinClients, Deadline: deadline,
 	}, sortedKeys(d.live))
 	log := d.log.With(slog.Uint64("round", r))
 	log.Info("round announced", slog.String("parent", hex.EncodeToString(d.parent[:8])), slog.Int("clients", len(d.live)))
@@ -293,14 +325,13 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 			case SendTask:
 				d.sendTask(a.Client, r, deadline)
 			case Aggregate:
+				rep = d.roundMetrics(a, rep)
+				if d.keys != nil {
+					return d.secureAggregate(ctx, round, a, rep, start, log, next)
+				}
 				return d.aggregate(ctx, round, a, rep, start, log)
 			case Fail:
-				rep.Failed, rep.Reason, rep.Duration = true, a.Reason, time.Since(start)
-				rep.Contributors, rep.Dropped = round.Contributors(), round.Missing()
-				d.metrics.rounds.WithLabelValues("failed").Inc()
-				d.metrics.roundSeconds.Observe(rep.Duration.Seconds())
-				log.Error("round failed", slog.String("reason", a.Reason))
-				return rep, nil
+				return d.failRound(round, rep, a.Reason, start, log), nil
 			}
 		}
 		ev, err := next()
@@ -348,10 +379,18 @@ func (d *driver) sendTask(client string, r uint64, deadline time.Time) {
 	}}})
 }
 
-// aggregate hands the accepted updates (in client-id order, so the result
-// does not depend on arrival order) to the Aggregator, publishes the new
-// model and fills in the round report.
-func (d *driver) aggregate(ctx context.Context, round *Round, a Aggregate, rep RoundReport, start time.Time, log *slog.Logger) (RoundReport, error) {
+// failRound closes a round without a new model.
+func (d *driver) failRound(round *Round, rep RoundReport, reason string, start time.Time, log *slog.Logger) RoundReport {
+	rep.Failed, rep.Reason, rep.Duration, rep.Model = true, reason, time.Since(start), d.parent
+	rep.Contributors, rep.Dropped = round.Contributors(), round.Missing()
+	d.metrics.rounds.WithLabelValues("failed").Inc()
+	d.metrics.roundSeconds.Observe(rep.Duration.Seconds())
+	log.Error("round failed", slog.String("reason", reason))
+	return rep
+}
+
+// roundMetrics fills in the contributors' self-reported metrics.
+func (d *driver) roundMetrics(a Aggregate, rep RoundReport) RoundReport {
 	rep.ParentTest = map[string]train.Metrics{}
 	var lossW, w float64
 	for _, u := range a.Updates {
@@ -365,21 +404,34 @@ func (d *driver) aggregate(ctx context.Context, round *Round, a Aggregate, rep R
 			}
 		}
 	}
+	if w > 0 {
+		rep.TrainLoss = lossW / w
+	}
+	return rep
+}
+
+// aggregate hands the accepted plaintext updates (in client-id order, so
+// the result does not depend on arrival order) to the Aggregator.
+func (d *driver) aggregate(ctx context.Context, round *Round, a Aggregate, rep RoundReport, start time.Time, log *slog.Logger) (RoundReport, error) {
+	t0 := time.Now()
 	next, err := d.agg.Aggregate(ctx, d.params, a.Updates)
 	if err != nil {
 		return rep, err
 	}
+	d.metrics.phaseSeconds.WithLabelValues("aggregate").Observe(time.Since(t0).Seconds())
+	return d.finishAggregate(round, a, rep, next, start, log)
+}
+
+// finishAggregate publishes the round's new model and fills in the report.
+func (d *driver) finishAggregate(round *Round, a Aggregate, rep RoundReport, next []float64, start time.Time, log *slog.Logger) (RoundReport, error) {
 	if err := d.publish(next); err != nil {
 		return rep, err
-	}
-	if w > 0 {
-		rep.TrainLoss = lossW / w
 	}
 	rep.Model, rep.Duration = d.parent, time.Since(start)
 	rep.Contributors, rep.Dropped = round.Contributors(), round.Missing()
 	d.metrics.rounds.WithLabelValues("aggregated").Inc()
 	d.metrics.roundSeconds.Observe(rep.Duration.Seconds())
-	log.Info("round aggregated", slog.Int("updates", len(a.Updates)), slog.Any("dropped", rep.Dropped),
+	log.Info("round aggregated", slog.Int("updates", len(a.Updates)), slog.Any("dropped", rep.Dropped), slog.Any("decryptors", rep.Decryptors),
 		slog.String("model", hex.EncodeToString(d.parent[:8])), slog.Float64("train_loss", rep.TrainLoss), slog.Duration("took", rep.Duration))
 	return rep, nil
 }

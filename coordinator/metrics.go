@@ -8,14 +8,17 @@ import (
 // metrics are the coordinator's Prometheus series. Each Coordinator has its
 // own registry, so several can live in one process (tests, the demo).
 type metrics struct {
-	reg           *prometheus.Registry
-	rounds        *prometheus.CounterVec
-	roundSeconds  prometheus.Histogram
-	updates       *prometheus.CounterVec
-	updateBytes   prometheus.Counter
-	connected     prometheus.Gauge
-	plaintextMode prometheus.Gauge
-	refusals      prometheus.Counter
+	reg             *prometheus.Registry
+	rounds          *prometheus.CounterVec
+	roundSeconds    prometheus.Histogram
+	updates         *prometheus.CounterVec
+	updateBytes     prometheus.Counter
+	connected       prometheus.Gauge
+	plaintextMode   prometheus.Gauge
+	refusals        prometheus.Counter
+	phaseSeconds    *prometheus.HistogramVec
+	keySetupSeconds prometheus.Gauge
+	shares          *prometheus.CounterVec
 }
 
 func newMetrics(study string) *metrics {
@@ -44,9 +47,19 @@ func newMetrics(study string) *metrics {
 		refusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fedledger_coordinator_task_refusals_total", Help: "Tasks clients refused (policy, bad model, local errors).", ConstLabels: labels,
 		}),
+		phaseSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fedledger_coordinator_phase_duration_seconds", Help: "Coordinator-side time per round phase (aggregate, decryption_shares, combine).",
+			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}, []string{"phase"}),
+		keySetupSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedledger_coordinator_key_setup_seconds", Help: "Duration of the secure key setup (0 until done, or in plaintext mode).", ConstLabels: labels,
+		}),
+		shares: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_coordinator_decryption_shares_total", Help: "Decryption shares received, by result (accepted or rejected).", ConstLabels: labels,
+		}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
+		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.plaintextMode.Set(1)
 	return m
 }

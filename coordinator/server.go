@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	"github.com/fedledger/fedledger/internal/version"
@@ -34,8 +37,14 @@ type session struct {
 	cancel context.CancelFunc
 }
 
+// sessionQueue bounds the messages queued for one client. Key setup queues
+// the most: 2N-1 for N participants (every peer's key share, then N-1
+// share boxes), so this allows studies of up to 128 hospitals.
+const sessionQueue = 256
+
 // push queues a message for the client without ever blocking the study
-// goroutine; a client too slow to drain 64 messages is disconnected.
+// goroutine; a client too slow to drain sessionQueue messages is
+// disconnected.
 func (s *session) push(m *pb.CoordinatorMessage) {
 	select {
 	case s.out <- m:
@@ -95,7 +104,8 @@ func (c *Coordinator) studySpec() *pb.StudySpec {
 		Model:   &pb.ModelSpec{Kind: st.Model.Kind, Inputs: uint32(st.Model.Inputs), Hidden: hidden},
 		Training: &pb.TrainingParams{Optimizer: t.Optimizer, LearningRate: t.LearningRate, BatchSize: uint32(t.BatchSize),
 			Epochs: uint32(t.Epochs), LocalSteps: uint32(t.LocalSteps), ProxMu: t.ProxMu, Seed: t.Seed},
-		Rounds: uint32(st.Rounds), MinClients: uint32(st.MinClients), Strategy: st.Strategy.Name, Mode: "plaintext",
+		Rounds: uint32(st.Rounds), MinClients: uint32(st.MinClients), Strategy: st.Strategy.Name, Mode: st.Mode,
+		HePreset: st.HEPreset, Threshold: uint32(st.Threshold),
 	}
 }
 
@@ -120,7 +130,7 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	sess := &session{client: p.ID, out: make(chan *pb.CoordinatorMessage, 64), ctx: ctx, cancel: cancel}
+	sess := &session{client: p.ID, out: make(chan *pb.CoordinatorMessage, sessionQueue), ctx: ctx, cancel: cancel}
 	c.mu.Lock()
 	finished := c.finished
 	c.mu.Unlock()
@@ -152,6 +162,12 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 				c.post(evRefusal{client: p.ID, m: msg.Refusal})
 			case *pb.ClientMessage_Eval:
 				c.post(evEval{client: p.ID, m: msg.Eval})
+			case *pb.ClientMessage_KeyShare:
+				c.post(c.checkKeyShare(p, msg.KeyShare))
+			case *pb.ClientMessage_ShareBox:
+				c.post(evShareBox{client: p.ID, m: msg.ShareBox})
+			case *pb.ClientMessage_KeyDone:
+				c.post(evKeyDone{client: p.ID, m: msg.KeyDone})
 			}
 		}
 	}()
@@ -208,7 +224,7 @@ func (s *server) SubmitUpdate(stream pb.Federation_SubmitUpdateServer) error {
 	if err != nil {
 		return err
 	}
-	u, hdr, err := c.receiveUpdate(p.ID, stream)
+	u, hdr, err := c.receiveUpdate(p.ID, p.PublicKey(), stream)
 	if err != nil {
 		c.metrics.updates.WithLabelValues("rejected").Inc()
 		c.log.Warn("update rejected", slog.String("client", p.ID), slog.Any("err", err))
@@ -229,7 +245,7 @@ func (s *server) SubmitUpdate(stream pb.Federation_SubmitUpdateServer) error {
 	return stream.SendAndClose(&pb.SubmitReceipt{StudyId: u.Study, Round: u.Round, ContentSha256: u.Hash[:]})
 }
 
-func (c *Coordinator) receiveUpdate(client string, stream pb.Federation_SubmitUpdateServer) (Update, *pb.UpdateHeader, error) {
+func (c *Coordinator) receiveUpdate(client string, pub ed25519.PublicKey, stream pb.Federation_SubmitUpdateServer) (Update, *pb.UpdateHeader, error) {
 	var u Update
 	first, err := stream.Recv()
 	if err != nil {
@@ -239,13 +255,20 @@ func (c *Coordinator) receiveUpdate(client string, stream pb.Federation_SubmitUp
 	if hdr == nil {
 		return u, nil, fmt.Errorf("%w: first chunk has no header", ErrBadUpdate)
 	}
-	if hdr.Encoding != aggregation.EncodingWeightedDelta {
-		return u, nil, fmt.Errorf("%w: encoding %q, this study takes %q", ErrBadUpdate, hdr.Encoding, aggregation.EncodingWeightedDelta)
+	encoding, want := aggregation.EncodingWeightedDelta, int64(8*c.cfg.Study.Model.NumParams())
+	var ks *keyState
+	if c.cfg.Study.Secure() {
+		if ks = c.keySnapshot(); ks == nil {
+			return u, nil, fmt.Errorf("%w: key setup has not finished", ErrRoundClosed)
+		}
+		encoding, want = secure.EncodingContribution, ks.contributionSize(c.cfg.Study.ID)
+	}
+	if hdr.Encoding != encoding {
+		return u, nil, fmt.Errorf("%w: encoding %q, this %s study takes %q", ErrBadUpdate, hdr.Encoding, c.cfg.Study.Mode, encoding)
 	}
 	if len(hdr.ParentSha256) != 32 {
 		return u, nil, fmt.Errorf("%w: parent hash has %d bytes", ErrBadUpdate, len(hdr.ParentSha256))
 	}
-	want := int64(8 * c.cfg.Study.Model.NumParams())
 	if first.TotalSize != uint64(want) {
 		return u, nil, fmt.Errorf("%w: %d bytes, a %s update is %d", ErrBadUpdate, first.TotalSize, c.cfg.Study.Model, want)
 	}
@@ -269,11 +292,133 @@ func (c *Coordinator) receiveUpdate(client string, stream pb.Federation_SubmitUp
 	if err != nil {
 		return u, nil, err
 	}
-	if _, err := aggregation.DecodeWeightedDelta(payload, c.cfg.Study.Model.NumParams()); err != nil {
+	if ks != nil {
+		if err := c.checkSecureUpdate(pub, a.Study(), a.Round(), payload, sum, hdr.Signature); err != nil {
+			return u, nil, err
+		}
+	} else if _, err := aggregation.DecodeWeightedDelta(payload, c.cfg.Study.Model.NumParams()); err != nil {
 		return u, nil, err
 	}
 	return Update{
 		Client: client, Study: a.Study(), Round: a.Round(), Parent: [32]byte(hdr.ParentSha256), Hash: sum,
 		Weight: hdr.NumSamples, Payload: payload,
 	}, hdr, nil
+}
+
+// checkKeyShare validates a participant's key share against its
+// certificate: the CKG share must open under the study's preset and the
+// signature must bind it and the X25519 key to the sender's identity. A
+// share that fails becomes a refusal, which fails key setup with the
+// reason.
+func (c *Coordinator) checkKeyShare(p tlsutil.Peer, m *pb.KeyShare) any {
+	st := c.cfg.Study
+	refuse := func(err error) any {
+		c.log.Warn("invalid key share", slog.String("client", p.ID), slog.Any("err", err))
+		return evRefusal{client: p.ID, m: &pb.TaskRefusal{StudyId: m.StudyId, Reason: "invalid key share: " + err.Error()}}
+	}
+	if !st.Secure() {
+		return refuse(errors.New("this study runs in plaintext mode"))
+	}
+	preset, err := secure.LookupPreset(st.HEPreset)
+	if err != nil {
+		return refuse(err)
+	}
+	share, err := secure.OpenPublicKeyShare(m.PkShare, preset, st.ID)
+	if err != nil {
+		return refuse(err)
+	}
+	if len(m.X25519Public) != 32 {
+		return refuse(fmt.Errorf("X25519 key of %d bytes", len(m.X25519Public)))
+	}
+	msg := secure.KeyShareMessage(st.ID, m.Point, m.X25519Public, sha256.Sum256(m.PkShare))
+	if err := verifySig(p.PublicKey(), msg, m.Signature, "key share"); err != nil {
+		return refuse(err)
+	}
+	return evKeyShare{client: p.ID, cert: p.Cert.Raw, m: m, share: share}
+}
+
+// SubmitShare receives one key holder's decryption shares for a round's
+// aggregate, checks them fully (envelopes, sizes, signature) and hands them
+// to the round.
+func (s *server) SubmitShare(stream pb.Federation_SubmitShareServer) error {
+	c := s.c
+	p, err := c.authorize(stream.Context(), "SubmitShare")
+	if err != nil {
+		return err
+	}
+	ev, sum, err := c.receiveShare(p, stream)
+	if err != nil {
+		c.metrics.shares.WithLabelValues("rejected").Inc()
+		c.log.Warn("decryption share rejected", slog.String("client", p.ID), slog.Any("err", err))
+		return toStatus(err)
+	}
+	ev.reply = make(chan error, 1)
+	if !c.post(ev) {
+		return toStatus(errStudyOver)
+	}
+	select {
+	case err = <-ev.reply:
+	case <-c.stopped:
+		err = errStudyOver
+	}
+	if err != nil {
+		c.metrics.shares.WithLabelValues("rejected").Inc()
+		c.log.Warn("decryption share rejected", slog.String("client", p.ID), slog.Any("err", err))
+		return toStatus(err)
+	}
+	c.metrics.shares.WithLabelValues("accepted").Inc()
+	return stream.SendAndClose(&pb.SubmitReceipt{StudyId: c.cfg.Study.ID, Round: ev.round, ContentSha256: sum[:]})
+}
+
+func (c *Coordinator) receiveShare(p tlsutil.Peer, stream pb.Federation_SubmitShareServer) (evDecShare, [32]byte, error) {
+	var ev evDecShare
+	st := c.cfg.Study
+	ks := c.keySnapshot()
+	if ks == nil {
+		return ev, [32]byte{}, fmt.Errorf("%w: no secure key setup in this study", ErrRoundClosed)
+	}
+	if _, ok := ks.points[p.ID]; !ok {
+		return ev, [32]byte{}, fmt.Errorf("%w: %q", ErrNotKeyHolder, p.ID)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return ev, [32]byte{}, err
+	}
+	hdr := first.Share
+	if hdr == nil || len(hdr.AggregateSha256) != 32 {
+		return ev, [32]byte{}, fmt.Errorf("%w: first chunk has no share header with a 32-byte aggregate hash", ErrBadUpdate)
+	}
+	want := ks.shareSize(st.ID)
+	if first.TotalSize != uint64(want) {
+		return ev, [32]byte{}, fmt.Errorf("%w: decryption shares of %d bytes, want %d", ErrBadUpdate, first.TotalSize, want)
+	}
+	a, err := chunk.NewAssembler(first, want, st.ID, nil)
+	if err != nil {
+		return ev, [32]byte{}, err
+	}
+	for !a.Done() {
+		ch, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return ev, [32]byte{}, fmt.Errorf("%w: stream ended early", chunk.ErrChunk)
+			}
+			return ev, [32]byte{}, err
+		}
+		if err := a.Add(ch); err != nil {
+			return ev, [32]byte{}, err
+		}
+	}
+	payload, sum, err := a.Bytes()
+	if err != nil {
+		return ev, [32]byte{}, err
+	}
+	shares, err := secure.OpenSharePayload(payload, ks.preset, st.ID, a.Round(), ks.count)
+	if err != nil {
+		return ev, [32]byte{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
+	}
+	agg := [32]byte(hdr.AggregateSha256)
+	if err := verifySig(p.PublicKey(), secure.DecryptionShareMessage(st.ID, a.Round(), agg, sum), hdr.Signature, "decryption share"); err != nil {
+		return ev, [32]byte{}, err
+	}
+	return evDecShare{client: p.ID, round: a.Round(), aggregate: agg, shares: shares}, sum, nil
 }

@@ -26,12 +26,14 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, ErrUnknownClient), errors.Is(err, tlsutil.ErrNoPeerCertificate), errors.Is(err, tlsutil.ErrBadIdentity), errors.Is(err, errNotClient):
 		code = codes.PermissionDenied
+	case errors.Is(err, ErrNotKeyHolder):
+		code = codes.PermissionDenied
 	case errors.Is(err, ErrDuplicate):
 		code = codes.AlreadyExists
 	case errors.Is(err, ErrWrongStudy), errors.Is(err, ErrWrongRound), errors.Is(err, ErrWrongParent),
 		errors.Is(err, ErrRoundClosed), errors.Is(err, ErrNotAssigned), errors.Is(err, errStudyOver):
 		code = codes.FailedPrecondition
-	case errors.Is(err, ErrBadUpdate), errors.Is(err, aggregation.ErrUpdate), errors.Is(err, chunk.ErrChunk),
+	case errors.Is(err, ErrBadUpdate), errors.Is(err, aggregation.ErrUpdate), errors.Is(err, chunk.ErrChunk), errors.Is(err, ErrBadSignature),
 		errors.Is(err, chunk.ErrHashMismatch):
 		code = codes.InvalidArgument
 	case errors.Is(err, chunk.ErrTooLarge):

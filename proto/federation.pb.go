@@ -39,6 +39,9 @@ type ClientMessage struct {
 	//	*ClientMessage_Refusal
 	//	*ClientMessage_Eval
 	//	*ClientMessage_Heartbeat
+	//	*ClientMessage_KeyShare
+	//	*ClientMessage_ShareBox
+	//	*ClientMessage_KeyDone
 	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -117,6 +120,33 @@ func (x *ClientMessage) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *ClientMessage) GetKeyShare() *KeyShare {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_KeyShare); ok {
+			return x.KeyShare
+		}
+	}
+	return nil
+}
+
+func (x *ClientMessage) GetShareBox() *ShareBox {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_ShareBox); ok {
+			return x.ShareBox
+		}
+	}
+	return nil
+}
+
+func (x *ClientMessage) GetKeyDone() *KeySetupDone {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_KeyDone); ok {
+			return x.KeyDone
+		}
+	}
+	return nil
+}
+
 type isClientMessage_Msg interface {
 	isClientMessage_Msg()
 }
@@ -137,6 +167,18 @@ type ClientMessage_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
 }
 
+type ClientMessage_KeyShare struct {
+	KeyShare *KeyShare `protobuf:"bytes,5,opt,name=key_share,json=keyShare,proto3,oneof"`
+}
+
+type ClientMessage_ShareBox struct {
+	ShareBox *ShareBox `protobuf:"bytes,6,opt,name=share_box,json=shareBox,proto3,oneof"`
+}
+
+type ClientMessage_KeyDone struct {
+	KeyDone *KeySetupDone `protobuf:"bytes,7,opt,name=key_done,json=keyDone,proto3,oneof"`
+}
+
 func (*ClientMessage_Hello) isClientMessage_Msg() {}
 
 func (*ClientMessage_Refusal) isClientMessage_Msg() {}
@@ -144,6 +186,12 @@ func (*ClientMessage_Refusal) isClientMessage_Msg() {}
 func (*ClientMessage_Eval) isClientMessage_Msg() {}
 
 func (*ClientMessage_Heartbeat) isClientMessage_Msg() {}
+
+func (*ClientMessage_KeyShare) isClientMessage_Msg() {}
+
+func (*ClientMessage_ShareBox) isClientMessage_Msg() {}
+
+func (*ClientMessage_KeyDone) isClientMessage_Msg() {}
 
 type CoordinatorMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -154,6 +202,10 @@ type CoordinatorMessage struct {
 	//	*CoordinatorMessage_Evaluate
 	//	*CoordinatorMessage_Finished
 	//	*CoordinatorMessage_Heartbeat
+	//	*CoordinatorMessage_KeySetup
+	//	*CoordinatorMessage_PeerKey
+	//	*CoordinatorMessage_ShareBox
+	//	*CoordinatorMessage_Decrypt
 	Msg           isCoordinatorMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -241,6 +293,42 @@ func (x *CoordinatorMessage) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *CoordinatorMessage) GetKeySetup() *KeySetupTask {
+	if x != nil {
+		if x, ok := x.Msg.(*CoordinatorMessage_KeySetup); ok {
+			return x.KeySetup
+		}
+	}
+	return nil
+}
+
+func (x *CoordinatorMessage) GetPeerKey() *PeerKey {
+	if x != nil {
+		if x, ok := x.Msg.(*CoordinatorMessage_PeerKey); ok {
+			return x.PeerKey
+		}
+	}
+	return nil
+}
+
+func (x *CoordinatorMessage) GetShareBox() *ShareBox {
+	if x != nil {
+		if x, ok := x.Msg.(*CoordinatorMessage_ShareBox); ok {
+			return x.ShareBox
+		}
+	}
+	return nil
+}
+
+func (x *CoordinatorMessage) GetDecrypt() *DecryptTask {
+	if x != nil {
+		if x, ok := x.Msg.(*CoordinatorMessage_Decrypt); ok {
+			return x.Decrypt
+		}
+	}
+	return nil
+}
+
 type isCoordinatorMessage_Msg interface {
 	isCoordinatorMessage_Msg()
 }
@@ -265,6 +353,22 @@ type CoordinatorMessage_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
 }
 
+type CoordinatorMessage_KeySetup struct {
+	KeySetup *KeySetupTask `protobuf:"bytes,6,opt,name=key_setup,json=keySetup,proto3,oneof"`
+}
+
+type CoordinatorMessage_PeerKey struct {
+	PeerKey *PeerKey `protobuf:"bytes,7,opt,name=peer_key,json=peerKey,proto3,oneof"`
+}
+
+type CoordinatorMessage_ShareBox struct {
+	ShareBox *ShareBox `protobuf:"bytes,8,opt,name=share_box,json=shareBox,proto3,oneof"`
+}
+
+type CoordinatorMessage_Decrypt struct {
+	Decrypt *DecryptTask `protobuf:"bytes,9,opt,name=decrypt,proto3,oneof"`
+}
+
 func (*CoordinatorMessage_Welcome) isCoordinatorMessage_Msg() {}
 
 func (*CoordinatorMessage_Train) isCoordinatorMessage_Msg() {}
@@ -274,6 +378,14 @@ func (*CoordinatorMessage_Evaluate) isCoordinatorMessage_Msg() {}
 func (*CoordinatorMessage_Finished) isCoordinatorMessage_Msg() {}
 
 func (*CoordinatorMessage_Heartbeat) isCoordinatorMessage_Msg() {}
+
+func (*CoordinatorMessage_KeySetup) isCoordinatorMessage_Msg() {}
+
+func (*CoordinatorMessage_PeerKey) isCoordinatorMessage_Msg() {}
+
+func (*CoordinatorMessage_ShareBox) isCoordinatorMessage_Msg() {}
+
+func (*CoordinatorMessage_Decrypt) isCoordinatorMessage_Msg() {}
 
 // Hello is the first message on Participate. The client's identity is taken
 // from its mTLS certificate, never from this message.
@@ -466,7 +578,10 @@ type StudySpec struct {
 	// Server strategy, e.g. "fedavg", "fedadam".
 	Strategy string `protobuf:"bytes,6,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	// "plaintext" or "secure".
-	Mode          string `protobuf:"bytes,7,opt,name=mode,proto3" json:"mode,omitempty"`
+	Mode string `protobuf:"bytes,7,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Secure mode: the HE parameter-set id and the decryption threshold t.
+	HePreset      string `protobuf:"bytes,8,opt,name=he_preset,json=hePreset,proto3" json:"he_preset,omitempty"`
+	Threshold     uint32 `protobuf:"varint,9,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -548,6 +663,20 @@ func (x *StudySpec) GetMode() string {
 		return x.Mode
 	}
 	return ""
+}
+
+func (x *StudySpec) GetHePreset() string {
+	if x != nil {
+		return x.HePreset
+	}
+	return ""
+}
+
+func (x *StudySpec) GetThreshold() uint32 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
 }
 
 type ModelSpec struct {
@@ -1187,7 +1316,9 @@ type Chunk struct {
 	TotalSize     uint64 `protobuf:"varint,6,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	Data          []byte `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
 	// Set on the first chunk of an update only.
-	Header        *UpdateHeader `protobuf:"bytes,8,opt,name=header,proto3" json:"header,omitempty"`
+	Header *UpdateHeader `protobuf:"bytes,8,opt,name=header,proto3" json:"header,omitempty"`
+	// Set on the first chunk of a decryption-share submission only.
+	Share         *ShareHeader `protobuf:"bytes,9,opt,name=share,proto3" json:"share,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1278,6 +1409,13 @@ func (x *Chunk) GetHeader() *UpdateHeader {
 	return nil
 }
 
+func (x *Chunk) GetShare() *ShareHeader {
+	if x != nil {
+		return x.Share
+	}
+	return nil
+}
+
 type UpdateHeader struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	ParentSha256 []byte                 `protobuf:"bytes,1,opt,name=parent_sha256,json=parentSha256,proto3" json:"parent_sha256,omitempty"`
@@ -1288,7 +1426,10 @@ type UpdateHeader struct {
 	// Training loss/accuracy of the local model on its training split.
 	Train *Metrics `protobuf:"bytes,4,opt,name=train,proto3" json:"train,omitempty"`
 	// Metrics of the parent model on the client's local test split.
-	ParentTest    *Metrics `protobuf:"bytes,5,opt,name=parent_test,json=parentTest,proto3" json:"parent_test,omitempty"`
+	ParentTest *Metrics `protobuf:"bytes,5,opt,name=parent_test,json=parentTest,proto3" json:"parent_test,omitempty"`
+	// Secure mode: the client's Ed25519 signature (its certificate key) over
+	// the contribution message for (study, round, content_sha256).
+	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1358,6 +1499,69 @@ func (x *UpdateHeader) GetParentTest() *Metrics {
 	return nil
 }
 
+func (x *UpdateHeader) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// ShareHeader rides on the first chunk of a SubmitShare stream.
+type ShareHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SHA-256 of the aggregate payload these shares decrypt.
+	AggregateSha256 []byte `protobuf:"bytes,1,opt,name=aggregate_sha256,json=aggregateSha256,proto3" json:"aggregate_sha256,omitempty"`
+	// Signature over the decryption-share message for (study, round,
+	// aggregate, content_sha256).
+	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShareHeader) Reset() {
+	*x = ShareHeader{}
+	mi := &file_federation_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareHeader) ProtoMessage() {}
+
+func (x *ShareHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
+func (*ShareHeader) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ShareHeader) GetAggregateSha256() []byte {
+	if x != nil {
+		return x.AggregateSha256
+	}
+	return nil
+}
+
+func (x *ShareHeader) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type SubmitReceipt struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	StudyId       string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
@@ -1369,7 +1573,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1585,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1598,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -1418,23 +1622,598 @@ func (x *SubmitReceipt) GetContentSha256() []byte {
 	return nil
 }
 
+type Participant struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Shamir public point, unique and non-zero in the study.
+	Point         uint64 `protobuf:"varint,2,opt,name=point,proto3" json:"point,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Participant) Reset() {
+	*x = Participant{}
+	mi := &file_federation_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Participant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Participant) ProtoMessage() {}
+
+func (x *Participant) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Participant.ProtoReflect.Descriptor instead.
+func (*Participant) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Participant) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Participant) GetPoint() uint64 {
+	if x != nil {
+		return x.Point
+	}
+	return 0
+}
+
+type KeySetupTask struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	StudyId  string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	HePreset string                 `protobuf:"bytes,2,opt,name=he_preset,json=hePreset,proto3" json:"he_preset,omitempty"`
+	// Common reference string seed for the public-key generation.
+	CrsSeed           []byte         `protobuf:"bytes,3,opt,name=crs_seed,json=crsSeed,proto3" json:"crs_seed,omitempty"`
+	Threshold         uint32         `protobuf:"varint,4,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	Participants      []*Participant `protobuf:"bytes,5,rep,name=participants,proto3" json:"participants,omitempty"`
+	DeadlineUnixNanos int64          `protobuf:"varint,6,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *KeySetupTask) Reset() {
+	*x = KeySetupTask{}
+	mi := &file_federation_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySetupTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySetupTask) ProtoMessage() {}
+
+func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
+func (*KeySetupTask) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *KeySetupTask) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *KeySetupTask) GetHePreset() string {
+	if x != nil {
+		return x.HePreset
+	}
+	return ""
+}
+
+func (x *KeySetupTask) GetCrsSeed() []byte {
+	if x != nil {
+		return x.CrsSeed
+	}
+	return nil
+}
+
+func (x *KeySetupTask) GetThreshold() uint32 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *KeySetupTask) GetParticipants() []*Participant {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *KeySetupTask) GetDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
+// KeyShare is a participant's contribution to key setup.
+type KeyShare struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	StudyId string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Point   uint64                 `protobuf:"varint,2,opt,name=point,proto3" json:"point,omitempty"`
+	// Fresh X25519 public key to which the others seal its Shamir shares.
+	X25519Public []byte `protobuf:"bytes,3,opt,name=x25519_public,json=x25519Public,proto3" json:"x25519_public,omitempty"`
+	// Public-key generation share, in a FLCT envelope.
+	PkShare []byte `protobuf:"bytes,4,opt,name=pk_share,json=pkShare,proto3" json:"pk_share,omitempty"`
+	// Ed25519 signature by the participant's certificate key over the key
+	// share message (study, point, x25519 key, SHA-256 of pk_share).
+	Signature     []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyShare) Reset() {
+	*x = KeyShare{}
+	mi := &file_federation_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyShare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyShare) ProtoMessage() {}
+
+func (x *KeyShare) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
+func (*KeyShare) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *KeyShare) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *KeyShare) GetPoint() uint64 {
+	if x != nil {
+		return x.Point
+	}
+	return 0
+}
+
+func (x *KeyShare) GetX25519Public() []byte {
+	if x != nil {
+		return x.X25519Public
+	}
+	return nil
+}
+
+func (x *KeyShare) GetPkShare() []byte {
+	if x != nil {
+		return x.PkShare
+	}
+	return nil
+}
+
+func (x *KeyShare) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// PeerKey relays one participant's KeyShare with its certificate, so every
+// participant can check it came from that identity.
+type PeerKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Certificate   []byte                 `protobuf:"bytes,2,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Share         *KeyShare              `protobuf:"bytes,3,opt,name=share,proto3" json:"share,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerKey) Reset() {
+	*x = PeerKey{}
+	mi := &file_federation_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerKey) ProtoMessage() {}
+
+func (x *PeerKey) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
+func (*PeerKey) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PeerKey) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *PeerKey) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *PeerKey) GetShare() *KeyShare {
+	if x != nil {
+		return x.Share
+	}
+	return nil
+}
+
+// ShareBox carries one sealed Shamir share from one participant to another.
+type ShareBox struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StudyId       string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	FromPoint     uint64                 `protobuf:"varint,2,opt,name=from_point,json=fromPoint,proto3" json:"from_point,omitempty"`
+	ToPoint       uint64                 `protobuf:"varint,3,opt,name=to_point,json=toPoint,proto3" json:"to_point,omitempty"`
+	Box           []byte                 `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShareBox) Reset() {
+	*x = ShareBox{}
+	mi := &file_federation_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareBox) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareBox) ProtoMessage() {}
+
+func (x *ShareBox) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
+func (*ShareBox) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ShareBox) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *ShareBox) GetFromPoint() uint64 {
+	if x != nil {
+		return x.FromPoint
+	}
+	return 0
+}
+
+func (x *ShareBox) GetToPoint() uint64 {
+	if x != nil {
+		return x.ToPoint
+	}
+	return 0
+}
+
+func (x *ShareBox) GetBox() []byte {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+// KeySetupDone reports the collective public key a participant computed.
+type KeySetupDone struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	StudyId             string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	CollectiveKeySha256 []byte                 `protobuf:"bytes,2,opt,name=collective_key_sha256,json=collectiveKeySha256,proto3" json:"collective_key_sha256,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *KeySetupDone) Reset() {
+	*x = KeySetupDone{}
+	mi := &file_federation_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySetupDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySetupDone) ProtoMessage() {}
+
+func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
+func (*KeySetupDone) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *KeySetupDone) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *KeySetupDone) GetCollectiveKeySha256() []byte {
+	if x != nil {
+		return x.CollectiveKeySha256
+	}
+	return nil
+}
+
+// Contribution is one signed entry of a decryption manifest.
+type Contribution struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// SHA-256 and size of the contribution payload, fetchable with
+	// FetchModel.
+	Sha256        []byte `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size          uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Signature     []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Contribution) Reset() {
+	*x = Contribution{}
+	mi := &file_federation_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Contribution) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Contribution) ProtoMessage() {}
+
+func (x *Contribution) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
+func (*Contribution) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Contribution) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Contribution) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *Contribution) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Contribution) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// DecryptTask asks a key holder for its decryption share of a round's
+// aggregate, for the given active set of exactly t Shamir points.
+type DecryptTask struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	StudyId           string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Round             uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	ActivePoints      []uint64               `protobuf:"varint,3,rep,packed,name=active_points,json=activePoints,proto3" json:"active_points,omitempty"`
+	Contributions     []*Contribution        `protobuf:"bytes,4,rep,name=contributions,proto3" json:"contributions,omitempty"`
+	AggregateSha256   []byte                 `protobuf:"bytes,5,opt,name=aggregate_sha256,json=aggregateSha256,proto3" json:"aggregate_sha256,omitempty"`
+	AggregateSize     uint64                 `protobuf:"varint,6,opt,name=aggregate_size,json=aggregateSize,proto3" json:"aggregate_size,omitempty"`
+	DeadlineUnixNanos int64                  `protobuf:"varint,7,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *DecryptTask) Reset() {
+	*x = DecryptTask{}
+	mi := &file_federation_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecryptTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecryptTask) ProtoMessage() {}
+
+func (x *DecryptTask) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
+func (*DecryptTask) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DecryptTask) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *DecryptTask) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *DecryptTask) GetActivePoints() []uint64 {
+	if x != nil {
+		return x.ActivePoints
+	}
+	return nil
+}
+
+func (x *DecryptTask) GetContributions() []*Contribution {
+	if x != nil {
+		return x.Contributions
+	}
+	return nil
+}
+
+func (x *DecryptTask) GetAggregateSha256() []byte {
+	if x != nil {
+		return x.AggregateSha256
+	}
+	return nil
+}
+
+func (x *DecryptTask) GetAggregateSize() uint64 {
+	if x != nil {
+		return x.AggregateSize
+	}
+	return 0
+}
+
+func (x *DecryptTask) GetDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
 var File_federation_proto protoreflect.FileDescriptor
 
 const file_federation_proto_rawDesc = "" +
 	"\n" +
-	"\x10federation.proto\x12\ffedledger.v1\"\xe3\x01\n" +
+	"\x10federation.proto\x12\ffedledger.v1\"\x8a\x03\n" +
 	"\rClientMessage\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fedledger.v1.HelloH\x00R\x05hello\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.fedledger.v1.TaskRefusalH\x00R\arefusal\x12.\n" +
 	"\x04eval\x18\x03 \x01(\v2\x18.fedledger.v1.EvalReportH\x00R\x04eval\x127\n" +
-	"\theartbeat\x18\x04 \x01(\v2\x17.fedledger.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"\xad\x02\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x17.fedledger.v1.HeartbeatH\x00R\theartbeat\x125\n" +
+	"\tkey_share\x18\x05 \x01(\v2\x16.fedledger.v1.KeyShareH\x00R\bkeyShare\x125\n" +
+	"\tshare_box\x18\x06 \x01(\v2\x16.fedledger.v1.ShareBoxH\x00R\bshareBox\x127\n" +
+	"\bkey_done\x18\a \x01(\v2\x1a.fedledger.v1.KeySetupDoneH\x00R\akeyDoneB\x05\n" +
+	"\x03msg\"\x8a\x04\n" +
 	"\x12CoordinatorMessage\x121\n" +
 	"\awelcome\x18\x01 \x01(\v2\x15.fedledger.v1.WelcomeH\x00R\awelcome\x12/\n" +
 	"\x05train\x18\x02 \x01(\v2\x17.fedledger.v1.TrainTaskH\x00R\x05train\x128\n" +
 	"\bevaluate\x18\x03 \x01(\v2\x1a.fedledger.v1.EvaluateTaskH\x00R\bevaluate\x129\n" +
 	"\bfinished\x18\x04 \x01(\v2\x1b.fedledger.v1.StudyFinishedH\x00R\bfinished\x127\n" +
-	"\theartbeat\x18\x05 \x01(\v2\x17.fedledger.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x17.fedledger.v1.HeartbeatH\x00R\theartbeat\x129\n" +
+	"\tkey_setup\x18\x06 \x01(\v2\x1a.fedledger.v1.KeySetupTaskH\x00R\bkeySetup\x122\n" +
+	"\bpeer_key\x18\a \x01(\v2\x15.fedledger.v1.PeerKeyH\x00R\apeerKey\x125\n" +
+	"\tshare_box\x18\b \x01(\v2\x16.fedledger.v1.ShareBoxH\x00R\bshareBox\x125\n" +
+	"\adecrypt\x18\t \x01(\v2\x19.fedledger.v1.DecryptTaskH\x00R\adecryptB\x05\n" +
 	"\x03msg\"\x80\x01\n" +
 	"\x05Hello\x12%\n" +
 	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\x12\x18\n" +
@@ -1447,7 +2226,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x05study\x18\x03 \x01(\v2\x17.fedledger.v1.StudySpecR\x05study\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xf8\x01\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xb3\x02\n" +
 	"\tStudySpec\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12-\n" +
 	"\x05model\x18\x02 \x01(\v2\x17.fedledger.v1.ModelSpecR\x05model\x128\n" +
@@ -1456,7 +2235,9 @@ const file_federation_proto_rawDesc = "" +
 	"\vmin_clients\x18\x05 \x01(\rR\n" +
 	"minClients\x12\x1a\n" +
 	"\bstrategy\x18\x06 \x01(\tR\bstrategy\x12\x12\n" +
-	"\x04mode\x18\a \x01(\tR\x04mode\"O\n" +
+	"\x04mode\x18\a \x01(\tR\x04mode\x12\x1b\n" +
+	"\the_preset\x18\b \x01(\tR\bhePreset\x12\x1c\n" +
+	"\tthreshold\x18\t \x01(\rR\tthreshold\"O\n" +
 	"\tModelSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06inputs\x18\x02 \x01(\rR\x06inputs\x12\x16\n" +
@@ -1506,7 +2287,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x01n\x18\x04 \x01(\x04R\x01n\"F\n" +
 	"\x11FetchModelRequest\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"\xf2\x01\n" +
+	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"\xa3\x02\n" +
 	"\x05Chunk\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12%\n" +
@@ -1516,7 +2297,8 @@ const file_federation_proto_rawDesc = "" +
 	"\n" +
 	"total_size\x18\x06 \x01(\x04R\ttotalSize\x12\x12\n" +
 	"\x04data\x18\a \x01(\fR\x04data\x122\n" +
-	"\x06header\x18\b \x01(\v2\x1a.fedledger.v1.UpdateHeaderR\x06header\"\xd5\x01\n" +
+	"\x06header\x18\b \x01(\v2\x1a.fedledger.v1.UpdateHeaderR\x06header\x12/\n" +
+	"\x05share\x18\t \x01(\v2\x19.fedledger.v1.ShareHeaderR\x05share\"\xf3\x01\n" +
 	"\fUpdateHeader\x12#\n" +
 	"\rparent_sha256\x18\x01 \x01(\fR\fparentSha256\x12\x1f\n" +
 	"\vnum_samples\x18\x02 \x01(\x04R\n" +
@@ -1524,17 +2306,64 @@ const file_federation_proto_rawDesc = "" +
 	"\bencoding\x18\x03 \x01(\tR\bencoding\x12+\n" +
 	"\x05train\x18\x04 \x01(\v2\x15.fedledger.v1.MetricsR\x05train\x126\n" +
 	"\vparent_test\x18\x05 \x01(\v2\x15.fedledger.v1.MetricsR\n" +
-	"parentTest\"g\n" +
+	"parentTest\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\"V\n" +
+	"\vShareHeader\x12)\n" +
+	"\x10aggregate_sha256\x18\x01 \x01(\fR\x0faggregateSha256\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"g\n" +
 	"\rSubmitReceipt\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12%\n" +
-	"\x0econtent_sha256\x18\x03 \x01(\fR\rcontentSha2562\xe8\x01\n" +
+	"\x0econtent_sha256\x18\x03 \x01(\fR\rcontentSha256\"@\n" +
+	"\vParticipant\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x14\n" +
+	"\x05point\x18\x02 \x01(\x04R\x05point\"\xee\x01\n" +
+	"\fKeySetupTask\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x1b\n" +
+	"\the_preset\x18\x02 \x01(\tR\bhePreset\x12\x19\n" +
+	"\bcrs_seed\x18\x03 \x01(\fR\acrsSeed\x12\x1c\n" +
+	"\tthreshold\x18\x04 \x01(\rR\tthreshold\x12=\n" +
+	"\fparticipants\x18\x05 \x03(\v2\x19.fedledger.v1.ParticipantR\fparticipants\x12.\n" +
+	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\"\x99\x01\n" +
+	"\bKeyShare\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
+	"\x05point\x18\x02 \x01(\x04R\x05point\x12#\n" +
+	"\rx25519_public\x18\x03 \x01(\fR\fx25519Public\x12\x19\n" +
+	"\bpk_share\x18\x04 \x01(\fR\apkShare\x12\x1c\n" +
+	"\tsignature\x18\x05 \x01(\fR\tsignature\"v\n" +
+	"\aPeerKey\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12 \n" +
+	"\vcertificate\x18\x02 \x01(\fR\vcertificate\x12,\n" +
+	"\x05share\x18\x03 \x01(\v2\x16.fedledger.v1.KeyShareR\x05share\"q\n" +
+	"\bShareBox\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x1d\n" +
+	"\n" +
+	"from_point\x18\x02 \x01(\x04R\tfromPoint\x12\x19\n" +
+	"\bto_point\x18\x03 \x01(\x04R\atoPoint\x12\x10\n" +
+	"\x03box\x18\x04 \x01(\fR\x03box\"]\n" +
+	"\fKeySetupDone\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x122\n" +
+	"\x15collective_key_sha256\x18\x02 \x01(\fR\x13collectiveKeySha256\"u\n" +
+	"\fContribution\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\fR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xa7\x02\n" +
+	"\vDecryptTask\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
+	"\ractive_points\x18\x03 \x03(\x04R\factivePoints\x12@\n" +
+	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x12)\n" +
+	"\x10aggregate_sha256\x18\x05 \x01(\fR\x0faggregateSha256\x12%\n" +
+	"\x0eaggregate_size\x18\x06 \x01(\x04R\raggregateSize\x12.\n" +
+	"\x13deadline_unix_nanos\x18\a \x01(\x03R\x11deadlineUnixNanos2\xab\x02\n" +
 	"\n" +
 	"Federation\x12P\n" +
 	"\vParticipate\x12\x1b.fedledger.v1.ClientMessage\x1a .fedledger.v1.CoordinatorMessage(\x010\x01\x12D\n" +
 	"\n" +
 	"FetchModel\x12\x1f.fedledger.v1.FetchModelRequest\x1a\x13.fedledger.v1.Chunk0\x01\x12B\n" +
-	"\fSubmitUpdate\x12\x13.fedledger.v1.Chunk\x1a\x1b.fedledger.v1.SubmitReceipt(\x01B2Z0github.com/fedledger/fedledger/proto;fedledgerpbb\x06proto3"
+	"\fSubmitUpdate\x12\x13.fedledger.v1.Chunk\x1a\x1b.fedledger.v1.SubmitReceipt(\x01\x12A\n" +
+	"\vSubmitShare\x12\x13.fedledger.v1.Chunk\x1a\x1b.fedledger.v1.SubmitReceipt(\x01B2Z0github.com/fedledger/fedledger/proto;fedledgerpbb\x06proto3"
 
 var (
 	file_federation_proto_rawDescOnce sync.Once
@@ -1548,7 +2377,7 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_federation_proto_goTypes = []any{
 	(*ClientMessage)(nil),      // 0: fedledger.v1.ClientMessage
 	(*CoordinatorMessage)(nil), // 1: fedledger.v1.CoordinatorMessage
@@ -1567,36 +2396,58 @@ var file_federation_proto_goTypes = []any{
 	(*FetchModelRequest)(nil),  // 14: fedledger.v1.FetchModelRequest
 	(*Chunk)(nil),              // 15: fedledger.v1.Chunk
 	(*UpdateHeader)(nil),       // 16: fedledger.v1.UpdateHeader
-	(*SubmitReceipt)(nil),      // 17: fedledger.v1.SubmitReceipt
+	(*ShareHeader)(nil),        // 17: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 18: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 19: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 20: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 21: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 22: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 23: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 24: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 25: fedledger.v1.Contribution
+	(*DecryptTask)(nil),        // 26: fedledger.v1.DecryptTask
 }
 var file_federation_proto_depIdxs = []int32{
 	2,  // 0: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
 	11, // 1: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
 	12, // 2: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
 	4,  // 3: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	3,  // 4: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	8,  // 5: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	9,  // 6: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	10, // 7: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	4,  // 8: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	5,  // 9: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	6,  // 10: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	7,  // 11: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	13, // 12: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	16, // 13: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	13, // 14: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	13, // 15: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	0,  // 16: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	14, // 17: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	15, // 18: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	1,  // 19: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	15, // 20: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	17, // 21: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	19, // [19:22] is the sub-list for method output_type
-	16, // [16:19] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	21, // 4: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	23, // 5: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	24, // 6: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	3,  // 7: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	8,  // 8: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	9,  // 9: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	10, // 10: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	4,  // 11: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	20, // 12: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	22, // 13: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	23, // 14: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	26, // 15: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	5,  // 16: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	6,  // 17: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	7,  // 18: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	13, // 19: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	16, // 20: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	17, // 21: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	13, // 22: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	13, // 23: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	19, // 24: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	21, // 25: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	25, // 26: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	0,  // 27: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	14, // 28: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	15, // 29: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	15, // 30: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	1,  // 31: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	15, // 32: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	18, // 33: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	18, // 34: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	31, // [31:35] is the sub-list for method output_type
+	27, // [27:31] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -1609,6 +2460,9 @@ func file_federation_proto_init() {
 		(*ClientMessage_Refusal)(nil),
 		(*ClientMessage_Eval)(nil),
 		(*ClientMessage_Heartbeat)(nil),
+		(*ClientMessage_KeyShare)(nil),
+		(*ClientMessage_ShareBox)(nil),
+		(*ClientMessage_KeyDone)(nil),
 	}
 	file_federation_proto_msgTypes[1].OneofWrappers = []any{
 		(*CoordinatorMessage_Welcome)(nil),
@@ -1616,6 +2470,10 @@ func file_federation_proto_init() {
 		(*CoordinatorMessage_Evaluate)(nil),
 		(*CoordinatorMessage_Finished)(nil),
 		(*CoordinatorMessage_Heartbeat)(nil),
+		(*CoordinatorMessage_KeySetup)(nil),
+		(*CoordinatorMessage_PeerKey)(nil),
+		(*CoordinatorMessage_ShareBox)(nil),
+		(*CoordinatorMessage_Decrypt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1623,7 +2481,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

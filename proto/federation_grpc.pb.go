@@ -32,6 +32,7 @@ const (
 	Federation_Participate_FullMethodName  = "/fedledger.v1.Federation/Participate"
 	Federation_FetchModel_FullMethodName   = "/fedledger.v1.Federation/FetchModel"
 	Federation_SubmitUpdate_FullMethodName = "/fedledger.v1.Federation/SubmitUpdate"
+	Federation_SubmitShare_FullMethodName  = "/fedledger.v1.Federation/SubmitShare"
 )
 
 // FederationClient is the client API for Federation service.
@@ -46,6 +47,9 @@ type FederationClient interface {
 	// SubmitUpdate streams one client's model update for a train task. The
 	// first chunk carries the UpdateHeader.
 	SubmitUpdate(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Chunk, SubmitReceipt], error)
+	// SubmitShare streams one client's decryption shares for a DecryptTask
+	// (secure mode). The first chunk carries the ShareHeader.
+	SubmitShare(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Chunk, SubmitReceipt], error)
 }
 
 type federationClient struct {
@@ -101,6 +105,19 @@ func (c *federationClient) SubmitUpdate(ctx context.Context, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Federation_SubmitUpdateClient = grpc.ClientStreamingClient[Chunk, SubmitReceipt]
 
+func (c *federationClient) SubmitShare(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Chunk, SubmitReceipt], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Federation_ServiceDesc.Streams[3], Federation_SubmitShare_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Chunk, SubmitReceipt]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Federation_SubmitShareClient = grpc.ClientStreamingClient[Chunk, SubmitReceipt]
+
 // FederationServer is the server API for Federation service.
 // All implementations must embed UnimplementedFederationServer
 // for forward compatibility.
@@ -113,6 +130,9 @@ type FederationServer interface {
 	// SubmitUpdate streams one client's model update for a train task. The
 	// first chunk carries the UpdateHeader.
 	SubmitUpdate(grpc.ClientStreamingServer[Chunk, SubmitReceipt]) error
+	// SubmitShare streams one client's decryption shares for a DecryptTask
+	// (secure mode). The first chunk carries the ShareHeader.
+	SubmitShare(grpc.ClientStreamingServer[Chunk, SubmitReceipt]) error
 	mustEmbedUnimplementedFederationServer()
 }
 
@@ -131,6 +151,9 @@ func (UnimplementedFederationServer) FetchModel(*FetchModelRequest, grpc.ServerS
 }
 func (UnimplementedFederationServer) SubmitUpdate(grpc.ClientStreamingServer[Chunk, SubmitReceipt]) error {
 	return status.Errorf(codes.Unimplemented, "method SubmitUpdate not implemented")
+}
+func (UnimplementedFederationServer) SubmitShare(grpc.ClientStreamingServer[Chunk, SubmitReceipt]) error {
+	return status.Errorf(codes.Unimplemented, "method SubmitShare not implemented")
 }
 func (UnimplementedFederationServer) mustEmbedUnimplementedFederationServer() {}
 func (UnimplementedFederationServer) testEmbeddedByValue()                    {}
@@ -178,6 +201,13 @@ func _Federation_SubmitUpdate_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Federation_SubmitUpdateServer = grpc.ClientStreamingServer[Chunk, SubmitReceipt]
 
+func _Federation_SubmitShare_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FederationServer).SubmitShare(&grpc.GenericServerStream[Chunk, SubmitReceipt]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Federation_SubmitShareServer = grpc.ClientStreamingServer[Chunk, SubmitReceipt]
+
 // Federation_ServiceDesc is the grpc.ServiceDesc for Federation service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -200,6 +230,11 @@ var Federation_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "SubmitUpdate",
 			Handler:       _Federation_SubmitUpdate_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "SubmitShare",
+			Handler:       _Federation_SubmitShare_Handler,
 			ClientStreams: true,
 		},
 	},
