@@ -14,21 +14,36 @@ const EncodingWeightedDelta = "f64le-weighted-delta/v1"
 // ErrUpdate marks a malformed or inconsistent update.
 var ErrUpdate = errors.New("aggregation: bad update")
 
-// EncodeWeightedDelta encodes n·(local − parent).
-func EncodeWeightedDelta(local, parent []float64, n uint64) ([]byte, error) {
+// WeightedDelta returns n·(local − parent), the vector a client
+// contributes (in plaintext or under encryption), checking every value is
+// finite.
+func WeightedDelta(local, parent []float64, n uint64) ([]float64, error) {
 	if len(local) != len(parent) {
 		return nil, fmt.Errorf("%w: local model has %d parameters, parent %d", ErrUpdate, len(local), len(parent))
 	}
 	if n == 0 {
 		return nil, fmt.Errorf("%w: zero samples", ErrUpdate)
 	}
-	out := make([]byte, 8*len(local))
+	out := make([]float64, len(local))
 	w := float64(n)
 	for i := range local {
 		v := w * (local[i] - parent[i])
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return nil, fmt.Errorf("%w: delta %d is %v", ErrUpdate, i, v)
 		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// EncodeWeightedDelta encodes n·(local − parent).
+func EncodeWeightedDelta(local, parent []float64, n uint64) ([]byte, error) {
+	d, err := WeightedDelta(local, parent, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 8*len(d))
+	for i, v := range d {
 		binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(v))
 	}
 	return out, nil

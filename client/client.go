@@ -11,6 +11,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/version"
@@ -54,12 +56,27 @@ type Config struct {
 	// MaxModelBytes bounds a model the client will download.
 	MaxModelBytes int64
 	ChunkSize     int
+	// DataDir holds this site's key material for secure studies (the
+	// secret share, mode 0600) and its decryption guard state.
+	DataDir string
+	// AllowPlaintext lets this site join plaintext-mode studies, whose
+	// updates the coordinator can read. Off by default.
+	AllowPlaintext bool
+	// MinContributors is this site's own minimum number of contributions
+	// in an aggregate it helps decrypt (the study's K applies if higher).
+	MinContributors int
+	// Resum makes the site re-add the listed contributions and check the
+	// aggregate before giving a decryption share (on by default).
+	Resum bool
 }
+
+const modeSecure, modePlaintext = "secure", "plaintext"
 
 // DefaultConfig returns defaults for everything but the address, TLS and
 // data.
 func DefaultConfig() Config {
-	return Config{MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second, MaxModelBytes: 512 << 20, ChunkSize: chunk.DefaultSize}
+	return Config{MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second, MaxModelBytes: 512 << 20, ChunkSize: chunk.DefaultSize,
+		MinContributors: 2, Resum: true}
 }
 
 // Validate checks the configuration.
@@ -88,6 +105,14 @@ func (c Config) Validate() error {
 	if c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
 		errs = append(errs, fmt.Errorf("backoff %v..%v is not a range", c.MinBackoff, c.MaxBackoff))
 	}
+	if c.MinContributors < 1 {
+		errs = append(errs, fmt.Errorf("min_contributors = %d, want >= 1", c.MinContributors))
+	}
+	if c.TLS != nil && len(c.TLS.Certificates) > 0 {
+		if _, ok := c.TLS.Certificates[0].PrivateKey.(ed25519.PrivateKey); !ok {
+			errs = append(errs, fmt.Errorf("client: identity key is %T, want Ed25519 (it signs contributions)", c.TLS.Certificates[0].PrivateKey))
+		}
+	}
 	if c.MaxModelBytes <= 0 || c.ChunkSize < 1024 {
 		errs = append(errs, errors.New("model size limit and chunk size must be positive"))
 	}
@@ -101,6 +126,9 @@ type Client struct {
 	train, test *train.Dataset
 	id          string
 	study       *pb.StudySpec
+	signer      ed25519.PrivateKey
+	setup       *keySetup // secure key setup in progress
+	keys        *keys     // secure key material of the current study
 }
 
 // New checks the configuration and loads the local data, so that a missing
@@ -109,7 +137,7 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: logger}
+	c := &Client{cfg: cfg, log: logger, signer: cfg.TLS.Certificates[0].PrivateKey.(ed25519.PrivateKey)}
 	var err error
 	if cfg.Data.Heart != "" {
 		c.train, c.test, err = train.LoadHeart(cfg.Data.Heart, train.HeartSplitSeed)
@@ -203,8 +231,13 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 	c.id, c.study = w.ClientId, w.Study
 	c.log.Info("joined study", slog.String("study", w.Study.StudyId), slog.String("as", w.ClientId),
 		slog.String("mode", w.Study.Mode), slog.String("strategy", w.Study.Strategy))
-	if w.Study.Mode == "plaintext" {
-		c.log.Warn("study runs in plaintext mode: this hospital's updates are readable by the coordinator")
+	if w.Study.Mode == modePlaintext {
+		c.log.Warn("PLAINTEXT MODE: this hospital's updates are readable by the coordinator (allowed by allow_plaintext)")
+	}
+	send := stream.Send
+	refuse := func(study string, round uint64, what string, err error) error {
+		c.log.Error(what+" refused", slog.String("study", study), slog.Uint64("round", round), slog.Any("err", err))
+		return send(&pb.ClientMessage{Msg: &pb.ClientMessage_Refusal{Refusal: &pb.TaskRefusal{StudyId: study, Round: round, Reason: err.Error()}}})
 	}
 	for {
 		m, err := stream.Recv()
@@ -217,6 +250,47 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 				c.log.Error("round task failed", slog.Uint64("round", msg.Train.Round), slog.Any("err", err))
 				stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Refusal{Refusal: &pb.TaskRefusal{
 					StudyId: msg.Train.StudyId, Round: msg.Train.Round, Reason: err.Error()}}})
+			}
+		case *pb.CoordinatorMessage_KeySetup:
+			share, err := c.startKeySetup(msg.KeySetup)
+			if err != nil {
+				err = refuse(msg.KeySetup.StudyId, 0, "key setup", err)
+			} else {
+				err = send(&pb.ClientMessage{Msg: &pb.ClientMessage_KeyShare{KeyShare: share}})
+			}
+			if err != nil {
+				return true, err
+			}
+		case *pb.CoordinatorMessage_PeerKey:
+			boxes, err := c.onPeerKey(msg.PeerKey)
+			if err != nil {
+				c.setup = nil
+				err = refuse(c.study.StudyId, 0, "key setup", err)
+			}
+			for _, b := range boxes {
+				if err == nil {
+					err = send(&pb.ClientMessage{Msg: &pb.ClientMessage_ShareBox{ShareBox: b}})
+				}
+			}
+			if err != nil {
+				return true, err
+			}
+		case *pb.CoordinatorMessage_ShareBox:
+			done, err := c.onShareBox(msg.ShareBox)
+			if err != nil {
+				c.setup = nil
+				err = refuse(c.study.StudyId, 0, "key setup", err)
+			} else if done != nil {
+				err = send(&pb.ClientMessage{Msg: &pb.ClientMessage_KeyDone{KeyDone: done}})
+			}
+			if err != nil {
+				return true, err
+			}
+		case *pb.CoordinatorMessage_Decrypt:
+			if err := c.decryptRound(ctx, api, msg.Decrypt); err != nil {
+				if err := refuse(msg.Decrypt.StudyId, msg.Decrypt.Round, "decryption share", err); err != nil {
+					return true, err
+				}
 			}
 		case *pb.CoordinatorMessage_Evaluate:
 			met, err := c.evaluate(ctx, api, msg.Evaluate)
@@ -252,6 +326,24 @@ func (c *Client) checkStudy(s *pb.StudySpec) string {
 	if err := trainConfigFrom(s.Training).Validate(); err != nil {
 		return err.Error()
 	}
+	switch s.Mode {
+	case modeSecure:
+		if _, err := secure.LookupPreset(s.HePreset); err != nil {
+			return err.Error()
+		}
+		if s.Threshold < 2 {
+			return fmt.Sprintf("decryption threshold t=%d: this site requires t >= 2", s.Threshold)
+		}
+		if c.cfg.DataDir == "" {
+			return "secure study, but this site has no data_dir for its key material"
+		}
+	case modePlaintext:
+		if !c.cfg.AllowPlaintext {
+			return "study runs in plaintext mode (the coordinator could read this site's updates) and this site does not set allow_plaintext"
+		}
+	default:
+		return fmt.Sprintf("unknown study mode %q", s.Mode)
+	}
 	return ""
 }
 
@@ -276,14 +368,14 @@ func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.
 		return err
 	}
 	n := uint64(c.train.Len())
-	payload, err := aggregation.EncodeWeightedDelta(local, parent, n)
+	payload, encoding, sig, err := c.encodeUpdate(t, local, parent, n)
 	if err != nil {
 		return err
 	}
 	trainMet, _ := train.Evaluate(spec, local, c.train)
 	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
 	chunks[0].Header = &pb.UpdateHeader{
-		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: aggregation.EncodingWeightedDelta,
+		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, Signature: sig,
 		Train: &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}, ParentTest: toPB(parentTest),
 	}
 	up, err := api.SubmitUpdate(ctx)
@@ -301,7 +393,103 @@ func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.
 	}
 	c.log.Info("update submitted", slog.Uint64("round", t.Round), slog.Int("steps", st.Steps), slog.Float64("train_loss", st.Loss),
 		slog.Float64("parent_test_acc", parentTest.Accuracy), slog.String("sha256", fmt.Sprintf("%x", rcpt.ContentSha256[:8])),
-		slog.Duration("took", time.Since(start)))
+		slog.String("encoding", encoding), slog.Int("bytes", len(payload)), slog.Duration("took", time.Since(start)))
+	return nil
+}
+
+// encodeUpdate turns the local model into the update payload: n·Δ in
+// plaintext, or n·Δ and n encrypted under the study's collective key and
+// signed with the site's identity key.
+func (c *Client) encodeUpdate(t *pb.TrainTask, local, parent []float64, n uint64) (payload []byte, encoding string, sig []byte, err error) {
+	if c.study.Mode != modeSecure {
+		payload, err = aggregation.EncodeWeightedDelta(local, parent, n)
+		return payload, aggregation.EncodingWeightedDelta, nil, err
+	}
+	k, err := c.studyKeys()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	delta, err := aggregation.WeightedDelta(local, parent, n)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cts, err := secure.Encrypt(k.preset, k.pk, delta, float64(n))
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if payload, err = secure.SealPayload(secure.KindContribution, k.preset, t.StudyId, t.Round, cts); err != nil {
+		return nil, "", nil, err
+	}
+	return payload, secure.EncodingContribution, c.sign(secure.ContributionMessage(t.StudyId, t.Round, sha256.Sum256(payload))), nil
+}
+
+// decryptRound answers a DecryptTask: fetch the aggregate (and, with
+// Resum, every listed contribution), let the ShareGuard check the manifest,
+// and only then compute and submit this site's decryption shares.
+func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *pb.DecryptTask) error {
+	start := time.Now()
+	if c.study == nil || c.study.Mode != modeSecure || t.StudyId != c.study.StudyId {
+		return fmt.Errorf("decryption task for %q, which is not this client's secure study", t.StudyId)
+	}
+	k, err := c.studyKeys()
+	if err != nil {
+		return err
+	}
+	count, err := secure.CiphertextCount(k.preset, specFrom(c.study.Model).NumParams())
+	if err != nil {
+		return err
+	}
+	aggMax, _ := secure.PayloadSize(secure.KindAggregate, k.preset, t.StudyId, count)
+	contribMax, _ := secure.PayloadSize(secure.KindContribution, k.preset, t.StudyId, count)
+	if len(t.AggregateSha256) != sha256.Size {
+		return fmt.Errorf("aggregate hash has %d bytes", len(t.AggregateSha256))
+	}
+	m := secure.Manifest{Study: t.StudyId, Round: t.Round, Count: count, AggregateHash: [32]byte(t.AggregateSha256)}
+	payloads := map[string][]byte{}
+	for _, e := range t.Contributions {
+		if len(e.Sha256) != sha256.Size {
+			return fmt.Errorf("contribution of %q has a %d-byte hash", e.ClientId, len(e.Sha256))
+		}
+		m.Contributions = append(m.Contributions, secure.Contribution{Client: e.ClientId, Hash: [32]byte(e.Sha256), Signature: e.Signature})
+		if c.cfg.Resum {
+			if payloads[e.ClientId], err = c.fetchBlob(ctx, api, t.StudyId, e.Sha256, e.Size, contribMax); err != nil {
+				return fmt.Errorf("contribution of %q: %w", e.ClientId, err)
+			}
+		}
+	}
+	aggregate, err := c.fetchBlob(ctx, api, t.StudyId, t.AggregateSha256, t.AggregateSize, aggMax)
+	if err != nil {
+		return fmt.Errorf("aggregate: %w", err)
+	}
+	cts, err := k.guard.Authorize(t.StudyId, t.Round, m, k.preset, payloads, aggregate)
+	if err != nil {
+		return err
+	}
+	shares, err := k.party.DecryptionShares(t.ActivePoints, cts)
+	if err != nil {
+		return err
+	}
+	payload, err := secure.SealSharePayload(k.preset, t.StudyId, t.Round, shares)
+	if err != nil {
+		return err
+	}
+	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
+	chunks[0].Share = &pb.ShareHeader{AggregateSha256: t.AggregateSha256,
+		Signature: c.sign(secure.DecryptionShareMessage(t.StudyId, t.Round, m.AggregateHash, sha256.Sum256(payload)))}
+	up, err := api.SubmitShare(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ch := range chunks {
+		if err := up.Send(ch); err != nil {
+			break // the server's verdict comes from CloseAndRecv
+		}
+	}
+	if _, err := up.CloseAndRecv(); err != nil {
+		return fmt.Errorf("decryption share for round %d rejected: %w", t.Round, err)
+	}
+	c.log.Info("decryption share given", slog.Uint64("round", t.Round), slog.Int("contributions", len(m.Contributions)),
+		slog.Bool("resummed", c.cfg.Resum), slog.Duration("took", time.Since(start)))
 	return nil
 }
 
@@ -319,15 +507,25 @@ func (c *Client) evaluate(ctx context.Context, api pb.FederationClient, t *pb.Ev
 
 // fetch downloads a model and checks it hashes to what was announced.
 func (c *Client) fetch(ctx context.Context, api pb.FederationClient, study string, sum []byte, size uint64) (train.ModelSpec, []float64, error) {
-	if len(sum) != sha256.Size {
-		return train.ModelSpec{}, nil, fmt.Errorf("announced model hash has %d bytes", len(sum))
+	b, err := c.fetchBlob(ctx, api, study, sum, size, c.cfg.MaxModelBytes)
+	if err != nil {
+		return train.ModelSpec{}, nil, err
 	}
-	if size > uint64(c.cfg.MaxModelBytes) {
-		return train.ModelSpec{}, nil, fmt.Errorf("announced model of %d bytes exceeds this site's limit of %d", size, c.cfg.MaxModelBytes)
+	return train.DecodeModel(b)
+}
+
+// fetchBlob downloads a stored object (a model, a contribution, an
+// aggregate) of at most limit bytes and checks it hashes to sum.
+func (c *Client) fetchBlob(ctx context.Context, api pb.FederationClient, study string, sum []byte, size uint64, limit int64) ([]byte, error) {
+	if len(sum) != sha256.Size {
+		return nil, fmt.Errorf("announced hash has %d bytes", len(sum))
+	}
+	if size > uint64(limit) {
+		return nil, fmt.Errorf("announced object of %d bytes exceeds the limit of %d", size, limit)
 	}
 	stream, err := api.FetchModel(ctx, &pb.FetchModelRequest{StudyId: study, Sha256: sum})
 	if err != nil {
-		return train.ModelSpec{}, nil, err
+		return nil, err
 	}
 	var a *chunk.Assembler
 	for {
@@ -336,25 +534,25 @@ func (c *Client) fetch(ctx context.Context, api pb.FederationClient, study strin
 			break
 		}
 		if err != nil {
-			return train.ModelSpec{}, nil, err
+			return nil, err
 		}
 		if a == nil {
-			a, err = chunk.NewAssembler(ch, c.cfg.MaxModelBytes, study, sum)
+			a, err = chunk.NewAssembler(ch, limit, study, sum)
 		} else {
 			err = a.Add(ch)
 		}
 		if err != nil {
-			return train.ModelSpec{}, nil, fmt.Errorf("model %x: %w", sum[:8], err)
+			return nil, fmt.Errorf("object %x: %w", sum[:8], err)
 		}
 	}
 	if a == nil {
-		return train.ModelSpec{}, nil, fmt.Errorf("model %x: empty stream", sum[:8])
+		return nil, fmt.Errorf("object %x: empty stream", sum[:8])
 	}
 	b, _, err := a.Bytes()
 	if err != nil {
-		return train.ModelSpec{}, nil, fmt.Errorf("model %x: %w", sum[:8], err)
+		return nil, fmt.Errorf("object %x: %w", sum[:8], err)
 	}
-	return train.DecodeModel(b)
+	return b, nil
 }
 
 func specFrom(m *pb.ModelSpec) train.ModelSpec {

@@ -31,7 +31,8 @@ var errStudyOver = errors.New("coordinator: the study has finished")
 type Coordinator struct {
 	cfg      Config
 	log      *slog.Logger
-	store    *Store
+	store    *Store                       // models
+	cts      *Store                       // secure mode: contributions and aggregates, served to decryptors
 	agg      Aggregator                   // plaintext mode
 	opt      *aggregation.ServerOptimizer // secure mode
 	recorder RoundRecorder
@@ -76,6 +77,10 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	cts, err := OpenStore(filepath.Join(cfg.DataDir, "ciphertexts"))
+	if err != nil {
+		return nil, err
+	}
 	agg := cfg.Aggregator
 	var opt *aggregation.ServerOptimizer
 	if cfg.Study.Secure() {
@@ -90,7 +95,7 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 		agg = p
 	}
 	c := &Coordinator{
-		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, agg: agg, opt: opt,
+		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, cts: cts, agg: agg, opt: opt,
 		approved: map[string]bool{}, events: make(chan any, 64), stopped: make(chan struct{}),
 		sessions: map[string]*session{}, metrics: newMetrics(cfg.Study.ID),
 	}

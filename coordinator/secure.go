@@ -252,7 +252,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 		if err != nil {
 			return rep, fmt.Errorf("coordinator: accepted update of %s no longer opens: %w", u.Client, err)
 		}
-		if _, err := d.store.Put(u.Payload); err != nil {
+		if _, err := d.cts.Put(u.Payload); err != nil {
 			return rep, err
 		}
 		parts = append(parts, cts)
@@ -267,7 +267,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 	if err != nil {
 		return rep, err
 	}
-	aggHash, err := d.store.Put(aggPayload)
+	aggHash, err := d.cts.Put(aggPayload)
 	if err != nil {
 		return rep, err
 	}

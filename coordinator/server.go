@@ -192,7 +192,8 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 	}
 }
 
-// FetchModel streams a stored model.
+// FetchModel streams a stored model, or in secure mode a stored
+// contribution or aggregate (ciphertexts, for decryptors to check).
 func (s *server) FetchModel(req *pb.FetchModelRequest, stream pb.Federation_FetchModelServer) error {
 	c := s.c
 	if _, err := c.authorize(stream.Context(), "FetchModel"); err != nil {
@@ -205,6 +206,9 @@ func (s *server) FetchModel(req *pb.FetchModelRequest, stream pb.Federation_Fetc
 		return status.Errorf(codes.InvalidArgument, "coordinator: model hash has %d bytes, want 32", len(req.Sha256))
 	}
 	b, err := c.store.Get([32]byte(req.Sha256))
+	if errors.Is(err, ErrNotFound) {
+		b, err = c.cts.Get([32]byte(req.Sha256))
+	}
 	if err != nil {
 		return toStatus(err)
 	}

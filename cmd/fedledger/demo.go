@@ -19,7 +19,9 @@ func newDemoCmd() *cobra.Command {
 		Long: `Run a complete study on loopback: a development CA, the coordinator and four
 hospital clients (Cleveland, Hungary, Switzerland, VA Long Beach, from the UCI
 heart-disease data shipped in the binary), each training only on its own
-records, connected by gRPC with mutual TLS. Prints a line per round and, at
+records, connected by gRPC with mutual TLS. By default the study runs in
+secure mode: the hospitals generate a collective key, send their updates
+encrypted, and any t of them decrypt only the aggregate. Prints a line per round and, at
 the end, each hospital's test accuracy for the federated model, for the
 hospital training alone, and for pooled training on everyone's data.
 
@@ -57,6 +59,8 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 	f.IntSliceVar(&d.Model.Hidden, "hidden", nil, "MLP hidden layer sizes, e.g. 16,8")
 	f.IntVar(&d.Training.LocalSteps, "local-steps", d.Training.LocalSteps, "local mini-batch steps per round")
 	f.Float64Var(&d.Training.ProxMu, "prox-mu", 0, "FedProx proximal coefficient (0: off)")
+	f.StringVar(&d.Mode, "mode", d.Mode, "secure (updates encrypted, threshold decryption) or plaintext (baseline; coordinator reads updates)")
+	f.IntVar(&d.Threshold, "threshold", d.Threshold, "t: hospitals needed to decrypt an aggregate (secure mode)")
 	f.BoolVar(&dev, "dev", true, "use an on-the-fly development CA (always on for the demo)")
 	return cmd
 }

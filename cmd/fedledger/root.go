@@ -121,6 +121,7 @@ Example coordinator.yaml:
 	f.String("data-dir", "", "directory for the model store and state")
 	f.Int("rounds", 0, "number of rounds (overrides study.rounds)")
 	f.String("strategy", "", "server strategy: fedavg, fedadam, fedyogi or fedadagrad")
+	f.String("mode", "", "secure (default: updates encrypted, threshold decryption) or plaintext (coordinator can read updates)")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"net"
 
@@ -24,6 +25,7 @@ var (
 		"log.level":           "log-level",
 		"study.rounds":        "rounds",
 		"study.strategy.name": "strategy",
+		"study.mode":          "mode",
 	}
 	clientFlags = map[string]string{
 		"coordinator":   "coordinator",
@@ -85,9 +87,20 @@ func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
 	if err != nil {
 		return coordinator.StudyConfig{}, s.errorf("study.strategy", "%v", err)
 	}
+	var seed []byte
+	if f.CRSSeed != "" {
+		if seed, err = hex.DecodeString(f.CRSSeed); err != nil {
+			return coordinator.StudyConfig{}, s.errorf("study.crs_seed", "not hex: %v", err)
+		}
+	}
+	t := f.Threshold
+	if t == 0 {
+		t = max(2, len(f.Clients)/2+1)
+	}
 	return coordinator.StudyConfig{
 		ID: f.ID, Model: model, Training: tc, Rounds: f.Rounds, MinClients: f.MinClients, Clients: f.Clients,
 		RoundDeadline: f.RoundDeadline, StartTimeout: f.StartTimeout, Strategy: strat, Seed: f.Seed,
+		Mode: f.Mode, HEPreset: f.HEPreset, Threshold: t, CRSSeed: seed, KeySetupTimeout: f.KeySetupTimeout,
 	}, nil
 }
 
@@ -135,6 +148,8 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 	cfg.CoordinatorAddr = f.Coordinator
 	cfg.TLS = tlsCfg
 	cfg.Studies = f.Studies
+	cfg.DataDir = s.path("data_dir", f.DataDir)
+	cfg.AllowPlaintext, cfg.MinContributors, cfg.Resum = f.AllowPlaintext, f.MinContributors, f.Resum
 	switch {
 	case f.Data.Heart != "" && f.Data.CSV.Path != "":
 		return nil, s.errorf("data", "set either data.heart or data.csv.path, not both")

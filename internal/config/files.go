@@ -1,6 +1,11 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/coordinator"
+)
 
 // TLSFile locates an identity and the consortium CA bundle.
 type TLSFile struct {
@@ -56,6 +61,17 @@ type StudyFile struct {
 	RoundDeadline time.Duration `mapstructure:"round_deadline"`
 	StartTimeout  time.Duration `mapstructure:"start_timeout"`
 	Seed          int64         `mapstructure:"seed"`
+	// Mode is "secure" (default) or "plaintext".
+	Mode string `mapstructure:"mode"`
+	// HEPreset names the homomorphic-encryption parameter set.
+	HEPreset string `mapstructure:"he_preset"`
+	// Threshold is t, the key holders needed to decrypt an aggregate; 0
+	// means a majority of the clients (N/2 + 1).
+	Threshold int `mapstructure:"threshold"`
+	// CRSSeed is the hex seed of the common reference string; empty means
+	// derived from the study id.
+	CRSSeed         string        `mapstructure:"crs_seed"`
+	KeySetupTimeout time.Duration `mapstructure:"key_setup_timeout"`
 }
 
 // CoordinatorFile is the coordinator's configuration file.
@@ -98,6 +114,14 @@ type ClientFile struct {
 	Data        DataFile `mapstructure:"data"`
 	Studies     []string `mapstructure:"studies"`
 	Log         LogFile  `mapstructure:"log"`
+	// AllowPlaintext lets the site join plaintext-mode studies.
+	AllowPlaintext bool `mapstructure:"allow_plaintext"`
+	// MinContributors is the site's own floor on the contributions in an
+	// aggregate it helps decrypt.
+	MinContributors int `mapstructure:"min_contributors"`
+	// Resum re-adds the listed contributions before giving a decryption
+	// share.
+	Resum bool `mapstructure:"resum"`
 }
 
 func defaultLog() LogFile { return LogFile{Format: "text", Level: "info"} }
@@ -110,13 +134,16 @@ func DefaultCoordinatorFile() CoordinatorFile {
 		DataDir:       "fedledger-coordinator",
 		Log:           defaultLog(),
 		Study: StudyFile{
-			Model:         ModelFile{Kind: "logreg", Inputs: 13},
-			Training:      TrainingFile{Optimizer: "adam", LearningRate: 1e-3, BatchSize: 4, LocalSteps: 50, Seed: 1},
-			Strategy:      StrategyFile{Name: "fedavg"},
-			Rounds:        20,
-			RoundDeadline: 2 * time.Minute,
-			StartTimeout:  10 * time.Minute,
-			Seed:          1,
+			Model:           ModelFile{Kind: "logreg", Inputs: 13},
+			Training:        TrainingFile{Optimizer: "adam", LearningRate: 1e-3, BatchSize: 4, LocalSteps: 50, Seed: 1},
+			Strategy:        StrategyFile{Name: "fedavg"},
+			Rounds:          20,
+			RoundDeadline:   2 * time.Minute,
+			StartTimeout:    10 * time.Minute,
+			Seed:            1,
+			Mode:            coordinator.ModeSecure,
+			HEPreset:        secure.Default.ID,
+			KeySetupTimeout: 5 * time.Minute,
 		},
 	}
 }
@@ -124,9 +151,11 @@ func DefaultCoordinatorFile() CoordinatorFile {
 // DefaultClientFile is what an empty client file means.
 func DefaultClientFile() ClientFile {
 	return ClientFile{
-		Coordinator: "127.0.0.1:7443",
-		DataDir:     "fedledger-client",
-		Log:         defaultLog(),
-		Data:        DataFile{CSV: CSVFile{Missing: "drop", TestFraction: 0.34, Seed: 1, Standardize: true}},
+		Coordinator:     "127.0.0.1:7443",
+		DataDir:         "fedledger-client",
+		Log:             defaultLog(),
+		MinContributors: 2,
+		Resum:           true,
+		Data:            DataFile{CSV: CSVFile{Missing: "drop", TestFraction: 0.34, Seed: 1, Standardize: true}},
 	}
 }

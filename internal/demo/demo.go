@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -39,6 +40,10 @@ type Config struct {
 	Model    train.ModelSpec
 	Training train.TrainConfig
 	Seed     int64
+	// Mode is coordinator.ModeSecure (default) or ModePlaintext.
+	Mode string
+	// Threshold is t, the hospitals needed to decrypt an aggregate.
+	Threshold int
 	// Out receives the progress display and the final table.
 	Out io.Writer
 }
@@ -61,6 +66,8 @@ func DefaultConfig() Config {
 		Model:      train.ModelSpec{Kind: "logreg", Inputs: 13},
 		Training:   tc,
 		Seed:       1,
+		Mode:       coordinator.ModeSecure,
+		Threshold:  3,
 		Out:        os.Stdout,
 	}
 }
@@ -82,6 +89,15 @@ func (c Config) Validate() error {
 	}
 	if err := c.Training.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	switch c.Mode {
+	case coordinator.ModeSecure:
+		if c.Threshold < 2 || c.Threshold > len(train.Hospitals) {
+			errs = append(errs, fmt.Errorf("demo: threshold = %d, want 2..%d", c.Threshold, len(train.Hospitals)))
+		}
+	case coordinator.ModePlaintext:
+	default:
+		errs = append(errs, fmt.Errorf("demo: mode %q, want secure or plaintext", c.Mode))
 	}
 	if c.Out == nil {
 		errs = append(errs, errors.New("demo: no output writer"))
@@ -142,24 +158,33 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	}
 
 	out := cfg.Out
-	fmt.Fprintf(out, "fedledger demo: %d hospitals, %s, %s, %d rounds (plaintext mode: updates are NOT encrypted in this build)\n",
-		len(train.Hospitals), cfg.Model.Kind, cfg.Strategy, cfg.Rounds)
+	fmt.Fprintf(out, "fedledger demo: %d hospitals, %s, %s, %d rounds\n", len(train.Hospitals), cfg.Model.Kind, cfg.Strategy, cfg.Rounds)
+	if cfg.Mode == coordinator.ModeSecure {
+		fmt.Fprintf(out, "  secure mode: updates encrypted under a collective key (%s); any %d of the %d hospitals decrypt the sum, the coordinator alone cannot\n",
+			secure.Default.ID, cfg.Threshold, len(train.Hospitals))
+	} else {
+		fmt.Fprintf(out, "  PLAINTEXT MODE: updates are NOT encrypted; the coordinator reads every hospital's update\n")
+	}
 	fmt.Fprintf(out, "  development CA and certificates: %s\n", pki.dir)
 
 	ccfg := coordinator.DefaultConfig()
 	ccfg.DataDir = filepath.Join(cfg.DataDir, "coordinator")
 	ccfg.TLS = tlsutil.ServerConfig(pki.coordinator, pki.ca.Pool())
 	ccfg.Study = coordinator.StudyConfig{
-		ID:            "heart-demo",
-		Model:         cfg.Model,
-		Training:      cfg.Training,
-		Rounds:        cfg.Rounds,
-		MinClients:    cfg.MinClients,
-		Clients:       train.Hospitals,
-		RoundDeadline: time.Minute,
-		StartTimeout:  time.Minute,
-		Strategy:      strat,
-		Seed:          cfg.Seed,
+		ID:              "heart-demo",
+		Model:           cfg.Model,
+		Training:        cfg.Training,
+		Rounds:          cfg.Rounds,
+		MinClients:      cfg.MinClients,
+		Clients:         train.Hospitals,
+		RoundDeadline:   time.Minute,
+		StartTimeout:    time.Minute,
+		Strategy:        strat,
+		Seed:            cfg.Seed,
+		Mode:            cfg.Mode,
+		HEPreset:        secure.Default.ID,
+		Threshold:       cfg.Threshold,
+		KeySetupTimeout: time.Minute,
 	}
 	ccfg.OnRound = func(r coordinator.RoundReport) { printRound(out, cfg.Rounds, r) }
 	co, err := coordinator.New(ccfg, logger.With(slog.String("component", "coordinator")))
@@ -181,6 +206,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		kcfg.CoordinatorAddr = lis.Addr().String()
 		kcfg.TLS = tlsutil.ClientConfig(pki.clients[h], pki.ca.Pool(), "127.0.0.1")
 		kcfg.Data.Heart = h
+		kcfg.DataDir = filepath.Join(cfg.DataDir, "clients")
+		kcfg.AllowPlaintext = cfg.Mode == coordinator.ModePlaintext
 		cl, err := client.New(kcfg, logger.With(slog.String("site", h)))
 		if err != nil {
 			lis.Close()

@@ -37,6 +37,9 @@ func printRound(w io.Writer, total int, r coordinator.RoundReport) {
 	if len(r.Dropped) > 0 {
 		fmt.Fprintf(w, "          dropped: %s\n", strings.Join(r.Dropped, ", "))
 	}
+	if len(r.Decryptors) > 0 {
+		fmt.Fprintf(w, "          decrypted by: %s\n", strings.Join(r.Decryptors, ", "))
+	}
 }
 
 // printTable prints per-hospital test accuracy of the three models.

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -84,4 +85,18 @@ func peerFromCert(c *x509.Certificate) (Peer, error) {
 		return Peer{}, fmt.Errorf("%w: %q key is %T, want Ed25519", ErrBadIdentity, c.Subject.CommonName, c.PublicKey)
 	}
 	return Peer{ID: c.Subject.CommonName, Role: role, Cert: c}, nil
+}
+
+// VerifyPeerCertificate checks a DER certificate relayed by a third party
+// (not presented in a handshake): it must chain to roots, be valid at the
+// given time for client authentication, and carry a well-formed identity.
+func VerifyPeerCertificate(der []byte, roots *x509.CertPool, at time.Time) (Peer, error) {
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return Peer{}, fmt.Errorf("%w: %v", ErrBadIdentity, err)
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return Peer{}, fmt.Errorf("%w: %q: %v", ErrBadIdentity, c.Subject.CommonName, err)
+	}
+	return peerFromCert(c)
 }
