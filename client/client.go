@@ -65,6 +65,9 @@ type Config struct {
 	// MinContributors is this site's own minimum number of contributions
 	// in an aggregate it helps decrypt (the study's K applies if higher).
 	MinContributors int
+	// DialOptions are extra gRPC options for the connection to the
+	// coordinator (e.g. a proxy dialer or interceptors).
+	DialOptions []grpc.DialOption
 	// Resum makes the site re-add the listed contributions and check the
 	// aggregate before giving a decryption share (on by default).
 	Resum bool
@@ -157,9 +160,11 @@ var errFinished = errors.New("study finished")
 // Run takes part until the coordinator says the study is over (nil), the
 // context ends, or the coordinator refuses this client for good.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.cfg.CoordinatorAddr,
+	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(c.cfg.TLS)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
+	}, c.cfg.DialOptions...)
+	conn, err := grpc.NewClient(c.cfg.CoordinatorAddr, opts...)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}

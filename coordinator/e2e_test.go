@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -37,7 +38,11 @@ type federation struct {
 	ca   *tlsutil.CA
 	addr string
 	co   *coordinator.Coordinator
+	cfg  coordinator.Config
 	done chan error
+
+	mu         sync.Mutex
+	clientDirs map[string]string
 }
 
 func studyConfig(t *testing.T, strategy string, rounds, k int) coordinator.Config {
@@ -52,8 +57,16 @@ func studyConfig(t *testing.T, strategy string, rounds, k int) coordinator.Confi
 	cfg.Study = coordinator.StudyConfig{
 		ID: "heart-e2e", Model: train.ModelSpec{Kind: train.KindLogReg, Inputs: 13}, Training: tc, Rounds: rounds,
 		MinClients: k, Clients: train.Hospitals, RoundDeadline: 20 * time.Second, StartTimeout: 20 * time.Second,
-		Strategy: strat, Seed: 1,
+		Strategy: strat, Seed: 1, Mode: coordinator.ModePlaintext,
 	}
+	return cfg
+}
+
+// secureStudyConfig is studyConfig in secure mode with threshold t.
+func secureStudyConfig(t *testing.T, strategy string, rounds, k, threshold int) coordinator.Config {
+	cfg := studyConfig(t, strategy, rounds, k)
+	cfg.Study.Mode, cfg.Study.HEPreset, cfg.Study.Threshold = coordinator.ModeSecure, secure.Default.ID, threshold
+	cfg.Study.KeySetupTimeout = time.Minute
 	return cfg
 }
 
@@ -76,7 +89,7 @@ func startFederation(t *testing.T, cfg coordinator.Config) *federation {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &federation{t: t, ca: ca, addr: lis.Addr().String(), co: co, done: make(chan error, 1)}
+	f := &federation{t: t, ca: ca, addr: lis.Addr().String(), co: co, cfg: cfg, done: make(chan error, 1), clientDirs: map[string]string{}}
 	go func() { f.done <- co.Run(context.Background(), lis) }()
 	return f
 }
@@ -89,11 +102,17 @@ func (f *federation) clientTLS(id string, role tlsutil.Role) *tls.Config {
 	return tlsutil.ClientConfig(ident, f.ca.Pool(), "127.0.0.1")
 }
 
-func (f *federation) newClient(hospital string) *client.Client {
+func (f *federation) newClient(hospital string, opts ...grpc.DialOption) *client.Client {
 	cfg := client.DefaultConfig()
 	cfg.CoordinatorAddr = f.addr
 	cfg.TLS = f.clientTLS(hospital, tlsutil.RoleClient)
 	cfg.Data.Heart = hospital
+	cfg.DataDir = f.t.TempDir()
+	f.mu.Lock()
+	f.clientDirs[hospital] = cfg.DataDir
+	f.mu.Unlock()
+	cfg.AllowPlaintext = !f.cfg.Study.Secure()
+	cfg.DialOptions = opts
 	c, err := client.New(cfg, quiet())
 	if err != nil {
 		f.t.Fatal(err)

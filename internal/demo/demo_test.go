@@ -2,37 +2,44 @@ package demo
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedledger/fedledger/coordinator"
 )
 
-// TestDemoRunsTheFederation runs the real demo (dev CA, coordinator, four
-// hospital clients over gRPC+mTLS on loopback) for a few rounds and checks
-// what it reports.
-func TestDemoRunsTheFederation(t *testing.T) {
+// runDemo runs the real demo (dev CA, coordinator, four hospital clients
+// over gRPC+mTLS on loopback) in the given mode.
+func runDemo(t *testing.T, mode string, rounds int) (*Report, string) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
+	cfg.Mode, cfg.Rounds = mode, rounds
 	var out strings.Builder
 	cfg.Out = &out
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		t.Fatalf("demo: %v\n%s", err, out.String())
+		t.Fatalf("%s demo: %v\n%s", mode, err, out.String())
 	}
-	t.Log("\n" + out.String())
 	if len(rep.Rows) != 4 {
 		t.Fatalf("%d rows, want 4", len(rep.Rows))
 	}
-	if len(rep.Rounds) != cfg.Rounds {
-		t.Fatalf("%d round reports, want %d", len(rep.Rounds), cfg.Rounds)
+	if len(rep.Rounds) != rounds {
+		t.Fatalf("%d round reports, want %d", len(rep.Rounds), rounds)
 	}
 	for _, r := range rep.Rounds {
 		if r.Failed || len(r.Contributors) != 4 {
-			t.Fatalf("round %d: failed=%v contributors=%v", r.Round, r.Failed, r.Contributors)
+			t.Fatalf("%s round %d: failed=%v (%s) contributors=%v", mode, r.Round, r.Failed, r.Reason, r.Contributors)
+		}
+		if secure := len(r.Decryptors) > 0; secure != (mode == coordinator.ModeSecure) {
+			t.Fatalf("%s round %d decrypted by %v", mode, r.Round, r.Decryptors)
 		}
 	}
 	tests := 0
@@ -47,15 +54,41 @@ func TestDemoRunsTheFederation(t *testing.T) {
 	if tests != 104+89+16+45 {
 		t.Fatalf("%d test rows in all, want 254", tests)
 	}
-	fed, _, pooled := rep.MeanAccuracy()
-	// The demo's default study (20 rounds of FedAdam) must reach the
-	// foundation's bar, and the baselines must be real models.
-	if fed < 0.70 || pooled < 0.65 {
-		t.Fatalf("federated mean accuracy %.3f (pooled %.3f)", fed, pooled)
+	return rep, out.String()
+}
+
+// TestDemoSecureMatchesPlaintext runs the demo in secure mode (the default)
+// and in plaintext mode with the same seeds: encryption, threshold
+// decryption and DecodePublic must not cost the federated model more than
+// half a percentage point of accuracy at any hospital.
+func TestDemoSecureMatchesPlaintext(t *testing.T) {
+	rounds := DefaultConfig().Rounds
+	if testing.Short() {
+		rounds = 3
 	}
-	for _, want := range []string{"round 20/20", "Cleveland", "VA Long Beach", "federated", "pooled", "plaintext mode"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output does not contain %q", want)
+	sec, secOut := runDemo(t, coordinator.ModeSecure, rounds)
+	plain, plainOut := runDemo(t, coordinator.ModePlaintext, rounds)
+	t.Log("\n" + secOut)
+	for i, r := range sec.Rows {
+		p := plain.Rows[i]
+		if d := math.Abs(r.Federated.Accuracy - p.Federated.Accuracy); d > 0.005 {
+			t.Errorf("%s: secure accuracy %.4f, plaintext %.4f (%.2f pp apart, bound 0.5)", r.Hospital, r.Federated.Accuracy, p.Federated.Accuracy, 100*d)
 		}
+		t.Logf("%-14s secure %.4f plaintext %.4f", r.Hospital, r.Federated.Accuracy, p.Federated.Accuracy)
+	}
+	if rounds == DefaultConfig().Rounds {
+		// The demo's default study (20 rounds of FedAdam) must reach the
+		// foundation's bar, and the baselines must be real models.
+		if fed, _, pooled := sec.MeanAccuracy(); fed < 0.70 || pooled < 0.65 {
+			t.Fatalf("federated mean accuracy %.3f (pooled %.3f)", fed, pooled)
+		}
+	}
+	for _, want := range []string{fmt.Sprintf("round %2d/%d", rounds, rounds), "Cleveland", "VA Long Beach", "federated", "pooled", "secure mode", "decrypted by"} {
+		if !strings.Contains(secOut, want) {
+			t.Errorf("secure output does not contain %q", want)
+		}
+	}
+	if !strings.Contains(plainOut, "PLAINTEXT MODE") {
+		t.Error("plaintext demo does not say so loudly")
 	}
 }
