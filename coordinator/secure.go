@@ -30,6 +30,7 @@ var (
 	ErrBadSignature = errors.New("coordinator: signature does not verify against the sender's certificate")
 	ErrKeySetup     = errors.New("coordinator: key setup failed")
 	ErrNotKeyHolder = errors.New("coordinator: client is not a key holder of this study")
+	ErrBadShare     = errors.New("coordinator: malformed decryption share")
 )
 
 // Driver events of secure mode, posted by the gRPC handlers.

@@ -2,6 +2,9 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,10 +15,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/internal/chunk"
+	"github.com/fedledger/fedledger/internal/tlsutil"
+	pb "github.com/fedledger/fedledger/proto"
 )
 
 const (
@@ -102,10 +112,10 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]float64{
-		`fedledger_coordinator_rounds_total{outcome="aggregated"}`:          3,
-		`fedledger_coordinator_updates_total{result="accepted"}`:            12,
+		`fedledger_coordinator_rounds_total{outcome="aggregated"}`:         3,
+		`fedledger_coordinator_updates_total{result="accepted"}`:           12,
 		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 9,
-		`fedledger_coordinator_plaintext_mode`:                              0,
+		`fedledger_coordinator_plaintext_mode`:                             0,
 	} {
 		if got := metricValue(t, f.co, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
@@ -217,5 +227,133 @@ func TestSecureRoundFailsWhenADecryptorVanishes(t *testing.T) {
 	}
 	if r1.Model == r2.Model {
 		t.Fatal("round 2 did not produce a new model")
+	}
+}
+
+// loadStudyKey reads the collective public key a hospital stored at key
+// setup.
+func loadStudyKey(t *testing.T, dir, site, study string) *rlwe.PublicKey {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "sites", site, "studies", study, "keys.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Key []byte `json:"collective_public_key"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	params, _ := secure.Default.Params()
+	pk := rlwe.NewPublicKey(params)
+	if err := pk.UnmarshalBinary(f.Key); err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
+
+// upload streams chunks on a new SubmitUpdate or SubmitShare call.
+func upload(ctx context.Context, api pb.FederationClient, share bool, chunks []*pb.Chunk) error {
+	var s interface {
+		Send(*pb.Chunk) error
+		CloseAndRecv() (*pb.SubmitReceipt, error)
+	}
+	var err error
+	if share {
+		s, err = api.SubmitShare(ctx)
+	} else {
+		s, err = api.SubmitUpdate(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	for _, c := range chunks {
+		if s.Send(c) != nil {
+			break
+		}
+	}
+	_, err = s.CloseAndRecv()
+	return err
+}
+
+// TestSecureServerRejectsBadCiphertextsOnTheWire: while round 1 is open, a
+// second connection holding a valid certificate for an approved hospital
+// sends malformed, truncated, wrong-round, unsigned and plaintext updates,
+// and a decryption share nobody asked for. Each gets a clear status, none
+// is counted, and the study then completes normally.
+func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
+	cfg := secureStudyConfig(t, aggregation.FedAvg, 1, 4, 2)
+	f := startFederation(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	study := cfg.Study.ID
+	ident, err := f.ca.Issue("cleveland", tlsutil.RoleClient, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := dial(t, f.addr, tlsutil.ClientConfig(ident, f.ca.Pool(), "127.0.0.1"))
+	signer := ident.TLSCert.PrivateKey.(ed25519.PrivateKey)
+	var once sync.Once
+	attack := func() error {
+		once.Do(func() {
+			f.mu.Lock()
+			dir := f.clientDirs["cleveland"]
+			f.mu.Unlock()
+			pk := loadStudyKey(t, dir, "cleveland", study)
+			cts, err := secure.Encrypt(secure.Default, pk, make([]float64, cfg.Study.Model.NumParams()), 199)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			good, _ := secure.SealPayload(secure.KindContribution, secure.Default, study, 1, cts)
+			round2, _ := secure.SealPayload(secure.KindContribution, secure.Default, study, 2, cts)
+			sign := func(round uint64, p []byte) []byte {
+				return ed25519.Sign(signer, secure.ContributionMessage(study, round, sha256.Sum256(p)))
+			}
+			update := func(round uint64, p []byte, enc string, sig []byte) []*pb.Chunk {
+				ch := chunk.Split(study, round, p, chunk.DefaultSize)
+				ch[0].Header = &pb.UpdateHeader{ParentSha256: make([]byte, 32), NumSamples: 199, Encoding: enc, Signature: sig}
+				return ch
+			}
+			garbage := append([]byte(nil), good...)
+			copy(garbage[4:], "JUNK") // framing intact, envelope magic wrong
+			plain, _ := aggregation.EncodeWeightedDelta(make([]float64, 14), make([]float64, 14), 1)
+			shareSize, _ := secure.PayloadSize(secure.KindDecryptionShare, secure.Default, study, 1)
+			share := chunk.Split(study, 1, make([]byte, shareSize), chunk.DefaultSize)
+			share[0].Share = &pb.ShareHeader{AggregateSha256: make([]byte, 32)}
+			for _, c := range []struct {
+				name   string
+				share  bool
+				chunks []*pb.Chunk
+				code   codes.Code
+				msg    string
+			}{
+				{"plaintext update in a secure study", false, update(1, plain, aggregation.EncodingWeightedDelta, nil), codes.InvalidArgument, "encoding"},
+				{"malformed ciphertext", false, update(1, garbage, secure.EncodingContribution, sign(1, garbage)), codes.InvalidArgument, "magic"},
+				{"truncated ciphertext", false, update(1, good[:len(good)-64], secure.EncodingContribution, sign(1, good[:len(good)-64])), codes.InvalidArgument, "bytes"},
+				{"envelopes of another round", false, update(1, round2, secure.EncodingContribution, sign(1, round2)), codes.InvalidArgument, "round 2"},
+				{"unsigned contribution", false, update(1, good, secure.EncodingContribution, nil), codes.InvalidArgument, "signature"},
+				{"signed for another round", false, update(1, good, secure.EncodingContribution, sign(2, good)), codes.InvalidArgument, "signature"},
+				{"update for the wrong round", false, update(2, round2, secure.EncodingContribution, sign(2, round2)), codes.FailedPrecondition, "round"},
+				{"malformed decryption share", true, share, codes.InvalidArgument, "decryption share"},
+			} {
+				err := upload(ctx, api, c.share, c.chunks)
+				if status.Code(err) != c.code || !strings.Contains(err.Error(), c.msg) {
+					t.Errorf("%s: got %v, want %v mentioning %q", c.name, err, c.code, c.msg)
+				} else {
+					t.Logf("%s: %v", c.name, status.Convert(err).Message())
+				}
+			}
+		})
+		return nil
+	}
+	wait := f.runClients(map[string][]grpc.DialOption{"cleveland": {hook(submitUpdate, attack, nil)}}, nil)
+	res := f.wait()
+	wait()
+	if len(res.Rounds) != 1 || res.Rounds[0].Failed || len(res.Rounds[0].Contributors) != 4 {
+		t.Fatalf("round outcome %+v", res.Rounds)
+	}
+	if got := metricValue(t, f.co, `fedledger_coordinator_updates_total{result="accepted"}`); got != 4 {
+		t.Errorf("%v updates accepted, want 4", got)
 	}
 }

@@ -390,11 +390,11 @@ func (c *Coordinator) receiveShare(p tlsutil.Peer, stream pb.Federation_SubmitSh
 	}
 	hdr := first.Share
 	if hdr == nil || len(hdr.AggregateSha256) != 32 {
-		return ev, [32]byte{}, fmt.Errorf("%w: first chunk has no share header with a 32-byte aggregate hash", ErrBadUpdate)
+		return ev, [32]byte{}, fmt.Errorf("%w: first chunk has no share header with a 32-byte aggregate hash", ErrBadShare)
 	}
 	want := ks.shareSize(st.ID)
 	if first.TotalSize != uint64(want) {
-		return ev, [32]byte{}, fmt.Errorf("%w: decryption shares of %d bytes, want %d", ErrBadUpdate, first.TotalSize, want)
+		return ev, [32]byte{}, fmt.Errorf("%w: decryption shares of %d bytes, want %d", ErrBadShare, first.TotalSize, want)
 	}
 	a, err := chunk.NewAssembler(first, want, st.ID, nil)
 	if err != nil {
@@ -418,7 +418,7 @@ func (c *Coordinator) receiveShare(p tlsutil.Peer, stream pb.Federation_SubmitSh
 	}
 	shares, err := secure.OpenSharePayload(payload, ks.preset, st.ID, a.Round(), ks.count)
 	if err != nil {
-		return ev, [32]byte{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
+		return ev, [32]byte{}, fmt.Errorf("%w: %w", ErrBadShare, err)
 	}
 	agg := [32]byte(hdr.AggregateSha256)
 	if err := verifySig(p.PublicKey(), secure.DecryptionShareMessage(st.ID, a.Round(), agg, sum), hdr.Signature, "decryption share"); err != nil {

@@ -33,7 +33,7 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrWrongStudy), errors.Is(err, ErrWrongRound), errors.Is(err, ErrWrongParent),
 		errors.Is(err, ErrRoundClosed), errors.Is(err, ErrNotAssigned), errors.Is(err, errStudyOver):
 		code = codes.FailedPrecondition
-	case errors.Is(err, ErrBadUpdate), errors.Is(err, aggregation.ErrUpdate), errors.Is(err, chunk.ErrChunk), errors.Is(err, ErrBadSignature),
+	case errors.Is(err, ErrBadUpdate), errors.Is(err, aggregation.ErrUpdate), errors.Is(err, chunk.ErrChunk), errors.Is(err, ErrBadSignature), errors.Is(err, ErrBadShare),
 		errors.Is(err, chunk.ErrHashMismatch):
 		code = codes.InvalidArgument
 	case errors.Is(err, chunk.ErrTooLarge):
