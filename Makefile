@@ -31,9 +31,11 @@ vet:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(PKGS)
 
-## bench-secure: secure-aggregation costs per 1,000,000 parameters, with ratios to plaintext.
+## bench-secure: secure-aggregation costs per 1,000,000 parameters, with ratios to plaintext,
+## then whole rounds over gRPC+mTLS (4 hospitals), secure vs plaintext, on 14 and 10^6 parameters.
 bench-secure:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./aggregation/secure
+	$(GO) test -run '^$$' -bench FullRound -benchtime 1x -timeout 30m ./coordinator
 
 proto-tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

@@ -34,7 +34,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // federation is a coordinator on a loopback listener with mTLS and the
 // consortium CA that issued its certificate.
 type federation struct {
-	t    *testing.T
+	t    testing.TB
 	ca   *tlsutil.CA
 	addr string
 	co   *coordinator.Coordinator
@@ -70,7 +70,7 @@ func secureStudyConfig(t *testing.T, strategy string, rounds, k, threshold int) 
 	return cfg
 }
 
-func startFederation(t *testing.T, cfg coordinator.Config) *federation {
+func startFederation(t testing.TB, cfg coordinator.Config) *federation {
 	t.Helper()
 	ca, err := tlsutil.NewCA("e2e consortium", time.Hour)
 	if err != nil {

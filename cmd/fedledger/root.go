@@ -66,7 +66,9 @@ func newCoordinatorCmd() *cobra.Command {
 		Long: `Run the coordinator of one study. It listens for hospital clients (mutual TLS
 only: each client is identified by its certificate), announces rounds, collects
 their updates, aggregates them with the configured strategy and stores every
-global model under its SHA-256 in the data directory.
+global model under its SHA-256 in the data directory. In secure mode (the
+default) it relays the hospitals' collective key setup, only ever adds their
+encrypted updates, and asks t hospitals for decryption shares of the sum.
 
 Example coordinator.yaml:
 
@@ -83,6 +85,8 @@ Example coordinator.yaml:
     round_deadline: 2m
     strategy: {name: fedadam}           # fedavg | fedadam | fedyogi | fedadagrad
     training: {optimizer: adam, learning_rate: 0.001, batch_size: 4, local_steps: 50}
+    mode: secure                        # default; plaintext only for baselines
+    threshold: 3                        # t hospitals decrypt a sum (default: majority)
 
 ` + precedence,
 		Args: cobra.NoArgs,
@@ -138,8 +142,12 @@ Patient records never leave the process.
 Example client.yaml:
 
   coordinator: coordinator.example.org:7443
+  data_dir: /var/lib/fedledger-client   # key material (secret share, 0600)
   tls: {cert: cleveland.pem, key: cleveland-key.pem, ca: ca.pem}
   studies: [heart-2026]
+  min_contributors: 3                   # never help decrypt a sum of fewer
+  resum: true                           # re-add the ciphertexts before sharing
+  allow_plaintext: false                # refuse studies whose updates are unencrypted
   data:
     csv:
       path: /data/export.csv
