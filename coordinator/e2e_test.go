@@ -103,11 +103,17 @@ func (f *federation) clientTLS(id string, role tlsutil.Role) *tls.Config {
 }
 
 func (f *federation) newClient(hospital string, opts ...grpc.DialOption) *client.Client {
+	return f.newClientWith(hospital, f.clientTLS(hospital, tlsutil.RoleClient), f.t.TempDir(), opts...)
+}
+
+// newClientWith makes a hospital client with the given identity whose
+// state lives in dir.
+func (f *federation) newClientWith(hospital string, id *tls.Config, dir string, opts ...grpc.DialOption) *client.Client {
 	cfg := client.DefaultConfig()
 	cfg.CoordinatorAddr = f.addr
-	cfg.TLS = f.clientTLS(hospital, tlsutil.RoleClient)
+	cfg.TLS = id
 	cfg.Data.Heart = hospital
-	cfg.DataDir = f.t.TempDir()
+	cfg.DataDir = dir
 	f.mu.Lock()
 	f.clientDirs[hospital] = cfg.DataDir
 	f.mu.Unlock()

@@ -23,6 +23,7 @@ import (
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
@@ -355,5 +356,62 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 	}
 	if got := metricValue(t, f.co, `fedledger_coordinator_updates_total{result="accepted"}`); got != 4 {
 		t.Errorf("%v updates accepted, want 4", got)
+	}
+}
+
+// TestSecureClientRestartsFromItsKeyMaterial: a hospital's client process
+// is stopped after round 1 and a new one (same certificate, same data
+// directory) takes its place. It must load its secret share and the
+// collective key from disk and keep contributing and decrypting. (With a
+// new certificate its peers would refuse its contributions: identities are
+// bound at key setup, see docs/DESIGN.md.)
+func TestSecureClientRestartsFromItsKeyMaterial(t *testing.T) {
+	cfg := secureStudyConfig(t, aggregation.FedAvg, 3, 4, 4) // every round needs all four, and all four decrypt
+	cfg.Study.RoundDeadline = 30 * time.Second
+	restarted := make(chan struct{})
+	var stop context.CancelFunc
+	var mu sync.Mutex
+	cfg.OnRound = func(r coordinator.RoundReport) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Round == 1 {
+			stop()
+			close(restarted)
+		}
+	}
+	f := startFederation(t, cfg)
+	dir := t.TempDir()
+	swiss := f.clientTLS("switzerland", tlsutil.RoleClient)
+	var wg sync.WaitGroup
+	for _, h := range train.Hospitals {
+		var c interface{ Run(context.Context) error }
+		if h == "switzerland" {
+			c = f.newClientWith(h, swiss, dir)
+		} else {
+			c = f.newClient(h)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if h == "switzerland" {
+			mu.Lock()
+			stop = cancel
+			mu.Unlock()
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Run(ctx) }()
+	}
+	<-restarted
+	again := f.newClientWith("switzerland", swiss, dir)
+	wg.Add(1)
+	go func() { defer wg.Done(); again.Run(context.Background()) }()
+	res := f.wait()
+	wg.Wait()
+	if len(res.Rounds) != 3 {
+		t.Fatalf("%d rounds", len(res.Rounds))
+	}
+	for _, r := range res.Rounds[1:] {
+		if r.Failed || len(r.Contributors) != 4 || !slices.Contains(r.Decryptors, "switzerland") {
+			t.Errorf("round %d: failed=%v (%s) contributors=%v decryptors=%v", r.Round, r.Failed, r.Reason, r.Contributors, r.Decryptors)
+		}
 	}
 }
