@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 
@@ -160,6 +161,20 @@ func (w *Witness) Cosign(signed []byte, proof tlog.TreeProof) ([]byte, error) {
 	return out, nil
 }
 
+// RestoreWitness returns a witness that resumes from saved state: the last
+// checkpoint it cosigned (nil for none) and the evidence it kept.
+func RestoreWitness(s note.Signer, logKeys note.Verifiers, last *Checkpoint, evidence [][]byte) *Witness {
+	w := NewWitness(s, logKeys)
+	if last != nil {
+		c := *last
+		w.last = &c
+	}
+	for _, e := range evidence {
+		w.evidence = append(w.evidence, bytes.Clone(e))
+	}
+	return w
+}
+
 // Last is the last checkpoint this witness cosigned.
 func (w *Witness) Last() (Checkpoint, bool) {
 	w.mu.Lock()
@@ -199,4 +214,62 @@ func strictSignatures(msg []byte) error {
 		}
 	}
 	return nil
+}
+
+// splitNote separates a signed note into its text and its signature lines,
+// without verifying anything.
+func splitNote(msg []byte) (text string, sigs []string, err error) {
+	i := bytes.LastIndex(msg, []byte("\n\n"))
+	if i < 0 || !bytes.HasSuffix(msg, []byte("\n")) {
+		return "", nil, fmt.Errorf("%w: no signature block", ErrBadCheckpoint)
+	}
+	text = string(msg[:i+1])
+	for _, l := range strings.Split(strings.TrimSuffix(string(msg[i+2:]), "\n"), "\n") {
+		if !strings.HasPrefix(l, "\u2014 ") {
+			return "", nil, fmt.Errorf("%w: signature line %q", ErrBadCheckpoint, l)
+		}
+		sigs = append(sigs, l)
+	}
+	return text, sigs, nil
+}
+
+// mergeSignatures combines signed notes over the same text into one note
+// carrying every distinct signature line.
+func mergeSignatures(notes [][]byte) ([]byte, error) {
+	if len(notes) == 0 {
+		return nil, fmt.Errorf("%w: nothing to merge", ErrBadCheckpoint)
+	}
+	text, _, err := splitNote(notes[0])
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var lines []string
+	for _, n := range notes {
+		t, sigs, err := splitNote(n)
+		if err != nil {
+			return nil, err
+		}
+		if t != text {
+			return nil, fmt.Errorf("%w: cosigned text differs from the checkpoint", ErrBadCheckpoint)
+		}
+		for _, l := range sigs {
+			if !seen[l] {
+				seen[l] = true
+				lines = append(lines, l)
+			}
+		}
+	}
+	return []byte(text + "\n" + strings.Join(lines, "\n") + "\n"), nil
+}
+
+// signerNames lists the distinct key names of signature lines.
+func signerNames(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) == 3 && !slices.Contains(out, f[1]) {
+			out = append(out, f[1])
+		}
+	}
+	return out
 }

@@ -1,0 +1,353 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/fedledger/fedledger/internal/tlsutil"
+)
+
+// testCluster is a set of real audit nodes on loopback: TCP, mutual TLS,
+// bbolt stores with fsync, file snapshots.
+type testCluster struct {
+	t *testing.T
+	*ledgerFixture
+	ids   []*tlsutil.Identity
+	addrs []string
+	dirs  []string
+	nodes []*Node
+	tweak func(*NodeConfig)
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func newCluster(t *testing.T, n int, tweak func(*NodeConfig)) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, ledgerFixture: newLedgerFixture(t), tweak: tweak}
+	for i := 0; i < n; i++ {
+		id, err := c.ca.Issue(fmt.Sprintf("audit-%d", i), tlsutil.RoleAuditNode, []string{"127.0.0.1"}, 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ids, c.addrs, c.dirs = append(c.ids, id), append(c.addrs, freePort(t)), append(c.dirs, t.TempDir())
+		c.nodes = append(c.nodes, nil)
+	}
+	c.start(0, true)
+	c.leader()
+	for i := 1; i < n; i++ {
+		c.start(i, false)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if err := c.nodes[i].JoinCluster(ctx, c.addrs[0]); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	t.Cleanup(func() {
+		for i := range c.nodes {
+			c.stop(i)
+		}
+	})
+	return c
+}
+
+func (c *testCluster) start(i int, bootstrap bool) {
+	c.t.Helper()
+	cfg := DefaultNodeConfig()
+	cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = c.addrs[i], c.dirs[i], c.ids[i], c.ca.Pool(), bootstrap
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	cfg.ApplyTimeout = 5 * time.Second
+	if c.tweak != nil {
+		c.tweak(&cfg)
+	}
+	n, err := StartNode(cfg)
+	if err != nil {
+		c.t.Fatalf("start node %d: %v", i, err)
+	}
+	c.nodes[i] = n
+}
+
+func (c *testCluster) stop(i int) {
+	if c.nodes[i] != nil {
+		c.nodes[i].Close()
+		c.nodes[i] = nil
+	}
+}
+
+// leader waits for a leader among the running nodes and returns its index.
+func (c *testCluster) leader() int {
+	c.t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for i, n := range c.nodes {
+			if n != nil && n.IsLeader() {
+				return i
+			}
+		}
+	}
+	c.t.Fatal("no leader elected")
+	return -1
+}
+
+// converged waits until every running node has the same tree and returns
+// its size.
+func (c *testCluster) converged() int64 {
+	c.t.Helper()
+	var sizes []string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		sizes = sizes[:0]
+		seen := map[string]bool{}
+		var size int64
+		for _, n := range c.nodes {
+			if n == nil {
+				continue
+			}
+			s, root, _ := n.FSM().Ledger().Root()
+			seen[fmt.Sprint(s, root)] = true
+			sizes = append(sizes, fmt.Sprintf("%s:%d", n.ID(), s))
+			size = s
+		}
+		if len(seen) == 1 {
+			return size
+		}
+	}
+	c.t.Fatalf("nodes did not converge: %v", sizes)
+	return 0
+}
+
+// appendVia appends rec signed by id through node i.
+func (c *testCluster) appendVia(i int, id *tlsutil.Identity, rec *Record) (AppendResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	return c.nodes[i].Append(ctx, Must(Sign(id, rec)).Marshal())
+}
+
+func (c *testCluster) running() []int {
+	var out []int
+	for i, n := range c.nodes {
+		if n != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// TestClusterSurvivesLeaderLossAndLosesQuorumCleanly: appends through any
+// node (followers forward), the leader is killed and appends go on; with
+// two of three nodes down an append fails with a clear error and nothing
+// is acknowledged; the stopped nodes restart from their bbolt files and
+// catch up, and all end with the same root.
+func TestClusterSurvivesLeaderLossAndLosesQuorumCleanly(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	// The fixture's ledger already holds the study record; replay it.
+	study, _ := c.l.Log().Leaf(0)
+	if _, err := c.nodes[1].Append(context.Background(), study); err != nil {
+		t.Fatal(err)
+	}
+	parent := model(0)
+	for r := uint64(1); r <= 4; r++ {
+		res, err := c.appendVia(int(r)%3, c.coord, c.round(r, parent, model(byte(r)), "site-a", "site-b"))
+		if err != nil || res.Index != int64(r) {
+			t.Fatalf("round %d via node %d: index %d, %v", r, int(r)%3, res.Index, err)
+		}
+		parent = model(byte(r))
+	}
+	if size := c.converged(); size != 5 {
+		t.Fatalf("tree size %d, want 5", size)
+	}
+
+	old := c.leader()
+	c.stop(old)
+	for r := uint64(5); r <= 7; r++ {
+		via := c.running()[int(r)%2]
+		if _, err := c.appendVia(via, c.coord, c.round(r, parent, model(byte(r)), "site-a", "site-b")); err != nil {
+			t.Fatalf("round %d after losing leader %d: %v", r, old, err)
+		}
+		parent = model(byte(r))
+	}
+	c.converged()
+
+	// Two of three down: no quorum, no acknowledgement.
+	alive := c.running()
+	down := alive[0]
+	c.stop(down)
+	last := alive[1]
+	before := c.nodes[last].FSM().Ledger().Log().Size()
+	start := time.Now()
+	_, err := c.appendVia(last, c.coord, c.round(8, parent, model(8), "site-a", "site-b"))
+	if !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("append with 1 of 3 nodes: %v, want ErrNoLeader", err)
+	}
+	t.Logf("append with one node of three refused after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	if after := c.nodes[last].FSM().Ledger().Log().Size(); after != before {
+		t.Fatalf("the lone node applied an entry without quorum: %d -> %d", before, after)
+	}
+
+	// Restart both from disk; the cluster recovers and the retry succeeds
+	// (idempotently, if the lone node's entry was committed after all).
+	c.start(old, false)
+	c.start(down, false)
+	c.leader()
+	res, err := c.appendVia(old, c.coord, c.round(8, parent, model(8), "site-a", "site-b"))
+	if err != nil || res.Index != 8 {
+		t.Fatalf("round 8 after restart: index %d, %v", res.Index, err)
+	}
+	if size := c.converged(); size != 9 {
+		t.Fatalf("tree size %d after recovery, want 9", size)
+	}
+}
+
+// TestClusterCatchUpFromSnapshot: a node stopped while the log moves on
+// and is compacted must catch up from a snapshot on restart.
+func TestClusterCatchUpFromSnapshot(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *NodeConfig) { cfg.TrailingLogs, cfg.SnapshotThreshold = 2, 4 })
+	study, _ := c.l.Log().Leaf(0)
+	if _, err := c.nodes[0].Append(context.Background(), study); err != nil {
+		t.Fatal(err)
+	}
+	lead := c.leader()
+	behind := (lead + 1) % 3
+	c.stop(behind)
+	parent := model(0)
+	for r := uint64(1); r <= 20; r++ {
+		if _, err := c.appendVia(lead, c.coord, c.round(r, parent, model(byte(r)), "site-a", "site-b")); err != nil {
+			t.Fatal(err)
+		}
+		parent = model(byte(r))
+	}
+	for _, i := range c.running() {
+		if err := c.nodes[i].Snapshot(); err != nil {
+			t.Fatalf("snapshot on node %d: %v", i, err)
+		}
+	}
+	c.start(behind, false)
+	if size := c.converged(); size != 21 {
+		t.Fatalf("tree size %d, want 21", size)
+	}
+	snaps, _ := filepath.Glob(filepath.Join(c.dirs[behind], "snapshots", "*", "state.bin"))
+	if len(snaps) == 0 {
+		t.Fatal("the restarted node caught up without installing a snapshot; the test does not test what it says")
+	}
+	if out, round, err := c.nodes[behind].FSM().Ledger().LatestOutput("heart"); err != nil || round != 20 || out != model(20) {
+		t.Fatalf("restored node's study state: %x round %d, %v", out[:2], round, err)
+	}
+}
+
+// TestClusterRejectsBadRecordsOnEveryNode: records with a bad signature, an
+// unknown signer, a wrong parent or a skipped round are refused whichever
+// node they are sent to, with the reason, and no replica changes.
+func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	study, _ := c.l.Log().Leaf(0)
+	if _, err := c.nodes[0].Append(context.Background(), study); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.appendVia(0, c.coord, c.round(1, model(0), model(1), "site-a", "site-b")); err != nil {
+		t.Fatal(err)
+	}
+	c.converged()
+	other, _ := tlsutil.NewCA("another consortium", time.Hour)
+	stranger, _ := other.Issue("coord", tlsutil.RoleCoordinator, nil, time.Hour)
+	tampered := Must(Sign(c.coord, c.round(2, model(1), model(2), "site-a", "site-b"))).Marshal()
+	tampered[len(tampered)-1] ^= 1
+	cases := []struct {
+		name string
+		env  []byte
+		want string
+	}{
+		{"bad signature", tampered, "signature"},
+		{"unknown signer", Must(Sign(stranger, c.round(2, model(1), model(2), "site-a", "site-b"))).Marshal(), "consortium CA"},
+		{"wrong parent", Must(Sign(c.coord, c.round(2, model(9), model(2), "site-a", "site-b"))).Marshal(), "parent"},
+		{"skipped round", Must(Sign(c.coord, c.round(3, model(1), model(3), "site-a", "site-b"))).Marshal(), "round 3, want 2"},
+		{"too few contributors", Must(Sign(c.coord, c.round(2, model(1), model(2), "site-a"))).Marshal(), "fewer contributors"},
+	}
+	for _, tc := range cases {
+		for i := range c.nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := c.nodes[i].Append(ctx, tc.env)
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s via node %d: %v, want an error mentioning %q", tc.name, i, err, tc.want)
+			}
+		}
+	}
+	if size := c.converged(); size != 2 {
+		t.Fatalf("tree size %d after rejected appends, want 2", size)
+	}
+}
+
+// TestClusterCheckpointsAndWitnessState: the leader's checkpoint carries
+// every node's signature and verifies against keys derived from the node
+// certificates; an export verifies offline; a node shown a checkpoint over
+// a rewritten history refuses to cosign and keeps it as evidence across a
+// restart.
+func TestClusterCheckpointsAndWitnessState(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	study, _ := c.l.Log().Leaf(0)
+	if _, err := c.nodes[2].Append(context.Background(), study); err != nil {
+		t.Fatal(err)
+	}
+	for r := uint64(1); r <= 3; r++ {
+		if _, err := c.appendVia(int(r)%3, c.coord, c.round(r, model(byte(r-1)), model(byte(r)), "site-a", "site-b")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signed, signers, err := c.nodes[1].Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(signers) != 3 {
+		t.Fatalf("checkpoint signed by %v, want all three nodes", signers)
+	}
+	var keys []note.Verifier
+	for _, id := range c.ids {
+		v, _ := NoteVerifier(tlsutil.Peer{ID: id.ID, Role: id.Role, Cert: id.Cert})
+		keys = append(keys, v)
+	}
+	trust := Trust{Roots: c.ca.Pool(), Keys: note.VerifierList(keys...), Quorum: 2}
+	cp, _, err := OpenCheckpoint(signed, trust.Keys, 3)
+	if err != nil || cp.Size != 4 {
+		t.Fatalf("checkpoint %+v: %v", cp, err)
+	}
+	b, err := c.nodes[0].Export(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lin, err := VerifyBundle(b, trust, "heart", model(3))
+	if err != nil || len(lin.Steps) != 3 {
+		t.Fatalf("exported bundle: %v (%+v)", err, lin)
+	}
+
+	// A checkpoint of the same size with another root, properly signed by
+	// the leader's key: the witness refuses and keeps it.
+	lead := c.leader()
+	w := (lead + 1) % 3
+	forged, _ := SignCheckpoint(Checkpoint{Origin: cp.Origin, Size: cp.Size, Root: tlog.Hash(model(7))}, Must(NoteSigner(c.ids[lead])))
+	leaderPeer := tlsutil.Peer{ID: c.ids[lead].ID, Role: tlsutil.RoleAuditNode, Cert: c.ids[lead].Cert}
+	if _, err := c.nodes[w].cosign(forged, leaderPeer); !errors.Is(err, ErrInconsistent) {
+		t.Fatalf("cosign of a rewritten history: %v, want ErrInconsistent", err)
+	}
+	c.stop(w)
+	c.start(w, false)
+	if ev := c.nodes[w].Evidence(); len(ev) != 1 || string(ev[0]) != string(forged) {
+		t.Fatalf("evidence after restart: %d items", len(ev))
+	}
+	if b, _ := os.ReadFile(filepath.Join(c.dirs[w], "witness.json")); !strings.Contains(string(b), "last_cosigned") {
+		t.Fatalf("witness state not on disk: %s", b)
+	}
+}

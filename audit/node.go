@@ -1,0 +1,728 @@
+package audit
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedledger/fedledger/internal/tlsutil"
+	pb "github.com/fedledger/fedledger/proto"
+)
+
+// Errors of a node.
+var (
+	// ErrNoLeader: no leader with a quorum answered in time; the append
+	// was not acknowledged (it may still commit later, and a retry is
+	// idempotent).
+	ErrNoLeader = errors.New("audit: no leader with a quorum of nodes; nothing was acknowledged")
+	ErrNotFound = errors.New("audit: no such entry")
+)
+
+// NodeConfig configures an audit node.
+type NodeConfig struct {
+	// Listen is the node's one TCP address (Raft and gRPC share it).
+	Listen string
+	// Advertise is the address other nodes dial (default: the listener's).
+	Advertise string
+	// DataDir holds raft.db (bbolt log and stable store, fsync on),
+	// snapshots/ and witness.json.
+	DataDir string
+	// Identity is the node's audit-node certificate; its CommonName is the
+	// Raft server id and the checkpoint key name.
+	Identity *tlsutil.Identity
+	// Roots is the consortium CA: peers, callers and record signers.
+	Roots *x509.CertPool
+	// Bootstrap makes this node the first voter of a new cluster (ignored
+	// when it already has Raft state).
+	Bootstrap bool
+	// Origin is the checkpoint origin line, the log's name.
+	Origin string
+	// Quorum is how many node signatures a checkpoint needs (0: a majority
+	// of the voters).
+	Quorum int
+	// ApplyTimeout bounds an append or a membership change.
+	ApplyTimeout time.Duration
+	// Raft timing and compaction.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	SnapshotInterval                                      time.Duration
+	SnapshotThreshold, TrailingLogs                       uint64
+	Logger                                                *slog.Logger
+	// RaftLogLevel filters the Raft library's own log lines.
+	RaftLogLevel slog.Level
+}
+
+// DefaultNodeConfig returns defaults for everything but the addresses,
+// data directory and identity.
+func DefaultNodeConfig() NodeConfig {
+	return NodeConfig{
+		Origin: "fedledger/audit-log", ApplyTimeout: 10 * time.Second,
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 500 * time.Millisecond,
+		SnapshotInterval: 2 * time.Minute, SnapshotThreshold: 8192, TrailingLogs: 10240, RaftLogLevel: slog.LevelWarn,
+	}
+}
+
+// Validate checks the configuration.
+func (c NodeConfig) Validate() error {
+	var errs []error
+	if c.Listen == "" || c.DataDir == "" {
+		errs = append(errs, errors.New("audit node: listen address and data_dir are required"))
+	}
+	if c.Identity == nil || c.Roots == nil {
+		errs = append(errs, errors.New("audit node: an identity and the consortium CA are required"))
+	} else if c.Identity.Role != tlsutil.RoleAuditNode {
+		errs = append(errs, fmt.Errorf("audit node: certificate %q has role %q, want %q", c.Identity.ID, c.Identity.Role, tlsutil.RoleAuditNode))
+	}
+	if c.Origin == "" || c.ApplyTimeout <= 0 || c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
+		errs = append(errs, errors.New("audit node: origin and timeouts must be set"))
+	}
+	if c.Quorum < 0 {
+		errs = append(errs, fmt.Errorf("audit node: quorum %d", c.Quorum))
+	}
+	return errors.Join(errs...)
+}
+
+// Node is one audit-log replica: a Raft member whose FSM is the Merkle log
+// of signed records, a checkpoint signer and witness, and the AuditLog
+// gRPC service, all on one mutual-TLS port.
+type Node struct {
+	cfg     NodeConfig
+	id      string
+	log     *slog.Logger
+	fsm     *FSM
+	raft    *raft.Raft
+	store   *raftboltdb.BoltStore
+	trans   *raft.NetworkTransport
+	mux     *mux
+	srv     *grpc.Server
+	signer  note.Signer
+	witness *witnessState
+
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed sync.Once
+}
+
+// StartNode opens (or creates) the node's state and starts serving.
+func StartNode(cfg NodeConfig) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit node: data dir: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, id: cfg.Identity.ID, log: log.With(slog.String("node", cfg.Identity.ID)), fsm: NewFSM(cfg.Roots), conns: map[string]*grpc.ClientConn{}}
+	var err error
+	if n.signer, err = NoteSigner(cfg.Identity); err != nil {
+		return nil, err
+	}
+	if n.witness, err = openWitnessState(filepath.Join(cfg.DataDir, "witness.json")); err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("audit node: listen: %w", err)
+	}
+	advertise := lis.Addr()
+	if cfg.Advertise != "" {
+		if advertise, err = net.ResolveTCPAddr("tcp", cfg.Advertise); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("audit node: advertise address: %w", err)
+		}
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			n.Close()
+			lis.Close()
+		}
+	}()
+	n.mux = newMux(lis, tlsutil.ServerConfig(cfg.Identity, cfg.Roots), n.log)
+	go n.mux.serve()
+
+	hlog := raftLogger(n.log, cfg.RaftLogLevel)
+	// raft-boltdb/v2 keeps the log and the stable store in one bbolt file,
+	// fsynced on every write (NoSync is off).
+	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")}); err != nil {
+		return nil, fmt.Errorf("audit node: raft store: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog.Named("snapshots"))
+	if err != nil {
+		return nil, fmt.Errorf("audit node: snapshot store: %w", err)
+	}
+	layer := &streamLayer{chanListener: n.mux.raft, advertise: advertise, client: tlsutil.ClientConfig(cfg.Identity, cfg.Roots, "")}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport")})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.id)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = 20 * time.Millisecond
+	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = cfg.SnapshotInterval, cfg.SnapshotThreshold, cfg.TrailingLogs
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(n.store, n.store, snaps)
+		if err != nil {
+			return nil, err
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter}}}
+			if err := raft.BootstrapCluster(rc, n.store, n.store, snaps, n.trans, conf); err != nil {
+				return nil, fmt.Errorf("audit node: bootstrap: %w", err)
+			}
+		}
+	}
+	if n.raft, err = raft.NewRaft(rc, n.fsm, n.store, n.store, snaps, n.trans); err != nil {
+		return nil, fmt.Errorf("audit node: raft: %w", err)
+	}
+
+	n.srv = grpc.NewServer(grpc.Creds(handshaken{}), grpc.MaxRecvMsgSize(4<<20), grpc.MaxSendMsgSize(4<<20))
+	pb.RegisterAuditLogServer(n.srv, &auditServer{n: n})
+	go n.srv.Serve(n.mux.grpc)
+	ok = true
+	n.log.Info("audit node started", slog.String("addr", advertise.String()), slog.Bool("bootstrap", cfg.Bootstrap))
+	return n, nil
+}
+
+// ID is the node's Raft server id.
+func (n *Node) ID() string { return n.id }
+
+// Addr is the node's advertised address.
+func (n *Node) Addr() string { return string(n.trans.LocalAddr()) }
+
+// FSM exposes the node's replica (read-only use).
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// Close stops the node: Raft first (so no half-applied entry), then the
+// server and the store. The on-disk state is left for a restart.
+func (n *Node) Close() error {
+	var err error
+	n.closed.Do(func() {
+		if n.raft != nil {
+			err = n.raft.Shutdown().Error()
+		}
+		if n.srv != nil {
+			n.srv.Stop()
+		}
+		if n.trans != nil {
+			n.trans.Close()
+		}
+		if n.mux != nil {
+			n.mux.close()
+		}
+		if n.store != nil {
+			n.store.Close()
+		}
+		n.connMu.Lock()
+		for _, c := range n.conns {
+			c.Close()
+		}
+		n.connMu.Unlock()
+	})
+	return err
+}
+
+// IsLeader reports whether this node is the Raft leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Snapshot compacts the Raft log now (the FSM snapshot is the leaf list).
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// AppendResult is where an appended record landed.
+type AppendResult struct {
+	Index    int64
+	LeafHash tlog.Hash
+	TreeSize int64
+}
+
+// leaderErr reports Raft errors that mean "try again on the new leader".
+func leaderErr(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrAbortedByRestore) || errors.Is(err, raft.ErrRaftShutdown)
+}
+
+// onLeader runs local on the leader, or call against the leader's gRPC
+// service from a follower, retrying through leader changes until ctx ends.
+func (n *Node) onLeader(ctx context.Context, local func() error, call func(pb.AuditLogClient) error) error {
+	var last error
+	for {
+		if n.raft.State() == raft.Leader {
+			err := local()
+			if err == nil || !leaderErr(err) {
+				return err
+			}
+			last = err
+		} else if !mayForward(ctx) {
+			return status.Errorf(codes.Unavailable, "audit: %s is no longer the leader", n.id)
+		} else if addr, _ := n.raft.LeaderWithID(); addr != "" && addr != n.trans.LocalAddr() {
+			cli, err := n.client(string(addr))
+			if err == nil {
+				err = call(cli)
+				if err == nil || !retryable(err) {
+					return err
+				}
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = ctx.Err()
+			}
+			return fmt.Errorf("%w (last error: %v)", ErrNoLeader, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Append commits one signed record envelope through Raft and returns where
+// it is. A rule violation comes back as a *RuleError (or a decoding error)
+// and nothing is appended.
+func (n *Node) Append(ctx context.Context, env []byte) (AppendResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	var res AppendResult
+	err := n.onLeader(ctx, func() error {
+		f := n.raft.Apply(env, n.cfg.ApplyTimeout)
+		if err := f.Error(); err != nil {
+			return err
+		}
+		r, ok := f.Response().(ApplyResult)
+		if !ok {
+			return fmt.Errorf("audit: unexpected apply response %T", f.Response())
+		}
+		if r.Err != nil {
+			return r.Err
+		}
+		size, _, err := n.fsm.Ledger().Root()
+		res = AppendResult{Index: r.Index, LeafHash: tlog.RecordHash(env), TreeSize: size}
+		return err
+	}, func(c pb.AuditLogClient) error {
+		r, err := c.Append(forwarded(ctx), &pb.AppendRequest{Envelope: env})
+		if err != nil {
+			return err
+		}
+		res = AppendResult{Index: r.Index, TreeSize: r.TreeSize}
+		copy(res.LeafHash[:], r.LeafHash)
+		return nil
+	})
+	return res, err
+}
+
+// current makes this (leader) node's reads linearizable: it confirms it is
+// still the leader and that every committed entry is applied.
+func (n *Node) current() error {
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return err
+	}
+	return n.raft.Barrier(n.cfg.ApplyTimeout).Error()
+}
+
+// LatestOutput is the study's latest committed output model, read on the
+// leader.
+func (n *Node) LatestOutput(ctx context.Context, study string) (Hash, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	var h Hash
+	var round uint64
+	err := n.onLeader(ctx, func() error {
+		if err := n.current(); err != nil {
+			return err
+		}
+		var err error
+		h, round, err = n.fsm.Ledger().LatestOutput(study)
+		return err
+	}, func(c pb.AuditLogClient) error {
+		r, err := c.LatestOutput(forwarded(ctx), &pb.LatestOutputRequest{StudyId: study})
+		if err != nil {
+			return err
+		}
+		copy(h[:], r.ModelSha256)
+		round = r.Round
+		return nil
+	})
+	return h, round, err
+}
+
+// Checkpoint returns the current tree head signed by this node (the
+// leader) and cosigned by the other voters acting as witnesses; it fails
+// unless at least Quorum nodes signed.
+func (n *Node) Checkpoint(ctx context.Context) (signed []byte, signers []string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	err = n.onLeader(ctx, func() error {
+		signed, signers, err = n.checkpointLocal(ctx)
+		return err
+	}, func(c pb.AuditLogClient) error {
+		r, err := c.Latest(forwarded(ctx), &pb.LatestRequest{})
+		if err != nil {
+			return err
+		}
+		signed, signers = r.Note, r.Signers
+		return nil
+	})
+	return signed, signers, err
+}
+
+func (n *Node) checkpointLocal(ctx context.Context) ([]byte, []string, error) {
+	if err := n.current(); err != nil {
+		return nil, nil, err
+	}
+	size, root, err := n.fsm.Ledger().Root()
+	if err != nil {
+		return nil, nil, err
+	}
+	cp := Checkpoint{Origin: n.cfg.Origin, Size: size, Root: root}
+	own, err := SignCheckpoint(cp, n.signer)
+	if err != nil {
+		return nil, nil, err
+	}
+	// This node witnesses its own checkpoint too, so its witness state
+	// follows what it has signed.
+	if _, err := n.cosign(own, n.signerPeer()); err != nil {
+		return nil, nil, err
+	}
+	conf := n.raft.GetConfiguration()
+	if err := conf.Error(); err != nil {
+		return nil, nil, err
+	}
+	notes := [][]byte{own}
+	voters := 0
+	var refusals []error
+	for _, s := range conf.Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if string(s.ID) == n.id {
+			continue
+		}
+		cli, err := n.client(string(s.Address))
+		if err == nil {
+			var r *pb.CosignResponse
+			if r, err = cli.Cosign(ctx, &pb.CosignRequest{Note: own}); err == nil {
+				notes = append(notes, r.Note)
+				continue
+			}
+		}
+		refusals = append(refusals, fmt.Errorf("%s: %w", s.ID, err))
+	}
+	merged, err := mergeSignatures(notes)
+	if err != nil {
+		return nil, nil, err
+	}
+	quorum := n.cfg.Quorum
+	if quorum == 0 {
+		quorum = voters/2 + 1
+	}
+	_, lines, _ := splitNote(merged)
+	signers := signerNames(lines)
+	if len(signers) < quorum {
+		return nil, signers, fmt.Errorf("%w: %d of %d signatures (%v)", ErrQuorum, len(signers), quorum, errors.Join(refusals...))
+	}
+	return merged, signers, nil
+}
+
+func (n *Node) signerPeer() tlsutil.Peer {
+	return tlsutil.Peer{ID: n.id, Role: tlsutil.RoleAuditNode, Cert: n.cfg.Identity.Cert}
+}
+
+// cosign acts as a witness for a checkpoint signed by from: the tree it
+// describes must be this node's own replica at that size (waiting briefly
+// for replication), and it must extend the last checkpoint this node
+// cosigned. A validly signed checkpoint that fails either check is kept as
+// evidence on disk and refused.
+func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
+	v, err := NoteVerifier(from)
+	if err != nil {
+		return nil, err
+	}
+	nt, err := note.Open(signed, note.VerifierList(v))
+	if err != nil {
+		return nil, fmt.Errorf("audit: witness: checkpoint not signed by %s: %w", from.ID, err)
+	}
+	cp, err := ParseCheckpoint(nt.Text)
+	if err != nil {
+		return nil, err
+	}
+	if cp.Origin != n.cfg.Origin {
+		return nil, fmt.Errorf("%w: origin %q, this log is %q", ErrBadCheckpoint, cp.Origin, n.cfg.Origin)
+	}
+	lg := n.fsm.Ledger()
+	for deadline := time.Now().Add(5 * time.Second); lg.Log().Size() < cp.Size; lg = n.fsm.Ledger() {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("audit: witness %s has %d entries, checkpoint claims %d", n.id, lg.Log().Size(), cp.Size)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.witness.mu.Lock()
+	defer n.witness.mu.Unlock()
+	mine, err := lg.Log().Root(cp.Size)
+	if err != nil {
+		return nil, err
+	}
+	if mine != cp.Root {
+		n.witness.evidence = append(n.witness.evidence, signed)
+		n.witness.save()
+		return nil, fmt.Errorf("%w: root at size %d differs from this replica's", ErrInconsistent, cp.Size)
+	}
+	var proof tlog.TreeProof
+	if last := n.witness.last; last != nil && last.Size > 0 && last.Size < cp.Size {
+		if proof, err = lg.Log().ProveConsistency(last.Size, cp.Size); err != nil {
+			return nil, err
+		}
+	}
+	w := RestoreWitness(n.signer, note.VerifierList(v), n.witness.last, nil)
+	out, err := w.Cosign(signed, proof)
+	if errors.Is(err, ErrInconsistent) {
+		n.witness.evidence = append(n.witness.evidence, signed)
+		n.witness.save()
+	}
+	if err != nil {
+		return nil, err
+	}
+	last, _ := w.Last()
+	n.witness.last = &last
+	if err := n.witness.save(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Export returns an offline bundle: a cosigned checkpoint and every entry
+// up to it.
+func (n *Node) Export(ctx context.Context) (*Bundle, error) {
+	signed, _, err := n.Checkpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	text, _, err := splitNote(signed)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := ParseCheckpoint(text)
+	if err != nil {
+		return nil, err
+	}
+	lg := n.fsm.Ledger()
+	for deadline := time.Now().Add(n.cfg.ApplyTimeout); lg.Log().Size() < cp.Size; lg = n.fsm.Ledger() {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("audit: this node has %d entries, the checkpoint %d", lg.Log().Size(), cp.Size)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b := &Bundle{Checkpoint: signed}
+	for i := int64(0); i < cp.Size; i++ {
+		leaf, err := lg.Log().Leaf(i)
+		if err != nil {
+			return nil, err
+		}
+		b.Leaves = append(b.Leaves, leaf)
+	}
+	return b, nil
+}
+
+// Join adds a node (leader only; forwarded from followers): as a
+// non-voter, or with voter set, as (or promoted to) a voter. It returns
+// the commit index the new node should reach before asking for a vote.
+func (n *Node) Join(ctx context.Context, id, addr string, voter bool) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	var idx uint64
+	err := n.onLeader(ctx, func() error {
+		var f raft.IndexFuture
+		if voter {
+			f = n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.cfg.ApplyTimeout)
+		} else {
+			f = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.cfg.ApplyTimeout)
+		}
+		if err := f.Error(); err != nil {
+			return err
+		}
+		idx = n.raft.AppliedIndex()
+		n.log.Info("member joined", slog.String("id", id), slog.String("addr", addr), slog.Bool("voter", voter))
+		return nil
+	}, func(c pb.AuditLogClient) error {
+		r, err := c.Join(forwarded(ctx), &pb.JoinRequest{Id: id, Address: addr, Voter: voter})
+		if err == nil {
+			idx = r.CommitIndex
+		}
+		return err
+	})
+	return idx, err
+}
+
+// JoinCluster makes this (new, unbootstrapped) node a member through any
+// existing member: it joins as a non-voter, waits until it has applied the
+// log up to the join point, and then asks to become a voter.
+func (n *Node) JoinCluster(ctx context.Context, via string) error {
+	cli, err := n.client(via)
+	if err != nil {
+		return err
+	}
+	r, err := cli.Join(ctx, &pb.JoinRequest{Id: n.id, Address: n.Addr()})
+	if err != nil {
+		return fmt.Errorf("audit: join via %s: %w", via, err)
+	}
+	for n.raft.AppliedIndex() < r.CommitIndex {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("audit: catching up to index %d before voting: %w", r.CommitIndex, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if _, err := cli.Join(ctx, &pb.JoinRequest{Id: n.id, Address: n.Addr(), Voter: true}); err != nil {
+		return fmt.Errorf("audit: promotion to voter: %w", err)
+	}
+	return nil
+}
+
+// Remove takes a member out of the cluster (leader only; forwarded).
+func (n *Node) Remove(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	return n.onLeader(ctx, func() error {
+		return n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error()
+	}, func(c pb.AuditLogClient) error {
+		_, err := c.Remove(forwarded(ctx), &pb.RemoveRequest{Id: id})
+		return err
+	})
+}
+
+// Status describes the node's view of the cluster.
+func (n *Node) Status() *pb.StatusResponse {
+	size, root, _ := n.fsm.Ledger().Root()
+	addr, id := n.raft.LeaderWithID()
+	st := &pb.StatusResponse{Id: n.id, State: n.raft.State().String(), LeaderId: string(id), LeaderAddress: string(addr),
+		TreeSize: size, Root: root[:], AppliedIndex: n.raft.AppliedIndex()}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			st.Members = append(st.Members, &pb.Member{Id: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+		}
+	}
+	slices.SortFunc(st.Members, func(a, b *pb.Member) int { return cmpString(a.Id, b.Id) })
+	return st
+}
+
+// client returns a cached gRPC connection to another node.
+func (n *Node) client(addr string) (pb.AuditLogClient, error) {
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	if c, ok := n.conns[addr]; ok {
+		return pb.NewAuditLogClient(c), nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsutil.ClientConfig(n.cfg.Identity, n.cfg.Roots, host))))
+	if err != nil {
+		return nil, err
+	}
+	n.conns[addr] = c
+	return pb.NewAuditLogClient(c), nil
+}
+
+// witnessState is the node's witness memory, kept outside the Raft FSM in
+// witness.json: the last checkpoint it cosigned and every inconsistent
+// signed checkpoint it was shown.
+type witnessState struct {
+	mu       sync.Mutex
+	path     string
+	last     *Checkpoint
+	evidence [][]byte
+}
+
+type witnessFile struct {
+	Last     string   `json:"last_cosigned,omitempty"`
+	Evidence [][]byte `json:"evidence,omitempty"`
+}
+
+func openWitnessState(path string) (*witnessState, error) {
+	w := &witnessState{path: path}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return w, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: witness state: %w", err)
+	}
+	var f witnessFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("audit: witness state %s is corrupt: %w", path, err)
+	}
+	if f.Last != "" {
+		c, err := ParseCheckpoint(f.Last)
+		if err != nil {
+			return nil, fmt.Errorf("audit: witness state %s: %w", path, err)
+		}
+		w.last = &c
+	}
+	w.evidence = f.Evidence
+	return w, nil
+}
+
+// save writes the state atomically (temp file, fsync, rename); the caller
+// holds mu.
+func (w *witnessState) save() error {
+	f := witnessFile{Evidence: w.evidence}
+	if w.last != nil {
+		f.Last = w.last.String()
+	}
+	b, _ := json.MarshalIndent(f, "", "  ")
+	tmp := w.path + ".tmp"
+	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: witness state: %w", err)
+	}
+	if _, err = fh.Write(b); err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, w.path)
+	}
+	if err != nil {
+		return fmt.Errorf("audit: witness state: %w", err)
+	}
+	return nil
+}
+
+// Evidence returns the inconsistent checkpoints this node refused.
+func (n *Node) Evidence() [][]byte {
+	n.witness.mu.Lock()
+	defer n.witness.mu.Unlock()
+	return slices.Clone(n.witness.evidence)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
