@@ -76,6 +76,8 @@ type Trust struct {
 	Roots  *x509.CertPool
 	Keys   note.Verifiers
 	Quorum int
+	// Origin, when set, is the log name the checkpoint must carry.
+	Origin string
 }
 
 // LineageStep is one completed round on the path to the verified model.
@@ -101,6 +103,9 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 	cp, signers, err := OpenCheckpoint(b.Checkpoint, trust.Keys, trust.Quorum)
 	if err != nil {
 		return nil, err
+	}
+	if trust.Origin != "" && cp.Origin != trust.Origin {
+		return nil, fmt.Errorf("%w: checkpoint of log %q, trusted log is %q", ErrBadCheckpoint, cp.Origin, trust.Origin)
 	}
 	if int64(len(b.Leaves)) != cp.Size {
 		return nil, fmt.Errorf("%w: %d entries, checkpoint size %d", ErrRootMismatch, len(b.Leaves), cp.Size)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/version"
@@ -65,6 +66,10 @@ type Config struct {
 	// MinContributors is this site's own minimum number of contributions
 	// in an aggregate it helps decrypt (the study's K applies if higher).
 	MinContributors int
+	// AuditNodes are the audit log's nodes. When set, the client trains
+	// only on a parent model that is the study's latest committed output
+	// on the log.
+	AuditNodes []string
 	// DialOptions are extra gRPC options for the connection to the
 	// coordinator (e.g. a proxy dialer or interceptors).
 	DialOptions []grpc.DialOption
@@ -132,6 +137,7 @@ type Client struct {
 	signer      ed25519.PrivateKey
 	setup       *keySetup // secure key setup in progress
 	keys        *keys     // secure key material of the current study
+	audit       *audit.Client
 }
 
 // New checks the configuration and loads the local data, so that a missing
@@ -149,6 +155,11 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.AuditNodes) > 0 {
+		if c.audit, err = audit.Dial(cfg.AuditNodes, cfg.TLS); err != nil {
+			return nil, err
+		}
 	}
 	logger.Info("local data loaded", slog.Int("train", c.train.Len()), slog.Int("test", c.test.Len()), slog.Int("features", len(c.train.Features)))
 	return c, nil
@@ -354,6 +365,9 @@ func (c *Client) checkStudy(s *pb.StudySpec) string {
 
 func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.TrainTask) error {
 	start := time.Now()
+	if err := c.checkParent(ctx, t); err != nil {
+		return err
+	}
 	spec, parent, err := c.fetch(ctx, api, t.StudyId, t.ParentSha256, t.ParentSize)
 	if err != nil {
 		return err
@@ -399,6 +413,26 @@ func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.
 	c.log.Info("update submitted", slog.Uint64("round", t.Round), slog.Int("steps", st.Steps), slog.Float64("train_loss", st.Loss),
 		slog.Float64("parent_test_acc", parentTest.Accuracy), slog.String("sha256", fmt.Sprintf("%x", rcpt.ContentSha256[:8])),
 		slog.String("encoding", encoding), slog.Int("bytes", len(payload)), slog.Duration("took", time.Since(start)))
+	return nil
+}
+
+// checkParent confirms, when the client knows the audit log, that the
+// round's parent is the study's latest committed output there: a
+// coordinator cannot make hospitals train on a model the log does not
+// account for.
+func (c *Client) checkParent(ctx context.Context, t *pb.TrainTask) error {
+	if c.audit == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, round, err := c.audit.LatestOutput(ctx, t.StudyId)
+	if err != nil {
+		return fmt.Errorf("cannot confirm the parent model on the audit log: %w", err)
+	}
+	if !slices.Equal(out[:], t.ParentSha256) {
+		return fmt.Errorf("parent model %x is not the study's latest committed output on the audit log (%x, round %d)", t.ParentSha256[:min(8, len(t.ParentSha256))], out[:8], round)
+	}
 	return nil
 }
 

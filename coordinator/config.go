@@ -142,8 +142,9 @@ type Config struct {
 	// Aggregator combines a round's updates; nil means a PlaintextAggregator
 	// for Study.Strategy.
 	Aggregator Aggregator
-	// Recorder is told about every round; nil means a LogRecorder.
-	Recorder RoundRecorder
+	// Recorder is told about the study's start, key setup and every round;
+	// nil means a LogRecorder.
+	Recorder Recorder
 	// TickInterval is how often deadlines are checked.
 	TickInterval time.Duration
 	// FinalEvalTimeout bounds the wait for clients' evaluation of the final
@@ -185,7 +186,9 @@ type RoundReport struct {
 	Dropped      []string
 	Failed       bool
 	Reason       string
-	// Model is the round's output model (the unchanged parent if it failed).
+	// Parent is the round's starting model; Model its output (the
+	// unchanged parent if it failed).
+	Parent   [32]byte
 	Model    [32]byte
 	Duration time.Duration
 	// ParentTest holds each contributor's metrics of the round's starting
@@ -196,6 +199,22 @@ type RoundReport struct {
 	// Decryptors are the key holders whose decryption shares opened the
 	// aggregate (secure mode).
 	Decryptors []string
+	// Contributions are the accepted updates, in client-id order.
+	Contributions []ContributionInfo
+	// AggregateHash is the SHA-256 of the aggregate payload that was
+	// decrypted (secure mode).
+	AggregateHash [32]byte
+}
+
+// ContributionInfo is one accepted update as the record of a round lists
+// it.
+type ContributionInfo struct {
+	Client string
+	// Hash is the SHA-256 of the update payload; Signature the client's
+	// signature over it (secure mode).
+	Hash      [32]byte
+	Signature []byte
+	Samples   uint64
 }
 
 // StudyResult is the outcome of a study.

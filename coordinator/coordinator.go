@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ type Coordinator struct {
 	cts      *Store                       // secure mode: contributions and aggregates, served to decryptors
 	agg      Aggregator                   // plaintext mode
 	opt      *aggregation.ServerOptimizer // secure mode
-	recorder RoundRecorder
+	recorder Recorder
 	approved map[string]bool
 	metrics  *metrics
 
@@ -190,12 +191,15 @@ type driver struct {
 func (c *Coordinator) runStudy(ctx context.Context) error {
 	st := c.cfg.Study
 	d := &driver{Coordinator: c, live: map[string]*session{}, spec: st.Model, final: map[string]train.Metrics{}}
-	var err error
-	if d.params, err = train.InitParams(st.Model, st.Seed); err != nil {
+	params, _, _, err := InitialModel(st)
+	if err != nil {
 		return err
 	}
-	if err := d.publish(d.params); err != nil {
+	if err := d.publish(params); err != nil {
 		return err
+	}
+	if err := c.recorder.StudyStarted(ctx, StudyStart{Study: st, InitialModel: d.parent}); err != nil {
+		return fmt.Errorf("coordinator: recording the study start: %w", err)
 	}
 	c.log.Info("study ready", slog.String("initial_model", hex.EncodeToString(d.parent[:])), slog.Int("rounds", st.Rounds),
 		slog.Int("min_clients", st.MinClients), slog.Any("clients", st.Clients), slog.String("strategy", st.Strategy.Name))
@@ -260,6 +264,11 @@ func (c *Coordinator) runStudy(ctx context.Context) error {
 		if err := d.keySetup(next); err != nil {
 			return err
 		}
+		ks := d.keys
+		if err := c.recorder.KeySetupDone(ctx, KeySetup{Study: st.ID, HEPreset: ks.preset.ID, Threshold: st.Threshold,
+			Participants: ks.order, CollectiveKey: ks.pkHash}); err != nil {
+			return fmt.Errorf("coordinator: recording key setup: %w", err)
+		}
 	}
 
 	succeeded := 0
@@ -295,6 +304,21 @@ func (c *Coordinator) runStudy(ctx context.Context) error {
 	return nil
 }
 
+// InitialModel is the study's round-0 model, its encoding and SHA-256:
+// deterministic in the model spec and seed, so an admin can put the hash
+// in the study record before the coordinator starts.
+func InitialModel(st StudyConfig) ([]float64, []byte, [32]byte, error) {
+	params, err := train.InitParams(st.Model, st.Seed)
+	if err != nil {
+		return nil, nil, [32]byte{}, err
+	}
+	b, err := train.EncodeModel(st.Model, params)
+	if err != nil {
+		return nil, nil, [32]byte{}, err
+	}
+	return params, b, sha256.Sum256(b), nil
+}
+
 // publish stores params as the current global model.
 func (d *driver) publish(params []float64) error {
 	b, err := train.EncodeModel(d.spec, params)
@@ -323,7 +347,7 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 	}, sortedKeys(d.live))
 	log := d.log.With(slog.Uint64("round", r))
 	log.Info("round announced", slog.String("parent", hex.EncodeToString(d.parent[:8])), slog.Int("clients", len(d.live)))
-	rep := RoundReport{Round: int(r), Model: d.parent}
+	rep := RoundReport{Round: int(r), Model: d.parent, Parent: d.parent}
 	for {
 		for _, a := range acts {
 			switch a := a.(type) {
@@ -394,9 +418,14 @@ func (d *driver) failRound(round *Round, rep RoundReport, reason string, start t
 	return rep
 }
 
-// roundMetrics fills in the contributors' self-reported metrics.
+// roundMetrics fills in the contributions and the contributors'
+// self-reported metrics.
 func (d *driver) roundMetrics(a Aggregate, rep RoundReport) RoundReport {
 	rep.ParentTest = map[string]train.Metrics{}
+	for _, u := range a.Updates {
+		rep.Contributions = append(rep.Contributions, ContributionInfo{Client: u.Client, Hash: u.Hash,
+			Signature: d.headers[u.Client].GetSignature(), Samples: u.Weight})
+	}
 	var lossW, w float64
 	for _, u := range a.Updates {
 		if h := d.headers[u.Client]; h != nil {

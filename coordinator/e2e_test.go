@@ -291,9 +291,10 @@ func TestClientDiesMidStudy(t *testing.T) {
 	}
 }
 
-// collectRecorder is a RoundRecorder that remembers the rounds it was told
+// collectRecorder is a Recorder that remembers the rounds it was told
 // about.
 type collectRecorder struct {
+	coordinator.LogRecorder
 	mu   sync.Mutex
 	seen []int
 }

@@ -6,25 +6,56 @@ import (
 	"log/slog"
 )
 
-// RoundRecorder is told about every finished round (aggregated or failed)
-// before the study moves on. This is where "round committed to the audit
-// log" will happen; an error stops the study.
-type RoundRecorder interface {
+// Recorder is told about a study's milestones before the study moves on:
+// the study's start (with its initial model), the end of secure key setup,
+// and every finished round (aggregated or failed). AuditRecorder commits
+// them to the audit log; an error stops the study, so a round counts as
+// done only once it is recorded.
+type Recorder interface {
+	StudyStarted(ctx context.Context, s StudyStart) error
+	KeySetupDone(ctx context.Context, k KeySetup) error
 	RecordRound(ctx context.Context, rep RoundReport) error
 }
 
-// LogRecorder is the stand-in RoundRecorder until the audit log exists: it
-// writes one slog line per round and never fails.
+// StudyStart is the study as it begins.
+type StudyStart struct {
+	Study        StudyConfig
+	InitialModel [32]byte
+}
+
+// KeySetup is the outcome of a secure key setup.
+type KeySetup struct {
+	Study         string
+	HEPreset      string
+	Threshold     int
+	Participants  []string
+	CollectiveKey [32]byte
+}
+
+// LogRecorder is the Recorder when no audit log is configured: it writes
+// one slog line per milestone and never fails.
 type LogRecorder struct {
 	Logger *slog.Logger
 }
 
-// RecordRound implements RoundRecorder.
+// StudyStarted implements Recorder.
+func (r LogRecorder) StudyStarted(ctx context.Context, s StudyStart) error {
+	if r.Logger != nil {
+		r.Logger.WarnContext(ctx, "no audit log configured: rounds are not recorded on a replicated log",
+			slog.String("initial_model", hex.EncodeToString(s.InitialModel[:])))
+	}
+	return nil
+}
+
+// KeySetupDone implements Recorder.
+func (r LogRecorder) KeySetupDone(context.Context, KeySetup) error { return nil }
+
+// RecordRound implements Recorder.
 func (r LogRecorder) RecordRound(ctx context.Context, rep RoundReport) error {
 	if r.Logger == nil {
 		return nil
 	}
-	r.Logger.InfoContext(ctx, "round recorded (no audit log yet)", slog.Int("round", rep.Round),
+	r.Logger.InfoContext(ctx, "round finished (not on an audit log)", slog.Int("round", rep.Round),
 		slog.Bool("failed", rep.Failed), slog.String("model", hex.EncodeToString(rep.Model[:])),
 		slog.Any("contributors", rep.Contributors))
 	return nil

@@ -363,7 +363,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 	if err != nil {
 		return rep, err
 	}
-	rep.Decryptors = active
+	rep.Decryptors, rep.AggregateHash = active, aggHash
 	return d.finishAggregate(round, a, rep, nextParams, start, log)
 }
 

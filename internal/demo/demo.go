@@ -23,6 +23,7 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -121,6 +122,8 @@ type Report struct {
 	FinalModel [32]byte
 	Rounds     []coordinator.RoundReport
 	Elapsed    time.Duration
+	// Audit is the offline verification of the final model's lineage.
+	Audit *audit.Report
 }
 
 // MeanAccuracy returns the mean per-hospital test accuracy of the federated,
@@ -187,6 +190,33 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		KeySetupTimeout: time.Minute,
 	}
 	ccfg.OnRound = func(r coordinator.RoundReport) { printRound(out, cfg.Rounds, r) }
+
+	// The audit log: three Raft nodes; the consortium admin signs the study
+	// record, the coordinator commits every round, the clients check their
+	// parent model against it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	alog, err := startAuditCluster(ctx, pki, filepath.Join(cfg.DataDir, "audit"), logger)
+	if err != nil {
+		return nil, err
+	}
+	defer alog.close()
+	fmt.Fprintf(out, "  audit log: 3 Raft nodes on %v (mTLS, bbolt); every round is committed before the next starts\n", alog.addrs)
+	_, _, initial, err := coordinator.InitialModel(ccfg.Study)
+	if err != nil {
+		return nil, err
+	}
+	studyEnv, err := audit.Sign(pki.admin, coordinator.StudyRecord(ccfg.Study, initial, pki.admin.ID, time.Now().Add(24*time.Hour)))
+	if err != nil {
+		return nil, err
+	}
+	coordLog, err := audit.Dial(alog.addrs, tlsutil.ClientConfig(pki.coordinator, pki.ca.Pool(), ""))
+	if err != nil {
+		return nil, err
+	}
+	defer coordLog.Close()
+	ccfg.Recorder = &coordinator.AuditRecorder{Log: coordLog, Identity: pki.coordinator, StudyRecord: studyEnv.Marshal(),
+		Logger: logger.With(slog.String("component", "coordinator"))}
 	co, err := coordinator.New(ccfg, logger.With(slog.String("component", "coordinator")))
 	if err != nil {
 		return nil, err
@@ -197,8 +227,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	}
 	fmt.Fprintf(out, "  coordinator on %s (mTLS); hospital clients dial out to it\n\n", lis.Addr())
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	clientCtx, stopClients := context.WithCancel(ctx)
+	defer stopClients()
 	var wg sync.WaitGroup
 	clientErrs := make([]error, len(train.Hospitals))
 	for i, h := range train.Hospitals {
@@ -208,6 +238,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		kcfg.Data.Heart = h
 		kcfg.DataDir = filepath.Join(cfg.DataDir, "clients")
 		kcfg.AllowPlaintext = cfg.Mode == coordinator.ModePlaintext
+		kcfg.AuditNodes = alog.addrs
 		cl, err := client.New(kcfg, logger.With(slog.String("site", h)))
 		if err != nil {
 			lis.Close()
@@ -216,13 +247,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			clientErrs[i] = cl.Run(ctx)
+			clientErrs[i] = cl.Run(clientCtx)
 		}()
 	}
 	runErr := co.Run(ctx, lis)
 	// The coordinator has told every client the study finished; give them a
 	// moment to leave on their own, then stop them.
-	waitOrCancel(&wg, cancel, 10*time.Second)
+	waitOrCancel(&wg, stopClients, 10*time.Second)
 	if runErr != nil {
 		return nil, fmt.Errorf("demo: coordinator: %w", runErr)
 	}
@@ -232,9 +263,50 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	if err != nil {
 		return nil, err
 	}
+	if rep.Audit, err = verifyFinal(ctx, cfg, pki, alog, res); err != nil {
+		return nil, err
+	}
 	rep.Elapsed = time.Since(start)
 	printTable(out, rep)
+	fmt.Fprintf(out, "\nAudit: the regulator exported the log and verified the final model offline:\n")
+	rep.Audit.WriteText(out)
+	fmt.Fprintf(out, "  re-check it yourself: fedledger verify %s --bundle %s --trust %s\n",
+		filepath.Join(cfg.DataDir, "final-model.flm"), filepath.Join(cfg.DataDir, "audit-bundle.bin"), filepath.Join(cfg.DataDir, "trust.json"))
 	return rep, nil
+}
+
+// verifyFinal is the regulator's check: export the log as an observer,
+// write the model, bundle and trust files, and verify the final model's
+// lineage offline.
+func verifyFinal(ctx context.Context, cfg Config, pki *devPKI, alog *auditCluster, res coordinator.StudyResult) (*audit.Report, error) {
+	reg, err := audit.Dial(alog.addrs, tlsutil.ClientConfig(pki.regulator, pki.ca.Pool(), ""))
+	if err != nil {
+		return nil, err
+	}
+	defer reg.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	b, err := reg.Export(ctx, res.Study, 1<<30)
+	if err != nil {
+		return nil, fmt.Errorf("demo: exporting the audit log: %w", err)
+	}
+	for name, data := range map[string][]byte{"final-model.flm": res.ModelBytes, "audit-bundle.bin": b.Marshal()} {
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, name), data, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if err := alog.trust.Write(filepath.Join(cfg.DataDir, "trust.json")); err != nil {
+		return nil, err
+	}
+	trust, err := alog.trust.Trust()
+	if err != nil {
+		return nil, err
+	}
+	lin, err := audit.VerifyBundle(b, trust, res.Study, audit.Hash(res.Model))
+	if err != nil {
+		return nil, fmt.Errorf("demo: the final model does not verify: %w", err)
+	}
+	return audit.NewReport(lin, audit.Hash(res.Model)), nil
 }
 
 func waitOrCancel(wg *sync.WaitGroup, cancel context.CancelFunc, grace time.Duration) {

@@ -16,6 +16,9 @@ type devPKI struct {
 	ca          *tlsutil.CA
 	coordinator *tlsutil.Identity
 	clients     map[string]*tlsutil.Identity
+	admin       *tlsutil.Identity   // signs the study record
+	regulator   *tlsutil.Identity   // observer: reads the log, verifies
+	auditNodes  []*tlsutil.Identity // three audit-log nodes
 }
 
 // newDevPKI makes a fresh CA and one identity per participant, valid for a
@@ -46,6 +49,19 @@ func newDevPKI(dir string) (*devPKI, error) {
 		if p.clients[h], err = issue(h, tlsutil.RoleClient, nil); err != nil {
 			return nil, err
 		}
+	}
+	if p.admin, err = issue("consortium-admin", tlsutil.RoleAdmin, nil); err != nil {
+		return nil, err
+	}
+	if p.regulator, err = issue("regulator", tlsutil.RoleObserver, nil); err != nil {
+		return nil, err
+	}
+	for i := 1; i <= 3; i++ {
+		id, err := issue(fmt.Sprintf("audit-%d", i), tlsutil.RoleAuditNode, []string{"127.0.0.1", "localhost"})
+		if err != nil {
+			return nil, err
+		}
+		p.auditNodes = append(p.auditNodes, id)
 	}
 	return p, nil
 }

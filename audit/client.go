@@ -1,0 +1,160 @@
+package audit
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedledger/fedledger/internal/chunk"
+	pb "github.com/fedledger/fedledger/proto"
+)
+
+// Client talks to an audit cluster through any of its nodes, trying the
+// next one when a node is unreachable. Followers forward writes and
+// current reads to the leader, so any reachable member will do.
+type Client struct {
+	addrs []string
+	conns []*grpc.ClientConn
+	apis  []pb.AuditLogClient
+}
+
+// Dial prepares connections to the given nodes with a mutual-TLS client
+// configuration (its ServerName is set per node from the address).
+func Dial(addrs []string, tlsCfg *tls.Config) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("audit: no audit node addresses")
+	}
+	c := &Client{addrs: addrs}
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("audit: node address %q: %w", a, err)
+		}
+		cfg := tlsCfg.Clone()
+		cfg.ServerName = host
+		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)))
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.conns, c.apis = append(c.conns, conn), append(c.apis, pb.NewAuditLogClient(conn))
+	}
+	return c, nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	return nil
+}
+
+// each runs call against the nodes in turn until one answers with
+// anything but Unavailable, or ctx ends.
+func (c *Client) each(ctx context.Context, call func(pb.AuditLogClient) error) error {
+	var errs []error
+	for i, api := range c.apis {
+		err := call(api)
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", c.addrs[i], err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrNoLeader, errors.Join(errs...))
+}
+
+// Append submits a signed record envelope; see Node.Append.
+func (c *Client) Append(ctx context.Context, env []byte) (*pb.AppendResponse, error) {
+	var r *pb.AppendResponse
+	err := c.each(ctx, func(api pb.AuditLogClient) (err error) {
+		r, err = api.Append(ctx, &pb.AppendRequest{Envelope: env})
+		return err
+	})
+	return r, err
+}
+
+// LatestOutput is the study's latest committed output model and round.
+func (c *Client) LatestOutput(ctx context.Context, study string) (Hash, uint64, error) {
+	var r *pb.LatestOutputResponse
+	err := c.each(ctx, func(api pb.AuditLogClient) (err error) {
+		r, err = api.LatestOutput(ctx, &pb.LatestOutputRequest{StudyId: study})
+		return err
+	})
+	if err != nil {
+		return Hash{}, 0, err
+	}
+	if len(r.ModelSha256) != len(Hash{}) {
+		return Hash{}, 0, fmt.Errorf("audit: model hash of %d bytes", len(r.ModelSha256))
+	}
+	return Hash(r.ModelSha256), r.Round, nil
+}
+
+// Get returns the entry at index.
+func (c *Client) Get(ctx context.Context, index int64) ([]byte, error) {
+	var r *pb.Entry
+	err := c.each(ctx, func(api pb.AuditLogClient) (err error) {
+		r, err = api.Get(ctx, &pb.GetRequest{Index: index})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Envelope, nil
+}
+
+// Export downloads and decodes an offline bundle (at most limit bytes).
+func (c *Client) Export(ctx context.Context, study string, limit int64) (*Bundle, error) {
+	var data []byte
+	err := c.each(ctx, func(api pb.AuditLogClient) error {
+		s, err := api.Export(ctx, &pb.ExportRequest{StudyId: study})
+		if err != nil {
+			return err
+		}
+		var a *chunk.Assembler
+		for {
+			ch, err := s.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if a == nil {
+				a, err = chunk.NewAssembler(ch, limit, study, nil)
+			} else {
+				err = a.Add(ch)
+			}
+			if err != nil {
+				return fmt.Errorf("audit: export: %w", err)
+			}
+		}
+		if a == nil {
+			return errors.New("audit: export: empty stream")
+		}
+		data, _, err = a.Bytes()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return UnmarshalBundle(data)
+}
+
+// Status of the node at index i.
+func (c *Client) Status(ctx context.Context, i int) (*pb.StatusResponse, error) {
+	return c.apis[i].Status(ctx, &pb.StatusRequest{})
+}
