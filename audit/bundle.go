@@ -161,3 +161,23 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 	}
 	return &Lineage{Checkpoint: cp, Signers: signers, Study: study, Initial: *initial, Steps: steps}, nil
 }
+
+// FindStudy names the study a model belongs to in a bundle: the study whose
+// completed round output it, or whose initial model it is. It does not
+// verify anything; VerifyBundle does.
+func FindStudy(b *Bundle, model Hash) (string, error) {
+	for _, leaf := range b.Leaves {
+		env, err := UnmarshalEnvelope(leaf)
+		if err != nil {
+			continue
+		}
+		rec, err := UnmarshalRecord(env.Body)
+		if err != nil {
+			continue
+		}
+		if (rec.Kind == KindRoundCompleted || rec.Kind == KindStudyCreated) && rec.OutputModel == model {
+			return rec.StudyID, nil
+		}
+	}
+	return "", fmt.Errorf("%w: model %x is not the output of any record in the bundle", ErrLineage, model[:8])
+}

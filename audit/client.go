@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -61,20 +62,32 @@ func (c *Client) Close() error {
 }
 
 // each runs call against the nodes in turn until one answers with
-// anything but Unavailable, or ctx ends.
+// anything but Unavailable; while none does it keeps cycling, with
+// backoff, until ctx ends (a cluster may be electing or restarting), or
+// for a minute when ctx has no deadline.
 func (c *Client) each(ctx context.Context, call func(pb.AuditLogClient) error) error {
-	var errs []error
-	for i, api := range c.apis {
-		err := call(api)
-		if status.Code(err) != codes.Unavailable {
-			return err
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", c.addrs[i], err))
-		if ctx.Err() != nil {
-			break
-		}
+	wait := 100 * time.Millisecond
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
 	}
-	return fmt.Errorf("%w: %w", ErrNoLeader, errors.Join(errs...))
+	for {
+		var errs []error
+		for i, api := range c.apis {
+			err := call(api)
+			if status.Code(err) != codes.Unavailable {
+				return err
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", c.addrs[i], err))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNoLeader, errors.Join(errs...))
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // Append submits a signed record envelope; see Node.Append.

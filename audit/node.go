@@ -115,6 +115,8 @@ type Node struct {
 	signer  note.Signer
 	witness *witnessState
 
+	metrics *nodeMetrics
+
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed sync.Once
@@ -140,6 +142,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	if n.witness, err = openWitnessState(filepath.Join(cfg.DataDir, "witness.json")); err != nil {
 		return nil, err
 	}
+	n.metrics = newNodeMetrics(n)
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("audit node: listen: %w", err)
@@ -242,6 +245,21 @@ func (n *Node) Close() error {
 	return err
 }
 
+// Member reports whether this node is in the cluster configuration it
+// knows (after bootstrap, a join, or a restart of a member).
+func (n *Node) Member() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.id {
+			return true
+		}
+	}
+	return false
+}
+
 // IsLeader reports whether this node is the Raft leader now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
@@ -298,11 +316,22 @@ func (n *Node) onLeader(ctx context.Context, local func() error, call func(pb.Au
 // Append commits one signed record envelope through Raft and returns where
 // it is. A rule violation comes back as a *RuleError (or a decoding error)
 // and nothing is appended.
-func (n *Node) Append(ctx context.Context, env []byte) (AppendResult, error) {
+func (n *Node) Append(ctx context.Context, env []byte) (res AppendResult, err error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
-	var res AppendResult
-	err := n.onLeader(ctx, func() error {
+	start := time.Now()
+	defer func() {
+		switch {
+		case err == nil:
+			n.metrics.appends.WithLabelValues("committed").Inc()
+			n.metrics.appendSeconds.Observe(time.Since(start).Seconds())
+		case errors.Is(err, ErrNoLeader) || status.Code(err) == codes.Unavailable:
+			n.metrics.appends.WithLabelValues("unavailable").Inc()
+		default:
+			n.metrics.appends.WithLabelValues("rejected").Inc()
+		}
+	}()
+	err = n.onLeader(ctx, func() error {
 		f := n.raft.Apply(env, n.cfg.ApplyTimeout)
 		if err := f.Error(); err != nil {
 			return err
@@ -437,6 +466,7 @@ func (n *Node) checkpointLocal(ctx context.Context) ([]byte, []string, error) {
 	}
 	_, lines, _ := splitNote(merged)
 	signers := signerNames(lines)
+	n.metrics.checkpoints.WithLabelValues("signed").Inc()
 	if len(signers) < quorum {
 		return nil, signers, fmt.Errorf("%w: %d of %d signatures (%v)", ErrQuorum, len(signers), quorum, errors.Join(refusals...))
 	}
@@ -482,6 +512,7 @@ func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
 		return nil, err
 	}
 	if mine != cp.Root {
+		n.metrics.checkpoints.WithLabelValues("refused").Inc()
 		n.witness.evidence = append(n.witness.evidence, signed)
 		n.witness.save()
 		return nil, fmt.Errorf("%w: root at size %d differs from this replica's", ErrInconsistent, cp.Size)
@@ -503,6 +534,7 @@ func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
 	}
 	last, _ := w.Last()
 	n.witness.last = &last
+	n.metrics.checkpoints.WithLabelValues("cosigned").Inc()
 	if err := n.witness.save(); err != nil {
 		return nil, err
 	}
@@ -580,7 +612,19 @@ func (n *Node) JoinCluster(ctx context.Context, via string) error {
 	if err != nil {
 		return err
 	}
-	r, err := cli.Join(ctx, &pb.JoinRequest{Id: n.id, Address: n.Addr()})
+	// The member may still be starting or electing a leader: retry while
+	// it is unavailable.
+	var r *pb.JoinResponse
+	for {
+		if r, err = cli.Join(ctx, &pb.JoinRequest{Id: n.id, Address: n.Addr()}); status.Code(err) != codes.Unavailable {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("audit: join via %s: %w", via, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("audit: join via %s: %w", via, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/internal/config"
@@ -42,7 +43,7 @@ UCI heart-disease data of four real hospitals.`,
 	}
 	root.PersistentFlags().String("log-format", "text", "log format: text (for humans) or json (for machines)")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newCoordinatorCmd(), newClientCmd(), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newCoordinatorCmd(), newClientCmd(), newAuditNodeCmd(), newVerifyCmd(), newStudyCmd(), newTrustCmd(), newDemoCmd(), newVersionCmd())
 	return root
 }
 
@@ -87,6 +88,9 @@ Example coordinator.yaml:
     training: {optimizer: adam, learning_rate: 0.001, batch_size: 4, local_steps: 50}
     mode: secure                        # default; plaintext only for baselines
     threshold: 3                        # t hospitals decrypt a sum (default: majority)
+  audit:
+    nodes: [audit-1.example.org:7600, audit-2.example.org:7600, audit-3.example.org:7600]
+    study_record: heart-2026.rec        # signed by an admin: fedledger study sign
 
 ` + precedence,
 		Args: cobra.NoArgs,
@@ -98,6 +102,18 @@ Example coordinator.yaml:
 			logger, err := config.NewLogger(cmd.ErrOrStderr(), c.File.Log)
 			if err != nil {
 				return err
+			}
+			if c.AuditTLS != nil {
+				rec, err := c.StudyRecord()
+				if err != nil {
+					return err
+				}
+				alog, err := audit.Dial(c.File.Audit.Nodes, c.AuditTLS)
+				if err != nil {
+					return err
+				}
+				defer alog.Close()
+				c.Config.Recorder = &coordinator.AuditRecorder{Log: alog, Identity: c.Identity, StudyRecord: rec, Logger: logger}
 			}
 			co, err := coordinator.New(c.Config, logger)
 			if err != nil {

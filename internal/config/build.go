@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/spf13/pflag"
 
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -27,6 +29,14 @@ var (
 		"study.strategy.name": "strategy",
 		"study.mode":          "mode",
 	}
+	auditNodeFlags = map[string]string{
+		"listen":     "listen",
+		"data_dir":   "data-dir",
+		"bootstrap":  "bootstrap",
+		"join":       "join",
+		"log.format": "log-format",
+		"log.level":  "log-level",
+	}
 	clientFlags = map[string]string{
 		"coordinator":   "coordinator",
 		"data_dir":      "data-dir",
@@ -42,6 +52,25 @@ type Coordinator struct {
 	File     CoordinatorFile
 	Config   coordinator.Config
 	Identity *tlsutil.Identity
+	// AuditTLS is the coordinator's client configuration for the audit
+	// nodes (nil without an audit log).
+	AuditTLS *tls.Config
+	// StudyRecordFile is the admin-signed study record's path, if set.
+	StudyRecordFile string
+}
+
+// StudyRecord reads the admin-signed study record (nil if none is
+// configured). It is read when the coordinator starts, not when the file
+// is loaded, because the admin signs it from this same configuration.
+func (c *Coordinator) StudyRecord() ([]byte, error) {
+	if c.StudyRecordFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.StudyRecordFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: audit.study_record: %v", ErrConfig, err)
+	}
+	return b, nil
 }
 
 // LoadCoordinator reads and checks a coordinator configuration. path may be
@@ -68,7 +97,58 @@ func LoadCoordinator(path string, flags *pflag.FlagSet) (*Coordinator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)
 	}
-	return &Coordinator{File: f, Config: cfg, Identity: id}, nil
+	out := &Coordinator{File: f, Config: cfg, Identity: id}
+	if len(f.Audit.Nodes) > 0 {
+		for _, a := range f.Audit.Nodes {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, s.errorf("audit.nodes", "address %q: %v", a, err)
+			}
+		}
+		pool, err := tlsutil.LoadCAPool(s.path("tls.ca", f.TLS.CA))
+		if err != nil {
+			return nil, s.errorf("tls.ca", "%v", err)
+		}
+		out.AuditTLS = tlsutil.ClientConfig(id, pool, "")
+		if f.Audit.StudyRecord != "" {
+			out.StudyRecordFile = s.path("audit.study_record", f.Audit.StudyRecord)
+		}
+	} else if f.Audit.StudyRecord != "" {
+		return nil, s.errorf("audit.study_record", "set, but audit.nodes is empty")
+	}
+	return out, nil
+}
+
+// AuditNode is a loaded audit-node configuration.
+type AuditNode struct {
+	File   AuditNodeFile
+	Config audit.NodeConfig
+}
+
+// LoadAuditNode reads and checks an audit node's configuration.
+func LoadAuditNode(path string, flags *pflag.FlagSet) (*AuditNode, error) {
+	var f AuditNodeFile
+	s, err := load(path, flags, auditNodeFlags, DefaultAuditNodeFile(), &f)
+	if err != nil {
+		return nil, err
+	}
+	id, _, err := s.identity(f.TLS, tlsutil.RoleAuditNode, "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	pool, err := tlsutil.LoadCAPool(s.path("tls.ca", f.TLS.CA))
+	if err != nil {
+		return nil, s.errorf("tls.ca", "%v", err)
+	}
+	if f.Bootstrap && f.Join != "" {
+		return nil, s.errorf("join", "set either bootstrap (first node of a new cluster) or join, not both")
+	}
+	cfg := audit.DefaultNodeConfig()
+	cfg.Listen, cfg.Advertise, cfg.DataDir = f.Listen, f.Advertise, s.path("data_dir", f.DataDir)
+	cfg.Identity, cfg.Roots, cfg.Bootstrap, cfg.Origin, cfg.Quorum = id, pool, f.Bootstrap, f.Origin, f.Quorum
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)
+	}
+	return &AuditNode{File: f, Config: cfg}, nil
 }
 
 func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
@@ -148,6 +228,7 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 	cfg.CoordinatorAddr = f.Coordinator
 	cfg.TLS = tlsCfg
 	cfg.Studies = f.Studies
+	cfg.AuditNodes = f.AuditNodes
 	cfg.DataDir = s.path("data_dir", f.DataDir)
 	cfg.AllowPlaintext, cfg.MinContributors, cfg.Resum = f.AllowPlaintext, f.MinContributors, f.Resum
 	switch {

@@ -74,15 +74,42 @@ type StudyFile struct {
 	KeySetupTimeout time.Duration `mapstructure:"key_setup_timeout"`
 }
 
+// AuditClientFile points a coordinator at the audit log.
+type AuditClientFile struct {
+	// Nodes are the audit nodes' addresses; empty means no audit log.
+	Nodes []string `mapstructure:"nodes"`
+	// StudyRecord is the admin-signed study record (fedledger study sign)
+	// to append if the log does not have the study yet.
+	StudyRecord string `mapstructure:"study_record"`
+}
+
 // CoordinatorFile is the coordinator's configuration file.
 type CoordinatorFile struct {
 	Listen string `mapstructure:"listen"`
 	// MetricsListen serves Prometheus /metrics over HTTP; empty disables.
-	MetricsListen string    `mapstructure:"metrics_listen"`
-	DataDir       string    `mapstructure:"data_dir"`
-	TLS           TLSFile   `mapstructure:"tls"`
-	Study         StudyFile `mapstructure:"study"`
-	Log           LogFile   `mapstructure:"log"`
+	MetricsListen string          `mapstructure:"metrics_listen"`
+	DataDir       string          `mapstructure:"data_dir"`
+	TLS           TLSFile         `mapstructure:"tls"`
+	Study         StudyFile       `mapstructure:"study"`
+	Audit         AuditClientFile `mapstructure:"audit"`
+	Log           LogFile         `mapstructure:"log"`
+}
+
+// AuditNodeFile is an audit node's configuration file.
+type AuditNodeFile struct {
+	Listen        string  `mapstructure:"listen"`
+	Advertise     string  `mapstructure:"advertise"`
+	MetricsListen string  `mapstructure:"metrics_listen"`
+	DataDir       string  `mapstructure:"data_dir"`
+	TLS           TLSFile `mapstructure:"tls"`
+	// Bootstrap starts a new cluster with this node as its first voter.
+	Bootstrap bool `mapstructure:"bootstrap"`
+	// Join is an existing member's address to join through (first start
+	// only).
+	Join   string  `mapstructure:"join"`
+	Origin string  `mapstructure:"origin"`
+	Quorum int     `mapstructure:"quorum"`
+	Log    LogFile `mapstructure:"log"`
 }
 
 // CSVFile points a client at a hospital's own CSV export.
@@ -114,6 +141,9 @@ type ClientFile struct {
 	Data        DataFile `mapstructure:"data"`
 	Studies     []string `mapstructure:"studies"`
 	Log         LogFile  `mapstructure:"log"`
+	// AuditNodes are the audit log's addresses; when set, the client
+	// trains only on parents committed there.
+	AuditNodes []string `mapstructure:"audit_nodes"`
 	// AllowPlaintext lets the site join plaintext-mode studies.
 	AllowPlaintext bool `mapstructure:"allow_plaintext"`
 	// MinContributors is the site's own floor on the contributions in an
@@ -158,4 +188,10 @@ func DefaultClientFile() ClientFile {
 		Resum:           true,
 		Data:            DataFile{CSV: CSVFile{Missing: "drop", TestFraction: 0.34, Seed: 1, Standardize: true}},
 	}
+}
+
+// DefaultAuditNodeFile is what an empty audit-node file means.
+func DefaultAuditNodeFile() AuditNodeFile {
+	return AuditNodeFile{Listen: "127.0.0.1:7600", MetricsListen: "127.0.0.1:9465", DataDir: "fedledger-audit",
+		Origin: "fedledger/audit-log", Log: defaultLog()}
 }

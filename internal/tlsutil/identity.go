@@ -209,6 +209,28 @@ func LoadIdentity(certFile, keyFile string) (*Identity, error) {
 	return parseIdentity(certPEM, keyPEM, certFile)
 }
 
+// LoadCertificate reads a participant's PEM certificate (no key) and its
+// identity.
+func LoadCertificate(file string) (Peer, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return Peer{}, fmt.Errorf("tlsutil: read certificate %s: %w", file, err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return Peer{}, fmt.Errorf("tlsutil: %s holds no PEM certificate", file)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return Peer{}, fmt.Errorf("tlsutil: %s: %w", file, err)
+	}
+	p, err := peerFromCert(c)
+	if err != nil {
+		return Peer{}, fmt.Errorf("tlsutil: %s: %w", file, err)
+	}
+	return p, nil
+}
+
 // LoadCAPool reads a PEM bundle of CA certificates.
 func LoadCAPool(file string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(file)
