@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/fedledger/fedledger/internal/version.Version=$(VERSION)
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
-.PHONY: all build demo test test-race vet bench bench-secure fuzz proto proto-tools verify-genproto experiments clean
+.PHONY: all build demo test test-race vet bench bench-secure bench-audit fuzz proto proto-tools verify-genproto experiments clean
 
 all: build
 
@@ -36,6 +36,10 @@ bench:
 bench-secure:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./aggregation/secure
 	$(GO) test -run '^$$' -bench FullRound -benchtime 1x -timeout 30m ./coordinator
+
+## bench-audit: audit-log append latency/throughput on 3 nodes (fsync) and verify time for 10,000 rounds.
+bench-audit:
+	$(GO) test -run '^$$' -bench 'ClusterAppend|VerifyBundle' -benchtime 1x -timeout 30m ./audit
 
 proto-tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

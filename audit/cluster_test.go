@@ -20,7 +20,7 @@ import (
 // testCluster is a set of real audit nodes on loopback: TCP, mutual TLS,
 // bbolt stores with fsync, file snapshots.
 type testCluster struct {
-	t *testing.T
+	t testing.TB
 	*ledgerFixture
 	ids   []*tlsutil.Identity
 	addrs []string
@@ -29,7 +29,7 @@ type testCluster struct {
 	tweak func(*NodeConfig)
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +38,7 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func newCluster(t *testing.T, n int, tweak func(*NodeConfig)) *testCluster {
+func newCluster(t testing.TB, n int, tweak func(*NodeConfig)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, ledgerFixture: newLedgerFixture(t), tweak: tweak}
 	for i := 0; i < n; i++ {

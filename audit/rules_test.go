@@ -18,7 +18,7 @@ type ledgerFixture struct {
 
 func model(b byte) Hash { return Hash{b, 0xaa} }
 
-func newLedgerFixture(t *testing.T) *ledgerFixture {
+func newLedgerFixture(t testing.TB) *ledgerFixture {
 	t.Helper()
 	p := newPKI(t)
 	f := &ledgerFixture{testPKI: p, l: NewLedger(p.ca.Pool()), t0: time.Now().UnixNano()}
@@ -38,7 +38,7 @@ func (f *ledgerFixture) round(r uint64, parent, out Hash, sites ...string) *Reco
 	return rec
 }
 
-func (f *ledgerFixture) mustApply(t *testing.T, id *tlsutil.Identity, rec *Record) int64 {
+func (f *ledgerFixture) mustApply(t testing.TB, id *tlsutil.Identity, rec *Record) int64 {
 	t.Helper()
 	idx, err := f.l.Apply(Must(Sign(id, rec)).Marshal())
 	if err != nil {
