@@ -23,7 +23,7 @@ demo: build
 ## on the packages with goroutines, fuzz seed corpora (run as plain tests).
 test: vet
 	$(GO) test -count=1 -timeout 20m $(PKGS)
-	$(GO) test -count=1 -race -short -timeout 20m ./coordinator/... ./client/... ./internal/... ./cmd/...
+	$(GO) test -count=1 -race -short -timeout 20m ./coordinator/... ./client/... ./audit/... ./internal/... ./cmd/...
 
 vet:
 	$(GO) vet $(PKGS)

@@ -42,6 +42,14 @@ func runDemo(t *testing.T, mode string, rounds int) (*Report, string) {
 			t.Fatalf("%s round %d decrypted by %v", mode, r.Round, r.Decryptors)
 		}
 	}
+	// The regulator's offline check: the final model's lineage on the audit
+	// log covers every round.
+	if rep.Audit == nil || !rep.Audit.Verified || len(rep.Audit.Rounds) != rounds || len(rep.Audit.Signers) < 2 {
+		t.Fatalf("%s: audit verification %+v", mode, rep.Audit)
+	}
+	if got := rep.Audit.HEParams != ""; got != (mode == coordinator.ModeSecure) {
+		t.Fatalf("%s: lineage says HE parameters %q", mode, rep.Audit.HEParams)
+	}
 	tests := 0
 	for _, r := range rep.Rows {
 		tests += r.Test
@@ -83,7 +91,7 @@ func TestDemoSecureMatchesPlaintext(t *testing.T) {
 			t.Fatalf("federated mean accuracy %.3f (pooled %.3f)", fed, pooled)
 		}
 	}
-	for _, want := range []string{fmt.Sprintf("round %2d/%d", rounds, rounds), "Cleveland", "VA Long Beach", "federated", "pooled", "secure mode", "decrypted by"} {
+	for _, want := range []string{fmt.Sprintf("round %2d/%d", rounds, rounds), "Cleveland", "VA Long Beach", "federated", "pooled", "secure mode", "decrypted by", "VERIFIED", "fedledger verify"} {
 		if !strings.Contains(secOut, want) {
 			t.Errorf("secure output does not contain %q", want)
 		}
