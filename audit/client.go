@@ -116,6 +116,20 @@ func (c *Client) LatestOutput(ctx context.Context, study string) (Hash, uint64, 
 	return Hash(r.ModelSha256), r.Round, nil
 }
 
+// StudyRecord returns the study's admin-signed study-created envelope. The
+// caller verifies it (Envelope.Verify) before trusting it.
+func (c *Client) StudyRecord(ctx context.Context, study string) ([]byte, error) {
+	var r *pb.Entry
+	err := c.each(ctx, func(api pb.AuditLogClient) (err error) {
+		r, err = api.StudyRecord(ctx, &pb.LatestOutputRequest{StudyId: study})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Envelope, nil
+}
+
 // Get returns the entry at index.
 func (c *Client) Get(ctx context.Context, index int64) ([]byte, error) {
 	var r *pb.Entry

@@ -393,6 +393,30 @@ func (n *Node) LatestOutput(ctx context.Context, study string) (Hash, uint64, er
 	return h, round, err
 }
 
+// StudyRecord is the study's admin-signed study-created entry, read on the
+// leader.
+func (n *Node) StudyRecord(ctx context.Context, study string) ([]byte, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	var env []byte
+	var idx int64
+	err := n.onLeader(ctx, func() error {
+		if err := n.current(); err != nil {
+			return err
+		}
+		var err error
+		env, idx, err = n.fsm.Ledger().StudyRecord(study)
+		return err
+	}, func(c pb.AuditLogClient) error {
+		r, err := c.StudyRecord(forwarded(ctx), &pb.LatestOutputRequest{StudyId: study})
+		if err == nil {
+			env, idx = r.Envelope, r.Index
+		}
+		return err
+	})
+	return env, idx, err
+}
+
 // Checkpoint returns the current tree head signed by this node (the
 // leader) and cosigned by the other voters acting as witnesses; it fails
 // unless at least Quorum nodes signed.

@@ -203,3 +203,15 @@ func (l *Ledger) LatestOutput(study string) (Hash, uint64, error) {
 	}
 	return st.lastOutput, st.lastRound, nil
 }
+
+// StudyRecord returns the study's study-created entry and its index.
+func (l *Ledger) StudyRecord(study string) ([]byte, int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	idx, ok := l.byKey[recordKey{study, 0, KindStudyCreated}]
+	if !ok {
+		return nil, 0, fmt.Errorf("%w: %q", ErrUnknownStudy, study)
+	}
+	leaf, err := l.log.Leaf(idx)
+	return leaf, idx, err
+}

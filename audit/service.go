@@ -165,6 +165,21 @@ func (s *auditServer) LatestOutput(ctx context.Context, req *pb.LatestOutputRequ
 	return &pb.LatestOutputResponse{ModelSha256: h[:], Round: round}, nil
 }
 
+func (s *auditServer) StudyRecord(ctx context.Context, req *pb.LatestOutputRequest) (*pb.Entry, error) {
+	if _, err := s.authorize(ctx, "StudyRecord", readers); err != nil {
+		return nil, err
+	}
+	ctx = inbound(ctx)
+	if err := s.leaderOnly(ctx); err != nil {
+		return nil, err
+	}
+	env, idx, err := s.n.StudyRecord(ctx, req.StudyId)
+	if err != nil {
+		return nil, auditStatus(err)
+	}
+	return &pb.Entry{Index: idx, Envelope: env}, nil
+}
+
 func (s *auditServer) ProveInclusion(ctx context.Context, req *pb.InclusionRequest) (*pb.Proof, error) {
 	if _, err := s.authorize(ctx, "ProveInclusion", readers); err != nil {
 		return nil, err

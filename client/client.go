@@ -70,6 +70,9 @@ type Config struct {
 	// only on a parent model that is the study's latest committed output
 	// on the log.
 	AuditNodes []string
+	// Policy is what this site accepts; a study outside it is refused
+	// before any work, with the reason.
+	Policy Policy
 	// DialOptions are extra gRPC options for the connection to the
 	// coordinator (e.g. a proxy dialer or interceptors).
 	DialOptions []grpc.DialOption
@@ -113,6 +116,9 @@ func (c Config) Validate() error {
 	if c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
 		errs = append(errs, fmt.Errorf("backoff %v..%v is not a range", c.MinBackoff, c.MaxBackoff))
 	}
+	if err := c.Policy.Validate(c); err != nil {
+		errs = append(errs, err)
+	}
 	if c.MinContributors < 1 {
 		errs = append(errs, fmt.Errorf("min_contributors = %d, want >= 1", c.MinContributors))
 	}
@@ -138,6 +144,7 @@ type Client struct {
 	setup       *keySetup // secure key setup in progress
 	keys        *keys     // secure key material of the current study
 	audit       *audit.Client
+	manifest    [32]byte // SHA-256 of the data manifest
 }
 
 // New checks the configuration and loads the local data, so that a missing
@@ -161,7 +168,12 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 			return nil, err
 		}
 	}
-	logger.Info("local data loaded", slog.Int("train", c.train.Len()), slog.Int("test", c.test.Len()), slog.Int("features", len(c.train.Features)))
+	var m *manifest
+	if c.manifest, m, err = dataManifest(cfg, c.train, c.test); err != nil {
+		return nil, err
+	}
+	logger.Info("local data loaded", slog.Int("train", c.train.Len()), slog.Int("test", c.test.Len()), slog.Int("features", len(c.train.Features)),
+		slog.String("source", m.Source), slog.String("file_sha256", m.FileSHA256), slog.String("manifest_sha256", fmt.Sprintf("%x", c.manifest)))
 	return c, nil
 }
 
@@ -238,11 +250,15 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 	if w == nil || w.Study == nil {
 		return false, status.Error(codes.InvalidArgument, "client: coordinator did not start with Welcome")
 	}
-	if reason := c.checkStudy(w.Study); reason != "" {
+	c.id = w.ClientId
+	if reason := c.checkStudy(ctx, w.Study); reason != "" {
 		c.log.Error("refusing study", slog.String("study", w.Study.StudyId), slog.String("reason", reason))
 		stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Refusal{Refusal: &pb.TaskRefusal{StudyId: w.Study.StudyId, Reason: reason}}})
 		stream.CloseSend()
 		return true, status.Error(codes.InvalidArgument, "client: "+reason)
+	}
+	if err := stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Accepted{Accepted: &pb.StudyAccepted{StudyId: w.Study.StudyId}}}); err != nil {
+		return true, err
 	}
 	c.id, c.study = w.ClientId, w.Study
 	c.log.Info("joined study", slog.String("study", w.Study.StudyId), slog.String("as", w.ClientId),
@@ -328,7 +344,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 }
 
 // checkStudy returns why this client cannot take part, or "".
-func (c *Client) checkStudy(s *pb.StudySpec) string {
+func (c *Client) checkStudy(ctx context.Context, s *pb.StudySpec) string {
 	if len(c.cfg.Studies) > 0 && !slices.Contains(c.cfg.Studies, s.StudyId) {
 		return fmt.Sprintf("study %q is not in this site's configured studies %v", s.StudyId, c.cfg.Studies)
 	}
@@ -360,7 +376,7 @@ func (c *Client) checkStudy(s *pb.StudySpec) string {
 	default:
 		return fmt.Sprintf("unknown study mode %q", s.Mode)
 	}
-	return ""
+	return c.checkPolicy(ctx, s)
 }
 
 func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.TrainTask) error {
@@ -394,7 +410,7 @@ func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.
 	trainMet, _ := train.Evaluate(spec, local, c.train)
 	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
 	chunks[0].Header = &pb.UpdateHeader{
-		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, Signature: sig,
+		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, Signature: sig, DataManifestSha256: c.manifest[:],
 		Train: &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}, ParentTest: toPB(parentTest),
 	}
 	up, err := api.SubmitUpdate(ctx)
@@ -436,30 +452,36 @@ func (c *Client) checkParent(ctx context.Context, t *pb.TrainTask) error {
 	return nil
 }
 
-// encodeUpdate turns the local model into the update payload: n·Δ in
-// plaintext, or n·Δ and n encrypted under the study's collective key and
-// signed with the site's identity key.
+// encodeUpdate turns the local model into the update payload, n·Δ in
+// plaintext or n·Δ and n encrypted under the study's collective key, and
+// signs the contribution statement (payload hash, n, data manifest) with
+// the site's identity key.
 func (c *Client) encodeUpdate(t *pb.TrainTask, local, parent []float64, n uint64) (payload []byte, encoding string, sig []byte, err error) {
 	if c.study.Mode != modeSecure {
-		payload, err = aggregation.EncodeWeightedDelta(local, parent, n)
-		return payload, aggregation.EncodingWeightedDelta, nil, err
+		if payload, err = aggregation.EncodeWeightedDelta(local, parent, n); err != nil {
+			return nil, "", nil, err
+		}
+		encoding = aggregation.EncodingWeightedDelta
+	} else {
+		k, err := c.studyKeys()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		delta, err := aggregation.WeightedDelta(local, parent, n)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		cts, err := secure.Encrypt(k.preset, k.pk, delta, float64(n))
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if payload, err = secure.SealPayload(secure.KindContribution, k.preset, t.StudyId, t.Round, cts); err != nil {
+			return nil, "", nil, err
+		}
+		encoding = secure.EncodingContribution
 	}
-	k, err := c.studyKeys()
-	if err != nil {
-		return nil, "", nil, err
-	}
-	delta, err := aggregation.WeightedDelta(local, parent, n)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	cts, err := secure.Encrypt(k.preset, k.pk, delta, float64(n))
-	if err != nil {
-		return nil, "", nil, err
-	}
-	if payload, err = secure.SealPayload(secure.KindContribution, k.preset, t.StudyId, t.Round, cts); err != nil {
-		return nil, "", nil, err
-	}
-	return payload, secure.EncodingContribution, c.sign(secure.ContributionMessage(t.StudyId, t.Round, sha256.Sum256(payload))), nil
+	stmt := aggregation.Contribution{Study: t.StudyId, Round: t.Round, Payload: sha256.Sum256(payload), Samples: n, DataManifest: c.manifest}
+	return payload, encoding, c.sign(stmt.Message()), nil
 }
 
 // decryptRound answers a DecryptTask: fetch the aggregate (and, with
@@ -489,7 +511,11 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 		if len(e.Sha256) != sha256.Size {
 			return fmt.Errorf("contribution of %q has a %d-byte hash", e.ClientId, len(e.Sha256))
 		}
-		m.Contributions = append(m.Contributions, secure.Contribution{Client: e.ClientId, Hash: [32]byte(e.Sha256), Signature: e.Signature})
+		if len(e.DataManifestSha256) != sha256.Size {
+			return fmt.Errorf("contribution of %q has a %d-byte data manifest hash", e.ClientId, len(e.DataManifestSha256))
+		}
+		m.Contributions = append(m.Contributions, secure.Contribution{Client: e.ClientId, Hash: [32]byte(e.Sha256), Samples: e.Samples,
+			DataManifest: [32]byte(e.DataManifestSha256), Signature: e.Signature})
 		if c.cfg.Resum {
 			if payloads[e.ClientId], err = c.fetchBlob(ctx, api, t.StudyId, e.Sha256, e.Size, contribMax); err != nil {
 				return fmt.Errorf("contribution of %q: %w", e.ClientId, err)

@@ -183,7 +183,7 @@ func (a *AuditRecorder) RecordRound(ctx context.Context, rep RoundReport) error 
 	}
 	for _, c := range rep.Contributions {
 		rec.Contributions = append(rec.Contributions, audit.Contribution{SiteID: c.Client, UpdateHash: audit.Hash(c.Hash), Signature: c.Signature})
-		rec.Manifests = append(rec.Manifests, audit.Manifest{SiteID: c.Client, Samples: c.Samples})
+		rec.Manifests = append(rec.Manifests, audit.Manifest{SiteID: c.Client, DataHash: audit.Hash(c.DataManifest), Samples: c.Samples})
 	}
 	rec.Metrics = []audit.Metric{{Name: "train_loss", Value: rep.TrainLoss}, {Name: "duration_s", Value: rep.Duration.Seconds()}}
 	var acc, n float64

@@ -54,6 +54,9 @@ type StudyConfig struct {
 	CRSSeed   []byte
 	// KeySetupTimeout bounds the secure key setup before round 1.
 	KeySetupTimeout time.Duration
+	// Features optionally names the model's input columns, in order;
+	// clients whose data has other columns refuse the study.
+	Features []string
 }
 
 // Secure reports whether the study runs in secure mode.
@@ -215,6 +218,9 @@ type ContributionInfo struct {
 	Hash      [32]byte
 	Signature []byte
 	Samples   uint64
+	// DataManifest is the SHA-256 of the client's data manifest, covered
+	// by its signature.
+	DataManifest [32]byte
 }
 
 // StudyResult is the outcome of a study.

@@ -141,10 +141,20 @@ func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
 	hs := health.NewServer()
 	hs.SetServingStatus(pb.Federation_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
+	// The initial model is stored and the study's start recorded (on the
+	// audit log, if there is one) before any client is served, so a client
+	// checking the log never finds the study missing.
+	d, err := c.prepare(ctx)
+	if err != nil {
+		lis.Close()
+		close(c.stopped)
+		c.finish(err)
+		return err
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 
-	err := c.runStudy(ctx)
+	err = c.runStudy(ctx, d)
 	hs.SetServingStatus(pb.Federation_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	close(c.stopped)
 	c.finish(err)
@@ -188,19 +198,25 @@ type driver struct {
 	decrypting bool
 }
 
-func (c *Coordinator) runStudy(ctx context.Context) error {
+// prepare stores the initial model and records the study's start.
+func (c *Coordinator) prepare(ctx context.Context) (*driver, error) {
 	st := c.cfg.Study
 	d := &driver{Coordinator: c, live: map[string]*session{}, spec: st.Model, final: map[string]train.Metrics{}}
 	params, _, _, err := InitialModel(st)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := d.publish(params); err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.recorder.StudyStarted(ctx, StudyStart{Study: st, InitialModel: d.parent}); err != nil {
-		return fmt.Errorf("coordinator: recording the study start: %w", err)
+		return nil, fmt.Errorf("coordinator: recording the study start: %w", err)
 	}
+	return d, nil
+}
+
+func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
+	st := c.cfg.Study
 	c.log.Info("study ready", slog.String("initial_model", hex.EncodeToString(d.parent[:])), slog.Int("rounds", st.Rounds),
 		slog.Int("min_clients", st.MinClients), slog.Any("clients", st.Clients), slog.String("strategy", st.Strategy.Name))
 
@@ -423,8 +439,10 @@ func (d *driver) failRound(round *Round, rep RoundReport, reason string, start t
 func (d *driver) roundMetrics(a Aggregate, rep RoundReport) RoundReport {
 	rep.ParentTest = map[string]train.Metrics{}
 	for _, u := range a.Updates {
-		rep.Contributions = append(rep.Contributions, ContributionInfo{Client: u.Client, Hash: u.Hash,
-			Signature: d.headers[u.Client].GetSignature(), Samples: u.Weight})
+		h := d.headers[u.Client]
+		ci := ContributionInfo{Client: u.Client, Hash: u.Hash, Signature: h.GetSignature(), Samples: u.Weight}
+		copy(ci.DataManifest[:], h.GetDataManifestSha256())
+		rep.Contributions = append(rep.Contributions, ci)
 	}
 	var lossW, w float64
 	for _, u := range a.Updates {

@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
@@ -80,6 +81,12 @@ func startFederation(t testing.TB, cfg coordinator.Config) *federation {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startFederationWith(t, cfg, ca, srvID)
+}
+
+// startFederationWith starts the coordinator with a given CA and identity.
+func startFederationWith(t testing.TB, cfg coordinator.Config, ca *tlsutil.CA, srvID *tlsutil.Identity) *federation {
+	t.Helper()
 	cfg.TLS = tlsutil.ServerConfig(srvID, ca.Pool())
 	co, err := coordinator.New(cfg, quiet())
 	if err != nil {
@@ -381,7 +388,9 @@ func TestServerRejectsBadUpdatesOnTheWire(t *testing.T) {
 	f := startFederation(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	api := dial(t, f.addr, f.clientTLS("va", tlsutil.RoleClient))
+	va := f.clientTLS("va", tlsutil.RoleClient)
+	api := dial(t, f.addr, va)
+	signer := va.Certificates[0].PrivateKey.(ed25519.PrivateKey)
 	stream, err := api.Participate(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -390,6 +399,7 @@ func TestServerRejectsBadUpdatesOnTheWire(t *testing.T) {
 	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
 		t.Fatalf("welcome: %v %v", m, err)
 	}
+	stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Accepted{Accepted: &pb.StudyAccepted{StudyId: "heart-e2e"}}})
 	m, err := stream.Recv()
 	if err != nil || m.GetTrain() == nil {
 		t.Fatalf("train task: %v %v", m, err)
@@ -401,7 +411,9 @@ func TestServerRejectsBadUpdatesOnTheWire(t *testing.T) {
 
 	send := func(study string, round uint64, mutate func([]*pb.Chunk)) error {
 		chunks := chunk.Split(study, round, payload, 16)
-		chunks[0].Header = &pb.UpdateHeader{ParentSha256: task.ParentSha256, NumSamples: 10, Encoding: aggregation.EncodingWeightedDelta}
+		stmt := aggregation.Contribution{Study: study, Round: round, Payload: sha256.Sum256(payload), Samples: 10}
+		chunks[0].Header = &pb.UpdateHeader{ParentSha256: task.ParentSha256, NumSamples: 10, Encoding: aggregation.EncodingWeightedDelta,
+			Signature: ed25519.Sign(signer, stmt.Message()), DataManifestSha256: make([]byte, 32)}
 		if mutate != nil {
 			mutate(chunks)
 		}
@@ -429,6 +441,9 @@ func TestServerRejectsBadUpdatesOnTheWire(t *testing.T) {
 		{"wrong study", "other-study", 1, nil, codes.InvalidArgument},
 		{"wrong size", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].TotalSize = 9 }, codes.InvalidArgument},
 		{"no header", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].Header = nil }, codes.InvalidArgument},
+		{"unsigned", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].Header.Signature = nil }, codes.InvalidArgument},
+		{"signed for other samples", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].Header.NumSamples = 11 }, codes.InvalidArgument},
+		{"no data manifest", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].Header.DataManifestSha256 = nil }, codes.InvalidArgument},
 	}
 	for _, c := range checks {
 		if err := send(c.study, c.round, c.mutate); status.Code(err) != c.code {

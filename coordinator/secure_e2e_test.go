@@ -309,11 +309,11 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 			good, _ := secure.SealPayload(secure.KindContribution, secure.Default, study, 1, cts)
 			round2, _ := secure.SealPayload(secure.KindContribution, secure.Default, study, 2, cts)
 			sign := func(round uint64, p []byte) []byte {
-				return ed25519.Sign(signer, secure.ContributionMessage(study, round, sha256.Sum256(p)))
+				return ed25519.Sign(signer, aggregation.Contribution{Study: study, Round: round, Payload: sha256.Sum256(p), Samples: 199}.Message())
 			}
 			update := func(round uint64, p []byte, enc string, sig []byte) []*pb.Chunk {
 				ch := chunk.Split(study, round, p, chunk.DefaultSize)
-				ch[0].Header = &pb.UpdateHeader{ParentSha256: make([]byte, 32), NumSamples: 199, Encoding: enc, Signature: sig}
+				ch[0].Header = &pb.UpdateHeader{ParentSha256: make([]byte, 32), NumSamples: 199, Encoding: enc, Signature: sig, DataManifestSha256: make([]byte, 32)}
 				return ch
 			}
 			garbage := append([]byte(nil), good...)
@@ -329,7 +329,7 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 				code   codes.Code
 				msg    string
 			}{
-				{"plaintext update in a secure study", false, update(1, plain, aggregation.EncodingWeightedDelta, nil), codes.InvalidArgument, "encoding"},
+				{"plaintext update in a secure study", false, update(1, plain, aggregation.EncodingWeightedDelta, sign(1, plain)), codes.InvalidArgument, "encoding"},
 				{"malformed ciphertext", false, update(1, garbage, secure.EncodingContribution, sign(1, garbage)), codes.InvalidArgument, "magic"},
 				{"truncated ciphertext", false, update(1, good[:len(good)-64], secure.EncodingContribution, sign(1, good[:len(good)-64])), codes.InvalidArgument, "bytes"},
 				{"envelopes of another round", false, update(1, round2, secure.EncodingContribution, sign(1, round2)), codes.InvalidArgument, "round 2"},

@@ -105,7 +105,7 @@ func (c *Coordinator) studySpec() *pb.StudySpec {
 		Training: &pb.TrainingParams{Optimizer: t.Optimizer, LearningRate: t.LearningRate, BatchSize: uint32(t.BatchSize),
 			Epochs: uint32(t.Epochs), LocalSteps: uint32(t.LocalSteps), ProxMu: t.ProxMu, Seed: t.Seed},
 		Rounds: uint32(st.Rounds), MinClients: uint32(st.MinClients), Strategy: st.Strategy.Name, Mode: st.Mode,
-		HePreset: st.HEPreset, Threshold: uint32(st.Threshold),
+		HePreset: st.HEPreset, Threshold: uint32(st.Threshold), Features: st.Features,
 	}
 }
 
@@ -142,11 +142,9 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 		c.unregister(sess)
 		c.post(evLeft{sess})
 	}()
-	if !c.post(evJoined{sess}) {
-		return toStatus(errStudyOver)
-	}
 
 	recvErr := make(chan error, 1)
+	accepted := false
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -158,6 +156,12 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 				return
 			}
 			switch msg := m.Msg.(type) {
+			case *pb.ClientMessage_Accepted:
+				// The client joins the study once it has accepted it.
+				if msg.Accepted.StudyId == c.cfg.Study.ID && !accepted {
+					accepted = true
+					c.post(evJoined{sess})
+				}
 			case *pb.ClientMessage_Refusal:
 				c.post(evRefusal{client: p.ID, m: msg.Refusal})
 			case *pb.ClientMessage_Eval:
@@ -297,10 +301,17 @@ func (c *Coordinator) receiveUpdate(client string, pub ed25519.PublicKey, stream
 		return u, nil, err
 	}
 	if ks != nil {
-		if err := c.checkSecureUpdate(pub, a.Study(), a.Round(), payload, sum, hdr.Signature); err != nil {
+		if err := c.checkSecureUpdate(a.Study(), a.Round(), payload); err != nil {
 			return u, nil, err
 		}
 	} else if _, err := aggregation.DecodeWeightedDelta(payload, c.cfg.Study.Model.NumParams()); err != nil {
+		return u, nil, err
+	}
+	if len(hdr.DataManifestSha256) != 32 {
+		return u, nil, fmt.Errorf("%w: data manifest hash has %d bytes, want 32", ErrBadUpdate, len(hdr.DataManifestSha256))
+	}
+	stmt := aggregation.Contribution{Study: a.Study(), Round: a.Round(), Payload: sum, Samples: hdr.NumSamples, DataManifest: [32]byte(hdr.DataManifestSha256)}
+	if err := verifySig(pub, stmt.Message(), hdr.Signature, "contribution"); err != nil {
 		return u, nil, err
 	}
 	return Update{

@@ -1136,12 +1136,13 @@ const file_audit_proto_rawDesc = "" +
 	"\ttree_size\x18\x05 \x01(\x03R\btreeSize\x12\x12\n" +
 	"\x04root\x18\x06 \x01(\fR\x04root\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12.\n" +
-	"\amembers\x18\b \x03(\v2\x14.fedledger.v1.MemberR\amembers2\x81\x06\n" +
+	"\amembers\x18\b \x03(\v2\x14.fedledger.v1.MemberR\amembers2\xc8\x06\n" +
 	"\bAuditLog\x12C\n" +
 	"\x06Append\x12\x1b.fedledger.v1.AppendRequest\x1a\x1c.fedledger.v1.AppendResponse\x124\n" +
 	"\x03Get\x12\x18.fedledger.v1.GetRequest\x1a\x13.fedledger.v1.Entry\x12E\n" +
 	"\x06Latest\x12\x1b.fedledger.v1.LatestRequest\x1a\x1e.fedledger.v1.SignedCheckpoint\x12U\n" +
 	"\fLatestOutput\x12!.fedledger.v1.LatestOutputRequest\x1a\".fedledger.v1.LatestOutputResponse\x12E\n" +
+	"\vStudyRecord\x12!.fedledger.v1.LatestOutputRequest\x1a\x13.fedledger.v1.Entry\x12E\n" +
 	"\x0eProveInclusion\x12\x1e.fedledger.v1.InclusionRequest\x1a\x13.fedledger.v1.Proof\x12I\n" +
 	"\x10ProveConsistency\x12 .fedledger.v1.ConsistencyRequest\x1a\x13.fedledger.v1.Proof\x12<\n" +
 	"\x06Export\x12\x1b.fedledger.v1.ExportRequest\x1a\x13.fedledger.v1.Chunk0\x01\x12=\n" +
@@ -1193,26 +1194,28 @@ var file_audit_proto_depIdxs = []int32{
 	2,  // 2: fedledger.v1.AuditLog.Get:input_type -> fedledger.v1.GetRequest
 	4,  // 3: fedledger.v1.AuditLog.Latest:input_type -> fedledger.v1.LatestRequest
 	6,  // 4: fedledger.v1.AuditLog.LatestOutput:input_type -> fedledger.v1.LatestOutputRequest
-	8,  // 5: fedledger.v1.AuditLog.ProveInclusion:input_type -> fedledger.v1.InclusionRequest
-	9,  // 6: fedledger.v1.AuditLog.ProveConsistency:input_type -> fedledger.v1.ConsistencyRequest
-	11, // 7: fedledger.v1.AuditLog.Export:input_type -> fedledger.v1.ExportRequest
-	12, // 8: fedledger.v1.AuditLog.Join:input_type -> fedledger.v1.JoinRequest
-	14, // 9: fedledger.v1.AuditLog.Remove:input_type -> fedledger.v1.RemoveRequest
-	16, // 10: fedledger.v1.AuditLog.Cosign:input_type -> fedledger.v1.CosignRequest
-	18, // 11: fedledger.v1.AuditLog.Status:input_type -> fedledger.v1.StatusRequest
-	1,  // 12: fedledger.v1.AuditLog.Append:output_type -> fedledger.v1.AppendResponse
-	3,  // 13: fedledger.v1.AuditLog.Get:output_type -> fedledger.v1.Entry
-	5,  // 14: fedledger.v1.AuditLog.Latest:output_type -> fedledger.v1.SignedCheckpoint
-	7,  // 15: fedledger.v1.AuditLog.LatestOutput:output_type -> fedledger.v1.LatestOutputResponse
-	10, // 16: fedledger.v1.AuditLog.ProveInclusion:output_type -> fedledger.v1.Proof
-	10, // 17: fedledger.v1.AuditLog.ProveConsistency:output_type -> fedledger.v1.Proof
-	21, // 18: fedledger.v1.AuditLog.Export:output_type -> fedledger.v1.Chunk
-	13, // 19: fedledger.v1.AuditLog.Join:output_type -> fedledger.v1.JoinResponse
-	15, // 20: fedledger.v1.AuditLog.Remove:output_type -> fedledger.v1.RemoveResponse
-	17, // 21: fedledger.v1.AuditLog.Cosign:output_type -> fedledger.v1.CosignResponse
-	20, // 22: fedledger.v1.AuditLog.Status:output_type -> fedledger.v1.StatusResponse
-	12, // [12:23] is the sub-list for method output_type
-	1,  // [1:12] is the sub-list for method input_type
+	6,  // 5: fedledger.v1.AuditLog.StudyRecord:input_type -> fedledger.v1.LatestOutputRequest
+	8,  // 6: fedledger.v1.AuditLog.ProveInclusion:input_type -> fedledger.v1.InclusionRequest
+	9,  // 7: fedledger.v1.AuditLog.ProveConsistency:input_type -> fedledger.v1.ConsistencyRequest
+	11, // 8: fedledger.v1.AuditLog.Export:input_type -> fedledger.v1.ExportRequest
+	12, // 9: fedledger.v1.AuditLog.Join:input_type -> fedledger.v1.JoinRequest
+	14, // 10: fedledger.v1.AuditLog.Remove:input_type -> fedledger.v1.RemoveRequest
+	16, // 11: fedledger.v1.AuditLog.Cosign:input_type -> fedledger.v1.CosignRequest
+	18, // 12: fedledger.v1.AuditLog.Status:input_type -> fedledger.v1.StatusRequest
+	1,  // 13: fedledger.v1.AuditLog.Append:output_type -> fedledger.v1.AppendResponse
+	3,  // 14: fedledger.v1.AuditLog.Get:output_type -> fedledger.v1.Entry
+	5,  // 15: fedledger.v1.AuditLog.Latest:output_type -> fedledger.v1.SignedCheckpoint
+	7,  // 16: fedledger.v1.AuditLog.LatestOutput:output_type -> fedledger.v1.LatestOutputResponse
+	3,  // 17: fedledger.v1.AuditLog.StudyRecord:output_type -> fedledger.v1.Entry
+	10, // 18: fedledger.v1.AuditLog.ProveInclusion:output_type -> fedledger.v1.Proof
+	10, // 19: fedledger.v1.AuditLog.ProveConsistency:output_type -> fedledger.v1.Proof
+	21, // 20: fedledger.v1.AuditLog.Export:output_type -> fedledger.v1.Chunk
+	13, // 21: fedledger.v1.AuditLog.Join:output_type -> fedledger.v1.JoinResponse
+	15, // 22: fedledger.v1.AuditLog.Remove:output_type -> fedledger.v1.RemoveResponse
+	17, // 23: fedledger.v1.AuditLog.Cosign:output_type -> fedledger.v1.CosignResponse
+	20, // 24: fedledger.v1.AuditLog.Status:output_type -> fedledger.v1.StatusResponse
+	13, // [13:25] is the sub-list for method output_type
+	1,  // [1:13] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
 	1,  // [1:1] is the sub-list for extension extendee
 	0,  // [0:1] is the sub-list for field type_name

@@ -29,6 +29,7 @@ const (
 	AuditLog_Get_FullMethodName              = "/fedledger.v1.AuditLog/Get"
 	AuditLog_Latest_FullMethodName           = "/fedledger.v1.AuditLog/Latest"
 	AuditLog_LatestOutput_FullMethodName     = "/fedledger.v1.AuditLog/LatestOutput"
+	AuditLog_StudyRecord_FullMethodName      = "/fedledger.v1.AuditLog/StudyRecord"
 	AuditLog_ProveInclusion_FullMethodName   = "/fedledger.v1.AuditLog/ProveInclusion"
 	AuditLog_ProveConsistency_FullMethodName = "/fedledger.v1.AuditLog/ProveConsistency"
 	AuditLog_Export_FullMethodName           = "/fedledger.v1.AuditLog/Export"
@@ -51,6 +52,8 @@ type AuditLogClient interface {
 	Latest(ctx context.Context, in *LatestRequest, opts ...grpc.CallOption) (*SignedCheckpoint, error)
 	// LatestOutput is the study's latest committed output model.
 	LatestOutput(ctx context.Context, in *LatestOutputRequest, opts ...grpc.CallOption) (*LatestOutputResponse, error)
+	// StudyRecord returns the study's admin-signed study-created entry.
+	StudyRecord(ctx context.Context, in *LatestOutputRequest, opts ...grpc.CallOption) (*Entry, error)
 	ProveInclusion(ctx context.Context, in *InclusionRequest, opts ...grpc.CallOption) (*Proof, error)
 	ProveConsistency(ctx context.Context, in *ConsistencyRequest, opts ...grpc.CallOption) (*Proof, error)
 	// Export streams an offline bundle: a cosigned checkpoint and every entry
@@ -107,6 +110,16 @@ func (c *auditLogClient) LatestOutput(ctx context.Context, in *LatestOutputReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LatestOutputResponse)
 	err := c.cc.Invoke(ctx, AuditLog_LatestOutput_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditLogClient) StudyRecord(ctx context.Context, in *LatestOutputRequest, opts ...grpc.CallOption) (*Entry, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Entry)
+	err := c.cc.Invoke(ctx, AuditLog_StudyRecord_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +218,8 @@ type AuditLogServer interface {
 	Latest(context.Context, *LatestRequest) (*SignedCheckpoint, error)
 	// LatestOutput is the study's latest committed output model.
 	LatestOutput(context.Context, *LatestOutputRequest) (*LatestOutputResponse, error)
+	// StudyRecord returns the study's admin-signed study-created entry.
+	StudyRecord(context.Context, *LatestOutputRequest) (*Entry, error)
 	ProveInclusion(context.Context, *InclusionRequest) (*Proof, error)
 	ProveConsistency(context.Context, *ConsistencyRequest) (*Proof, error)
 	// Export streams an offline bundle: a cosigned checkpoint and every entry
@@ -238,6 +253,9 @@ func (UnimplementedAuditLogServer) Latest(context.Context, *LatestRequest) (*Sig
 }
 func (UnimplementedAuditLogServer) LatestOutput(context.Context, *LatestOutputRequest) (*LatestOutputResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method LatestOutput not implemented")
+}
+func (UnimplementedAuditLogServer) StudyRecord(context.Context, *LatestOutputRequest) (*Entry, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StudyRecord not implemented")
 }
 func (UnimplementedAuditLogServer) ProveInclusion(context.Context, *InclusionRequest) (*Proof, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ProveInclusion not implemented")
@@ -349,6 +367,24 @@ func _AuditLog_LatestOutput_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AuditLogServer).LatestOutput(ctx, req.(*LatestOutputRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditLog_StudyRecord_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LatestOutputRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServer).StudyRecord(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLog_StudyRecord_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServer).StudyRecord(ctx, req.(*LatestOutputRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -494,6 +530,10 @@ var AuditLog_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LatestOutput",
 			Handler:    _AuditLog_LatestOutput_Handler,
+		},
+		{
+			MethodName: "StudyRecord",
+			Handler:    _AuditLog_StudyRecord_Handler,
 		},
 		{
 			MethodName: "ProveInclusion",

@@ -42,6 +42,7 @@ type ClientMessage struct {
 	//	*ClientMessage_KeyShare
 	//	*ClientMessage_ShareBox
 	//	*ClientMessage_KeyDone
+	//	*ClientMessage_Accepted
 	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -147,6 +148,15 @@ func (x *ClientMessage) GetKeyDone() *KeySetupDone {
 	return nil
 }
 
+func (x *ClientMessage) GetAccepted() *StudyAccepted {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Accepted); ok {
+			return x.Accepted
+		}
+	}
+	return nil
+}
+
 type isClientMessage_Msg interface {
 	isClientMessage_Msg()
 }
@@ -179,6 +189,10 @@ type ClientMessage_KeyDone struct {
 	KeyDone *KeySetupDone `protobuf:"bytes,7,opt,name=key_done,json=keyDone,proto3,oneof"`
 }
 
+type ClientMessage_Accepted struct {
+	Accepted *StudyAccepted `protobuf:"bytes,8,opt,name=accepted,proto3,oneof"`
+}
+
 func (*ClientMessage_Hello) isClientMessage_Msg() {}
 
 func (*ClientMessage_Refusal) isClientMessage_Msg() {}
@@ -192,6 +206,55 @@ func (*ClientMessage_KeyShare) isClientMessage_Msg() {}
 func (*ClientMessage_ShareBox) isClientMessage_Msg() {}
 
 func (*ClientMessage_KeyDone) isClientMessage_Msg() {}
+
+func (*ClientMessage_Accepted) isClientMessage_Msg() {}
+
+// StudyAccepted tells the coordinator the client checked the study in the
+// Welcome against its policy and takes part. Until it does, the client is
+// not counted as joined; a client that refuses sends a TaskRefusal instead.
+type StudyAccepted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StudyId       string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StudyAccepted) Reset() {
+	*x = StudyAccepted{}
+	mi := &file_federation_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StudyAccepted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StudyAccepted) ProtoMessage() {}
+
+func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StudyAccepted.ProtoReflect.Descriptor instead.
+func (*StudyAccepted) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StudyAccepted) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
 
 type CoordinatorMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -213,7 +276,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_federation_proto_msgTypes[1]
+	mi := &file_federation_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +288,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[1]
+	mi := &file_federation_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +301,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{1}
+	return file_federation_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -404,7 +467,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_federation_proto_msgTypes[2]
+	mi := &file_federation_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +479,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[2]
+	mi := &file_federation_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +492,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{2}
+	return file_federation_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetClientVersion() string {
@@ -472,7 +535,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +547,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +560,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{3}
+	return file_federation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Welcome) GetCoordinatorVersion() string {
@@ -530,7 +593,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +605,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +618,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{4}
+	return file_federation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Heartbeat) GetUnixNanos() int64 {
@@ -580,15 +643,17 @@ type StudySpec struct {
 	// "plaintext" or "secure".
 	Mode string `protobuf:"bytes,7,opt,name=mode,proto3" json:"mode,omitempty"`
 	// Secure mode: the HE parameter-set id and the decryption threshold t.
-	HePreset      string `protobuf:"bytes,8,opt,name=he_preset,json=hePreset,proto3" json:"he_preset,omitempty"`
-	Threshold     uint32 `protobuf:"varint,9,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	HePreset  string `protobuf:"bytes,8,opt,name=he_preset,json=hePreset,proto3" json:"he_preset,omitempty"`
+	Threshold uint32 `protobuf:"varint,9,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// Feature columns the model takes, in order (empty: not stated).
+	Features      []string `protobuf:"bytes,10,rep,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StudySpec) Reset() {
 	*x = StudySpec{}
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +665,7 @@ func (x *StudySpec) String() string {
 func (*StudySpec) ProtoMessage() {}
 
 func (x *StudySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +678,7 @@ func (x *StudySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudySpec.ProtoReflect.Descriptor instead.
 func (*StudySpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{5}
+	return file_federation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StudySpec) GetStudyId() string {
@@ -679,6 +744,13 @@ func (x *StudySpec) GetThreshold() uint32 {
 	return 0
 }
 
+func (x *StudySpec) GetFeatures() []string {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
 type ModelSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "logreg" or "mlp".
@@ -691,7 +763,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +775,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +788,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{6}
+	return file_federation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -758,7 +830,7 @@ type TrainingParams struct {
 
 func (x *TrainingParams) Reset() {
 	*x = TrainingParams{}
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +842,7 @@ func (x *TrainingParams) String() string {
 func (*TrainingParams) ProtoMessage() {}
 
 func (x *TrainingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +855,7 @@ func (x *TrainingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainingParams.ProtoReflect.Descriptor instead.
 func (*TrainingParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{7}
+	return file_federation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TrainingParams) GetOptimizer() string {
@@ -850,7 +922,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +934,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +947,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{8}
+	return file_federation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TrainTask) GetStudyId() string {
@@ -927,7 +999,7 @@ type EvaluateTask struct {
 
 func (x *EvaluateTask) Reset() {
 	*x = EvaluateTask{}
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1011,7 @@ func (x *EvaluateTask) String() string {
 func (*EvaluateTask) ProtoMessage() {}
 
 func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1024,7 @@ func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateTask.ProtoReflect.Descriptor instead.
 func (*EvaluateTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{9}
+	return file_federation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EvaluateTask) GetStudyId() string {
@@ -996,7 +1068,7 @@ type StudyFinished struct {
 
 func (x *StudyFinished) Reset() {
 	*x = StudyFinished{}
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1080,7 @@ func (x *StudyFinished) String() string {
 func (*StudyFinished) ProtoMessage() {}
 
 func (x *StudyFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1093,7 @@ func (x *StudyFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyFinished.ProtoReflect.Descriptor instead.
 func (*StudyFinished) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{10}
+	return file_federation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StudyFinished) GetStudyId() string {
@@ -1065,7 +1137,7 @@ type TaskRefusal struct {
 
 func (x *TaskRefusal) Reset() {
 	*x = TaskRefusal{}
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1149,7 @@ func (x *TaskRefusal) String() string {
 func (*TaskRefusal) ProtoMessage() {}
 
 func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1162,7 @@ func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRefusal.ProtoReflect.Descriptor instead.
 func (*TaskRefusal) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{11}
+	return file_federation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskRefusal) GetStudyId() string {
@@ -1126,7 +1198,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1210,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1223,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EvalReport) GetStudyId() string {
@@ -1194,7 +1266,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1278,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1291,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Metrics) GetLoss() float64 {
@@ -1260,7 +1332,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1344,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1357,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FetchModelRequest) GetStudyId() string {
@@ -1325,7 +1397,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1409,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1422,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Chunk) GetStudyId() string {
@@ -1427,16 +1499,20 @@ type UpdateHeader struct {
 	Train *Metrics `protobuf:"bytes,4,opt,name=train,proto3" json:"train,omitempty"`
 	// Metrics of the parent model on the client's local test split.
 	ParentTest *Metrics `protobuf:"bytes,5,opt,name=parent_test,json=parentTest,proto3" json:"parent_test,omitempty"`
-	// Secure mode: the client's Ed25519 signature (its certificate key) over
-	// the contribution message for (study, round, content_sha256).
-	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The client's Ed25519 signature (its certificate key) over the
+	// contribution statement: study, round, content_sha256, num_samples and
+	// data_manifest_sha256.
+	Signature []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	// SHA-256 of the client's data manifest: the digests of the files it
+	// trained on and the row counts after filtering.
+	DataManifestSha256 []byte `protobuf:"bytes,7,opt,name=data_manifest_sha256,json=dataManifestSha256,proto3" json:"data_manifest_sha256,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1524,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1537,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateHeader) GetParentSha256() []byte {
@@ -1506,6 +1582,13 @@ func (x *UpdateHeader) GetSignature() []byte {
 	return nil
 }
 
+func (x *UpdateHeader) GetDataManifestSha256() []byte {
+	if x != nil {
+		return x.DataManifestSha256
+	}
+	return nil
+}
+
 // ShareHeader rides on the first chunk of a SubmitShare stream.
 type ShareHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1520,7 +1603,7 @@ type ShareHeader struct {
 
 func (x *ShareHeader) Reset() {
 	*x = ShareHeader{}
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1615,7 @@ func (x *ShareHeader) String() string {
 func (*ShareHeader) ProtoMessage() {}
 
 func (x *ShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1628,7 @@ func (x *ShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
 func (*ShareHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ShareHeader) GetAggregateSha256() []byte {
@@ -1573,7 +1656,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1668,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1681,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{18}
+	return file_federation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -1633,7 +1716,7 @@ type Participant struct {
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1728,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1741,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{19}
+	return file_federation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Participant) GetClientId() string {
@@ -1690,7 +1773,7 @@ type KeySetupTask struct {
 
 func (x *KeySetupTask) Reset() {
 	*x = KeySetupTask{}
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1785,7 @@ func (x *KeySetupTask) String() string {
 func (*KeySetupTask) ProtoMessage() {}
 
 func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1798,7 @@ func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
 func (*KeySetupTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{20}
+	return file_federation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KeySetupTask) GetStudyId() string {
@@ -1778,7 +1861,7 @@ type KeyShare struct {
 
 func (x *KeyShare) Reset() {
 	*x = KeyShare{}
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1873,7 @@ func (x *KeyShare) String() string {
 func (*KeyShare) ProtoMessage() {}
 
 func (x *KeyShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1886,7 @@ func (x *KeyShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
 func (*KeyShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{21}
+	return file_federation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *KeyShare) GetStudyId() string {
@@ -1854,7 +1937,7 @@ type PeerKey struct {
 
 func (x *PeerKey) Reset() {
 	*x = PeerKey{}
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1949,7 @@ func (x *PeerKey) String() string {
 func (*PeerKey) ProtoMessage() {}
 
 func (x *PeerKey) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1962,7 @@ func (x *PeerKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
 func (*PeerKey) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{22}
+	return file_federation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PeerKey) GetClientId() string {
@@ -1916,7 +1999,7 @@ type ShareBox struct {
 
 func (x *ShareBox) Reset() {
 	*x = ShareBox{}
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2011,7 @@ func (x *ShareBox) String() string {
 func (*ShareBox) ProtoMessage() {}
 
 func (x *ShareBox) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2024,7 @@ func (x *ShareBox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
 func (*ShareBox) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ShareBox) GetStudyId() string {
@@ -1983,7 +2066,7 @@ type KeySetupDone struct {
 
 func (x *KeySetupDone) Reset() {
 	*x = KeySetupDone{}
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2078,7 @@ func (x *KeySetupDone) String() string {
 func (*KeySetupDone) ProtoMessage() {}
 
 func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2091,7 @@ func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
 func (*KeySetupDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeySetupDone) GetStudyId() string {
@@ -2031,16 +2114,18 @@ type Contribution struct {
 	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// SHA-256 and size of the contribution payload, fetchable with
 	// FetchModel.
-	Sha256        []byte `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Size          uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Signature     []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sha256             []byte `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size               uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Signature          []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	Samples            uint64 `protobuf:"varint,5,opt,name=samples,proto3" json:"samples,omitempty"`
+	DataManifestSha256 []byte `protobuf:"bytes,6,opt,name=data_manifest_sha256,json=dataManifestSha256,proto3" json:"data_manifest_sha256,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2137,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2150,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Contribution) GetClientId() string {
@@ -2096,6 +2181,20 @@ func (x *Contribution) GetSignature() []byte {
 	return nil
 }
 
+func (x *Contribution) GetSamples() uint64 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *Contribution) GetDataManifestSha256() []byte {
+	if x != nil {
+		return x.DataManifestSha256
+	}
+	return nil
+}
+
 // DecryptTask asks a key holder for its decryption share of a round's
 // aggregate, for the given active set of exactly t Shamir points.
 type DecryptTask struct {
@@ -2113,7 +2212,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2224,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2237,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -2194,7 +2293,7 @@ var File_federation_proto protoreflect.FileDescriptor
 
 const file_federation_proto_rawDesc = "" +
 	"\n" +
-	"\x10federation.proto\x12\ffedledger.v1\"\x8a\x03\n" +
+	"\x10federation.proto\x12\ffedledger.v1\"\xc5\x03\n" +
 	"\rClientMessage\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fedledger.v1.HelloH\x00R\x05hello\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.fedledger.v1.TaskRefusalH\x00R\arefusal\x12.\n" +
@@ -2202,8 +2301,11 @@ const file_federation_proto_rawDesc = "" +
 	"\theartbeat\x18\x04 \x01(\v2\x17.fedledger.v1.HeartbeatH\x00R\theartbeat\x125\n" +
 	"\tkey_share\x18\x05 \x01(\v2\x16.fedledger.v1.KeyShareH\x00R\bkeyShare\x125\n" +
 	"\tshare_box\x18\x06 \x01(\v2\x16.fedledger.v1.ShareBoxH\x00R\bshareBox\x127\n" +
-	"\bkey_done\x18\a \x01(\v2\x1a.fedledger.v1.KeySetupDoneH\x00R\akeyDoneB\x05\n" +
-	"\x03msg\"\x8a\x04\n" +
+	"\bkey_done\x18\a \x01(\v2\x1a.fedledger.v1.KeySetupDoneH\x00R\akeyDone\x129\n" +
+	"\baccepted\x18\b \x01(\v2\x1b.fedledger.v1.StudyAcceptedH\x00R\bacceptedB\x05\n" +
+	"\x03msg\"*\n" +
+	"\rStudyAccepted\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\x8a\x04\n" +
 	"\x12CoordinatorMessage\x121\n" +
 	"\awelcome\x18\x01 \x01(\v2\x15.fedledger.v1.WelcomeH\x00R\awelcome\x12/\n" +
 	"\x05train\x18\x02 \x01(\v2\x17.fedledger.v1.TrainTaskH\x00R\x05train\x128\n" +
@@ -2226,7 +2328,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x05study\x18\x03 \x01(\v2\x17.fedledger.v1.StudySpecR\x05study\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xb3\x02\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xcf\x02\n" +
 	"\tStudySpec\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12-\n" +
 	"\x05model\x18\x02 \x01(\v2\x17.fedledger.v1.ModelSpecR\x05model\x128\n" +
@@ -2237,7 +2339,9 @@ const file_federation_proto_rawDesc = "" +
 	"\bstrategy\x18\x06 \x01(\tR\bstrategy\x12\x12\n" +
 	"\x04mode\x18\a \x01(\tR\x04mode\x12\x1b\n" +
 	"\the_preset\x18\b \x01(\tR\bhePreset\x12\x1c\n" +
-	"\tthreshold\x18\t \x01(\rR\tthreshold\"O\n" +
+	"\tthreshold\x18\t \x01(\rR\tthreshold\x12\x1a\n" +
+	"\bfeatures\x18\n" +
+	" \x03(\tR\bfeatures\"O\n" +
 	"\tModelSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06inputs\x18\x02 \x01(\rR\x06inputs\x12\x16\n" +
@@ -2298,7 +2402,7 @@ const file_federation_proto_rawDesc = "" +
 	"total_size\x18\x06 \x01(\x04R\ttotalSize\x12\x12\n" +
 	"\x04data\x18\a \x01(\fR\x04data\x122\n" +
 	"\x06header\x18\b \x01(\v2\x1a.fedledger.v1.UpdateHeaderR\x06header\x12/\n" +
-	"\x05share\x18\t \x01(\v2\x19.fedledger.v1.ShareHeaderR\x05share\"\xf3\x01\n" +
+	"\x05share\x18\t \x01(\v2\x19.fedledger.v1.ShareHeaderR\x05share\"\xa5\x02\n" +
 	"\fUpdateHeader\x12#\n" +
 	"\rparent_sha256\x18\x01 \x01(\fR\fparentSha256\x12\x1f\n" +
 	"\vnum_samples\x18\x02 \x01(\x04R\n" +
@@ -2307,7 +2411,8 @@ const file_federation_proto_rawDesc = "" +
 	"\x05train\x18\x04 \x01(\v2\x15.fedledger.v1.MetricsR\x05train\x126\n" +
 	"\vparent_test\x18\x05 \x01(\v2\x15.fedledger.v1.MetricsR\n" +
 	"parentTest\x12\x1c\n" +
-	"\tsignature\x18\x06 \x01(\fR\tsignature\"V\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\x120\n" +
+	"\x14data_manifest_sha256\x18\a \x01(\fR\x12dataManifestSha256\"V\n" +
 	"\vShareHeader\x12)\n" +
 	"\x10aggregate_sha256\x18\x01 \x01(\fR\x0faggregateSha256\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"g\n" +
@@ -2343,12 +2448,14 @@ const file_federation_proto_rawDesc = "" +
 	"\x03box\x18\x04 \x01(\fR\x03box\"]\n" +
 	"\fKeySetupDone\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x122\n" +
-	"\x15collective_key_sha256\x18\x02 \x01(\fR\x13collectiveKeySha256\"u\n" +
+	"\x15collective_key_sha256\x18\x02 \x01(\fR\x13collectiveKeySha256\"\xc1\x01\n" +
 	"\fContribution\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\fR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xa7\x02\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x18\n" +
+	"\asamples\x18\x05 \x01(\x04R\asamples\x120\n" +
+	"\x14data_manifest_sha256\x18\x06 \x01(\fR\x12dataManifestSha256\"\xa7\x02\n" +
 	"\vDecryptTask\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -2377,77 +2484,79 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_federation_proto_goTypes = []any{
 	(*ClientMessage)(nil),      // 0: fedledger.v1.ClientMessage
-	(*CoordinatorMessage)(nil), // 1: fedledger.v1.CoordinatorMessage
-	(*Hello)(nil),              // 2: fedledger.v1.Hello
-	(*Welcome)(nil),            // 3: fedledger.v1.Welcome
-	(*Heartbeat)(nil),          // 4: fedledger.v1.Heartbeat
-	(*StudySpec)(nil),          // 5: fedledger.v1.StudySpec
-	(*ModelSpec)(nil),          // 6: fedledger.v1.ModelSpec
-	(*TrainingParams)(nil),     // 7: fedledger.v1.TrainingParams
-	(*TrainTask)(nil),          // 8: fedledger.v1.TrainTask
-	(*EvaluateTask)(nil),       // 9: fedledger.v1.EvaluateTask
-	(*StudyFinished)(nil),      // 10: fedledger.v1.StudyFinished
-	(*TaskRefusal)(nil),        // 11: fedledger.v1.TaskRefusal
-	(*EvalReport)(nil),         // 12: fedledger.v1.EvalReport
-	(*Metrics)(nil),            // 13: fedledger.v1.Metrics
-	(*FetchModelRequest)(nil),  // 14: fedledger.v1.FetchModelRequest
-	(*Chunk)(nil),              // 15: fedledger.v1.Chunk
-	(*UpdateHeader)(nil),       // 16: fedledger.v1.UpdateHeader
-	(*ShareHeader)(nil),        // 17: fedledger.v1.ShareHeader
-	(*SubmitReceipt)(nil),      // 18: fedledger.v1.SubmitReceipt
-	(*Participant)(nil),        // 19: fedledger.v1.Participant
-	(*KeySetupTask)(nil),       // 20: fedledger.v1.KeySetupTask
-	(*KeyShare)(nil),           // 21: fedledger.v1.KeyShare
-	(*PeerKey)(nil),            // 22: fedledger.v1.PeerKey
-	(*ShareBox)(nil),           // 23: fedledger.v1.ShareBox
-	(*KeySetupDone)(nil),       // 24: fedledger.v1.KeySetupDone
-	(*Contribution)(nil),       // 25: fedledger.v1.Contribution
-	(*DecryptTask)(nil),        // 26: fedledger.v1.DecryptTask
+	(*StudyAccepted)(nil),      // 1: fedledger.v1.StudyAccepted
+	(*CoordinatorMessage)(nil), // 2: fedledger.v1.CoordinatorMessage
+	(*Hello)(nil),              // 3: fedledger.v1.Hello
+	(*Welcome)(nil),            // 4: fedledger.v1.Welcome
+	(*Heartbeat)(nil),          // 5: fedledger.v1.Heartbeat
+	(*StudySpec)(nil),          // 6: fedledger.v1.StudySpec
+	(*ModelSpec)(nil),          // 7: fedledger.v1.ModelSpec
+	(*TrainingParams)(nil),     // 8: fedledger.v1.TrainingParams
+	(*TrainTask)(nil),          // 9: fedledger.v1.TrainTask
+	(*EvaluateTask)(nil),       // 10: fedledger.v1.EvaluateTask
+	(*StudyFinished)(nil),      // 11: fedledger.v1.StudyFinished
+	(*TaskRefusal)(nil),        // 12: fedledger.v1.TaskRefusal
+	(*EvalReport)(nil),         // 13: fedledger.v1.EvalReport
+	(*Metrics)(nil),            // 14: fedledger.v1.Metrics
+	(*FetchModelRequest)(nil),  // 15: fedledger.v1.FetchModelRequest
+	(*Chunk)(nil),              // 16: fedledger.v1.Chunk
+	(*UpdateHeader)(nil),       // 17: fedledger.v1.UpdateHeader
+	(*ShareHeader)(nil),        // 18: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 19: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 20: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 21: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 22: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 23: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 24: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 25: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 26: fedledger.v1.Contribution
+	(*DecryptTask)(nil),        // 27: fedledger.v1.DecryptTask
 }
 var file_federation_proto_depIdxs = []int32{
-	2,  // 0: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	11, // 1: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	12, // 2: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
-	4,  // 3: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	21, // 4: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	23, // 5: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	24, // 6: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
-	3,  // 7: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	8,  // 8: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	9,  // 9: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	10, // 10: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	4,  // 11: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	20, // 12: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	22, // 13: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	23, // 14: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	26, // 15: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	5,  // 16: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	6,  // 17: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	7,  // 18: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	13, // 19: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	16, // 20: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	17, // 21: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	13, // 22: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	13, // 23: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	19, // 24: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	21, // 25: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	25, // 26: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	0,  // 27: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	14, // 28: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	15, // 29: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	15, // 30: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	1,  // 31: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	15, // 32: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	18, // 33: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	18, // 34: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	31, // [31:35] is the sub-list for method output_type
-	27, // [27:31] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	3,  // 0: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
+	12, // 1: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	13, // 2: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	5,  // 3: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	22, // 4: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	24, // 5: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	25, // 6: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	1,  // 7: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
+	4,  // 8: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	9,  // 9: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	10, // 10: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	11, // 11: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	5,  // 12: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	21, // 13: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	23, // 14: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	24, // 15: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	27, // 16: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	6,  // 17: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	7,  // 18: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	8,  // 19: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	14, // 20: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	17, // 21: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	18, // 22: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	14, // 23: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	14, // 24: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	20, // 25: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	22, // 26: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	26, // 27: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	0,  // 28: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	15, // 29: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	16, // 30: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	16, // 31: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 32: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	16, // 33: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	19, // 34: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	19, // 35: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	32, // [32:36] is the sub-list for method output_type
+	28, // [28:32] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -2463,8 +2572,9 @@ func file_federation_proto_init() {
 		(*ClientMessage_KeyShare)(nil),
 		(*ClientMessage_ShareBox)(nil),
 		(*ClientMessage_KeyDone)(nil),
+		(*ClientMessage_Accepted)(nil),
 	}
-	file_federation_proto_msgTypes[1].OneofWrappers = []any{
+	file_federation_proto_msgTypes[2].OneofWrappers = []any{
 		(*CoordinatorMessage_Welcome)(nil),
 		(*CoordinatorMessage_Train)(nil),
 		(*CoordinatorMessage_Evaluate)(nil),
@@ -2481,7 +2591,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

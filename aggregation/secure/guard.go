@@ -2,7 +2,6 @@ package secure
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+
+	"github.com/fedledger/fedledger/aggregation"
 )
 
 // Errors of the client-side decryption rules.
@@ -21,12 +22,15 @@ var (
 )
 
 // Contribution is one signed entry of a decryption manifest: who
-// contributed, the SHA-256 of their contribution payload (as they sent it)
-// and their signature over ContributionMessage.
+// contributed, the SHA-256 of their contribution payload (as they sent it),
+// the sample count and data-manifest hash they declared, and their
+// signature over the aggregation.Contribution statement of all that.
 type Contribution struct {
-	Client    string
-	Hash      [32]byte
-	Signature []byte
+	Client       string
+	Hash         [32]byte
+	Samples      uint64
+	DataManifest [32]byte
+	Signature    []byte
 }
 
 // Manifest is what the coordinator presents when it asks for a decryption
@@ -40,14 +44,6 @@ type Manifest struct {
 	Count         int
 	Contributions []Contribution
 	AggregateHash [32]byte
-}
-
-// ContributionMessage is the domain-separated message a client signs for
-// its contribution.
-func ContributionMessage(study string, round uint64, hash [32]byte) []byte {
-	msg := []byte("fedledger contribution v1\x00" + study + "\x00")
-	msg = binary.BigEndian.AppendUint64(msg, round)
-	return append(msg, hash[:]...)
 }
 
 // Verifier checks client's signature over msg with the client's identity
@@ -123,7 +119,8 @@ func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Pr
 			return nil, fmt.Errorf("%w: %q listed twice", ErrManifest, c.Client)
 		}
 		seen[c.Client] = true
-		if err := g.cfg.Verify(c.Client, ContributionMessage(study, round, c.Hash), c.Signature); err != nil {
+		stmt := aggregation.Contribution{Study: study, Round: round, Payload: c.Hash, Samples: c.Samples, DataManifest: c.DataManifest}
+		if err := g.cfg.Verify(c.Client, stmt.Message(), c.Signature); err != nil {
 			return nil, fmt.Errorf("%w: contribution of %q is not validly signed: %v", ErrManifest, c.Client, err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/fedledger/fedledger/aggregation"
 )
 
 func TestPayloadRoundTripAndRejections(t *testing.T) {
@@ -99,9 +101,11 @@ func TestSharePayloadRoundTrip(t *testing.T) {
 func TestSignedMessagesAreDomainSeparated(t *testing.T) {
 	h := sha256.Sum256([]byte("x"))
 	msgs := [][]byte{
-		ContributionMessage("heart", 1, h),
-		ContributionMessage("heart", 2, h),
-		ContributionMessage("heart2", 1, h),
+		aggregation.Contribution{Study: "heart", Round: 1, Payload: h}.Message(),
+		aggregation.Contribution{Study: "heart", Round: 2, Payload: h}.Message(),
+		aggregation.Contribution{Study: "heart2", Round: 1, Payload: h}.Message(),
+		aggregation.Contribution{Study: "heart", Round: 1, Payload: h, Samples: 1}.Message(),
+		aggregation.Contribution{Study: "heart", Round: 1, Payload: h, DataManifest: h}.Message(),
 		DecryptionShareMessage("heart", 1, h, h),
 		KeyShareMessage("heart", 1, h[:], h),
 		KeyShareMessage("heart", 2, h[:], h),

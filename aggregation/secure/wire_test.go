@@ -12,6 +12,8 @@ import (
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/mhe"
+
+	"github.com/fedledger/fedledger/aggregation"
 )
 
 func sealOne(t testing.TB, s *study) ([][]byte, []*rlwe.Ciphertext) {
@@ -186,7 +188,7 @@ func TestShareGuard(t *testing.T) {
 		payloads[id] = p
 		parts = append(parts, cts)
 		h := sha256.Sum256(p)
-		entries = append(entries, Contribution{Client: id, Hash: h, Signature: ed25519.Sign(keys[id], ContributionMessage("heart", 7, h))})
+		entries = append(entries, Contribution{Client: id, Hash: h, Signature: ed25519.Sign(keys[id], aggregation.Contribution{Study: "heart", Round: 7, Payload: h}.Message())})
 	}
 	aggPayload := func(parts [][]*rlwe.Ciphertext) []byte {
 		sum, err := Sum(Default, parts)

@@ -180,7 +180,7 @@ func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
 	return coordinator.StudyConfig{
 		ID: f.ID, Model: model, Training: tc, Rounds: f.Rounds, MinClients: f.MinClients, Clients: f.Clients,
 		RoundDeadline: f.RoundDeadline, StartTimeout: f.StartTimeout, Strategy: strat, Seed: f.Seed,
-		Mode: f.Mode, HEPreset: f.HEPreset, Threshold: t, CRSSeed: seed, KeySetupTimeout: f.KeySetupTimeout,
+		Mode: f.Mode, HEPreset: f.HEPreset, Threshold: t, CRSSeed: seed, KeySetupTimeout: f.KeySetupTimeout, Features: f.Features,
 	}, nil
 }
 
@@ -231,6 +231,9 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 	cfg.AuditNodes = f.AuditNodes
 	cfg.DataDir = s.path("data_dir", f.DataDir)
 	cfg.AllowPlaintext, cfg.MinContributors, cfg.Resum = f.AllowPlaintext, f.MinContributors, f.Resum
+	p := f.Policy
+	cfg.Policy = client.Policy{Admins: p.Admins, ModelKinds: p.ModelKinds, MaxParameters: p.MaxParameters, AllowedColumns: p.AllowedColumns,
+		MinK: p.MinK, MinThreshold: p.MinThreshold, MaxRounds: p.MaxRounds}
 	switch {
 	case f.Data.Heart != "" && f.Data.CSV.Path != "":
 		return nil, s.errorf("data", "set either data.heart or data.csv.path, not both")

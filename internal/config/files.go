@@ -72,6 +72,8 @@ type StudyFile struct {
 	// derived from the study id.
 	CRSSeed         string        `mapstructure:"crs_seed"`
 	KeySetupTimeout time.Duration `mapstructure:"key_setup_timeout"`
+	// Features names the model's input columns, in order (optional).
+	Features []string `mapstructure:"features"`
 }
 
 // AuditClientFile points a coordinator at the audit log.
@@ -133,6 +135,17 @@ type DataFile struct {
 	CSV   CSVFile `mapstructure:"csv"`
 }
 
+// PolicyFile is what a hospital accepts (see client.Policy).
+type PolicyFile struct {
+	Admins         []string `mapstructure:"admins"`
+	ModelKinds     []string `mapstructure:"model_kinds"`
+	MaxParameters  int      `mapstructure:"max_parameters"`
+	AllowedColumns []string `mapstructure:"allowed_columns"`
+	MinK           int      `mapstructure:"min_k"`
+	MinThreshold   int      `mapstructure:"min_threshold"`
+	MaxRounds      int      `mapstructure:"max_rounds"`
+}
+
 // ClientFile is a hospital client's configuration file.
 type ClientFile struct {
 	Coordinator string   `mapstructure:"coordinator"`
@@ -151,7 +164,8 @@ type ClientFile struct {
 	MinContributors int `mapstructure:"min_contributors"`
 	// Resum re-adds the listed contributions before giving a decryption
 	// share.
-	Resum bool `mapstructure:"resum"`
+	Resum  bool       `mapstructure:"resum"`
+	Policy PolicyFile `mapstructure:"policy"`
 }
 
 func defaultLog() LogFile { return LogFile{Format: "text", Level: "info"} }

@@ -239,6 +239,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		kcfg.DataDir = filepath.Join(cfg.DataDir, "clients")
 		kcfg.AllowPlaintext = cfg.Mode == coordinator.ModePlaintext
 		kcfg.AuditNodes = alog.addrs
+		// Each hospital accepts only studies the consortium admin signed,
+		// with at least two contributors per round.
+		kcfg.Policy = client.Policy{Admins: []string{pki.admin.ID}, MinK: 2}
 		cl, err := client.New(kcfg, logger.With(slog.String("site", h)))
 		if err != nil {
 			lis.Close()

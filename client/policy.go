@@ -1,0 +1,166 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/internal/datasets/heart"
+	pb "github.com/fedledger/fedledger/proto"
+)
+
+// Policy is what a hospital accepts, enforced before it does any work for
+// a study. Zero values mean "no limit" except where noted; the study list,
+// plaintext permission and the decryption floor live in Config (Studies,
+// AllowPlaintext, MinContributors).
+type Policy struct {
+	// Admins are the consortium admins whose signed study records this
+	// site accepts. Set, it requires AuditNodes: the client reads the study
+	// record from the log, checks the signature and that its rules are the
+	// ones the coordinator announced.
+	Admins []string
+	// ModelKinds are the allowed model kinds (logreg, mlp).
+	ModelKinds []string
+	// MaxParameters bounds the model size.
+	MaxParameters int
+	// AllowedColumns are the data columns this site lets a model use.
+	AllowedColumns []string
+	// MinK is the smallest study K this site joins.
+	MinK int
+	// MinThreshold is the smallest decryption threshold t this site joins
+	// (never below 2).
+	MinThreshold int
+	// MaxRounds bounds the rounds a study may ask of this site.
+	MaxRounds int
+}
+
+// Validate checks the policy against the rest of the configuration.
+func (p Policy) Validate(c Config) error {
+	var errs []error
+	if len(p.Admins) > 0 && len(c.AuditNodes) == 0 {
+		errs = append(errs, errors.New("policy.admins needs audit_nodes: study records are read from the audit log"))
+	}
+	for _, k := range p.ModelKinds {
+		if k != train.KindLogReg && k != train.KindMLP {
+			errs = append(errs, fmt.Errorf("policy.model_kinds: unknown kind %q", k))
+		}
+	}
+	if p.MaxParameters < 0 || p.MinK < 0 || p.MinThreshold < 0 || p.MaxRounds < 0 {
+		errs = append(errs, errors.New("policy: limits must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// refusal is a study outside this site's policy; its text is the reason
+// logged here and sent to the coordinator.
+func refusal(format string, a ...any) string { return "policy: " + fmt.Sprintf(format, a...) }
+
+// checkPolicy returns why the study is outside this site's policy, or "".
+func (c *Client) checkPolicy(ctx context.Context, s *pb.StudySpec) string {
+	p := c.cfg.Policy
+	spec := specFrom(s.Model)
+	switch {
+	case len(p.ModelKinds) > 0 && !slices.Contains(p.ModelKinds, spec.Kind):
+		return refusal("model kind %q is not allowed here (allowed: %v)", spec.Kind, p.ModelKinds)
+	case p.MaxParameters > 0 && spec.NumParams() > p.MaxParameters:
+		return refusal("model of %d parameters exceeds this site's limit of %d", spec.NumParams(), p.MaxParameters)
+	case p.MinK > 0 && int(s.MinClients) < p.MinK:
+		return refusal("study K=%d is below this site's minimum of %d contributors per round", s.MinClients, p.MinK)
+	case s.Mode == modeSecure && int(s.Threshold) < max(2, p.MinThreshold):
+		return refusal("decryption threshold t=%d is below this site's minimum of %d", s.Threshold, max(2, p.MinThreshold))
+	case p.MaxRounds > 0 && int(s.Rounds) > p.MaxRounds:
+		return refusal("study asks for %d rounds, this site allows at most %d", s.Rounds, p.MaxRounds)
+	}
+	local := c.train.Features
+	if len(s.Features) > 0 && !slices.Equal(s.Features, local) {
+		return refusal("study expects features %v, this site's data has %v", s.Features, local)
+	}
+	if len(p.AllowedColumns) > 0 {
+		for _, f := range local {
+			if !slices.Contains(p.AllowedColumns, f) {
+				return refusal("column %q is not among this site's allowed columns", f)
+			}
+		}
+	}
+	if len(p.Admins) > 0 {
+		return c.checkStudyRecord(ctx, s)
+	}
+	return ""
+}
+
+// checkStudyRecord reads the study's record from the audit log and checks
+// it was signed by an admin this site trusts and says what the coordinator
+// announced.
+func (c *Client) checkStudyRecord(ctx context.Context, s *pb.StudySpec) string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	env, err := c.audit.StudyRecord(ctx, s.StudyId)
+	if err != nil {
+		return refusal("cannot read study %q from the audit log: %v", s.StudyId, err)
+	}
+	e, err := audit.UnmarshalEnvelope(env)
+	if err != nil {
+		return refusal("study record: %v", err)
+	}
+	rec, signer, err := e.Verify(c.cfg.TLS.RootCAs)
+	if err != nil {
+		return refusal("study record: %v", err)
+	}
+	switch {
+	case !slices.Contains(c.cfg.Policy.Admins, signer.ID):
+		return refusal("study %q was created by %q, not one of this site's accepted admins %v", s.StudyId, signer.ID, c.cfg.Policy.Admins)
+	case rec.Kind != audit.KindStudyCreated || rec.StudyID != s.StudyId:
+		return refusal("the log's record for %q is not its study record", s.StudyId)
+	case int(rec.MinContributors) != int(s.MinClients):
+		return refusal("the coordinator announced K=%d, the signed study record says %d", s.MinClients, rec.MinContributors)
+	case !slices.Contains(rec.ApprovedSites, c.id):
+		return refusal("this site (%q) is not among the study record's approved sites", c.id)
+	case s.Mode == modeSecure && rec.HEParamsID != s.HePreset:
+		return refusal("the coordinator announced HE parameters %q, the signed study record says %q", s.HePreset, rec.HEParamsID)
+	case s.Mode != modeSecure && rec.HEParamsID != "":
+		return refusal("the signed study record is for a secure study, the coordinator announced %s mode", s.Mode)
+	}
+	return ""
+}
+
+// manifest describes the data a client trains on. Its SHA-256 goes into
+// every contribution the site signs, and onto the audit log.
+type manifest struct {
+	Source     string   `json:"source"`
+	FileSHA256 string   `json:"file_sha256"`
+	Features   []string `json:"features"`
+	TrainRows  int      `json:"train_rows"`
+	TestRows   int      `json:"test_rows"`
+	SplitSeed  int64    `json:"split_seed"`
+}
+
+// dataManifest computes the manifest of the loaded data and its hash.
+func dataManifest(cfg Config, tr, te *train.Dataset) ([32]byte, *manifest, error) {
+	m := &manifest{Features: tr.Features, TrainRows: tr.Len(), TestRows: te.Len()}
+	var raw []byte
+	var err error
+	if cfg.Data.Heart != "" {
+		m.Source, m.SplitSeed = "heart:"+cfg.Data.Heart, train.HeartSplitSeed
+		raw, err = heart.File(cfg.Data.Heart)
+	} else {
+		m.Source, m.SplitSeed = "csv:"+filepath.Base(cfg.Data.CSV.Path), cfg.Data.CSV.Seed
+		raw, err = os.ReadFile(cfg.Data.CSV.Path)
+	}
+	if err != nil {
+		return [32]byte{}, nil, err
+	}
+	m.FileSHA256 = fmt.Sprintf("%x", sha256.Sum256(raw))
+	b, err := json.Marshal(m)
+	if err != nil {
+		return [32]byte{}, nil, err
+	}
+	return sha256.Sum256(b), m, nil
+}
