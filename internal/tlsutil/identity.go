@@ -119,21 +119,41 @@ func (ca *CA) Pool() *x509.CertPool {
 // client-only identity). Every certificate may act as TLS client and server:
 // audit nodes are both.
 func (ca *CA) Issue(id string, role Role, hosts []string, validity time.Duration) (*Identity, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: generate key for %s: %w", id, err)
+	}
+	certPEM, err := ca.IssueKey(id, role, hosts, validity, pub)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := marshalKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	return parseIdentity(certPEM, keyPEM, "issued certificate")
+}
+
+// IssueKey certifies a public key the participant generated itself (see
+// NewCSR and SignCSR) and returns the PEM certificate.
+func (ca *CA) IssueKey(id string, role Role, hosts []string, validity time.Duration, pub ed25519.PublicKey) ([]byte, error) {
 	if err := ValidID(id); err != nil {
 		return nil, err
 	}
 	if !role.Valid() {
 		return nil, fmt.Errorf("%w: unknown role %q", ErrBadIdentity, role)
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("tlsutil: generate key for %s: %w", id, err)
-	}
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
+	// A certificate never outlives its CA: it would fail verification
+	// from that day on anyway.
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject: pkix.Name{
@@ -142,7 +162,7 @@ func (ca *CA) Issue(id string, role Role, hosts []string, validity time.Duration
 			Organization:       ca.Cert.Subject.Organization,
 		},
 		NotBefore:   now.Add(-5 * time.Minute),
-		NotAfter:    now.Add(validity),
+		NotAfter:    notAfter,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}
@@ -157,12 +177,115 @@ func (ca *CA) Issue(id string, role Role, hosts []string, validity time.Duration
 	if err != nil {
 		return nil, fmt.Errorf("tlsutil: sign certificate for %s: %w", id, err)
 	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM, err := marshalKey(priv)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// NewCSR makes a fresh Ed25519 key and a certificate signing request for
+// participant id with role (CN = id, OU = role, hosts as SANs), for a site
+// that keeps its private key and sends only the request to the consortium.
+func NewCSR(id string, role Role, hosts []string) (csrPEM, keyPEM []byte, err error) {
+	if err := ValidID(id); err != nil {
+		return nil, nil, err
+	}
+	if !role.Valid() {
+		return nil, nil, fmt.Errorf("%w: unknown role %q", ErrBadIdentity, role)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: id, OrganizationalUnit: []string{string(role)}}}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, priv)
+	if err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = marshalKey(priv); err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), keyPEM, nil
+}
+
+// CSR is a parsed, signature-checked signing request.
+type CSR struct {
+	ID    string
+	Role  Role
+	Hosts []string
+	Key   ed25519.PublicKey
+}
+
+// ParseCSR decodes a PEM signing request and checks its self-signature,
+// its identity and that its key is Ed25519.
+func ParseCSR(csrPEM []byte) (*CSR, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("%w: not a PEM certificate request", ErrBadIdentity)
+	}
+	r, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadIdentity, err)
+	}
+	if err := r.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%w: request signature: %v", ErrBadIdentity, err)
+	}
+	pub, ok := r.PublicKey.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: request key is %T, want Ed25519", ErrBadIdentity, r.PublicKey)
+	}
+	if len(r.Subject.OrganizationalUnit) != 1 {
+		return nil, fmt.Errorf("%w: request names %d roles, want 1", ErrBadIdentity, len(r.Subject.OrganizationalUnit))
+	}
+	c := &CSR{ID: r.Subject.CommonName, Role: Role(r.Subject.OrganizationalUnit[0]), Key: pub, Hosts: r.DNSNames}
+	for _, ip := range r.IPAddresses {
+		c.Hosts = append(c.Hosts, ip.String())
+	}
+	if err := ValidID(c.ID); err != nil {
 		return nil, err
 	}
-	return parseIdentity(certPEM, keyPEM, "issued certificate")
+	if !c.Role.Valid() {
+		return nil, fmt.Errorf("%w: unknown role %q", ErrBadIdentity, c.Role)
+	}
+	return c, nil
+}
+
+// LoadCA reads a CA certificate and its key (for provisioning only; the CA
+// key never goes into a kit).
+func LoadCA(certFile, keyFile string) (*CA, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: read CA certificate %s: %w", certFile, err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: read CA key %s: %w", keyFile, err)
+	}
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return nil, fmt.Errorf("tlsutil: %s holds no PEM certificate", certFile)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: %s: %w", certFile, err)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, fmt.Errorf("tlsutil: %s holds no PEM key", keyFile)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: %s: %w", keyFile, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok || !cert.IsCA || !priv.Public().(ed25519.PublicKey).Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("tlsutil: %s is not the key of CA certificate %s", keyFile, certFile)
+	}
+	return &CA{Cert: cert, Key: priv, CertPEM: certPEM}, nil
 }
 
 // WriteFiles writes the identity's certificate (0644) and key (0600).
