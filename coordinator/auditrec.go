@@ -48,39 +48,40 @@ func (a *AuditRecorder) ctx(ctx context.Context) (context.Context, context.Cance
 }
 
 // StudyStarted checks the study is on the log as configured (appending the
-// admin's study record if it is not there yet) and that no round of it
-// has been recorded before.
-func (a *AuditRecorder) StudyStarted(ctx context.Context, s StudyStart) error {
+// admin's study record if it is not there yet) and returns the last round
+// the log has committed, from which the coordinator carries on.
+func (a *AuditRecorder) StudyStarted(ctx context.Context, s StudyStart) (Resume, error) {
 	a.study = s.Study
 	ctx, cancel := a.ctx(ctx)
 	defer cancel()
 	if a.StudyRecord != nil {
 		rec, err := decodeStudyRecord(a.StudyRecord)
 		if err != nil {
-			return err
+			return Resume{}, err
 		}
 		if err := checkStudyRecord(rec, s); err != nil {
-			return err
+			return Resume{}, err
 		}
 		if _, err := a.Log.Append(ctx, a.StudyRecord); err != nil && status.Code(err) != codes.AlreadyExists {
-			return fmt.Errorf("%w: appending the study record: %v", ErrStudyRecord, err)
+			return Resume{}, fmt.Errorf("%w: appending the study record: %v", ErrStudyRecord, err)
 		}
 	}
 	out, round, err := a.Log.LatestOutput(ctx, s.Study.ID)
 	if status.Code(err) == codes.NotFound {
-		return fmt.Errorf("%w: study %q is not on the audit log; an admin must create it first", ErrStudyRecord, s.Study.ID)
+		return Resume{}, fmt.Errorf("%w: study %q is not on the audit log; an admin must create it first", ErrStudyRecord, s.Study.ID)
 	}
 	if err != nil {
-		return err
+		return Resume{}, err
 	}
-	if round != 0 {
-		return fmt.Errorf("%w: study %q already has %d rounds on the log; resuming a study is not supported yet", ErrStudyRecord, s.Study.ID, round)
+	if round == 0 && out != audit.Hash(s.InitialModel) {
+		return Resume{}, fmt.Errorf("%w: the log's initial model is %x, this coordinator's is %x", ErrStudyRecord, out[:8], s.InitialModel[:8])
 	}
-	if out != audit.Hash(s.InitialModel) {
-		return fmt.Errorf("%w: the log's initial model is %x, this coordinator's is %x", ErrStudyRecord, out[:8], s.InitialModel[:8])
+	if round > 0 {
+		a.log().Warn("resuming the study from the audit log", slog.Uint64("last_committed_round", round), slog.String("model", hex.EncodeToString(out[:])))
+	} else {
+		a.log().Info("study is on the audit log", slog.String("initial_model", hex.EncodeToString(out[:])))
 	}
-	a.log().Info("study is on the audit log", slog.String("initial_model", hex.EncodeToString(out[:])))
-	return nil
+	return Resume{Round: round, Model: [32]byte(out)}, nil
 }
 
 func decodeStudyRecord(env []byte) (*audit.Record, error) {
@@ -164,6 +165,12 @@ func (a *AuditRecorder) KeySetupDone(ctx context.Context, k KeySetup) error {
 		ApprovedSites: slices.Clone(k.Participants), Hyperparameters: []audit.Param{{Name: "threshold", Value: strconv.Itoa(k.Threshold)}},
 		BinaryVersion: version.String()}
 	_, err := a.append(ctx, rec)
+	if status.Code(err) == codes.AlreadyExists {
+		// A restarted coordinator re-announcing the key setup it had
+		// already recorded (its keys.json is written before the record).
+		a.log().Info("key setup was already on the audit log")
+		return nil
+	}
 	return err
 }
 

@@ -157,6 +157,16 @@ func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
 	err = c.runStudy(ctx, d)
 	hs.SetServingStatus(pb.Federation_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	close(c.stopped)
+	if ctx.Err() != nil {
+		// Shut down (SIGTERM, or the caller cancelled), not finished: the
+		// hospitals are not told the study ended, only disconnected, so
+		// they keep retrying and carry on with the restarted coordinator,
+		// which resumes from the audit log.
+		c.log.Warn("coordinator shutting down; the study is not finished and resumes from the audit log on restart")
+		srv.Stop()
+		<-serveErr
+		return err
+	}
 	c.finish(err)
 
 	// Let clients read StudyFinished and hang up, then stop.
@@ -196,6 +206,8 @@ type driver struct {
 	// decrypting is set while a secure round collects decryption shares;
 	// at any other time next() refuses them.
 	decrypting bool
+	// firstRound is the round the study starts (or resumes) at.
+	firstRound uint64
 }
 
 // prepare stores the initial model and records the study's start.
@@ -209,8 +221,16 @@ func (c *Coordinator) prepare(ctx context.Context) (*driver, error) {
 	if err := d.publish(params); err != nil {
 		return nil, err
 	}
-	if err := c.recorder.StudyStarted(ctx, StudyStart{Study: st, InitialModel: d.parent}); err != nil {
+	res, err := c.recorder.StudyStarted(ctx, StudyStart{Study: st, InitialModel: d.parent})
+	if err != nil {
 		return nil, fmt.Errorf("coordinator: recording the study start: %w", err)
+	}
+	d.firstRound = 1
+	if res.Round > 0 {
+		if err := d.resume(res); err != nil {
+			return nil, err
+		}
+		c.log.Warn("resuming after a restart", slog.Uint64("last_committed_round", res.Round), slog.String("model", hex.EncodeToString(d.parent[:8])))
 	}
 	return d, nil
 }
@@ -277,18 +297,36 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 	}
 
 	if st.Secure() {
-		if err := d.keySetup(next); err != nil {
+		ks, err := d.loadKeys()
+		switch {
+		case err != nil:
 			return err
+		case ks == nil && d.firstRound > 1:
+			return fmt.Errorf("%w: round %d is committed but this coordinator has no key state (%s)", ErrResume, d.firstRound-1, filepath.Join(c.stateDir(), "keys.json"))
+		case ks == nil:
+			if err := d.keySetup(next); err != nil {
+				return err
+			}
+			if err := d.saveKeys(d.keys); err != nil {
+				return err
+			}
+		default:
+			d.mu.Lock()
+			d.keys = ks
+			d.mu.Unlock()
+			c.log.Info("key setup already done; reusing its collective key", slog.String("collective_key", hex.EncodeToString(ks.pkHash[:8])))
 		}
-		ks := d.keys
-		if err := c.recorder.KeySetupDone(ctx, KeySetup{Study: st.ID, HEPreset: ks.preset.ID, Threshold: st.Threshold,
-			Participants: ks.order, CollectiveKey: ks.pkHash}); err != nil {
-			return fmt.Errorf("coordinator: recording key setup: %w", err)
+		if d.firstRound == 1 {
+			ks := d.keys
+			if err := c.recorder.KeySetupDone(ctx, KeySetup{Study: st.ID, HEPreset: ks.preset.ID, Threshold: st.Threshold,
+				Participants: ks.order, CollectiveKey: ks.pkHash}); err != nil {
+				return fmt.Errorf("coordinator: recording key setup: %w", err)
+			}
 		}
 	}
 
 	succeeded := 0
-	for r := 1; r <= st.Rounds; r++ {
+	for r := int(d.firstRound); r <= st.Rounds; r++ {
 		rep, err := d.runRound(ctx, uint64(r), next)
 		if err != nil {
 			return err
@@ -299,6 +337,11 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 		c.mu.Lock()
 		c.result.Rounds = append(c.result.Rounds, rep)
 		c.mu.Unlock()
+		// What is needed to resume after round r is on disk before the log
+		// says round r happened.
+		if err := d.saveRound(uint64(r)); err != nil {
+			return err
+		}
 		if err := c.recorder.RecordRound(ctx, rep); err != nil {
 			return fmt.Errorf("coordinator: recording round %d: %w", r, err)
 		}
@@ -306,7 +349,7 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 			c.cfg.OnRound(rep)
 		}
 	}
-	if succeeded == 0 {
+	if succeeded == 0 && d.firstRound == 1 {
 		return fmt.Errorf("coordinator: all %d rounds failed", st.Rounds)
 	}
 	d.evaluateFinal(next)

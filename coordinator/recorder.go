@@ -12,7 +12,9 @@ import (
 // them to the audit log; an error stops the study, so a round counts as
 // done only once it is recorded.
 type Recorder interface {
-	StudyStarted(ctx context.Context, s StudyStart) error
+	// StudyStarted checks the study can start (or resume) and says where
+	// it stands: the last committed round and its model.
+	StudyStarted(ctx context.Context, s StudyStart) (Resume, error)
 	KeySetupDone(ctx context.Context, k KeySetup) error
 	RecordRound(ctx context.Context, rep RoundReport) error
 }
@@ -38,13 +40,14 @@ type LogRecorder struct {
 	Logger *slog.Logger
 }
 
-// StudyStarted implements Recorder.
-func (r LogRecorder) StudyStarted(ctx context.Context, s StudyStart) error {
+// StudyStarted implements Recorder. Without a log there is nothing to
+// resume from: the study starts at round 1.
+func (r LogRecorder) StudyStarted(ctx context.Context, s StudyStart) (Resume, error) {
 	if r.Logger != nil {
-		r.Logger.WarnContext(ctx, "no audit log configured: rounds are not recorded on a replicated log",
+		r.Logger.WarnContext(ctx, "no audit log configured: rounds are not recorded on a replicated log, and a restarted coordinator starts the study over",
 			slog.String("initial_model", hex.EncodeToString(s.InitialModel[:])))
 	}
-	return nil
+	return Resume{Model: s.InitialModel}, nil
 }
 
 // KeySetupDone implements Recorder.
