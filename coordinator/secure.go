@@ -338,6 +338,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 			default:
 				got[e.client] = e.shares
 				e.reply <- nil
+				log.Info("decryption share accepted", slog.String("client", e.client), slog.Int("have", len(got)), slog.Int("need", len(active)))
 			}
 		}
 	}
