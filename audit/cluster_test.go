@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -13,8 +14,11 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/internal/tlsutil"
+	pb "github.com/fedledger/fedledger/proto"
 )
 
 // testCluster is a set of real audit nodes on loopback: TCP, mutual TLS,
@@ -349,5 +353,68 @@ func TestClusterCheckpointsAndWitnessState(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(c.dirs[w], "witness.json")); !strings.Contains(string(b), "last_cosigned") {
 		t.Fatalf("witness state not on disk: %s", b)
+	}
+}
+
+// TestAuditLogRefusesWrongCallers: a hospital client or an observer may
+// read the log but not write to it or change its membership; a certificate
+// from another CA or an expired one does not get through the handshake.
+// Each is refused with a clear status and the log does not change.
+func TestAuditLogRefusesWrongCallers(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	study, _ := c.l.Log().Leaf(0)
+	if _, err := c.nodes[0].Append(context.Background(), study); err != nil {
+		t.Fatal(err)
+	}
+	rec := Must(Sign(c.coord, c.round(1, model(0), model(1), "site-a", "site-b"))).Marshal()
+	dial := func(id *tlsutil.Identity, pool *x509.CertPool) *Client {
+		cli, err := Dial([]string{c.addrs[0]}, tlsutil.ClientConfig(id, pool, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.Close() })
+		return cli
+	}
+	hospital := dial(Must(c.ca.Issue("site-a", tlsutil.RoleClient, nil, time.Hour)), c.ca.Pool())
+	observer := dial(Must(c.ca.Issue("regulator", tlsutil.RoleObserver, nil, time.Hour)), c.ca.Pool())
+	other, _ := tlsutil.NewCA("another consortium", time.Hour)
+	foreign := dial(Must(other.Issue("coord", tlsutil.RoleCoordinator, nil, time.Hour)), c.ca.Pool())
+	expired := dial(Must(c.ca.Issue("coord", tlsutil.RoleCoordinator, nil, -time.Minute)), c.ca.Pool())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for name, call := range map[string]func() error{
+		"hospital appends": func() error { _, err := hospital.Append(ctx, rec); return err },
+		"observer appends": func() error { _, err := observer.Append(ctx, rec); return err },
+		"hospital removes a node": func() error {
+			_, err := hospital.apis[0].Remove(ctx, &pb.RemoveRequest{Id: "audit-0"})
+			return err
+		},
+		"observer joins a node": func() error {
+			_, err := observer.apis[0].Join(ctx, &pb.JoinRequest{Id: "audit-9", Address: "127.0.0.1:1"})
+			return err
+		},
+	} {
+		if err := call(); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "may not call") {
+			t.Errorf("%s: %v, want PermissionDenied naming the RPC", name, err)
+		}
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel2()
+	for name, cli := range map[string]*Client{"another CA": foreign, "expired certificate": expired} {
+		if _, err := cli.Append(short, rec); err == nil {
+			t.Errorf("%s: append accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	// Reading is allowed to both.
+	if _, _, err := observer.LatestOutput(ctx, "heart"); err != nil {
+		t.Fatalf("observer read: %v", err)
+	}
+	if _, _, err := hospital.LatestOutput(ctx, "heart"); err != nil {
+		t.Fatalf("hospital read: %v", err)
+	}
+	if n := c.nodes[0].FSM().Ledger().Log().Size(); n != 1 {
+		t.Fatalf("log has %d entries after refused calls, want 1", n)
 	}
 }

@@ -56,7 +56,9 @@ func (m *mux) route(c net.Conn) {
 	tc := tls.Server(c, m.cfg)
 	tc.SetDeadline(time.Now().Add(handshakeTimeout))
 	if err := tc.Handshake(); err != nil {
-		m.log.Debug("TLS handshake failed", slog.String("remote", c.RemoteAddr().String()), slog.Any("err", err))
+		// Unknown CAs, expired certificates and port scans end here; the
+		// caller only sees a broken connection, so the reason is logged.
+		m.log.Warn("refused connection: TLS handshake failed", slog.String("remote", c.RemoteAddr().String()), slog.Any("err", err))
 		c.Close()
 		return
 	}
