@@ -18,15 +18,21 @@ import (
 	"github.com/fedledger/fedledger/internal/config"
 )
 
-func main() {
+func main() { os.Exit(runMain()) }
+
+// runMain runs the command line and returns the exit status: 0 success,
+// 2 a configuration or usage error, 1 anything else (including a model
+// that fails verification).
+func runMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fedledger:", err)
 		if errors.Is(err, config.ErrConfig) {
-			os.Exit(2)
+			return 2
 		}
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
