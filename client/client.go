@@ -14,6 +14,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -145,6 +146,7 @@ type Client struct {
 	keys        *keys     // secure key material of the current study
 	audit       *audit.Client
 	manifest    [32]byte // SHA-256 of the data manifest
+	metrics     *metrics
 }
 
 // New checks the configuration and loads the local data, so that a missing
@@ -154,6 +156,15 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, log: logger, signer: cfg.TLS.Certificates[0].PrivateKey.(ed25519.PrivateKey)}
+	site := ""
+	if leaf := cfg.TLS.Certificates[0].Leaf; leaf != nil {
+		site = leaf.Subject.CommonName
+	} else if len(cfg.TLS.Certificates[0].Certificate) > 0 {
+		if cert, err := x509.ParseCertificate(cfg.TLS.Certificates[0].Certificate[0]); err == nil {
+			site = cert.Subject.CommonName
+		}
+	}
+	c.metrics = newMetrics(site)
 	var err error
 	if cfg.Data.Heart != "" {
 		c.train, c.test, err = train.LoadHeart(cfg.Data.Heart, train.HeartSplitSeed)
@@ -252,6 +263,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 	}
 	c.id = w.ClientId
 	if reason := c.checkStudy(ctx, w.Study); reason != "" {
+		c.metrics.refusals.Inc()
 		c.log.Error("refusing study", slog.String("study", w.Study.StudyId), slog.String("reason", reason))
 		stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Refusal{Refusal: &pb.TaskRefusal{StudyId: w.Study.StudyId, Reason: reason}}})
 		stream.CloseSend()
@@ -261,6 +273,8 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 		return true, err
 	}
 	c.id, c.study = w.ClientId, w.Study
+	c.metrics.connected.Set(1)
+	defer c.metrics.connected.Set(0)
 	c.log.Info("joined study", slog.String("study", w.Study.StudyId), slog.String("as", w.ClientId),
 		slog.String("mode", w.Study.Mode), slog.String("strategy", w.Study.Strategy))
 	if w.Study.Mode == modePlaintext {
@@ -278,7 +292,13 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 		}
 		switch msg := m.Msg.(type) {
 		case *pb.CoordinatorMessage_Train:
-			if err := c.trainRound(ctx, api, msg.Train); err != nil {
+			err := c.trainRound(ctx, api, msg.Train)
+			if err == nil {
+				c.metrics.rounds.WithLabelValues("submitted").Inc()
+			} else {
+				c.metrics.rounds.WithLabelValues("failed").Inc()
+			}
+			if err != nil {
 				c.log.Error("round task failed", slog.Uint64("round", msg.Train.Round), slog.Any("err", err))
 				stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Refusal{Refusal: &pb.TaskRefusal{
 					StudyId: msg.Train.StudyId, Round: msg.Train.Round, Reason: err.Error()}}})
@@ -319,7 +339,15 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 				return true, err
 			}
 		case *pb.CoordinatorMessage_Decrypt:
-			if err := c.decryptRound(ctx, api, msg.Decrypt); err != nil {
+			t0 := time.Now()
+			err := c.decryptRound(ctx, api, msg.Decrypt)
+			if err == nil {
+				c.metrics.shares.WithLabelValues("given").Inc()
+				c.metrics.phase.WithLabelValues("decryption_share").Observe(time.Since(t0).Seconds())
+			} else {
+				c.metrics.shares.WithLabelValues("refused").Inc()
+			}
+			if err != nil {
 				if err := refuse(msg.Decrypt.StudyId, msg.Decrypt.Round, "decryption share", err); err != nil {
 					return true, err
 				}
@@ -398,21 +426,26 @@ func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.
 	}
 	cfg := trainConfigFrom(c.study.Training)
 	cfg.Seed += int64(t.Round) // a fresh shuffle every round, reproducibly
+	t0 := time.Now()
 	local, st, err := train.Train(ctx, spec, parent, c.train, cfg)
 	if err != nil {
 		return err
 	}
+	c.metrics.phase.WithLabelValues("train").Observe(time.Since(t0).Seconds())
 	n := uint64(c.train.Len())
+	t0 = time.Now()
 	payload, encoding, sig, err := c.encodeUpdate(t, local, parent, n)
 	if err != nil {
 		return err
 	}
+	c.metrics.phase.WithLabelValues("encode").Observe(time.Since(t0).Seconds())
 	trainMet, _ := train.Evaluate(spec, local, c.train)
 	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
 	chunks[0].Header = &pb.UpdateHeader{
 		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, Signature: sig, DataManifestSha256: c.manifest[:],
 		Train: &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}, ParentTest: toPB(parentTest),
 	}
+	t0 = time.Now()
 	up, err := api.SubmitUpdate(ctx)
 	if err != nil {
 		return err
@@ -426,6 +459,8 @@ func (c *Client) trainRound(ctx context.Context, api pb.FederationClient, t *pb.
 	if err != nil {
 		return fmt.Errorf("update for round %d rejected: %w", t.Round, err)
 	}
+	c.metrics.phase.WithLabelValues("upload").Observe(time.Since(t0).Seconds())
+	c.metrics.updateSize.Add(float64(len(payload)))
 	c.log.Info("update submitted", slog.Uint64("round", t.Round), slog.Int("steps", st.Steps), slog.Float64("train_loss", st.Loss),
 		slog.Float64("parent_test_acc", parentTest.Accuracy), slog.String("sha256", fmt.Sprintf("%x", rcpt.ContentSha256[:8])),
 		slog.String("encoding", encoding), slog.Int("bytes", len(payload)), slog.Duration("took", time.Since(start)))

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -213,8 +214,14 @@ func TestFedAdamOverMTLS(t *testing.T) {
 // the metric name with at most one {label="value"} selector.
 func metricValue(t *testing.T, co *coordinator.Coordinator, name string) float64 {
 	t.Helper()
+	return registryValue(t, co.Metrics(), name)
+}
+
+// registryValue reads one series from a Prometheus registry.
+func registryValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
 	metric, label, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
-	families, err := co.Metrics().Gather()
+	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

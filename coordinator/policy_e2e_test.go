@@ -19,8 +19,14 @@ import (
 // runWithPolicies runs one client per hospital, each with the policy (and
 // audit nodes) given, and returns their Run errors.
 func (f *federation) runWithPolicies(policies map[string]client.Policy, auditNodes []string) map[string]error {
+	errs, _ := f.runWithPoliciesClients(policies, auditNodes)
+	return errs
+}
+
+func (f *federation) runWithPoliciesClients(policies map[string]client.Policy, auditNodes []string) (map[string]error, map[string]*client.Client) {
 	var mu sync.Mutex
 	errs := map[string]error{}
+	clients := map[string]*client.Client{}
 	var wg sync.WaitGroup
 	for _, h := range train.Hospitals {
 		cfg := client.DefaultConfig()
@@ -30,6 +36,7 @@ func (f *federation) runWithPolicies(policies map[string]client.Policy, auditNod
 		if err != nil {
 			f.t.Fatal(err)
 		}
+		clients[h] = c
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -43,7 +50,7 @@ func (f *federation) runWithPolicies(policies map[string]client.Policy, auditNod
 	}
 	f.wait()
 	wg.Wait()
-	return errs
+	return errs, clients
 }
 
 // TestPolicyRefusalIsVisible: a hospital whose policy forbids the study
@@ -54,7 +61,7 @@ func TestPolicyRefusalIsVisible(t *testing.T) {
 	cfg := secureStudyConfig(t, aggregation.FedAvg, 2, 3, 3)
 	cfg.Study.StartTimeout = 2 * time.Second
 	f := startFederation(t, cfg)
-	errs := f.runWithPolicies(map[string]client.Policy{"va": {MaxRounds: 1}}, nil)
+	errs, clients := f.runWithPoliciesClients(map[string]client.Policy{"va": {MaxRounds: 1}}, nil)
 	if err := errs["va"]; err == nil || !strings.Contains(err.Error(), "policy: study asks for 2 rounds, this site allows at most 1") {
 		t.Fatalf("va: %v", err)
 	}
@@ -66,6 +73,18 @@ func TestPolicyRefusalIsVisible(t *testing.T) {
 	}
 	if got := metricValue(t, f.co, "fedledger_coordinator_task_refusals_total"); got < 1 {
 		t.Fatalf("refusals counted: %v", got)
+	}
+	// The hospitals' own metrics say the same.
+	for name, want := range map[string]float64{
+		"va/fedledger_client_study_refusals_total":                           1,
+		`cleveland/fedledger_client_rounds_total{outcome="submitted"}`:       2,
+		`cleveland/fedledger_client_decryption_shares_total{result="given"}`: 2,
+		`hungary/fedledger_client_rounds_total{outcome="submitted"}`:         2,
+	} {
+		site, series, _ := strings.Cut(name, "/")
+		if got := registryValue(t, clients[site].Metrics(), series); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
 	}
 }
 

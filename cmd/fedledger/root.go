@@ -190,6 +190,13 @@ Example client.yaml:
 			if err != nil {
 				return fmt.Errorf("%w: %v", config.ErrConfig, err)
 			}
+			if c.File.MetricsListen != "" {
+				stop, err := serveMetrics(c.File.MetricsListen, cl.Metrics(), logger)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return cl.Run(cmd.Context())
 		},
 	}

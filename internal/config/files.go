@@ -148,12 +148,15 @@ type PolicyFile struct {
 
 // ClientFile is a hospital client's configuration file.
 type ClientFile struct {
-	Coordinator string   `mapstructure:"coordinator"`
-	DataDir     string   `mapstructure:"data_dir"`
-	TLS         TLSFile  `mapstructure:"tls"`
-	Data        DataFile `mapstructure:"data"`
-	Studies     []string `mapstructure:"studies"`
-	Log         LogFile  `mapstructure:"log"`
+	Coordinator string `mapstructure:"coordinator"`
+	// MetricsListen serves Prometheus /metrics over HTTP; empty (the
+	// default) disables.
+	MetricsListen string   `mapstructure:"metrics_listen"`
+	DataDir       string   `mapstructure:"data_dir"`
+	TLS           TLSFile  `mapstructure:"tls"`
+	Data          DataFile `mapstructure:"data"`
+	Studies       []string `mapstructure:"studies"`
+	Log           LogFile  `mapstructure:"log"`
 	// AuditNodes are the audit log's addresses; when set, the client
 	// trains only on parents committed there.
 	AuditNodes []string `mapstructure:"audit_nodes"`

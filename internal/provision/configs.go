@@ -92,6 +92,7 @@ origin: %s
 			}
 		}
 		return "client.yaml", head + fmt.Sprintf(`coordinator: %s
+# metrics_listen: 127.0.0.1:9466        # Prometheus /metrics (off by default)
 data_dir: client-data                   # key material for secure studies (0600)
 %s
 audit_nodes: %s

@@ -1,0 +1,50 @@
+package client
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are a hospital client's Prometheus series, in its own registry.
+type metrics struct {
+	reg        *prometheus.Registry
+	connected  prometheus.Gauge
+	rounds     *prometheus.CounterVec
+	updateSize prometheus.Counter
+	phase      *prometheus.HistogramVec
+	shares     *prometheus.CounterVec
+	refusals   prometheus.Counter
+}
+
+func newMetrics(site string) *metrics {
+	labels := prometheus.Labels{"site": site}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedledger_client_connected", Help: "1 while the Participate stream to the coordinator is up.", ConstLabels: labels,
+		}),
+		rounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_client_rounds_total", Help: "Train tasks, by outcome (submitted or failed).", ConstLabels: labels,
+		}, []string{"outcome"}),
+		updateSize: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedledger_client_update_bytes_total", Help: "Update payload bytes sent.", ConstLabels: labels,
+		}),
+		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fedledger_client_phase_duration_seconds", Help: "Time per task phase (train, encode, upload, decryption_share).",
+			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}, []string{"phase"}),
+		shares: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_client_decryption_shares_total", Help: "Decryption requests, by result (given or refused).", ConstLabels: labels,
+		}, []string{"result"}),
+		refusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedledger_client_study_refusals_total", Help: "Studies refused at Welcome (policy, capability).", ConstLabels: labels,
+		}),
+	}
+	m.reg.MustRegister(m.connected, m.rounds, m.updateSize, m.phase, m.shares, m.refusals,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Metrics is the client's Prometheus registry, for an HTTP /metrics
+// handler.
+func (c *Client) Metrics() *prometheus.Registry { return c.metrics.reg }
