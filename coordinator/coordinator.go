@@ -28,6 +28,10 @@ const maxMsg = 4 << 20
 
 var errStudyOver = errors.New("coordinator: the study has finished")
 
+// errInterrupted stops the coordinator without ending the study: a
+// restarted coordinator resumes it from the audit log.
+var errInterrupted = errors.New("coordinator: interrupted; the study resumes from the audit log on restart")
+
 // Coordinator runs one study. Create it with New and run it with Run.
 type Coordinator struct {
 	cfg      Config
@@ -157,8 +161,9 @@ func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
 	err = c.runStudy(ctx, d)
 	hs.SetServingStatus(pb.Federation_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	close(c.stopped)
-	if ctx.Err() != nil {
-		// Shut down (SIGTERM, or the caller cancelled), not finished: the
+	if ctx.Err() != nil || errors.Is(err, errInterrupted) {
+		// Shut down (SIGTERM, or the caller cancelled), or the audit log
+		// could not record a round: not finished. The
 		// hospitals are not told the study ended, only disconnected, so
 		// they keep retrying and carry on with the restarted coordinator,
 		// which resumes from the audit log.
@@ -343,7 +348,7 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 			return err
 		}
 		if err := c.recorder.RecordRound(ctx, rep); err != nil {
-			return fmt.Errorf("coordinator: recording round %d: %w", r, err)
+			return fmt.Errorf("%w: recording round %d: %w", errInterrupted, r, err)
 		}
 		if c.cfg.OnRound != nil {
 			c.cfg.OnRound(rep)
