@@ -367,48 +367,44 @@ func (n *Node) current() error {
 	return n.raft.Barrier(n.cfg.ApplyTimeout).Error()
 }
 
-// LatestOutput is the study's latest committed output model, read on the
-// leader.
-func (n *Node) LatestOutput(ctx context.Context, study string) (Hash, uint64, error) {
+// readCurrent answers a read that must be current: on the leader after
+// VerifyLeader and a Barrier (local), or forwarded to it (remote).
+func (n *Node) readCurrent(ctx context.Context, local func() error, remote func(context.Context, pb.AuditLogClient) error) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
-	var h Hash
-	var round uint64
-	err := n.onLeader(ctx, func() error {
+	return n.onLeader(ctx, func() error {
 		if err := n.current(); err != nil {
 			return err
 		}
-		var err error
+		return local()
+	}, func(c pb.AuditLogClient) error { return remote(forwarded(ctx), c) })
+}
+
+// LatestOutput is the study's latest committed output model, read on the
+// leader.
+func (n *Node) LatestOutput(ctx context.Context, study string) (h Hash, round uint64, err error) {
+	err = n.readCurrent(ctx, func() (err error) {
 		h, round, err = n.fsm.Ledger().LatestOutput(study)
 		return err
-	}, func(c pb.AuditLogClient) error {
-		r, err := c.LatestOutput(forwarded(ctx), &pb.LatestOutputRequest{StudyId: study})
-		if err != nil {
-			return err
+	}, func(ctx context.Context, c pb.AuditLogClient) error {
+		r, err := c.LatestOutput(ctx, &pb.LatestOutputRequest{StudyId: study})
+		if err == nil {
+			copy(h[:], r.ModelSha256)
+			round = r.Round
 		}
-		copy(h[:], r.ModelSha256)
-		round = r.Round
-		return nil
+		return err
 	})
 	return h, round, err
 }
 
 // StudyRecord is the study's admin-signed study-created entry, read on the
 // leader.
-func (n *Node) StudyRecord(ctx context.Context, study string) ([]byte, int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
-	defer cancel()
-	var env []byte
-	var idx int64
-	err := n.onLeader(ctx, func() error {
-		if err := n.current(); err != nil {
-			return err
-		}
-		var err error
+func (n *Node) StudyRecord(ctx context.Context, study string) (env []byte, idx int64, err error) {
+	err = n.readCurrent(ctx, func() (err error) {
 		env, idx, err = n.fsm.Ledger().StudyRecord(study)
 		return err
-	}, func(c pb.AuditLogClient) error {
-		r, err := c.StudyRecord(forwarded(ctx), &pb.LatestOutputRequest{StudyId: study})
+	}, func(ctx context.Context, c pb.AuditLogClient) error {
+		r, err := c.StudyRecord(ctx, &pb.LatestOutputRequest{StudyId: study})
 		if err == nil {
 			env, idx = r.Envelope, r.Index
 		}
@@ -522,12 +518,9 @@ func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
 	if cp.Origin != n.cfg.Origin {
 		return nil, fmt.Errorf("%w: origin %q, this log is %q", ErrBadCheckpoint, cp.Origin, n.cfg.Origin)
 	}
-	lg := n.fsm.Ledger()
-	for deadline := time.Now().Add(5 * time.Second); lg.Log().Size() < cp.Size; lg = n.fsm.Ledger() {
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("audit: witness %s has %d entries, checkpoint claims %d", n.id, lg.Log().Size(), cp.Size)
-		}
-		time.Sleep(20 * time.Millisecond)
+	lg, err := n.waitReplica(cp.Size, 5*time.Second)
+	if err != nil {
+		return nil, err
 	}
 	n.witness.mu.Lock()
 	defer n.witness.mu.Unlock()
@@ -565,6 +558,19 @@ func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
 	return out, nil
 }
 
+// waitReplica waits until this node's replica holds at least size entries
+// (a follower may lag the leader's checkpoint by a few milliseconds).
+func (n *Node) waitReplica(size int64, timeout time.Duration) (*Ledger, error) {
+	lg := n.fsm.Ledger()
+	for deadline := time.Now().Add(timeout); lg.Log().Size() < size; lg = n.fsm.Ledger() {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("audit: node %s has %d entries, the checkpoint claims %d", n.id, lg.Log().Size(), size)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return lg, nil
+}
+
 // Export returns an offline bundle: a cosigned checkpoint and every entry
 // up to it.
 func (n *Node) Export(ctx context.Context) (*Bundle, error) {
@@ -580,12 +586,9 @@ func (n *Node) Export(ctx context.Context) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	lg := n.fsm.Ledger()
-	for deadline := time.Now().Add(n.cfg.ApplyTimeout); lg.Log().Size() < cp.Size; lg = n.fsm.Ledger() {
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("audit: this node has %d entries, the checkpoint %d", lg.Log().Size(), cp.Size)
-		}
-		time.Sleep(20 * time.Millisecond)
+	lg, err := n.waitReplica(cp.Size, n.cfg.ApplyTimeout)
+	if err != nil {
+		return nil, err
 	}
 	b := &Bundle{Checkpoint: signed}
 	for i := int64(0); i < cp.Size; i++ {

@@ -166,13 +166,7 @@ func (ca *CA) IssueKey(id string, role Role, hosts []string, validity time.Durat
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
+	tmpl.IPAddresses, tmpl.DNSNames = splitHosts(hosts)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
 		return nil, fmt.Errorf("tlsutil: sign certificate for %s: %w", id, err)
@@ -195,13 +189,7 @@ func NewCSR(id string, role Role, hosts []string) (csrPEM, keyPEM []byte, err er
 		return nil, nil, err
 	}
 	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: id, OrganizationalUnit: []string{string(role)}}}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
+	tmpl.IPAddresses, tmpl.DNSNames = splitHosts(hosts)
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, priv)
 	if err != nil {
 		return nil, nil, err
@@ -402,4 +390,16 @@ func randomSerial() (*big.Int, error) {
 		return nil, fmt.Errorf("tlsutil: serial: %w", err)
 	}
 	return s, nil
+}
+
+// splitHosts sorts certificate hosts into IP addresses and DNS names.
+func splitHosts(hosts []string) (ips []net.IP, names []string) {
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, h)
+		}
+	}
+	return ips, names
 }
