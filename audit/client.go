@@ -130,6 +130,20 @@ func (c *Client) StudyRecord(ctx context.Context, study string) ([]byte, error) 
 	return r.Envelope, nil
 }
 
+// ListStudies summarises every study on the log (as the answering node's
+// replica has it).
+func (c *Client) ListStudies(ctx context.Context) ([]*pb.StudySummary, error) {
+	var r *pb.ListStudiesResponse
+	err := c.each(ctx, func(api pb.AuditLogClient) (err error) {
+		r, err = api.ListStudies(ctx, &pb.ListStudiesRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Studies, nil
+}
+
 // Get returns the entry at index.
 func (c *Client) Get(ctx context.Context, index int64) ([]byte, error) {
 	var r *pb.Entry

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/fedledger/fedledger/internal/tlsutil"
@@ -49,6 +51,9 @@ type studyState struct {
 	rules      Record // the study-created record
 	lastRound  uint64
 	lastOutput Hash
+	completed  uint32
+	failed     uint32
+	keySetup   bool
 }
 
 // Ledger is the deterministic state machine behind the audit log: the
@@ -148,6 +153,11 @@ func (l *Ledger) check(rec *Record, signer tlsutil.Peer) (*studyState, error) {
 	if exp := st.rules.ExpiresAtUnixNs; exp != 0 && rec.TimestampUnixNs >= exp {
 		return nil, ErrStudyExpired
 	}
+	if rec.Kind == KindKeySetupDone {
+		next := *st
+		next.keySetup = true
+		return &next, nil
+	}
 	if rec.Kind != KindRoundCompleted && rec.Kind != KindRoundFailed {
 		return nil, nil
 	}
@@ -160,6 +170,7 @@ func (l *Ledger) check(rec *Record, signer tlsutil.Peer) (*studyState, error) {
 	next := *st
 	next.lastRound = rec.Round
 	if rec.Kind == KindRoundFailed {
+		next.failed++
 		return &next, nil
 	}
 	approved := map[string]bool{}
@@ -180,6 +191,7 @@ func (l *Ledger) check(rec *Record, signer tlsutil.Peer) (*studyState, error) {
 		return nil, fmt.Errorf("%w: %d < %d", ErrTooFewContributors, len(seen), st.rules.MinContributors)
 	}
 	next.lastOutput = rec.OutputModel
+	next.completed++
 	return &next, nil
 }
 
@@ -214,4 +226,32 @@ func (l *Ledger) StudyRecord(study string) ([]byte, int64, error) {
 	}
 	leaf, err := l.log.Leaf(idx)
 	return leaf, idx, err
+}
+
+// StudySummary is one study as the log knows it.
+type StudySummary struct {
+	ID              string
+	CreatedBy       string
+	ApprovedSites   []string
+	MinContributors uint32
+	ExpiresAtUnixNs int64
+	LastRound       uint64
+	LatestModel     Hash
+	Completed       uint32
+	Failed          uint32
+	KeySetupDone    bool
+}
+
+// Studies summarises every study, sorted by id.
+func (l *Ledger) Studies() []StudySummary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]StudySummary, 0, len(l.studies))
+	for id, st := range l.studies {
+		out = append(out, StudySummary{ID: id, CreatedBy: st.rules.SubmitterID, ApprovedSites: st.rules.ApprovedSites,
+			MinContributors: st.rules.MinContributors, ExpiresAtUnixNs: st.rules.ExpiresAtUnixNs, LastRound: st.lastRound,
+			LatestModel: st.lastOutput, Completed: st.completed, Failed: st.failed, KeySetupDone: st.keySetup})
+	}
+	slices.SortFunc(out, func(a, b StudySummary) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }

@@ -180,6 +180,19 @@ func (s *auditServer) StudyRecord(ctx context.Context, req *pb.LatestOutputReque
 	return &pb.Entry{Index: idx, Envelope: env}, nil
 }
 
+func (s *auditServer) ListStudies(ctx context.Context, _ *pb.ListStudiesRequest) (*pb.ListStudiesResponse, error) {
+	if _, err := s.authorize(ctx, "ListStudies", readers); err != nil {
+		return nil, err
+	}
+	out := &pb.ListStudiesResponse{}
+	for _, st := range s.n.fsm.Ledger().Studies() {
+		out.Studies = append(out.Studies, &pb.StudySummary{StudyId: st.ID, CreatedBy: st.CreatedBy, ApprovedSites: st.ApprovedSites,
+			MinContributors: st.MinContributors, ExpiresUnixNanos: st.ExpiresAtUnixNs, LastRound: st.LastRound,
+			LatestModelSha256: st.LatestModel[:], RoundsCompleted: st.Completed, RoundsFailed: st.Failed, KeySetupDone: st.KeySetupDone})
+	}
+	return out, nil
+}
+
 func (s *auditServer) ProveInclusion(ctx context.Context, req *pb.InclusionRequest) (*pb.Proof, error) {
 	if _, err := s.authorize(ctx, "ProveInclusion", readers); err != nil {
 		return nil, err

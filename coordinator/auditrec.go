@@ -144,7 +144,7 @@ func studyParams(st StudyConfig) []audit.Param {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	t := st.Training
 	ps := []audit.Param{
-		{Name: "mode", Value: st.Mode}, {Name: "model", Value: st.Model.String()}, {Name: "rounds", Value: strconv.Itoa(st.Rounds)},
+		{Name: "purpose", Value: st.Purpose}, {Name: "mode", Value: st.Mode}, {Name: "model", Value: st.Model.String()}, {Name: "rounds", Value: strconv.Itoa(st.Rounds)},
 		{Name: "server_lr", Value: f(st.Strategy.ServerLR)}, {Name: "optimizer", Value: t.Optimizer},
 		{Name: "learning_rate", Value: f(t.LearningRate)}, {Name: "batch_size", Value: strconv.Itoa(t.BatchSize)},
 		{Name: "local_steps", Value: strconv.Itoa(t.LocalSteps)}, {Name: "epochs", Value: strconv.Itoa(t.Epochs)},

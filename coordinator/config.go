@@ -54,6 +54,11 @@ type StudyConfig struct {
 	CRSSeed   []byte
 	// KeySetupTimeout bounds the secure key setup before round 1.
 	KeySetupTimeout time.Duration
+	// Purpose says what the study is for (on the study record).
+	Purpose string
+	// ManualStart makes the coordinator wait for an admin's
+	// StudyAdmin.Start (fedledger study start) before round 1.
+	ManualStart bool
 	// Features optionally names the model's input columns, in order;
 	// clients whose data has other columns refuse the study.
 	Features []string

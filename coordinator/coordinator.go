@@ -52,6 +52,7 @@ type Coordinator struct {
 	finished *pb.StudyFinished
 	result   StudyResult
 	keys     *keyState // secure mode, once key setup is done
+	status   *pb.StudyStatus
 }
 
 // Driver events posted by the gRPC handlers.
@@ -103,6 +104,7 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 		cfg: cfg, log: logger.With(slog.String("study", cfg.Study.ID)), store: store, cts: cts, agg: agg, opt: opt,
 		approved: map[string]bool{}, events: make(chan any, 64), stopped: make(chan struct{}),
 		sessions: map[string]*session{}, metrics: newMetrics(cfg.Study.ID),
+		status: &pb.StudyStatus{StudyId: cfg.Study.ID, Mode: cfg.Study.Mode, Phase: PhaseWaiting, Rounds: uint32(cfg.Study.Rounds)},
 	}
 	for _, id := range cfg.Study.Clients {
 		c.approved[id] = true
@@ -142,6 +144,7 @@ func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
 		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
 	)
 	pb.RegisterFederationServer(srv, &server{c: c})
+	pb.RegisterStudyAdminServer(srv, &adminServer{c: c})
 	hs := health.NewServer()
 	hs.SetServingStatus(pb.Federation_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
@@ -213,6 +216,9 @@ type driver struct {
 	decrypting bool
 	// firstRound is the round the study starts (or resumes) at.
 	firstRound uint64
+	// awaitingStart is set while a manually started study waits for an
+	// admin.
+	awaitingStart bool
 }
 
 // prepare stores the initial model and records the study's start.
@@ -260,16 +266,22 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 			case evJoined:
 				d.live[e.s.client] = e.s
 				c.metrics.connected.Set(float64(len(d.live)))
+				c.setStatus(func(s *pb.StudyStatus) { s.Connected = sortedKeys(d.live) })
 				c.log.Info("client connected", slog.String("client", e.s.client), slog.Int("connected", len(d.live)))
 			case evLeft:
 				if d.live[e.s.client] == e.s {
 					delete(d.live, e.s.client)
 					c.metrics.connected.Set(float64(len(d.live)))
+					c.setStatus(func(s *pb.StudyStatus) { s.Connected = sortedKeys(d.live) })
 					c.log.Warn("client disconnected", slog.String("client", e.s.client), slog.Int("connected", len(d.live)))
 				}
 			case evEval:
 				if hex.EncodeToString(e.m.ModelSha256) == hex.EncodeToString(d.parent[:]) && e.m.Test != nil {
 					d.final[e.client] = metricsFrom(e.m.Test)
+				}
+			case evStart:
+				if !d.awaitingStart {
+					e.reply <- fmt.Errorf("%w: study %q has already started", ErrRoundClosed, st.ID)
 				}
 			case evDecShare:
 				if !d.decrypting {
@@ -281,6 +293,27 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 			}
 			return ev, nil
 		}
+	}
+
+	if st.ManualStart {
+		c.setStatus(func(s *pb.StudyStatus) { s.Phase = PhaseCreated })
+		c.log.Info("study created; waiting for an admin to start it (fedledger study start)")
+		d.awaitingStart = true
+		for d.awaitingStart {
+			ev, err := next()
+			if err != nil {
+				return err
+			}
+			switch e := ev.(type) {
+			case evStart:
+				d.awaitingStart = false
+				e.reply <- nil
+				c.log.Info("study started", slog.String("by", e.by))
+			case evUpdate:
+				e.reply <- fmt.Errorf("%w: the study has not started", ErrRoundClosed)
+			}
+		}
+		c.setStatus(func(s *pb.StudyStatus) { s.Phase = PhaseWaiting })
 	}
 
 	// Wait for the clients.
@@ -309,6 +342,7 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 		case ks == nil && d.firstRound > 1:
 			return fmt.Errorf("%w: round %d is committed but this coordinator has no key state (%s)", ErrResume, d.firstRound-1, filepath.Join(c.stateDir(), "keys.json"))
 		case ks == nil:
+			c.setStatus(func(s *pb.StudyStatus) { s.Phase = PhaseKeySetup })
 			if err := d.keySetup(next); err != nil {
 				return err
 			}
@@ -341,6 +375,13 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 		}
 		c.mu.Lock()
 		c.result.Rounds = append(c.result.Rounds, rep)
+		if rep.Failed {
+			c.status.RoundsFailed++
+		} else {
+			c.status.RoundsCompleted++
+			c.status.LastTrainLoss, c.status.LastParentTestAccuracy = rep.TrainLoss, meanAccuracy(rep.ParentTest)
+		}
+		c.status.LatestModelSha256 = rep.Model[:]
 		c.mu.Unlock()
 		// What is needed to resume after round r is on disk before the log
 		// says round r happened.
@@ -410,6 +451,7 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 		Study: st.ID, Round: r, Parent: d.parent, Approved: approved, MinClients: st.MinClients, Deadline: deadline,
 	}, sortedKeys(d.live))
 	log := d.log.With(slog.Uint64("round", r))
+	d.setStatus(func(s *pb.StudyStatus) { s.Phase, s.Round, s.Reported = PhaseRoundOpen, r, nil })
 	log.Info("round announced", slog.String("parent", hex.EncodeToString(d.parent[:8])), slog.Int("clients", len(d.live)))
 	rep := RoundReport{Round: int(r), Model: d.parent, Parent: d.parent}
 	for {
@@ -451,6 +493,7 @@ func (d *driver) runRound(ctx context.Context, r uint64, next func() (any, error
 				d.metrics.updates.WithLabelValues("accepted").Inc()
 				d.metrics.updateBytes.Add(float64(len(e.u.Payload)))
 				d.headers[e.u.Client] = e.hdr
+				d.setStatus(func(s *pb.StudyStatus) { s.Reported = round.Contributors() })
 				log.Info("update accepted", slog.String("client", e.u.Client), slog.Uint64("samples", e.u.Weight),
 					slog.String("sha256", hex.EncodeToString(e.u.Hash[:8])))
 			} else {
@@ -562,6 +605,10 @@ func (d *driver) evaluateFinal(next func() (any, error)) {
 func (c *Coordinator) finish(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.status.Phase = PhaseFinished
+	if err != nil {
+		c.status.Phase, c.status.Failure = PhaseFailed, err.Error()
+	}
 	msg := &pb.StudyFinished{StudyId: c.cfg.Study.ID, RoundsCompleted: uint64(len(c.result.Rounds))}
 	if c.result.ModelBytes != nil {
 		msg.FinalModelSha256 = c.result.Model[:]
@@ -587,4 +634,17 @@ func (c *Coordinator) post(ev any) bool {
 
 func metricsFrom(m *pb.Metrics) train.Metrics {
 	return train.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, AUC: m.Auc, N: int(m.N)}
+}
+
+// meanAccuracy is the sample-weighted mean of per-site accuracies.
+func meanAccuracy(m map[string]train.Metrics) float64 {
+	var acc, n float64
+	for _, v := range m {
+		acc += v.Accuracy * float64(v.N)
+		n += float64(v.N)
+	}
+	if n == 0 {
+		return 0
+	}
+	return acc / n
 }

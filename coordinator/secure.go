@@ -303,6 +303,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 	t1 := time.Now()
 
 	got := map[string][]mhe.KeySwitchShare{}
+	d.setStatus(func(s *pb.StudyStatus) { s.Phase = PhaseDecrypting })
 	d.decrypting = true
 	defer func() { d.decrypting = false }()
 	for len(got) < len(active) {

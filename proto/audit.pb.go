@@ -1074,6 +1074,202 @@ func (x *StatusResponse) GetMembers() []*Member {
 	return nil
 }
 
+type ListStudiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStudiesRequest) Reset() {
+	*x = ListStudiesRequest{}
+	mi := &file_audit_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStudiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStudiesRequest) ProtoMessage() {}
+
+func (x *ListStudiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_audit_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStudiesRequest.ProtoReflect.Descriptor instead.
+func (*ListStudiesRequest) Descriptor() ([]byte, []int) {
+	return file_audit_proto_rawDescGZIP(), []int{21}
+}
+
+type StudySummary struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	StudyId           string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	CreatedBy         string                 `protobuf:"bytes,2,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	ApprovedSites     []string               `protobuf:"bytes,3,rep,name=approved_sites,json=approvedSites,proto3" json:"approved_sites,omitempty"`
+	MinContributors   uint32                 `protobuf:"varint,4,opt,name=min_contributors,json=minContributors,proto3" json:"min_contributors,omitempty"`
+	ExpiresUnixNanos  int64                  `protobuf:"varint,5,opt,name=expires_unix_nanos,json=expiresUnixNanos,proto3" json:"expires_unix_nanos,omitempty"`
+	LastRound         uint64                 `protobuf:"varint,6,opt,name=last_round,json=lastRound,proto3" json:"last_round,omitempty"`
+	LatestModelSha256 []byte                 `protobuf:"bytes,7,opt,name=latest_model_sha256,json=latestModelSha256,proto3" json:"latest_model_sha256,omitempty"`
+	RoundsCompleted   uint32                 `protobuf:"varint,8,opt,name=rounds_completed,json=roundsCompleted,proto3" json:"rounds_completed,omitempty"`
+	RoundsFailed      uint32                 `protobuf:"varint,9,opt,name=rounds_failed,json=roundsFailed,proto3" json:"rounds_failed,omitempty"`
+	KeySetupDone      bool                   `protobuf:"varint,10,opt,name=key_setup_done,json=keySetupDone,proto3" json:"key_setup_done,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *StudySummary) Reset() {
+	*x = StudySummary{}
+	mi := &file_audit_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StudySummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StudySummary) ProtoMessage() {}
+
+func (x *StudySummary) ProtoReflect() protoreflect.Message {
+	mi := &file_audit_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StudySummary.ProtoReflect.Descriptor instead.
+func (*StudySummary) Descriptor() ([]byte, []int) {
+	return file_audit_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *StudySummary) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *StudySummary) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *StudySummary) GetApprovedSites() []string {
+	if x != nil {
+		return x.ApprovedSites
+	}
+	return nil
+}
+
+func (x *StudySummary) GetMinContributors() uint32 {
+	if x != nil {
+		return x.MinContributors
+	}
+	return 0
+}
+
+func (x *StudySummary) GetExpiresUnixNanos() int64 {
+	if x != nil {
+		return x.ExpiresUnixNanos
+	}
+	return 0
+}
+
+func (x *StudySummary) GetLastRound() uint64 {
+	if x != nil {
+		return x.LastRound
+	}
+	return 0
+}
+
+func (x *StudySummary) GetLatestModelSha256() []byte {
+	if x != nil {
+		return x.LatestModelSha256
+	}
+	return nil
+}
+
+func (x *StudySummary) GetRoundsCompleted() uint32 {
+	if x != nil {
+		return x.RoundsCompleted
+	}
+	return 0
+}
+
+func (x *StudySummary) GetRoundsFailed() uint32 {
+	if x != nil {
+		return x.RoundsFailed
+	}
+	return 0
+}
+
+func (x *StudySummary) GetKeySetupDone() bool {
+	if x != nil {
+		return x.KeySetupDone
+	}
+	return false
+}
+
+type ListStudiesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Studies       []*StudySummary        `protobuf:"bytes,1,rep,name=studies,proto3" json:"studies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStudiesResponse) Reset() {
+	*x = ListStudiesResponse{}
+	mi := &file_audit_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStudiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStudiesResponse) ProtoMessage() {}
+
+func (x *ListStudiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_audit_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStudiesResponse.ProtoReflect.Descriptor instead.
+func (*ListStudiesResponse) Descriptor() ([]byte, []int) {
+	return file_audit_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListStudiesResponse) GetStudies() []*StudySummary {
+	if x != nil {
+		return x.Studies
+	}
+	return nil
+}
+
 var File_audit_proto protoreflect.FileDescriptor
 
 const file_audit_proto_rawDesc = "" +
@@ -1136,13 +1332,31 @@ const file_audit_proto_rawDesc = "" +
 	"\ttree_size\x18\x05 \x01(\x03R\btreeSize\x12\x12\n" +
 	"\x04root\x18\x06 \x01(\fR\x04root\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12.\n" +
-	"\amembers\x18\b \x03(\v2\x14.fedledger.v1.MemberR\amembers2\xc8\x06\n" +
+	"\amembers\x18\b \x03(\v2\x14.fedledger.v1.MemberR\amembers\"\x14\n" +
+	"\x12ListStudiesRequest\"\x8d\x03\n" +
+	"\fStudySummary\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x02 \x01(\tR\tcreatedBy\x12%\n" +
+	"\x0eapproved_sites\x18\x03 \x03(\tR\rapprovedSites\x12)\n" +
+	"\x10min_contributors\x18\x04 \x01(\rR\x0fminContributors\x12,\n" +
+	"\x12expires_unix_nanos\x18\x05 \x01(\x03R\x10expiresUnixNanos\x12\x1d\n" +
+	"\n" +
+	"last_round\x18\x06 \x01(\x04R\tlastRound\x12.\n" +
+	"\x13latest_model_sha256\x18\a \x01(\fR\x11latestModelSha256\x12)\n" +
+	"\x10rounds_completed\x18\b \x01(\rR\x0froundsCompleted\x12#\n" +
+	"\rrounds_failed\x18\t \x01(\rR\froundsFailed\x12$\n" +
+	"\x0ekey_setup_done\x18\n" +
+	" \x01(\bR\fkeySetupDone\"K\n" +
+	"\x13ListStudiesResponse\x124\n" +
+	"\astudies\x18\x01 \x03(\v2\x1a.fedledger.v1.StudySummaryR\astudies2\x9c\a\n" +
 	"\bAuditLog\x12C\n" +
 	"\x06Append\x12\x1b.fedledger.v1.AppendRequest\x1a\x1c.fedledger.v1.AppendResponse\x124\n" +
 	"\x03Get\x12\x18.fedledger.v1.GetRequest\x1a\x13.fedledger.v1.Entry\x12E\n" +
 	"\x06Latest\x12\x1b.fedledger.v1.LatestRequest\x1a\x1e.fedledger.v1.SignedCheckpoint\x12U\n" +
 	"\fLatestOutput\x12!.fedledger.v1.LatestOutputRequest\x1a\".fedledger.v1.LatestOutputResponse\x12E\n" +
-	"\vStudyRecord\x12!.fedledger.v1.LatestOutputRequest\x1a\x13.fedledger.v1.Entry\x12E\n" +
+	"\vStudyRecord\x12!.fedledger.v1.LatestOutputRequest\x1a\x13.fedledger.v1.Entry\x12R\n" +
+	"\vListStudies\x12 .fedledger.v1.ListStudiesRequest\x1a!.fedledger.v1.ListStudiesResponse\x12E\n" +
 	"\x0eProveInclusion\x12\x1e.fedledger.v1.InclusionRequest\x1a\x13.fedledger.v1.Proof\x12I\n" +
 	"\x10ProveConsistency\x12 .fedledger.v1.ConsistencyRequest\x1a\x13.fedledger.v1.Proof\x12<\n" +
 	"\x06Export\x12\x1b.fedledger.v1.ExportRequest\x1a\x13.fedledger.v1.Chunk0\x01\x12=\n" +
@@ -1163,7 +1377,7 @@ func file_audit_proto_rawDescGZIP() []byte {
 	return file_audit_proto_rawDescData
 }
 
-var file_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_audit_proto_goTypes = []any{
 	(*AppendRequest)(nil),        // 0: fedledger.v1.AppendRequest
 	(*AppendResponse)(nil),       // 1: fedledger.v1.AppendResponse
@@ -1186,39 +1400,45 @@ var file_audit_proto_goTypes = []any{
 	(*StatusRequest)(nil),        // 18: fedledger.v1.StatusRequest
 	(*Member)(nil),               // 19: fedledger.v1.Member
 	(*StatusResponse)(nil),       // 20: fedledger.v1.StatusResponse
-	(*Chunk)(nil),                // 21: fedledger.v1.Chunk
+	(*ListStudiesRequest)(nil),   // 21: fedledger.v1.ListStudiesRequest
+	(*StudySummary)(nil),         // 22: fedledger.v1.StudySummary
+	(*ListStudiesResponse)(nil),  // 23: fedledger.v1.ListStudiesResponse
+	(*Chunk)(nil),                // 24: fedledger.v1.Chunk
 }
 var file_audit_proto_depIdxs = []int32{
 	19, // 0: fedledger.v1.StatusResponse.members:type_name -> fedledger.v1.Member
-	0,  // 1: fedledger.v1.AuditLog.Append:input_type -> fedledger.v1.AppendRequest
-	2,  // 2: fedledger.v1.AuditLog.Get:input_type -> fedledger.v1.GetRequest
-	4,  // 3: fedledger.v1.AuditLog.Latest:input_type -> fedledger.v1.LatestRequest
-	6,  // 4: fedledger.v1.AuditLog.LatestOutput:input_type -> fedledger.v1.LatestOutputRequest
-	6,  // 5: fedledger.v1.AuditLog.StudyRecord:input_type -> fedledger.v1.LatestOutputRequest
-	8,  // 6: fedledger.v1.AuditLog.ProveInclusion:input_type -> fedledger.v1.InclusionRequest
-	9,  // 7: fedledger.v1.AuditLog.ProveConsistency:input_type -> fedledger.v1.ConsistencyRequest
-	11, // 8: fedledger.v1.AuditLog.Export:input_type -> fedledger.v1.ExportRequest
-	12, // 9: fedledger.v1.AuditLog.Join:input_type -> fedledger.v1.JoinRequest
-	14, // 10: fedledger.v1.AuditLog.Remove:input_type -> fedledger.v1.RemoveRequest
-	16, // 11: fedledger.v1.AuditLog.Cosign:input_type -> fedledger.v1.CosignRequest
-	18, // 12: fedledger.v1.AuditLog.Status:input_type -> fedledger.v1.StatusRequest
-	1,  // 13: fedledger.v1.AuditLog.Append:output_type -> fedledger.v1.AppendResponse
-	3,  // 14: fedledger.v1.AuditLog.Get:output_type -> fedledger.v1.Entry
-	5,  // 15: fedledger.v1.AuditLog.Latest:output_type -> fedledger.v1.SignedCheckpoint
-	7,  // 16: fedledger.v1.AuditLog.LatestOutput:output_type -> fedledger.v1.LatestOutputResponse
-	3,  // 17: fedledger.v1.AuditLog.StudyRecord:output_type -> fedledger.v1.Entry
-	10, // 18: fedledger.v1.AuditLog.ProveInclusion:output_type -> fedledger.v1.Proof
-	10, // 19: fedledger.v1.AuditLog.ProveConsistency:output_type -> fedledger.v1.Proof
-	21, // 20: fedledger.v1.AuditLog.Export:output_type -> fedledger.v1.Chunk
-	13, // 21: fedledger.v1.AuditLog.Join:output_type -> fedledger.v1.JoinResponse
-	15, // 22: fedledger.v1.AuditLog.Remove:output_type -> fedledger.v1.RemoveResponse
-	17, // 23: fedledger.v1.AuditLog.Cosign:output_type -> fedledger.v1.CosignResponse
-	20, // 24: fedledger.v1.AuditLog.Status:output_type -> fedledger.v1.StatusResponse
-	13, // [13:25] is the sub-list for method output_type
-	1,  // [1:13] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	22, // 1: fedledger.v1.ListStudiesResponse.studies:type_name -> fedledger.v1.StudySummary
+	0,  // 2: fedledger.v1.AuditLog.Append:input_type -> fedledger.v1.AppendRequest
+	2,  // 3: fedledger.v1.AuditLog.Get:input_type -> fedledger.v1.GetRequest
+	4,  // 4: fedledger.v1.AuditLog.Latest:input_type -> fedledger.v1.LatestRequest
+	6,  // 5: fedledger.v1.AuditLog.LatestOutput:input_type -> fedledger.v1.LatestOutputRequest
+	6,  // 6: fedledger.v1.AuditLog.StudyRecord:input_type -> fedledger.v1.LatestOutputRequest
+	21, // 7: fedledger.v1.AuditLog.ListStudies:input_type -> fedledger.v1.ListStudiesRequest
+	8,  // 8: fedledger.v1.AuditLog.ProveInclusion:input_type -> fedledger.v1.InclusionRequest
+	9,  // 9: fedledger.v1.AuditLog.ProveConsistency:input_type -> fedledger.v1.ConsistencyRequest
+	11, // 10: fedledger.v1.AuditLog.Export:input_type -> fedledger.v1.ExportRequest
+	12, // 11: fedledger.v1.AuditLog.Join:input_type -> fedledger.v1.JoinRequest
+	14, // 12: fedledger.v1.AuditLog.Remove:input_type -> fedledger.v1.RemoveRequest
+	16, // 13: fedledger.v1.AuditLog.Cosign:input_type -> fedledger.v1.CosignRequest
+	18, // 14: fedledger.v1.AuditLog.Status:input_type -> fedledger.v1.StatusRequest
+	1,  // 15: fedledger.v1.AuditLog.Append:output_type -> fedledger.v1.AppendResponse
+	3,  // 16: fedledger.v1.AuditLog.Get:output_type -> fedledger.v1.Entry
+	5,  // 17: fedledger.v1.AuditLog.Latest:output_type -> fedledger.v1.SignedCheckpoint
+	7,  // 18: fedledger.v1.AuditLog.LatestOutput:output_type -> fedledger.v1.LatestOutputResponse
+	3,  // 19: fedledger.v1.AuditLog.StudyRecord:output_type -> fedledger.v1.Entry
+	23, // 20: fedledger.v1.AuditLog.ListStudies:output_type -> fedledger.v1.ListStudiesResponse
+	10, // 21: fedledger.v1.AuditLog.ProveInclusion:output_type -> fedledger.v1.Proof
+	10, // 22: fedledger.v1.AuditLog.ProveConsistency:output_type -> fedledger.v1.Proof
+	24, // 23: fedledger.v1.AuditLog.Export:output_type -> fedledger.v1.Chunk
+	13, // 24: fedledger.v1.AuditLog.Join:output_type -> fedledger.v1.JoinResponse
+	15, // 25: fedledger.v1.AuditLog.Remove:output_type -> fedledger.v1.RemoveResponse
+	17, // 26: fedledger.v1.AuditLog.Cosign:output_type -> fedledger.v1.CosignResponse
+	20, // 27: fedledger.v1.AuditLog.Status:output_type -> fedledger.v1.StatusResponse
+	15, // [15:28] is the sub-list for method output_type
+	2,  // [2:15] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_audit_proto_init() }
@@ -1233,7 +1453,7 @@ func file_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_audit_proto_rawDesc), len(file_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	AuditLog_Latest_FullMethodName           = "/fedledger.v1.AuditLog/Latest"
 	AuditLog_LatestOutput_FullMethodName     = "/fedledger.v1.AuditLog/LatestOutput"
 	AuditLog_StudyRecord_FullMethodName      = "/fedledger.v1.AuditLog/StudyRecord"
+	AuditLog_ListStudies_FullMethodName      = "/fedledger.v1.AuditLog/ListStudies"
 	AuditLog_ProveInclusion_FullMethodName   = "/fedledger.v1.AuditLog/ProveInclusion"
 	AuditLog_ProveConsistency_FullMethodName = "/fedledger.v1.AuditLog/ProveConsistency"
 	AuditLog_Export_FullMethodName           = "/fedledger.v1.AuditLog/Export"
@@ -54,6 +55,8 @@ type AuditLogClient interface {
 	LatestOutput(ctx context.Context, in *LatestOutputRequest, opts ...grpc.CallOption) (*LatestOutputResponse, error)
 	// StudyRecord returns the study's admin-signed study-created entry.
 	StudyRecord(ctx context.Context, in *LatestOutputRequest, opts ...grpc.CallOption) (*Entry, error)
+	// ListStudies summarises every study on the log.
+	ListStudies(ctx context.Context, in *ListStudiesRequest, opts ...grpc.CallOption) (*ListStudiesResponse, error)
 	ProveInclusion(ctx context.Context, in *InclusionRequest, opts ...grpc.CallOption) (*Proof, error)
 	ProveConsistency(ctx context.Context, in *ConsistencyRequest, opts ...grpc.CallOption) (*Proof, error)
 	// Export streams an offline bundle: a cosigned checkpoint and every entry
@@ -120,6 +123,16 @@ func (c *auditLogClient) StudyRecord(ctx context.Context, in *LatestOutputReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Entry)
 	err := c.cc.Invoke(ctx, AuditLog_StudyRecord_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditLogClient) ListStudies(ctx context.Context, in *ListStudiesRequest, opts ...grpc.CallOption) (*ListStudiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListStudiesResponse)
+	err := c.cc.Invoke(ctx, AuditLog_ListStudies_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +233,8 @@ type AuditLogServer interface {
 	LatestOutput(context.Context, *LatestOutputRequest) (*LatestOutputResponse, error)
 	// StudyRecord returns the study's admin-signed study-created entry.
 	StudyRecord(context.Context, *LatestOutputRequest) (*Entry, error)
+	// ListStudies summarises every study on the log.
+	ListStudies(context.Context, *ListStudiesRequest) (*ListStudiesResponse, error)
 	ProveInclusion(context.Context, *InclusionRequest) (*Proof, error)
 	ProveConsistency(context.Context, *ConsistencyRequest) (*Proof, error)
 	// Export streams an offline bundle: a cosigned checkpoint and every entry
@@ -256,6 +271,9 @@ func (UnimplementedAuditLogServer) LatestOutput(context.Context, *LatestOutputRe
 }
 func (UnimplementedAuditLogServer) StudyRecord(context.Context, *LatestOutputRequest) (*Entry, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method StudyRecord not implemented")
+}
+func (UnimplementedAuditLogServer) ListStudies(context.Context, *ListStudiesRequest) (*ListStudiesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListStudies not implemented")
 }
 func (UnimplementedAuditLogServer) ProveInclusion(context.Context, *InclusionRequest) (*Proof, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ProveInclusion not implemented")
@@ -385,6 +403,24 @@ func _AuditLog_StudyRecord_Handler(srv interface{}, ctx context.Context, dec fun
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AuditLogServer).StudyRecord(ctx, req.(*LatestOutputRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditLog_ListStudies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListStudiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServer).ListStudies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLog_ListStudies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServer).ListStudies(ctx, req.(*ListStudiesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -534,6 +570,10 @@ var AuditLog_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StudyRecord",
 			Handler:    _AuditLog_StudyRecord_Handler,
+		},
+		{
+			MethodName: "ListStudies",
+			Handler:    _AuditLog_ListStudies_Handler,
 		},
 		{
 			MethodName: "ProveInclusion",

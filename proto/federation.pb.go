@@ -31,6 +31,230 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type StudyStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StudyStatusRequest) Reset() {
+	*x = StudyStatusRequest{}
+	mi := &file_federation_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StudyStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StudyStatusRequest) ProtoMessage() {}
+
+func (x *StudyStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StudyStatusRequest.ProtoReflect.Descriptor instead.
+func (*StudyStatusRequest) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{0}
+}
+
+type StartStudyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StudyId       string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartStudyRequest) Reset() {
+	*x = StartStudyRequest{}
+	mi := &file_federation_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartStudyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartStudyRequest) ProtoMessage() {}
+
+func (x *StartStudyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartStudyRequest.ProtoReflect.Descriptor instead.
+func (*StartStudyRequest) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StartStudyRequest) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+type StudyStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	StudyId string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Mode    string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// created (waiting for an admin's start), waiting_for_clients,
+	// key_setup, round_open, decrypting, finished, failed.
+	Phase     string   `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
+	Round     uint64   `protobuf:"varint,4,opt,name=round,proto3" json:"round,omitempty"`
+	Rounds    uint32   `protobuf:"varint,5,opt,name=rounds,proto3" json:"rounds,omitempty"`
+	Connected []string `protobuf:"bytes,6,rep,name=connected,proto3" json:"connected,omitempty"`
+	// Clients whose update for the current round was accepted.
+	Reported        []string `protobuf:"bytes,7,rep,name=reported,proto3" json:"reported,omitempty"`
+	RoundsCompleted uint32   `protobuf:"varint,8,opt,name=rounds_completed,json=roundsCompleted,proto3" json:"rounds_completed,omitempty"`
+	RoundsFailed    uint32   `protobuf:"varint,9,opt,name=rounds_failed,json=roundsFailed,proto3" json:"rounds_failed,omitempty"`
+	// Metrics of the last finished round.
+	LastTrainLoss          float64 `protobuf:"fixed64,10,opt,name=last_train_loss,json=lastTrainLoss,proto3" json:"last_train_loss,omitempty"`
+	LastParentTestAccuracy float64 `protobuf:"fixed64,11,opt,name=last_parent_test_accuracy,json=lastParentTestAccuracy,proto3" json:"last_parent_test_accuracy,omitempty"`
+	LatestModelSha256      []byte  `protobuf:"bytes,12,opt,name=latest_model_sha256,json=latestModelSha256,proto3" json:"latest_model_sha256,omitempty"`
+	Failure                string  `protobuf:"bytes,13,opt,name=failure,proto3" json:"failure,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *StudyStatus) Reset() {
+	*x = StudyStatus{}
+	mi := &file_federation_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StudyStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StudyStatus) ProtoMessage() {}
+
+func (x *StudyStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StudyStatus.ProtoReflect.Descriptor instead.
+func (*StudyStatus) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StudyStatus) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *StudyStatus) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *StudyStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *StudyStatus) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetRounds() uint32 {
+	if x != nil {
+		return x.Rounds
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetConnected() []string {
+	if x != nil {
+		return x.Connected
+	}
+	return nil
+}
+
+func (x *StudyStatus) GetReported() []string {
+	if x != nil {
+		return x.Reported
+	}
+	return nil
+}
+
+func (x *StudyStatus) GetRoundsCompleted() uint32 {
+	if x != nil {
+		return x.RoundsCompleted
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetRoundsFailed() uint32 {
+	if x != nil {
+		return x.RoundsFailed
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetLastTrainLoss() float64 {
+	if x != nil {
+		return x.LastTrainLoss
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetLastParentTestAccuracy() float64 {
+	if x != nil {
+		return x.LastParentTestAccuracy
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetLatestModelSha256() []byte {
+	if x != nil {
+		return x.LatestModelSha256
+	}
+	return nil
+}
+
+func (x *StudyStatus) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
+}
+
 type ClientMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -50,7 +274,7 @@ type ClientMessage struct {
 
 func (x *ClientMessage) Reset() {
 	*x = ClientMessage{}
-	mi := &file_federation_proto_msgTypes[0]
+	mi := &file_federation_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -62,7 +286,7 @@ func (x *ClientMessage) String() string {
 func (*ClientMessage) ProtoMessage() {}
 
 func (x *ClientMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[0]
+	mi := &file_federation_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -75,7 +299,7 @@ func (x *ClientMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
 func (*ClientMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{0}
+	return file_federation_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ClientMessage) GetMsg() isClientMessage_Msg {
@@ -221,7 +445,7 @@ type StudyAccepted struct {
 
 func (x *StudyAccepted) Reset() {
 	*x = StudyAccepted{}
-	mi := &file_federation_proto_msgTypes[1]
+	mi := &file_federation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +457,7 @@ func (x *StudyAccepted) String() string {
 func (*StudyAccepted) ProtoMessage() {}
 
 func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[1]
+	mi := &file_federation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +470,7 @@ func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyAccepted.ProtoReflect.Descriptor instead.
 func (*StudyAccepted) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{1}
+	return file_federation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StudyAccepted) GetStudyId() string {
@@ -276,7 +500,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_federation_proto_msgTypes[2]
+	mi := &file_federation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +512,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[2]
+	mi := &file_federation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +525,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{2}
+	return file_federation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -467,7 +691,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +703,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +716,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{3}
+	return file_federation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetClientVersion() string {
@@ -535,7 +759,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +771,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +784,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{4}
+	return file_federation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Welcome) GetCoordinatorVersion() string {
@@ -593,7 +817,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +829,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +842,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{5}
+	return file_federation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Heartbeat) GetUnixNanos() int64 {
@@ -653,7 +877,7 @@ type StudySpec struct {
 
 func (x *StudySpec) Reset() {
 	*x = StudySpec{}
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +889,7 @@ func (x *StudySpec) String() string {
 func (*StudySpec) ProtoMessage() {}
 
 func (x *StudySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +902,7 @@ func (x *StudySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudySpec.ProtoReflect.Descriptor instead.
 func (*StudySpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{6}
+	return file_federation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StudySpec) GetStudyId() string {
@@ -763,7 +987,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +999,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1012,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{7}
+	return file_federation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -830,7 +1054,7 @@ type TrainingParams struct {
 
 func (x *TrainingParams) Reset() {
 	*x = TrainingParams{}
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1066,7 @@ func (x *TrainingParams) String() string {
 func (*TrainingParams) ProtoMessage() {}
 
 func (x *TrainingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1079,7 @@ func (x *TrainingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainingParams.ProtoReflect.Descriptor instead.
 func (*TrainingParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{8}
+	return file_federation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TrainingParams) GetOptimizer() string {
@@ -922,7 +1146,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1158,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1171,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{9}
+	return file_federation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TrainTask) GetStudyId() string {
@@ -999,7 +1223,7 @@ type EvaluateTask struct {
 
 func (x *EvaluateTask) Reset() {
 	*x = EvaluateTask{}
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1235,7 @@ func (x *EvaluateTask) String() string {
 func (*EvaluateTask) ProtoMessage() {}
 
 func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1248,7 @@ func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateTask.ProtoReflect.Descriptor instead.
 func (*EvaluateTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{10}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EvaluateTask) GetStudyId() string {
@@ -1068,7 +1292,7 @@ type StudyFinished struct {
 
 func (x *StudyFinished) Reset() {
 	*x = StudyFinished{}
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1304,7 @@ func (x *StudyFinished) String() string {
 func (*StudyFinished) ProtoMessage() {}
 
 func (x *StudyFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1317,7 @@ func (x *StudyFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyFinished.ProtoReflect.Descriptor instead.
 func (*StudyFinished) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{11}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StudyFinished) GetStudyId() string {
@@ -1137,7 +1361,7 @@ type TaskRefusal struct {
 
 func (x *TaskRefusal) Reset() {
 	*x = TaskRefusal{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1373,7 @@ func (x *TaskRefusal) String() string {
 func (*TaskRefusal) ProtoMessage() {}
 
 func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1386,7 @@ func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRefusal.ProtoReflect.Descriptor instead.
 func (*TaskRefusal) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TaskRefusal) GetStudyId() string {
@@ -1198,7 +1422,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1434,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1447,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EvalReport) GetStudyId() string {
@@ -1266,7 +1490,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1502,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1515,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Metrics) GetLoss() float64 {
@@ -1332,7 +1556,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1568,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1581,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FetchModelRequest) GetStudyId() string {
@@ -1397,7 +1621,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1633,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1646,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Chunk) GetStudyId() string {
@@ -1512,7 +1736,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1748,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1761,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateHeader) GetParentSha256() []byte {
@@ -1603,7 +1827,7 @@ type ShareHeader struct {
 
 func (x *ShareHeader) Reset() {
 	*x = ShareHeader{}
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1839,7 @@ func (x *ShareHeader) String() string {
 func (*ShareHeader) ProtoMessage() {}
 
 func (x *ShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1852,7 @@ func (x *ShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
 func (*ShareHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{18}
+	return file_federation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ShareHeader) GetAggregateSha256() []byte {
@@ -1656,7 +1880,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1892,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1905,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{19}
+	return file_federation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -1716,7 +1940,7 @@ type Participant struct {
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1952,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1965,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{20}
+	return file_federation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Participant) GetClientId() string {
@@ -1773,7 +1997,7 @@ type KeySetupTask struct {
 
 func (x *KeySetupTask) Reset() {
 	*x = KeySetupTask{}
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +2009,7 @@ func (x *KeySetupTask) String() string {
 func (*KeySetupTask) ProtoMessage() {}
 
 func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2022,7 @@ func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
 func (*KeySetupTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{21}
+	return file_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeySetupTask) GetStudyId() string {
@@ -1861,7 +2085,7 @@ type KeyShare struct {
 
 func (x *KeyShare) Reset() {
 	*x = KeyShare{}
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2097,7 @@ func (x *KeyShare) String() string {
 func (*KeyShare) ProtoMessage() {}
 
 func (x *KeyShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2110,7 @@ func (x *KeyShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
 func (*KeyShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{22}
+	return file_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeyShare) GetStudyId() string {
@@ -1937,7 +2161,7 @@ type PeerKey struct {
 
 func (x *PeerKey) Reset() {
 	*x = PeerKey{}
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2173,7 @@ func (x *PeerKey) String() string {
 func (*PeerKey) ProtoMessage() {}
 
 func (x *PeerKey) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2186,7 @@ func (x *PeerKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
 func (*PeerKey) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PeerKey) GetClientId() string {
@@ -1999,7 +2223,7 @@ type ShareBox struct {
 
 func (x *ShareBox) Reset() {
 	*x = ShareBox{}
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2235,7 @@ func (x *ShareBox) String() string {
 func (*ShareBox) ProtoMessage() {}
 
 func (x *ShareBox) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2248,7 @@ func (x *ShareBox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
 func (*ShareBox) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ShareBox) GetStudyId() string {
@@ -2066,7 +2290,7 @@ type KeySetupDone struct {
 
 func (x *KeySetupDone) Reset() {
 	*x = KeySetupDone{}
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2302,7 @@ func (x *KeySetupDone) String() string {
 func (*KeySetupDone) ProtoMessage() {}
 
 func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2315,7 @@ func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
 func (*KeySetupDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KeySetupDone) GetStudyId() string {
@@ -2125,7 +2349,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2361,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2374,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Contribution) GetClientId() string {
@@ -2212,7 +2436,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2448,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2461,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{27}
+	return file_federation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -2293,7 +2517,25 @@ var File_federation_proto protoreflect.FileDescriptor
 
 const file_federation_proto_rawDesc = "" +
 	"\n" +
-	"\x10federation.proto\x12\ffedledger.v1\"\xc5\x03\n" +
+	"\x10federation.proto\x12\ffedledger.v1\"\x14\n" +
+	"\x12StudyStatusRequest\".\n" +
+	"\x11StartStudyRequest\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xb7\x03\n" +
+	"\vStudyStatus\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
+	"\x05phase\x18\x03 \x01(\tR\x05phase\x12\x14\n" +
+	"\x05round\x18\x04 \x01(\x04R\x05round\x12\x16\n" +
+	"\x06rounds\x18\x05 \x01(\rR\x06rounds\x12\x1c\n" +
+	"\tconnected\x18\x06 \x03(\tR\tconnected\x12\x1a\n" +
+	"\breported\x18\a \x03(\tR\breported\x12)\n" +
+	"\x10rounds_completed\x18\b \x01(\rR\x0froundsCompleted\x12#\n" +
+	"\rrounds_failed\x18\t \x01(\rR\froundsFailed\x12&\n" +
+	"\x0flast_train_loss\x18\n" +
+	" \x01(\x01R\rlastTrainLoss\x129\n" +
+	"\x19last_parent_test_accuracy\x18\v \x01(\x01R\x16lastParentTestAccuracy\x12.\n" +
+	"\x13latest_model_sha256\x18\f \x01(\fR\x11latestModelSha256\x12\x18\n" +
+	"\afailure\x18\r \x01(\tR\afailure\"\xc5\x03\n" +
 	"\rClientMessage\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fedledger.v1.HelloH\x00R\x05hello\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.fedledger.v1.TaskRefusalH\x00R\arefusal\x12.\n" +
@@ -2463,7 +2705,11 @@ const file_federation_proto_rawDesc = "" +
 	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x12)\n" +
 	"\x10aggregate_sha256\x18\x05 \x01(\fR\x0faggregateSha256\x12%\n" +
 	"\x0eaggregate_size\x18\x06 \x01(\x04R\raggregateSize\x12.\n" +
-	"\x13deadline_unix_nanos\x18\a \x01(\x03R\x11deadlineUnixNanos2\xab\x02\n" +
+	"\x13deadline_unix_nanos\x18\a \x01(\x03R\x11deadlineUnixNanos2\x98\x01\n" +
+	"\n" +
+	"StudyAdmin\x12E\n" +
+	"\x06Status\x12 .fedledger.v1.StudyStatusRequest\x1a\x19.fedledger.v1.StudyStatus\x12C\n" +
+	"\x05Start\x12\x1f.fedledger.v1.StartStudyRequest\x1a\x19.fedledger.v1.StudyStatus2\xab\x02\n" +
 	"\n" +
 	"Federation\x12P\n" +
 	"\vParticipate\x12\x1b.fedledger.v1.ClientMessage\x1a .fedledger.v1.CoordinatorMessage(\x010\x01\x12D\n" +
@@ -2484,76 +2730,83 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_federation_proto_goTypes = []any{
-	(*ClientMessage)(nil),      // 0: fedledger.v1.ClientMessage
-	(*StudyAccepted)(nil),      // 1: fedledger.v1.StudyAccepted
-	(*CoordinatorMessage)(nil), // 2: fedledger.v1.CoordinatorMessage
-	(*Hello)(nil),              // 3: fedledger.v1.Hello
-	(*Welcome)(nil),            // 4: fedledger.v1.Welcome
-	(*Heartbeat)(nil),          // 5: fedledger.v1.Heartbeat
-	(*StudySpec)(nil),          // 6: fedledger.v1.StudySpec
-	(*ModelSpec)(nil),          // 7: fedledger.v1.ModelSpec
-	(*TrainingParams)(nil),     // 8: fedledger.v1.TrainingParams
-	(*TrainTask)(nil),          // 9: fedledger.v1.TrainTask
-	(*EvaluateTask)(nil),       // 10: fedledger.v1.EvaluateTask
-	(*StudyFinished)(nil),      // 11: fedledger.v1.StudyFinished
-	(*TaskRefusal)(nil),        // 12: fedledger.v1.TaskRefusal
-	(*EvalReport)(nil),         // 13: fedledger.v1.EvalReport
-	(*Metrics)(nil),            // 14: fedledger.v1.Metrics
-	(*FetchModelRequest)(nil),  // 15: fedledger.v1.FetchModelRequest
-	(*Chunk)(nil),              // 16: fedledger.v1.Chunk
-	(*UpdateHeader)(nil),       // 17: fedledger.v1.UpdateHeader
-	(*ShareHeader)(nil),        // 18: fedledger.v1.ShareHeader
-	(*SubmitReceipt)(nil),      // 19: fedledger.v1.SubmitReceipt
-	(*Participant)(nil),        // 20: fedledger.v1.Participant
-	(*KeySetupTask)(nil),       // 21: fedledger.v1.KeySetupTask
-	(*KeyShare)(nil),           // 22: fedledger.v1.KeyShare
-	(*PeerKey)(nil),            // 23: fedledger.v1.PeerKey
-	(*ShareBox)(nil),           // 24: fedledger.v1.ShareBox
-	(*KeySetupDone)(nil),       // 25: fedledger.v1.KeySetupDone
-	(*Contribution)(nil),       // 26: fedledger.v1.Contribution
-	(*DecryptTask)(nil),        // 27: fedledger.v1.DecryptTask
+	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
+	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
+	(*StudyStatus)(nil),        // 2: fedledger.v1.StudyStatus
+	(*ClientMessage)(nil),      // 3: fedledger.v1.ClientMessage
+	(*StudyAccepted)(nil),      // 4: fedledger.v1.StudyAccepted
+	(*CoordinatorMessage)(nil), // 5: fedledger.v1.CoordinatorMessage
+	(*Hello)(nil),              // 6: fedledger.v1.Hello
+	(*Welcome)(nil),            // 7: fedledger.v1.Welcome
+	(*Heartbeat)(nil),          // 8: fedledger.v1.Heartbeat
+	(*StudySpec)(nil),          // 9: fedledger.v1.StudySpec
+	(*ModelSpec)(nil),          // 10: fedledger.v1.ModelSpec
+	(*TrainingParams)(nil),     // 11: fedledger.v1.TrainingParams
+	(*TrainTask)(nil),          // 12: fedledger.v1.TrainTask
+	(*EvaluateTask)(nil),       // 13: fedledger.v1.EvaluateTask
+	(*StudyFinished)(nil),      // 14: fedledger.v1.StudyFinished
+	(*TaskRefusal)(nil),        // 15: fedledger.v1.TaskRefusal
+	(*EvalReport)(nil),         // 16: fedledger.v1.EvalReport
+	(*Metrics)(nil),            // 17: fedledger.v1.Metrics
+	(*FetchModelRequest)(nil),  // 18: fedledger.v1.FetchModelRequest
+	(*Chunk)(nil),              // 19: fedledger.v1.Chunk
+	(*UpdateHeader)(nil),       // 20: fedledger.v1.UpdateHeader
+	(*ShareHeader)(nil),        // 21: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 22: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 23: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 24: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 25: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 26: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 27: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 28: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 29: fedledger.v1.Contribution
+	(*DecryptTask)(nil),        // 30: fedledger.v1.DecryptTask
 }
 var file_federation_proto_depIdxs = []int32{
-	3,  // 0: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	12, // 1: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	13, // 2: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
-	5,  // 3: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	22, // 4: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	24, // 5: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	25, // 6: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
-	1,  // 7: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	4,  // 8: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	9,  // 9: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	10, // 10: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	11, // 11: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	5,  // 12: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	21, // 13: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	23, // 14: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	24, // 15: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	27, // 16: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	6,  // 17: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	7,  // 18: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	8,  // 19: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	14, // 20: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	17, // 21: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	18, // 22: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	14, // 23: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	14, // 24: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	20, // 25: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	22, // 26: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	26, // 27: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	0,  // 28: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	15, // 29: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	16, // 30: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	16, // 31: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 32: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	16, // 33: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	19, // 34: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	19, // 35: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	32, // [32:36] is the sub-list for method output_type
-	28, // [28:32] is the sub-list for method input_type
+	6,  // 0: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
+	15, // 1: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	16, // 2: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	8,  // 3: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	25, // 4: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	27, // 5: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	28, // 6: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	4,  // 7: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
+	7,  // 8: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	12, // 9: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	13, // 10: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	14, // 11: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	8,  // 12: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	24, // 13: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	26, // 14: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	27, // 15: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	30, // 16: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	9,  // 17: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	10, // 18: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	11, // 19: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	17, // 20: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	20, // 21: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	21, // 22: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	17, // 23: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	17, // 24: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	23, // 25: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	25, // 26: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	29, // 27: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	0,  // 28: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 29: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	3,  // 30: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	18, // 31: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	19, // 32: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	19, // 33: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 34: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 35: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	5,  // 36: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	19, // 37: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	22, // 38: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	22, // 39: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	34, // [34:40] is the sub-list for method output_type
+	28, // [28:34] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -2564,7 +2817,7 @@ func file_federation_proto_init() {
 	if File_federation_proto != nil {
 		return
 	}
-	file_federation_proto_msgTypes[0].OneofWrappers = []any{
+	file_federation_proto_msgTypes[3].OneofWrappers = []any{
 		(*ClientMessage_Hello)(nil),
 		(*ClientMessage_Refusal)(nil),
 		(*ClientMessage_Eval)(nil),
@@ -2574,7 +2827,7 @@ func file_federation_proto_init() {
 		(*ClientMessage_KeyDone)(nil),
 		(*ClientMessage_Accepted)(nil),
 	}
-	file_federation_proto_msgTypes[2].OneofWrappers = []any{
+	file_federation_proto_msgTypes[5].OneofWrappers = []any{
 		(*CoordinatorMessage_Welcome)(nil),
 		(*CoordinatorMessage_Train)(nil),
 		(*CoordinatorMessage_Evaluate)(nil),
@@ -2591,9 +2844,9 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_federation_proto_goTypes,
 		DependencyIndexes: file_federation_proto_depIdxs,

@@ -29,6 +29,154 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
+	StudyAdmin_Status_FullMethodName = "/fedledger.v1.StudyAdmin/Status"
+	StudyAdmin_Start_FullMethodName  = "/fedledger.v1.StudyAdmin/Start"
+)
+
+// StudyAdminClient is the client API for StudyAdmin service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// StudyAdmin is the coordinator's API for consortium admins (start a study
+// waiting for it) and observers (its status). It shares the coordinator's
+// mutual-TLS port; roles come from the caller's certificate.
+type StudyAdminClient interface {
+	Status(ctx context.Context, in *StudyStatusRequest, opts ...grpc.CallOption) (*StudyStatus, error)
+	Start(ctx context.Context, in *StartStudyRequest, opts ...grpc.CallOption) (*StudyStatus, error)
+}
+
+type studyAdminClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewStudyAdminClient(cc grpc.ClientConnInterface) StudyAdminClient {
+	return &studyAdminClient{cc}
+}
+
+func (c *studyAdminClient) Status(ctx context.Context, in *StudyStatusRequest, opts ...grpc.CallOption) (*StudyStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StudyStatus)
+	err := c.cc.Invoke(ctx, StudyAdmin_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *studyAdminClient) Start(ctx context.Context, in *StartStudyRequest, opts ...grpc.CallOption) (*StudyStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StudyStatus)
+	err := c.cc.Invoke(ctx, StudyAdmin_Start_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// StudyAdminServer is the server API for StudyAdmin service.
+// All implementations must embed UnimplementedStudyAdminServer
+// for forward compatibility.
+//
+// StudyAdmin is the coordinator's API for consortium admins (start a study
+// waiting for it) and observers (its status). It shares the coordinator's
+// mutual-TLS port; roles come from the caller's certificate.
+type StudyAdminServer interface {
+	Status(context.Context, *StudyStatusRequest) (*StudyStatus, error)
+	Start(context.Context, *StartStudyRequest) (*StudyStatus, error)
+	mustEmbedUnimplementedStudyAdminServer()
+}
+
+// UnimplementedStudyAdminServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedStudyAdminServer struct{}
+
+func (UnimplementedStudyAdminServer) Status(context.Context, *StudyStatusRequest) (*StudyStatus, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedStudyAdminServer) Start(context.Context, *StartStudyRequest) (*StudyStatus, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Start not implemented")
+}
+func (UnimplementedStudyAdminServer) mustEmbedUnimplementedStudyAdminServer() {}
+func (UnimplementedStudyAdminServer) testEmbeddedByValue()                    {}
+
+// UnsafeStudyAdminServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to StudyAdminServer will
+// result in compilation errors.
+type UnsafeStudyAdminServer interface {
+	mustEmbedUnimplementedStudyAdminServer()
+}
+
+func RegisterStudyAdminServer(s grpc.ServiceRegistrar, srv StudyAdminServer) {
+	// If the following call pancis, it indicates UnimplementedStudyAdminServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&StudyAdmin_ServiceDesc, srv)
+}
+
+func _StudyAdmin_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StudyStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StudyAdminServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StudyAdmin_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StudyAdminServer).Status(ctx, req.(*StudyStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StudyAdmin_Start_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartStudyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StudyAdminServer).Start(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StudyAdmin_Start_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StudyAdminServer).Start(ctx, req.(*StartStudyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// StudyAdmin_ServiceDesc is the grpc.ServiceDesc for StudyAdmin service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var StudyAdmin_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "fedledger.v1.StudyAdmin",
+	HandlerType: (*StudyAdminServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Status",
+			Handler:    _StudyAdmin_Status_Handler,
+		},
+		{
+			MethodName: "Start",
+			Handler:    _StudyAdmin_Start_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "federation.proto",
+}
+
+const (
 	Federation_Participate_FullMethodName  = "/fedledger.v1.Federation/Participate"
 	Federation_FetchModel_FullMethodName   = "/fedledger.v1.Federation/FetchModel"
 	Federation_SubmitUpdate_FullMethodName = "/fedledger.v1.Federation/SubmitUpdate"

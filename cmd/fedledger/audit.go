@@ -3,21 +3,28 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/tlsutil"
+	pb "github.com/fedledger/fedledger/proto"
 )
 
 func newAuditNodeCmd() *cobra.Command {
@@ -199,7 +206,15 @@ Exit status 0: verified; 1: not verified, with the reason; 2: bad usage.`,
 func newStudyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "study",
-		Short: "Study records: what an admin signs before a study can run",
+		Short: "Studies: create (admin-signed, on the audit log), list, start, status",
+		Long: `Studies are created by a consortium admin: 'study create' signs the study
+described by a coordinator configuration (sites, K, model, strategy, secure
+parameters, purpose, expiry) and appends it to the audit log, where every
+later round is checked against it ('study sign' writes the signed record to a
+file instead, for the coordinator's audit.study_record). 'study list' reads
+every study from the log; 'study status' asks the coordinator for the phase,
+the round, who has reported and the metrics so far; 'study start' starts a
+study configured with start: manual.`,
 	}
 	var cfgFile, cert, key, out string
 	var validFor time.Duration
@@ -252,7 +267,198 @@ with an admin's signature, and every later round is checked against it.`,
 	sf.StringVar(&key, "key", "", "admin key")
 	sf.StringVar(&out, "out", "", "file to write the signed record to")
 	sf.DurationVar(&validFor, "valid-for", 0, "study expiry from now (0: none)")
-	cmd.AddCommand(sign)
+
+	var ca, coordAddr string
+	var nodes []string
+	var asJSON bool
+	identity := func(c *cobra.Command) {
+		c.Flags().StringVar(&cert, "cert", "", "your certificate (admin; observers may list and read status)")
+		c.Flags().StringVar(&key, "key", "", "your key")
+		c.Flags().StringVar(&ca, "ca", "", "consortium CA bundle")
+	}
+	dialTLS := func() (*tls.Config, error) {
+		if cert == "" || key == "" || ca == "" {
+			return nil, fmt.Errorf("%w: --cert, --key and --ca are required", config.ErrConfig)
+		}
+		id, err := tlsutil.LoadIdentity(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", config.ErrConfig, err)
+		}
+		pool, err := tlsutil.LoadCAPool(ca)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", config.ErrConfig, err)
+		}
+		return tlsutil.ClientConfig(id, pool, ""), nil
+	}
+	create := &cobra.Command{
+		Use:   "create --config coordinator.yaml --audit ADDR,... --cert admin.pem --key admin-key.pem --ca ca.pem",
+		Short: "Sign a study as an admin and append it to the audit log",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(nodes) == 0 {
+				return fmt.Errorf("%w: study create needs --audit", config.ErrConfig)
+			}
+			tc, err := dialTLS()
+			if err != nil {
+				return err
+			}
+			c, err := config.LoadCoordinator(cfgFile, nil)
+			if err != nil {
+				return err
+			}
+			admin, err := tlsutil.LoadIdentity(cert, key)
+			if err != nil {
+				return fmt.Errorf("%w: %v", config.ErrConfig, err)
+			}
+			_, _, initial, err := coordinator.InitialModel(c.Config.Study)
+			if err != nil {
+				return err
+			}
+			var expires time.Time
+			if validFor > 0 {
+				expires = time.Now().Add(validFor)
+			}
+			env, err := audit.Sign(admin, coordinator.StudyRecord(c.Config.Study, initial, admin.ID, expires))
+			if err != nil {
+				return err
+			}
+			cli, err := audit.Dial(nodes, tc)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			r, err := cli.Append(ctx, env.Marshal())
+			if err != nil {
+				return fmt.Errorf("appending the study record: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "study %q created by %s at log index %d (initial model %s)\n", c.Config.Study.ID, admin.ID, r.Index, hex.EncodeToString(initial[:8]))
+			return nil
+		},
+	}
+	create.Flags().StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (its study section)")
+	create.Flags().StringSliceVar(&nodes, "audit", nil, "audit node addresses")
+	create.Flags().DurationVar(&validFor, "valid-for", 0, "study expiry from now (0: none)")
+	identity(create)
+
+	list := &cobra.Command{
+		Use:   "list --audit ADDR,... --cert C --key K --ca CA [--json]",
+		Short: "List the studies on the audit log",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(nodes) == 0 {
+				return fmt.Errorf("%w: study list needs --audit", config.ErrConfig)
+			}
+			tc, err := dialTLS()
+			if err != nil {
+				return err
+			}
+			cli, err := audit.Dial(nodes, tc)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			studies, err := cli.ListStudies(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				e := json.NewEncoder(w)
+				e.SetIndent("", "  ")
+				return e.Encode(studies)
+			}
+			fmt.Fprintf(w, "%-20s %-18s %5s %6s %6s %3s  %-12s %s\n", "STUDY", "CREATED BY", "ROUND", "DONE", "FAILED", "K", "LATEST MODEL", "SITES")
+			for _, s := range studies {
+				fmt.Fprintf(w, "%-20s %-18s %5d %6d %6d %3d  %-12s %s\n", s.StudyId, s.CreatedBy, s.LastRound, s.RoundsCompleted, s.RoundsFailed,
+					s.MinContributors, hex.EncodeToString(s.LatestModelSha256)[:12], strings.Join(s.ApprovedSites, ","))
+			}
+			return nil
+		},
+	}
+	list.Flags().StringSliceVar(&nodes, "audit", nil, "audit node addresses")
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	identity(list)
+
+	admin := func(cmd *cobra.Command) (pb.StudyAdminClient, func(), error) {
+		if coordAddr == "" {
+			return nil, nil, fmt.Errorf("%w: --coordinator is required", config.ErrConfig)
+		}
+		tc, err := dialTLS()
+		if err != nil {
+			return nil, nil, err
+		}
+		host, _, err := net.SplitHostPort(coordAddr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: --coordinator %q: %v", config.ErrConfig, coordAddr, err)
+		}
+		tc.ServerName = host
+		conn, err := grpc.NewClient(coordAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		if err != nil {
+			return nil, nil, err
+		}
+		return pb.NewStudyAdminClient(conn), func() { conn.Close() }, nil
+	}
+	printStatus := func(cmd *cobra.Command, s *pb.StudyStatus) error {
+		w := cmd.OutOrStdout()
+		if asJSON {
+			e := json.NewEncoder(w)
+			e.SetIndent("", "  ")
+			return e.Encode(s)
+		}
+		fmt.Fprintf(w, "study %q (%s): %s, round %d of %d\n", s.StudyId, s.Mode, s.Phase, s.Round, s.Rounds)
+		fmt.Fprintf(w, "  connected: %s\n  reported this round: %s\n", strings.Join(s.Connected, ", "), strings.Join(s.Reported, ", "))
+		fmt.Fprintf(w, "  rounds completed %d, failed %d; last train loss %.4f, last start-model test accuracy %.3f\n",
+			s.RoundsCompleted, s.RoundsFailed, s.LastTrainLoss, s.LastParentTestAccuracy)
+		if len(s.LatestModelSha256) > 0 {
+			fmt.Fprintf(w, "  latest model %s\n", hex.EncodeToString(s.LatestModelSha256))
+		}
+		if s.Failure != "" {
+			fmt.Fprintf(w, "  failure: %s\n", s.Failure)
+		}
+		return nil
+	}
+	statusCmd := &cobra.Command{
+		Use:   "status --coordinator ADDR --cert C --key K --ca CA [--json]",
+		Short: "Show a running study: phase, round, who has reported, metrics so far",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, done, err := admin(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			s, err := api.Status(cmd.Context(), &pb.StudyStatusRequest{})
+			if err != nil {
+				return err
+			}
+			return printStatus(cmd, s)
+		},
+	}
+	statusCmd.Flags().StringVar(&coordAddr, "coordinator", "", "coordinator address")
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	identity(statusCmd)
+	start := &cobra.Command{
+		Use:   "start STUDY_ID --coordinator ADDR --cert admin.pem --key admin-key.pem --ca ca.pem",
+		Short: "Start a study whose coordinator waits for an admin (study.start: manual)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, done, err := admin(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			s, err := api.Start(cmd.Context(), &pb.StartStudyRequest{StudyId: args[0]})
+			if err != nil {
+				return err
+			}
+			return printStatus(cmd, s)
+		},
+	}
+	start.Flags().StringVar(&coordAddr, "coordinator", "", "coordinator address")
+	identity(start)
+	cmd.AddCommand(sign, create, list, statusCmd, start)
 	return cmd
 }
 

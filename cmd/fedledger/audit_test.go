@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedledger/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
@@ -74,9 +73,10 @@ study:
   round_deadline: 30s
   start_timeout: 30s
   training: {optimizer: adam, learning_rate: 0.01, batch_size: 4, local_steps: 10}
+  start: manual
+  purpose: cardiac risk model, CLI test
 audit:
   nodes: [%s]
-  study_record: study.rec
 `, addr, strings.Join(auditAddrs, ", ")))
 	for _, h := range hospitals {
 		write(t, filepath.Join(dir, h+".yaml"), fmt.Sprintf(`
@@ -110,13 +110,17 @@ audit_nodes: [%s]
 	}
 	defer func() { stopNodes(); nodes.Wait() }()
 
-	if out, err := run(t, "study", "sign", "--config", filepath.Join(dir, "coordinator.yaml"), "--cert", filepath.Join(dir, "admin.pem"),
-		"--key", filepath.Join(dir, "admin-key.pem"), "--out", filepath.Join(dir, "study.rec")); err != nil {
-		t.Fatalf("study sign: %v\n%s", err, out)
+	as := func(id string) []string {
+		return []string{"--cert", filepath.Join(dir, id+".pem"), "--key", filepath.Join(dir, id+"-key.pem"), "--ca", filepath.Join(dir, "ca.pem")}
 	}
-	if _, err := run(t, "study", "sign", "--config", filepath.Join(dir, "coordinator.yaml"), "--cert", filepath.Join(dir, "cleveland.pem"),
-		"--key", filepath.Join(dir, "cleveland-key.pem"), "--out", filepath.Join(dir, "x.rec")); !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), "admin") {
-		t.Fatalf("study sign by a client: %v", err)
+	audits := strings.Join(auditAddrs, ",")
+	if out, err := run(t, append([]string{"study", "create", "--config", filepath.Join(dir, "coordinator.yaml"), "--audit", audits}, as("admin")...)...); err != nil ||
+		!strings.Contains(out, `study "audited-study" created by admin at log index 0`) {
+		t.Fatalf("study create: %v\n%s", err, out)
+	}
+	if _, err := run(t, append([]string{"study", "create", "--config", filepath.Join(dir, "coordinator.yaml"), "--audit", audits}, as("cleveland")...)...); err == nil ||
+		!strings.Contains(err.Error(), `"cleveland" (client) may not call Append`) {
+		t.Fatalf("study create by a hospital: %v", err)
 	}
 	trust := filepath.Join(dir, "trust.json")
 	if out, err := run(t, "trust", "--ca", filepath.Join(dir, "ca.pem"), "--origin", "test/audit-log", "--quorum", "2", "--out", trust,
@@ -130,10 +134,37 @@ audit_nodes: [%s]
 	for _, h := range hospitals {
 		start(ctx, &study, errs, "client", "--config", filepath.Join(dir, h+".yaml"))
 	}
+	// The coordinator waits for an admin; observers may look, hospitals
+	// may not start it.
+	status := func(id string) string {
+		out, err := run(t, append([]string{"study", "status", "--coordinator", addr}, as(id)...)...)
+		if err != nil {
+			t.Fatalf("study status as %s: %v", id, err)
+		}
+		return out
+	}
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(status("regulator"), "created"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("study never reported phase created:\n%s", status("regulator"))
+		}
+	}
+	if _, err := run(t, append([]string{"study", "start", "audited-study", "--coordinator", addr}, as("cleveland")...)...); err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
+		t.Fatalf("study start by a hospital: %v", err)
+	}
+	if out, err := run(t, append([]string{"study", "start", "audited-study", "--coordinator", addr}, as("admin")...)...); err != nil {
+		t.Fatalf("study start: %v\n%s", err, out)
+	}
 	study.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+	out, err := run(t, append([]string{"study", "list", "--audit", audits}, as("regulator")...)...)
+	if err != nil || !strings.Contains(out, "audited-study") || !strings.Contains(out, "cleveland,hungary,switzerland,va") {
+		t.Fatalf("study list: %v\n%s", err, out)
+	}
+	if f := strings.Fields(strings.Split(out, "\n")[1]); len(f) < 5 || f[2] != "2" || f[3] != "2" {
+		t.Fatalf("study list row %v, want round 2 with 2 completed", f)
 	}
 	models, _ := filepath.Glob(filepath.Join(dir, "coordinator-state", "models", "*"))
 	if len(models) != 3 {
@@ -155,7 +186,7 @@ audit_nodes: [%s]
 	if final == "" {
 		t.Fatal("no model has a 2-round lineage")
 	}
-	out, err := run(t, "verify", final, "--trust", trust, "--bundle", saved, "--json")
+	out, err = run(t, "verify", final, "--trust", trust, "--bundle", saved, "--json")
 	if err != nil || !strings.Contains(out, `"verified": true`) || !strings.Contains(out, "audited-study") {
 		t.Fatalf("offline verify: %v\n%s", err, out)
 	}

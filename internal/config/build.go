@@ -173,6 +173,9 @@ func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
 			return coordinator.StudyConfig{}, s.errorf("study.crs_seed", "not hex: %v", err)
 		}
 	}
+	if f.Start != "auto" && f.Start != "manual" {
+		return coordinator.StudyConfig{}, s.errorf("study.start", "%q, want auto or manual", f.Start)
+	}
 	t := f.Threshold
 	if t == 0 {
 		t = max(2, len(f.Clients)/2+1)
@@ -181,6 +184,7 @@ func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
 		ID: f.ID, Model: model, Training: tc, Rounds: f.Rounds, MinClients: f.MinClients, Clients: f.Clients,
 		RoundDeadline: f.RoundDeadline, StartTimeout: f.StartTimeout, Strategy: strat, Seed: f.Seed,
 		Mode: f.Mode, HEPreset: f.HEPreset, Threshold: t, CRSSeed: seed, KeySetupTimeout: f.KeySetupTimeout, Features: f.Features,
+		Purpose: f.Purpose, ManualStart: f.Start == "manual",
 	}, nil
 }
 

@@ -74,6 +74,11 @@ type StudyFile struct {
 	KeySetupTimeout time.Duration `mapstructure:"key_setup_timeout"`
 	// Features names the model's input columns, in order (optional).
 	Features []string `mapstructure:"features"`
+	// Purpose says what the study is for; it goes on the study record.
+	Purpose string `mapstructure:"purpose"`
+	// Start is "auto" (default: start as soon as the coordinator runs) or
+	// "manual" (wait for an admin: fedledger study start).
+	Start string `mapstructure:"start"`
 }
 
 // AuditClientFile points a coordinator at the audit log.
@@ -191,6 +196,7 @@ func DefaultCoordinatorFile() CoordinatorFile {
 			Mode:            coordinator.ModeSecure,
 			HEPreset:        secure.Default.ID,
 			KeySetupTimeout: 5 * time.Minute,
+			Start:           "auto",
 		},
 	}
 }
