@@ -136,17 +136,14 @@ audit_nodes: [%s]
 	}
 	// The coordinator waits for an admin; observers may look, hospitals
 	// may not start it.
-	status := func(id string) string {
-		out, err := run(t, append([]string{"study", "status", "--coordinator", addr}, as(id)...)...)
-		if err != nil {
-			t.Fatalf("study status as %s: %v", id, err)
-		}
-		return out
-	}
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(status("regulator"), "created"); time.Sleep(50 * time.Millisecond) {
+	// (The coordinator may not be listening yet: poll.)
+	var last string
+	var lastErr error
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(last, ": created,"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("study never reported phase created:\n%s", status("regulator"))
+			t.Fatalf("study never reported phase created: %v\n%s", lastErr, last)
 		}
+		last, lastErr = run(t, append([]string{"study", "status", "--coordinator", addr}, as("regulator")...)...)
 	}
 	if _, err := run(t, append([]string{"study", "start", "audited-study", "--coordinator", addr}, as("cleveland")...)...); err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
 		t.Fatalf("study start by a hospital: %v", err)
