@@ -1,0 +1,284 @@
+// Command audit-log measures the audit log: append latency (p50, p99) and
+// throughput on clusters of 3 and 5 nodes over TCP with mutual TLS on
+// loopback, bbolt with fsync on every node; and offline verification time
+// and bundle size per round for studies of 10 to 100,000 rounds. It writes
+// results.csv, results.md and plots beside itself.
+//
+//	go run ./experiments/audit-log [-quick] [-out DIR]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/experiments/internal/expkit"
+	"github.com/fedledger/fedledger/internal/tlsutil"
+)
+
+func main() {
+	quick := flag.Bool("quick", false, "small sizes (tests)")
+	out := flag.String("out", "experiments/audit-log", "output directory")
+	flag.Parse()
+	if err := run(context.Background(), *quick, *out, os.Stderr); err != nil {
+		log.Fatal(err)
+	}
+}
+
+type pki struct {
+	ca           *tlsutil.CA
+	admin, coord *tlsutil.Identity
+}
+
+func newPKI() (*pki, error) {
+	ca, err := tlsutil.NewCA("audit experiment", 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	admin, err := ca.Issue("admin", tlsutil.RoleAdmin, nil, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	coord, err := ca.Issue("coordinator", tlsutil.RoleCoordinator, nil, 24*time.Hour)
+	return &pki{ca, admin, coord}, err
+}
+
+// records returns the signed study record and n round records of a study.
+func (p *pki) records(study string, n int) ([][]byte, audit.Hash, error) {
+	t0 := time.Now().UnixNano()
+	rec := &audit.Record{Kind: audit.KindStudyCreated, StudyID: study, OutputModel: audit.Hash{1}, ApprovedSites: []string{"a", "b", "c"},
+		MinContributors: 2, TimestampUnixNs: t0, SubmitterID: p.admin.ID}
+	env, err := audit.Sign(p.admin, rec)
+	if err != nil {
+		return nil, audit.Hash{}, err
+	}
+	out := [][]byte{env.Marshal()}
+	parent := rec.OutputModel
+	for r := 1; r <= n; r++ {
+		o := audit.Hash{byte(r), byte(r >> 8), byte(r >> 16), 2}
+		rec := &audit.Record{Kind: audit.KindRoundCompleted, StudyID: study, Round: uint64(r), ParentModel: parent, OutputModel: o,
+			Contributions: []audit.Contribution{{SiteID: "a", UpdateHash: audit.Hash{3}}, {SiteID: "b", UpdateHash: audit.Hash{4}}, {SiteID: "c", UpdateHash: audit.Hash{5}}},
+			Manifests:     []audit.Manifest{{SiteID: "a", Samples: 100}, {SiteID: "b", Samples: 120}, {SiteID: "c", Samples: 80}},
+			Metrics:       []audit.Metric{{Name: "train_loss", Value: 0.5}}, Strategy: "fedavg", HEParamsID: "ckks-n14-q120-flood30/v1",
+			TimestampUnixNs: t0 + int64(r), SubmitterID: p.coord.ID}
+		env, err := audit.Sign(p.coord, rec)
+		if err != nil {
+			return nil, audit.Hash{}, err
+		}
+		out = append(out, env.Marshal())
+		parent = o
+	}
+	return out, parent, nil
+}
+
+// cluster starts n audit nodes on loopback.
+func (p *pki) cluster(ctx context.Context, n int) ([]*audit.Node, func(), error) {
+	dir, err := os.MkdirTemp("", "fedledger-audit-exp-")
+	if err != nil {
+		return nil, nil, err
+	}
+	var nodes []*audit.Node
+	stop := func() {
+		for _, nd := range nodes {
+			nd.Close()
+		}
+		os.RemoveAll(dir)
+	}
+	for i := 0; i < n; i++ {
+		id, err := p.ca.Issue(fmt.Sprintf("audit-%d", i), tlsutil.RoleAuditNode, []string{"127.0.0.1"}, 24*time.Hour)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := l.Addr().String()
+		l.Close()
+		cfg := audit.DefaultNodeConfig()
+		cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = addr, filepath.Join(dir, id.ID), id, p.ca.Pool(), i == 0
+		nd, err := audit.StartNode(cfg)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		nodes = append(nodes, nd)
+		if i == 0 {
+			for !nd.IsLeader() {
+				time.Sleep(10 * time.Millisecond)
+			}
+			continue
+		}
+		jctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err = nd.JoinCluster(jctx, nodes[0].Addr())
+		cancel()
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+	}
+	return nodes, stop, nil
+}
+
+type appendRow struct {
+	nodes     int
+	p50, p99  time.Duration
+	perSecond float64
+}
+
+type verifyRow struct {
+	rounds      int
+	seconds     float64
+	bundleBytes int
+}
+
+func run(ctx context.Context, quick bool, outDir string, progress io.Writer) error {
+	p, err := newPKI()
+	if err != nil {
+		return err
+	}
+	sizes, sequential, writers, perWriter := []int{3, 5}, 300, 16, 40
+	verifySizes := []int{10, 100, 1_000, 10_000, 100_000}
+	if quick {
+		sizes, sequential, writers, perWriter, verifySizes = []int{3}, 20, 2, 5, []int{10, 100}
+	}
+	var appends []appendRow
+	for _, n := range sizes {
+		nodes, stop, err := p.cluster(ctx, n)
+		if err != nil {
+			return err
+		}
+		leader := nodes[0]
+		for _, nd := range nodes {
+			if nd.IsLeader() {
+				leader = nd
+			}
+		}
+		envs, _, err := p.records(fmt.Sprintf("seq-%d", n), sequential)
+		if err != nil {
+			stop()
+			return err
+		}
+		var lat []time.Duration
+		for _, e := range envs {
+			t := time.Now()
+			if _, err := leader.Append(ctx, e); err != nil {
+				stop()
+				return err
+			}
+			lat = append(lat, time.Since(t))
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		start := time.Now()
+		for w := 0; w < writers; w++ {
+			envs, _, err := p.records(fmt.Sprintf("par-%d-%d", n, w), perWriter)
+			if err != nil {
+				stop()
+				return err
+			}
+			nd := nodes[w%len(nodes)]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, e := range envs {
+					if _, err := nd.Append(ctx, e); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		tput := float64(writers*(perWriter+1)) / time.Since(start).Seconds()
+		stop()
+		close(errs)
+		if err := <-errs; err != nil {
+			return err
+		}
+		r := appendRow{nodes: n, p50: expkit.Percentile(lat, 50), p99: expkit.Percentile(lat, 99), perSecond: tput}
+		appends = append(appends, r)
+		fmt.Fprintf(progress, "%d nodes: append p50 %v p99 %v, %d concurrent writers %.0f appends/s\n", n, r.p50, r.p99, writers, r.perSecond)
+	}
+
+	var verifies []verifyRow
+	for _, rounds := range verifySizes {
+		envs, final, err := p.records("verify", rounds)
+		if err != nil {
+			return err
+		}
+		l := audit.NewLedger(p.ca.Pool())
+		for _, e := range envs {
+			if _, err := l.Apply(e); err != nil {
+				return err
+			}
+		}
+		size, root, _ := l.Root()
+		nodeID, _ := p.ca.Issue("audit-0", tlsutil.RoleAuditNode, nil, 24*time.Hour)
+		signer, err := audit.NoteSigner(nodeID)
+		if err != nil {
+			return err
+		}
+		cp, err := audit.SignCheckpoint(audit.Checkpoint{Origin: "experiment/audit-log", Size: size, Root: root}, signer)
+		if err != nil {
+			return err
+		}
+		b := &audit.Bundle{Checkpoint: cp, Leaves: envs}
+		v, _ := audit.NoteVerifier(tlsutil.Peer{ID: nodeID.ID, Role: nodeID.Role, Cert: nodeID.Cert})
+		trust := audit.Trust{Roots: p.ca.Pool(), Keys: note.VerifierList(v), Quorum: 1}
+		t := time.Now()
+		lin, err := audit.VerifyBundle(b, trust, "verify", final)
+		if err != nil || len(lin.Steps) != rounds {
+			return fmt.Errorf("verify %d rounds: %v", rounds, err)
+		}
+		r := verifyRow{rounds: rounds, seconds: time.Since(t).Seconds(), bundleBytes: len(b.Marshal())}
+		verifies = append(verifies, r)
+		fmt.Fprintf(progress, "verify %6d rounds: %.3fs, bundle %d bytes (%.0f bytes/round)\n", rounds, r.seconds, r.bundleBytes, float64(r.bundleBytes)/float64(rounds))
+	}
+	return write(outDir, appends, verifies, writers)
+}
+
+func write(dir string, appends []appendRow, verifies []verifyRow, writers int) error {
+	var rows [][]string
+	for _, a := range appends {
+		rows = append(rows, []string{"append", strconv.Itoa(a.nodes), "", fmt.Sprintf("%.3f", ms(a.p50)), fmt.Sprintf("%.3f", ms(a.p99)), fmt.Sprintf("%.1f", a.perSecond), "", ""})
+	}
+	for _, v := range verifies {
+		rows = append(rows, []string{"verify", "", strconv.Itoa(v.rounds), "", "", "", fmt.Sprintf("%.4f", v.seconds), strconv.Itoa(v.bundleBytes)})
+	}
+	if err := expkit.WriteCSV(filepath.Join(dir, "results.csv"), []string{"measure", "nodes", "rounds", "append_p50_ms", "append_p99_ms", "appends_per_s", "verify_s", "bundle_bytes"}, rows); err != nil {
+		return err
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "Machine: %s (all nodes share one disk). Command: `go run ./experiments/audit-log`.\n\n### Appends (TCP + mutual TLS on loopback, bbolt fsync on every node)\n\n", expkit.Machine())
+	var t [][]string
+	for _, a := range appends {
+		t = append(t, []string{strconv.Itoa(a.nodes), fmt.Sprintf("%.2f", ms(a.p50)), fmt.Sprintf("%.2f", ms(a.p99)), fmt.Sprintf("%.0f", a.perSecond)})
+	}
+	expkit.WriteTable(&md, []string{"nodes", "sequential append p50 ms", "p99 ms", fmt.Sprintf("appends/s, %d concurrent writers", writers)}, t)
+	fmt.Fprintf(&md, "\n### Offline verification (one study; every record re-checked, tree recomputed)\n\n")
+	t = nil
+	var xs, secs, per []float64
+	for _, v := range verifies {
+		t = append(t, []string{strconv.Itoa(v.rounds), fmt.Sprintf("%.3f", v.seconds), fmt.Sprintf("%.1f", float64(v.bundleBytes)/(1<<20)), fmt.Sprintf("%.0f", float64(v.bundleBytes)/float64(v.rounds))})
+		xs, secs, per = append(xs, float64(v.rounds)), append(secs, v.seconds), append(per, float64(v.bundleBytes)/float64(v.rounds))
+	}
+	expkit.WriteTable(&md, []string{"rounds", "verify s", "bundle MiB", "bundle bytes/round"}, t)
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	return expkit.Lines(filepath.Join(dir, "verify_time.png"), "Offline verification of a study's bundle", "rounds", "seconds", true, true,
+		expkit.Series{Name: "verify time", X: xs, Y: secs})
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
