@@ -116,7 +116,7 @@ type RunResult struct {
 	Rounds []coordinator.RoundReport
 	// RoundSeconds is the mean wall time of a round (announce to new
 	// model, key setup excluded).
-	RoundSeconds float64
+	RoundSeconds    float64
 	KeySetupSeconds float64
 	// WireBytesPerRound is every byte the coordinator's listener sent and
 	// received (TLS records included) during the rounds, per round.
