@@ -121,6 +121,9 @@ type RunResult struct {
 	// WireBytesPerRound is every byte the coordinator's listener sent and
 	// received (TLS records included) during the rounds, per round.
 	WireBytesPerRound float64
+	// Err is the study's error when it ended without a successful round
+	// (its rounds are still reported).
+	Err error
 	// Phase means, seconds per round: coordinator side (aggregate,
 	// decryption_shares, combine) and per client (train, encode, upload,
 	// decryption_share), plus the audit append.
@@ -317,11 +320,12 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	err = <-done
 	stop()
 	wg.Wait()
-	if err != nil {
+	res := co.Result()
+	if err != nil && len(res.Rounds) == 0 {
 		return nil, err
 	}
-	res := co.Result()
-	out := &RunResult{Rounds: res.Rounds, Phases: map[string]float64{}}
+	// A study whose every round failed still measured its rounds.
+	out := &RunResult{Rounds: res.Rounds, Phases: map[string]float64{}, Err: err}
 	var total time.Duration
 	for _, r := range res.Rounds {
 		total += r.Duration
