@@ -203,6 +203,30 @@ Exit status 0: verified; 1: not verified, with the reason; 2: bad usage.`,
 	return cmd
 }
 
+// signStudy signs, as the admin holding cert and key, the study-created
+// record of the study in a coordinator configuration.
+func signStudy(cfgFile, cert, key string, validFor time.Duration) (study string, admin *tlsutil.Identity, initial [32]byte, env *audit.Envelope, err error) {
+	c, err := config.LoadCoordinator(cfgFile, nil)
+	if err != nil {
+		return "", nil, initial, nil, err
+	}
+	if admin, err = tlsutil.LoadIdentity(cert, key); err != nil {
+		return "", nil, initial, nil, fmt.Errorf("%w: %v", config.ErrConfig, err)
+	}
+	if admin.Role != tlsutil.RoleAdmin {
+		return "", nil, initial, nil, fmt.Errorf("%w: %q has role %s; study records are signed by an admin", config.ErrConfig, admin.ID, admin.Role)
+	}
+	if _, _, initial, err = coordinator.InitialModel(c.Config.Study); err != nil {
+		return "", nil, initial, nil, err
+	}
+	var expires time.Time
+	if validFor > 0 {
+		expires = time.Now().Add(validFor)
+	}
+	env, err = audit.Sign(admin, coordinator.StudyRecord(c.Config.Study, initial, admin.ID, expires))
+	return c.Config.Study.ID, admin, initial, env, err
+}
+
 func newStudyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "study",
@@ -231,33 +255,14 @@ with an admin's signature, and every later round is checked against it.`,
 			if cert == "" || key == "" || out == "" {
 				return fmt.Errorf("%w: study sign needs --cert, --key and --out", config.ErrConfig)
 			}
-			c, err := config.LoadCoordinator(cfgFile, nil)
-			if err != nil {
-				return err
-			}
-			admin, err := tlsutil.LoadIdentity(cert, key)
-			if err != nil {
-				return fmt.Errorf("%w: %v", config.ErrConfig, err)
-			}
-			if admin.Role != tlsutil.RoleAdmin {
-				return fmt.Errorf("%w: %q has role %s; study records are signed by an admin", config.ErrConfig, admin.ID, admin.Role)
-			}
-			_, _, initial, err := coordinator.InitialModel(c.Config.Study)
-			if err != nil {
-				return err
-			}
-			var expires time.Time
-			if validFor > 0 {
-				expires = time.Now().Add(validFor)
-			}
-			env, err := audit.Sign(admin, coordinator.StudyRecord(c.Config.Study, initial, admin.ID, expires))
+			study, admin, initial, env, err := signStudy(cfgFile, cert, key, validFor)
 			if err != nil {
 				return err
 			}
 			if err := os.WriteFile(out, env.Marshal(), 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "study %q signed by %s: initial model %s -> %s\n", c.Config.Study.ID, admin.ID, hex.EncodeToString(initial[:8]), out)
+			fmt.Fprintf(cmd.OutOrStdout(), "study %q signed by %s: initial model %s -> %s\n", study, admin.ID, hex.EncodeToString(initial[:8]), out)
 			return nil
 		},
 	}
@@ -302,23 +307,7 @@ with an admin's signature, and every later round is checked against it.`,
 			if err != nil {
 				return err
 			}
-			c, err := config.LoadCoordinator(cfgFile, nil)
-			if err != nil {
-				return err
-			}
-			admin, err := tlsutil.LoadIdentity(cert, key)
-			if err != nil {
-				return fmt.Errorf("%w: %v", config.ErrConfig, err)
-			}
-			_, _, initial, err := coordinator.InitialModel(c.Config.Study)
-			if err != nil {
-				return err
-			}
-			var expires time.Time
-			if validFor > 0 {
-				expires = time.Now().Add(validFor)
-			}
-			env, err := audit.Sign(admin, coordinator.StudyRecord(c.Config.Study, initial, admin.ID, expires))
+			study, admin, initial, env, err := signStudy(cfgFile, cert, key, validFor)
 			if err != nil {
 				return err
 			}
@@ -333,7 +322,7 @@ with an admin's signature, and every later round is checked against it.`,
 			if err != nil {
 				return fmt.Errorf("appending the study record: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "study %q created by %s at log index %d (initial model %s)\n", c.Config.Study.ID, admin.ID, r.Index, hex.EncodeToString(initial[:8]))
+			fmt.Fprintf(cmd.OutOrStdout(), "study %q created by %s at log index %d (initial model %s)\n", study, admin.ID, r.Index, hex.EncodeToString(initial[:8]))
 			return nil
 		},
 	}

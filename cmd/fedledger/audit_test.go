@@ -119,7 +119,7 @@ audit_nodes: [%s]
 		t.Fatalf("study create: %v\n%s", err, out)
 	}
 	if _, err := run(t, append([]string{"study", "create", "--config", filepath.Join(dir, "coordinator.yaml"), "--audit", audits}, as("cleveland")...)...); err == nil ||
-		!strings.Contains(err.Error(), `"cleveland" (client) may not call Append`) {
+		!strings.Contains(err.Error(), `"cleveland" has role client; study records are signed by an admin`) {
 		t.Fatalf("study create by a hospital: %v", err)
 	}
 	trust := filepath.Join(dir, "trust.json")
