@@ -47,5 +47,9 @@ func Lines(path, title, xlabel, ylabel string, logX, logY bool, series ...Series
 		p.Legend.Add(s.Name, l, sc)
 	}
 	p.Legend.Top = true
+	if !logY {
+		// Headroom above the data, so the legend does not cover it.
+		p.Y.Max += 0.25 * (p.Y.Max - p.Y.Min)
+	}
 	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
 }
