@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedledger/fedledger/internal/fsutil"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -753,29 +754,14 @@ func openWitnessState(path string) (*witnessState, error) {
 	return w, nil
 }
 
-// save writes the state atomically (temp file, fsync, rename); the caller
-// holds mu.
+// save writes the state atomically; the caller holds mu.
 func (w *witnessState) save() error {
 	f := witnessFile{Evidence: w.evidence}
 	if w.last != nil {
 		f.Last = w.last.String()
 	}
 	b, _ := json.MarshalIndent(f, "", "  ")
-	tmp := w.path + ".tmp"
-	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("audit: witness state: %w", err)
-	}
-	if _, err = fh.Write(b); err == nil {
-		err = fh.Sync()
-	}
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, w.path)
-	}
-	if err != nil {
+	if err := fsutil.WriteFileAtomic(w.path, b, 0o600); err != nil {
 		return fmt.Errorf("audit: witness state: %w", err)
 	}
 	return nil

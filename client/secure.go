@@ -18,6 +18,7 @@ import (
 	"github.com/tuneinsight/lattigo/v5/mhe"
 
 	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/internal/fsutil"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -299,7 +300,7 @@ func (c *Client) saveKeys(k *keys, ks *keySetup) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "keys.json"), b, 0o600)
+	return fsutil.WriteFileAtomic(filepath.Join(dir, "keys.json"), b, 0o600)
 }
 
 // loadKeys reads the key material a finished key setup left for the study

@@ -14,6 +14,7 @@ import (
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/internal/fsutil"
 )
 
 // Crash safety. The audit log is the source of truth for what happened:
@@ -58,7 +59,7 @@ type keysState struct {
 
 func (c *Coordinator) stateDir() string { return filepath.Join(c.cfg.DataDir, "state") }
 
-// writeState writes a state file atomically (temp, fsync, rename).
+// writeState writes a state file atomically.
 func (c *Coordinator) writeState(name string, v any) error {
 	if err := os.MkdirAll(c.stateDir(), 0o700); err != nil {
 		return err
@@ -67,21 +68,10 @@ func (c *Coordinator) writeState(name string, v any) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(c.stateDir(), name)
-	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(c.stateDir(), name), b, 0o600); err != nil {
 		return fmt.Errorf("coordinator: state %s: %w", name, err)
 	}
-	return os.Rename(path+".tmp", path)
+	return nil
 }
 
 func (c *Coordinator) readState(name string, v any) error {

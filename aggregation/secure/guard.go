@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/internal/fsutil"
 )
 
 // Errors of the client-side decryption rules.
@@ -176,26 +176,8 @@ func (g *ShareGuard) save() error {
 		rounds = append(rounds, r)
 	}
 	b, _ := json.Marshal(rounds)
-	tmp := g.cfg.StateFile + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := fsutil.WriteFileAtomic(g.cfg.StateFile, b, 0o600); err != nil {
 		return fmt.Errorf("secure: guard state: %w", err)
-	}
-	if _, err := f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, g.cfg.StateFile)
-	}
-	if err != nil {
-		return fmt.Errorf("secure: guard state: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(g.cfg.StateFile)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
