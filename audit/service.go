@@ -3,9 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"slices"
 
 	"github.com/hashicorp/raft"
 	"golang.org/x/mod/sumdb/tlog"
@@ -57,10 +55,7 @@ var (
 )
 
 func (s *auditServer) authorize(ctx context.Context, rpc string, roles []tlsutil.Role) (tlsutil.Peer, error) {
-	p, err := tlsutil.PeerFromContext(ctx)
-	if err == nil && !slices.Contains(roles, p.Role) {
-		err = fmt.Errorf("audit: %q (%s) may not call %s", p.ID, p.Role, rpc)
-	}
+	p, err := tlsutil.RequireRole(ctx, rpc, roles...)
 	if err != nil {
 		s.n.log.Warn("refused caller", slog.String("rpc", rpc), slog.String("peer", p.ID), slog.Any("err", err))
 		return p, status.Error(codes.PermissionDenied, err.Error())

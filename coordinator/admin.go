@@ -2,9 +2,7 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -52,10 +50,7 @@ type adminServer struct {
 }
 
 func (a *adminServer) authorize(ctx context.Context, rpc string, roles ...tlsutil.Role) (tlsutil.Peer, error) {
-	p, err := tlsutil.PeerFromContext(ctx)
-	if err == nil && !slices.Contains(roles, p.Role) {
-		err = fmt.Errorf("coordinator: %q (%s) may not call %s", p.ID, p.Role, rpc)
-	}
+	p, err := tlsutil.RequireRole(ctx, rpc, roles...)
 	if err != nil {
 		a.c.log.Warn("refused caller", slog.String("rpc", rpc), slog.String("peer", p.ID), slog.Any("err", err))
 		return p, status.Error(codes.PermissionDenied, err.Error())

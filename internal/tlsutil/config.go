@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -99,4 +101,20 @@ func VerifyPeerCertificate(der []byte, roots *x509.CertPool, at time.Time) (Peer
 		return Peer{}, fmt.Errorf("%w: %q: %v", ErrBadIdentity, c.Subject.CommonName, err)
 	}
 	return peerFromCert(c)
+}
+
+// ErrRole: the caller's certificate role may not call this RPC.
+var ErrRole = errors.New("tlsutil: caller's role may not call this")
+
+// RequireRole reads the verified caller of a gRPC handler and checks its
+// role is one of roles; the error names the caller, its role and rpc.
+func RequireRole(ctx context.Context, rpc string, roles ...Role) (Peer, error) {
+	p, err := PeerFromContext(ctx)
+	if err != nil {
+		return p, err
+	}
+	if !slices.Contains(roles, p.Role) {
+		return p, fmt.Errorf("%w: %q (%s) may not call %s", ErrRole, p.ID, p.Role, rpc)
+	}
+	return p, nil
 }
