@@ -147,6 +147,14 @@ type Client struct {
 	audit       *audit.Client
 	manifest    [32]byte // SHA-256 of the data manifest
 	metrics     *metrics
+	// own is this site's last secure upload, so re-summing a round does not
+	// download the site's own contribution back.
+	own struct {
+		study   string
+		round   uint64
+		hash    [32]byte
+		payload []byte
+	}
 }
 
 // New checks the configuration and loads the local data, so that a missing
@@ -516,12 +524,18 @@ func (c *Client) encodeUpdate(t *pb.TrainTask, local, parent []float64, n uint64
 		encoding = secure.EncodingContribution
 	}
 	stmt := aggregation.Contribution{Study: t.StudyId, Round: t.Round, Payload: sha256.Sum256(payload), Samples: n, DataManifest: c.manifest}
+	if encoding == secure.EncodingContribution {
+		c.own.study, c.own.round, c.own.hash, c.own.payload = t.StudyId, t.Round, stmt.Payload, payload
+	} else {
+		c.own.payload = nil
+	}
 	return payload, encoding, c.sign(stmt.Message()), nil
 }
 
-// decryptRound answers a DecryptTask: fetch the aggregate (and, with
-// Resum, every listed contribution), let the ShareGuard check the manifest,
-// and only then compute and submit this site's decryption shares.
+// decryptRound answers a DecryptTask: fetch the aggregate, let the
+// ShareGuard check the manifest (and, with Resum, re-sum the listed
+// contributions, which it pulls one at a time), and only then compute and
+// submit this site's decryption shares.
 func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *pb.DecryptTask) error {
 	start := time.Now()
 	if c.study == nil || c.study.Mode != modeSecure || t.StudyId != c.study.StudyId {
@@ -541,7 +555,7 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 		return fmt.Errorf("aggregate hash has %d bytes", len(t.AggregateSha256))
 	}
 	m := secure.Manifest{Study: t.StudyId, Round: t.Round, Count: count, AggregateHash: [32]byte(t.AggregateSha256)}
-	payloads := map[string][]byte{}
+	sizes := map[string]uint64{}
 	for _, e := range t.Contributions {
 		if len(e.Sha256) != sha256.Size {
 			return fmt.Errorf("contribution of %q has a %d-byte hash", e.ClientId, len(e.Sha256))
@@ -551,17 +565,24 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 		}
 		m.Contributions = append(m.Contributions, secure.Contribution{Client: e.ClientId, Hash: [32]byte(e.Sha256), Samples: e.Samples,
 			DataManifest: [32]byte(e.DataManifestSha256), Signature: e.Signature})
-		if c.cfg.Resum {
-			if payloads[e.ClientId], err = c.fetchBlob(ctx, api, t.StudyId, e.Sha256, e.Size, contribMax); err != nil {
-				return fmt.Errorf("contribution of %q: %w", e.ClientId, err)
-			}
-		}
+		sizes[e.ClientId] = e.Size
 	}
 	aggregate, err := c.fetchBlob(ctx, api, t.StudyId, t.AggregateSha256, t.AggregateSize, aggMax)
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
-	cts, err := k.guard.Authorize(t.StudyId, t.Round, m, k.preset, payloads, aggregate)
+	// With Resum the guard pulls the contributions one at a time; this
+	// site's own comes from memory when it is the one it uploaded.
+	fetched := 0
+	fetch := func(client string, hash [32]byte) ([]byte, error) {
+		if c.own.payload != nil && c.own.study == t.StudyId && c.own.round == t.Round && c.own.hash == hash {
+			return c.own.payload, nil
+		}
+		fetched++
+		c.metrics.resum.Inc()
+		return c.fetchBlob(ctx, api, t.StudyId, hash[:], sizes[client], contribMax)
+	}
+	cts, err := k.guard.Authorize(t.StudyId, t.Round, m, k.preset, fetch, aggregate)
 	if err != nil {
 		return err
 	}
@@ -589,7 +610,7 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 		return fmt.Errorf("decryption share for round %d rejected: %w", t.Round, err)
 	}
 	c.log.Info("decryption share given", slog.Uint64("round", t.Round), slog.Int("contributions", len(m.Contributions)),
-		slog.Bool("resummed", c.cfg.Resum), slog.Duration("took", time.Since(start)))
+		slog.Bool("resummed", c.cfg.Resum), slog.Int("contributions_downloaded", fetched), slog.Duration("took", time.Since(start)))
 	return nil
 }
 

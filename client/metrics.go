@@ -14,6 +14,7 @@ type metrics struct {
 	phase      *prometheus.HistogramVec
 	shares     *prometheus.CounterVec
 	refusals   prometheus.Counter
+	resum      prometheus.Counter
 }
 
 func newMetrics(site string) *metrics {
@@ -39,8 +40,11 @@ func newMetrics(site string) *metrics {
 		refusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fedledger_client_study_refusals_total", Help: "Studies refused at Welcome (policy, capability).", ConstLabels: labels,
 		}),
+		resum: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedledger_client_resum_downloads_total", Help: "Other sites' contributions downloaded to re-sum an aggregate before a decryption share.", ConstLabels: labels,
+		}),
 	}
-	m.reg.MustRegister(m.connected, m.rounds, m.updateSize, m.phase, m.shares, m.refusals,
+	m.reg.MustRegister(m.connected, m.rounds, m.updateSize, m.phase, m.shares, m.refusals, m.resum,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

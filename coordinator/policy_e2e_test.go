@@ -79,7 +79,10 @@ func TestPolicyRefusalIsVisible(t *testing.T) {
 		"va/fedledger_client_study_refusals_total":                           1,
 		`cleveland/fedledger_client_rounds_total{outcome="submitted"}`:       2,
 		`cleveland/fedledger_client_decryption_shares_total{result="given"}`: 2,
-		`hungary/fedledger_client_rounds_total{outcome="submitted"}`:         2,
+		// Re-summing downloads the two other contributions of each round,
+		// never the site's own.
+		"cleveland/fedledger_client_resum_downloads_total":           4,
+		`hungary/fedledger_client_rounds_total{outcome="submitted"}`: 2,
 	} {
 		site, series, _ := strings.Cut(name, "/")
 		if got := registryValue(t, clients[site].Metrics(), series); got != want {

@@ -98,12 +98,18 @@ func OpenShareGuard(cfg GuardConfig) (*ShareGuard, error) {
 
 func roundKey(study string, round uint64) string { return fmt.Sprintf("%s/%d", study, round) }
 
+// Fetcher returns the payload of a listed contribution, by its contributor
+// and the hash the contributor signed. The guard checks the hash itself.
+type Fetcher func(client string, hash [32]byte) ([]byte, error)
+
 // Authorize checks a manifest and, when it passes, records the round as
 // answered (durably) before returning the opened aggregate: the caller may
 // then compute and send its share. aggregate is the payload the coordinator
-// asks to decrypt; payloads maps each listed client to its contribution
-// payload and is only read when Resum is on.
-func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Preset, payloads map[string][]byte, aggregate []byte) ([]*rlwe.Ciphertext, error) {
+// asks to decrypt. With Resum on, fetch is called for each listed
+// contribution in turn and each is added to a running sum and dropped, so
+// memory stays at about two contributions whatever their number; fetch is
+// not called otherwise.
+func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Preset, fetch Fetcher, aggregate []byte) ([]*rlwe.Ciphertext, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if m.Study != study || m.Round != round {
@@ -135,31 +141,8 @@ func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Pr
 		return nil, fmt.Errorf("%w: %v", ErrAggregate, err)
 	}
 	if g.cfg.Resum {
-		parts := make([][]*rlwe.Ciphertext, 0, len(m.Contributions))
-		for _, c := range m.Contributions {
-			p, ok := payloads[c.Client]
-			if !ok {
-				return nil, fmt.Errorf("%w: contribution of %q not provided", ErrAggregate, c.Client)
-			}
-			if sha256.Sum256(p) != c.Hash {
-				return nil, fmt.Errorf("%w: contribution of %q does not hash to the signed value", ErrAggregate, c.Client)
-			}
-			cts, err := OpenCiphertexts(p, Expect{Kind: KindContribution, Preset: preset, Study: study, Round: round, Count: uint32(m.Count)})
-			if err != nil {
-				return nil, fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Client, err)
-			}
-			parts = append(parts, cts)
-		}
-		sum, err := Sum(preset, parts)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrAggregate, err)
-		}
-		resum, err := SealPayload(KindAggregate, preset, study, round, sum)
-		if err != nil {
+		if err := resum(study, round, m, preset, fetch); err != nil {
 			return nil, err
-		}
-		if sha256.Sum256(resum) != m.AggregateHash {
-			return nil, fmt.Errorf("%w: re-summed contributions differ from the aggregate", ErrAggregate)
 		}
 	}
 	g.answered[key] = true
@@ -168,6 +151,42 @@ func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Pr
 		return nil, err
 	}
 	return agg, nil
+}
+
+// resum re-adds the listed contributions, one at a time, and checks the
+// result is the aggregate the manifest names.
+func resum(study string, round uint64, m Manifest, preset Preset, fetch Fetcher) error {
+	if fetch == nil {
+		return fmt.Errorf("%w: resum is on but no contributions can be fetched", ErrInput)
+	}
+	acc, err := NewAccumulator(preset, m.Count)
+	if err != nil {
+		return err
+	}
+	for _, c := range m.Contributions {
+		p, err := fetch(c.Client, c.Hash)
+		if err != nil {
+			return fmt.Errorf("secure: fetching the contribution of %q to re-sum it: %w", c.Client, err)
+		}
+		if sha256.Sum256(p) != c.Hash {
+			return fmt.Errorf("%w: contribution of %q does not hash to the signed value", ErrAggregate, c.Client)
+		}
+		cts, err := OpenCiphertexts(p, Expect{Kind: KindContribution, Preset: preset, Study: study, Round: round, Count: uint32(m.Count)})
+		if err != nil {
+			return fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Client, err)
+		}
+		if err := acc.Add(cts); err != nil {
+			return fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Client, err)
+		}
+	}
+	sum, err := SealPayload(KindAggregate, preset, study, round, acc.Sum())
+	if err != nil {
+		return err
+	}
+	if sha256.Sum256(sum) != m.AggregateHash {
+		return fmt.Errorf("%w: re-summed contributions differ from the aggregate", ErrAggregate)
+	}
+	return nil
 }
 
 func (g *ShareGuard) save() error {

@@ -186,36 +186,73 @@ func Encrypt(preset Preset, pk *rlwe.PublicKey, vector []float64, weight float64
 // Sum adds contributions ciphertext-wise. Every contribution must have the
 // same number of ciphertexts, at the preset's degree and level.
 func Sum(preset Preset, contributions [][]*rlwe.Ciphertext) ([]*rlwe.Ciphertext, error) {
+	if len(contributions) == 0 {
+		return nil, fmt.Errorf("%w: nothing to sum", ErrInput)
+	}
+	acc, err := NewAccumulator(preset, len(contributions[0]))
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range contributions {
+		if err := acc.Add(c); err != nil {
+			return nil, fmt.Errorf("contribution %d: %w", i, err)
+		}
+	}
+	return acc.Sum(), nil
+}
+
+// Accumulator adds contributions one at a time, so a running sum needs
+// the memory of one contribution whatever their number (a decryptor
+// re-summing 32 hospitals' 10^6-parameter updates holds 2 of them, not 32).
+type Accumulator struct {
+	params hefloat.Parameters
+	eval   *hefloat.Evaluator
+	count  int
+	sum    []*rlwe.Ciphertext
+}
+
+// NewAccumulator starts an empty sum of contributions of count ciphertexts.
+func NewAccumulator(preset Preset, count int) (*Accumulator, error) {
 	params, err := preset.Params()
 	if err != nil {
 		return nil, err
 	}
-	if len(contributions) == 0 {
-		return nil, fmt.Errorf("%w: nothing to sum", ErrInput)
+	if count < 1 {
+		return nil, fmt.Errorf("%w: a contribution has at least one ciphertext, not %d", ErrInput, count)
 	}
-	n := len(contributions[0])
-	for i, c := range contributions {
-		if len(c) != n {
-			return nil, fmt.Errorf("%w: contribution %d has %d ciphertexts, want %d", ErrParams, i, len(c), n)
-		}
-		for j, ct := range c {
-			if err := checkCiphertext(params, ct); err != nil {
-				return nil, fmt.Errorf("contribution %d ciphertext %d: %w", i, j, err)
-			}
-		}
-	}
-	eval := hefloat.NewEvaluator(params, nil)
-	out := make([]*rlwe.Ciphertext, n)
-	for j := range out {
-		out[j] = contributions[0][j].CopyNew()
-		for _, c := range contributions[1:] {
-			if err := eval.Add(out[j], c[j], out[j]); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return out, nil
+	return &Accumulator{params: params, eval: hefloat.NewEvaluator(params, nil), count: count}, nil
 }
+
+// Add checks a contribution's shape (count ciphertexts of the preset's
+// degree and level) and adds it to the sum. A rejected contribution leaves
+// the sum unchanged. The first contribution is copied, not aliased.
+func (a *Accumulator) Add(contribution []*rlwe.Ciphertext) error {
+	if len(contribution) != a.count {
+		return fmt.Errorf("%w: %d ciphertexts, want %d", ErrParams, len(contribution), a.count)
+	}
+	for j, ct := range contribution {
+		if err := checkCiphertext(a.params, ct); err != nil {
+			return fmt.Errorf("ciphertext %d: %w", j, err)
+		}
+	}
+	if a.sum == nil {
+		a.sum = make([]*rlwe.Ciphertext, a.count)
+		for j, ct := range contribution {
+			a.sum[j] = ct.CopyNew()
+		}
+		return nil
+	}
+	for j, ct := range contribution {
+		if err := a.eval.Add(a.sum[j], ct, a.sum[j]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sum is the running sum (nil before the first Add). It is the
+// accumulator's own storage: later Adds change it.
+func (a *Accumulator) Sum() []*rlwe.Ciphertext { return a.sum }
 
 func checkCiphertext(params hefloat.Parameters, ct *rlwe.Ciphertext) error {
 	switch {

@@ -330,3 +330,47 @@ func TestMillionValues(t *testing.T) {
 		t.Fatalf("max error %g > 1e-6", e)
 	}
 }
+
+// TestAccumulatorMatchesSum: adding contributions one at a time gives the
+// same ciphertexts as Sum, the first contribution is copied rather than
+// aliased, and a contribution of the wrong shape is refused without
+// touching the running sum.
+func TestAccumulatorMatchesSum(t *testing.T) {
+	s := setup(t, 3, 2)
+	var parts [][]*rlwe.Ciphertext
+	for i := range 3 {
+		cts, err := Encrypt(Default, s.pk, []float64{float64(i), 1, 2}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, cts)
+	}
+	want, err := Sum(Default, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := NewAccumulator(Default, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := parts[0][0].CopyNew()
+	for i, p := range parts {
+		if err := acc.Add(p); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if err := acc.Add([]*rlwe.Ciphertext{parts[1][0], parts[2][0]}); !errors.Is(err, ErrParams) {
+				t.Fatalf("two ciphertexts into a one-ciphertext sum: %v", err)
+			}
+		}
+	}
+	if !acc.Sum()[0].Equal(want[0]) {
+		t.Fatal("accumulated sum differs from Sum, or a refused contribution changed it")
+	}
+	if !parts[0][0].Equal(first) {
+		t.Fatal("the accumulator wrote into the first contribution")
+	}
+	if _, err := NewAccumulator(Default, 0); !errors.Is(err, ErrInput) {
+		t.Fatalf("zero-ciphertext accumulator: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
@@ -212,9 +213,18 @@ func TestShareGuard(t *testing.T) {
 		return g
 	}
 	g := open()
+	fetched := map[string]int{}
+	fetch := func(client string, hash [32]byte) ([]byte, error) {
+		fetched[client]++
+		p, ok := payloads[client]
+		if !ok {
+			return nil, errors.New("no such contribution")
+		}
+		return p, nil
+	}
 	refuse := func(name string, m Manifest, aggregate []byte, want error) {
 		t.Helper()
-		if _, err := g.Authorize("heart", 7, m, Default, payloads, aggregate); !errors.Is(err, want) {
+		if _, err := g.Authorize("heart", 7, m, Default, fetch, aggregate); !errors.Is(err, want) {
 			t.Errorf("%s: got %v, want %v", name, err, want)
 		}
 	}
@@ -239,13 +249,30 @@ func TestShareGuard(t *testing.T) {
 	lying.AggregateHash = sha256.Sum256(partial)
 	refuse("aggregate of fewer than listed", lying, partial, ErrAggregate)
 	refuse("aggregate not matching its hash", manifest, partial, ErrAggregate)
+	// A contribution that cannot be fetched is an error, not a verdict: the
+	// round stays unanswered.
+	down := func(string, [32]byte) ([]byte, error) { return nil, errors.New("connection reset") }
+	if _, err := g.Authorize("heart", 7, manifest, Default, down, agg); err == nil || !strings.Contains(err.Error(), `fetching the contribution of "a"`) {
+		t.Errorf("unfetchable contribution: got %v", err)
+	}
+	// A fetched payload other than the signed one is refused.
+	swapped := func(client string, _ [32]byte) ([]byte, error) {
+		return payloads[map[string]string{"a": "b", "b": "a", "c": "c"}[client]], nil
+	}
+	if _, err := g.Authorize("heart", 7, manifest, Default, swapped, agg); !errors.Is(err, ErrAggregate) {
+		t.Errorf("swapped contributions: got %v", err)
+	}
 
-	got, err := g.Authorize("heart", 7, manifest, Default, payloads, agg)
+	clear(fetched)
+	got, err := g.Authorize("heart", 7, manifest, Default, fetch, agg)
 	if err != nil {
 		t.Fatalf("valid manifest refused: %v", err)
 	}
 	if len(got) != 1 {
 		t.Fatalf("opened aggregate has %d ciphertexts, want 1", len(got))
+	}
+	if len(fetched) != 3 || fetched["a"] != 1 || fetched["b"] != 1 || fetched["c"] != 1 {
+		t.Fatalf("re-sum fetched %v, want each contribution once", fetched)
 	}
 	refuse("second request for the round", manifest, agg, ErrAlreadyShared)
 	// The refusal survives a restart.
