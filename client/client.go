@@ -583,6 +583,7 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 		return c.fetchBlob(ctx, api, t.StudyId, hash[:], sizes[client], contribMax)
 	}
 	cts, err := k.guard.Authorize(t.StudyId, t.Round, m, k.preset, fetch, aggregate)
+	c.own.payload = nil // the guard answers a round once: it is not needed again
 	if err != nil {
 		return err
 	}

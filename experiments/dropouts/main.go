@@ -29,6 +29,7 @@ const (
 )
 
 func main() {
+	expkit.LimitMemory()
 	trials := flag.Int("trials", 3, "studies per (mode, dropouts) cell")
 	quick := flag.Bool("quick", false, "one trial, d in {0, 1} (tests)")
 	out := flag.String("out", "experiments/dropouts", "output directory")

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,31 @@ import (
 
 // Quiet is a logger that drops everything.
 func Quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// LimitMemory sets the Go runtime's soft memory limit to three quarters of
+// the machine's memory, unless GOMEMLIMIT is set. An experiment runs every
+// hospital in one process (32 clients each holding a 10^6-parameter model,
+// its ciphertexts and shares), where the default GC pacing lets the heap
+// grow to twice what is live and the kernel's OOM killer ends the run; in
+// a deployment each hospital is its own process.
+func LimitMemory() {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return
+	}
+	var kb int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+		}
+	}
+	if kb > 0 {
+		debug.SetMemoryLimit(kb * 1024 / 4 * 3)
+	}
+}
 
 // Machine describes where the experiment ran.
 func Machine() string {
@@ -109,6 +135,8 @@ type RunConfig struct {
 	// Audit runs the study against a one-node audit log (Raft, bbolt with
 	// fsync, mutual TLS); its per-round append time is measured.
 	Audit bool
+	// NoResum turns the decryptors' re-sum check off (client resum: false).
+	NoResum bool
 }
 
 // RunResult is what a study measured.
@@ -290,6 +318,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		kc.Data.CSV = &train.CSVConfig{Path: path, LabelColumn: "y", PositiveLabels: []string{"1"}, Numeric: Features(),
 			Missing: "drop", TestFraction: 0.25, Seed: cfg.Seed, Standardize: true}
 		kc.AllowPlaintext = cfg.Mode == coordinator.ModePlaintext
+		kc.Resum = !cfg.NoResum
 		kc.MaxBackoff = time.Second
 		ctxI, cancelI := context.WithCancel(cctx)
 		defer cancelI()
