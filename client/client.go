@@ -524,7 +524,7 @@ func (c *Client) encodeUpdate(t *pb.TrainTask, local, parent []float64, n uint64
 		encoding = secure.EncodingContribution
 	}
 	stmt := aggregation.Contribution{Study: t.StudyId, Round: t.Round, Payload: sha256.Sum256(payload), Samples: n, DataManifest: c.manifest}
-	if encoding == secure.EncodingContribution {
+	if encoding == secure.EncodingContribution && c.cfg.Resum {
 		c.own.study, c.own.round, c.own.hash, c.own.payload = t.StudyId, t.Round, stmt.Payload, payload
 	} else {
 		c.own.payload = nil
