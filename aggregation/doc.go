@@ -9,5 +9,5 @@
 // the sample-weighted average of the clients' deltas.
 //
 // FedProx needs no server side of its own: it is FedAvg with the proximal
-// term in the clients' local training (train.TrainConfig.ProxMu).
+// term in the clients' local training (model.TrainConfig.ProxMu).
 package aggregation

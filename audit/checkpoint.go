@@ -273,3 +273,29 @@ func signerNames(lines []string) []string {
 	}
 	return out
 }
+
+// MergeCosignatures combines signed notes over the same checkpoint text
+// (the leader's and its witnesses') into one note carrying every distinct
+// signature, and names its signers. It verifies nothing; OpenCheckpoint
+// does.
+func MergeCosignatures(notes [][]byte) (merged []byte, signers []string, err error) {
+	if merged, err = mergeSignatures(notes); err != nil {
+		return nil, nil, err
+	}
+	_, lines, err := splitNote(merged)
+	if err != nil {
+		return nil, nil, err
+	}
+	return merged, signerNames(lines), nil
+}
+
+// PeekCheckpoint parses the checkpoint a signed note carries without
+// verifying any signature: for a node reading its own, already verified,
+// checkpoint.
+func PeekCheckpoint(signed []byte) (Checkpoint, error) {
+	text, _, err := splitNote(signed)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	return ParseCheckpoint(text)
+}

@@ -105,3 +105,10 @@ func CheckInclusion(p tlog.RecordProof, i, n int64, root tlog.Hash, leaf []byte)
 func CheckConsistency(p tlog.TreeProof, m int64, oldRoot tlog.Hash, n int64, newRoot tlog.Hash) error {
 	return tlog.CheckTree(p, n, newRoot, m, oldRoot)
 }
+
+// leavesCopy returns the leaf list (leaves are never modified once appended).
+func (l *MerkleLog) leavesCopy() [][]byte {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return append([][]byte(nil), l.leaves...)
+}

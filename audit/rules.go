@@ -255,3 +255,11 @@ func (l *Ledger) Studies() []StudySummary {
 	slices.SortFunc(out, func(a, b StudySummary) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
+
+// Leaves returns the log's leaves in order (shared, immutable slices; the
+// list itself is a copy), consistent with the ledger's state at the call.
+func (l *Ledger) Leaves() [][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.log.leavesCopy()
+}

@@ -23,6 +23,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -30,7 +32,7 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
-	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/version"
@@ -144,7 +146,7 @@ type Client struct {
 	signer      ed25519.PrivateKey
 	setup       *keySetup // secure key setup in progress
 	keys        *keys     // secure key material of the current study
-	audit       *audit.Client
+	audit       *cluster.Client
 	manifest    [32]byte // SHA-256 of the data manifest
 	metrics     *metrics
 	// own is this site's last secure upload, so re-summing a round does not
@@ -183,7 +185,7 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 		return nil, err
 	}
 	if len(cfg.AuditNodes) > 0 {
-		if c.audit, err = audit.Dial(cfg.AuditNodes, cfg.TLS); err != nil {
+		if c.audit, err = cluster.Dial(cfg.AuditNodes, cfg.TLS); err != nil {
 			return nil, err
 		}
 	}
@@ -615,10 +617,10 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 	return nil
 }
 
-func (c *Client) evaluate(ctx context.Context, api pb.FederationClient, t *pb.EvaluateTask) (train.Metrics, error) {
+func (c *Client) evaluate(ctx context.Context, api pb.FederationClient, t *pb.EvaluateTask) (model.Metrics, error) {
 	spec, params, err := c.fetch(ctx, api, t.StudyId, t.ModelSha256, t.ModelSize)
 	if err != nil {
-		return train.Metrics{}, err
+		return model.Metrics{}, err
 	}
 	m, err := train.Evaluate(spec, params, c.test)
 	if err == nil {
@@ -628,12 +630,12 @@ func (c *Client) evaluate(ctx context.Context, api pb.FederationClient, t *pb.Ev
 }
 
 // fetch downloads a model and checks it hashes to what was announced.
-func (c *Client) fetch(ctx context.Context, api pb.FederationClient, study string, sum []byte, size uint64) (train.ModelSpec, []float64, error) {
+func (c *Client) fetch(ctx context.Context, api pb.FederationClient, study string, sum []byte, size uint64) (model.Spec, []float64, error) {
 	b, err := c.fetchBlob(ctx, api, study, sum, size, c.cfg.MaxModelBytes)
 	if err != nil {
-		return train.ModelSpec{}, nil, err
+		return model.Spec{}, nil, err
 	}
-	return train.DecodeModel(b)
+	return model.Decode(b)
 }
 
 // fetchBlob downloads a stored object (a model, a contribution, an
@@ -677,25 +679,25 @@ func (c *Client) fetchBlob(ctx context.Context, api pb.FederationClient, study s
 	return b, nil
 }
 
-func specFrom(m *pb.ModelSpec) train.ModelSpec {
+func specFrom(m *pb.ModelSpec) model.Spec {
 	if m == nil {
-		return train.ModelSpec{}
+		return model.Spec{}
 	}
-	s := train.ModelSpec{Kind: m.Kind, Inputs: int(m.Inputs)}
+	s := model.Spec{Kind: m.Kind, Inputs: int(m.Inputs)}
 	for _, h := range m.Hidden {
 		s.Hidden = append(s.Hidden, int(h))
 	}
 	return s
 }
 
-func trainConfigFrom(p *pb.TrainingParams) train.TrainConfig {
+func trainConfigFrom(p *pb.TrainingParams) model.TrainConfig {
 	if p == nil {
-		return train.TrainConfig{}
+		return model.TrainConfig{}
 	}
-	return train.TrainConfig{Optimizer: p.Optimizer, LearningRate: p.LearningRate, BatchSize: int(p.BatchSize), Epochs: int(p.Epochs),
+	return model.TrainConfig{Optimizer: p.Optimizer, LearningRate: p.LearningRate, BatchSize: int(p.BatchSize), Epochs: int(p.Epochs),
 		LocalSteps: int(p.LocalSteps), ProxMu: p.ProxMu, Seed: p.Seed}
 }
 
-func toPB(m train.Metrics) *pb.Metrics {
+func toPB(m model.Metrics) *pb.Metrics {
 	return &pb.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, Auc: m.AUC, N: uint64(m.N)}
 }

@@ -2,18 +2,14 @@ package client
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/fedledger/fedledger/audit"
-	"github.com/fedledger/fedledger/client/train"
-	"github.com/fedledger/fedledger/internal/datasets/heart"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -49,7 +45,7 @@ func (p Policy) Validate(c Config) error {
 		errs = append(errs, errors.New("policy.admins needs audit_nodes: study records are read from the audit log"))
 	}
 	for _, k := range p.ModelKinds {
-		if k != train.KindLogReg && k != train.KindMLP {
+		if k != model.KindLogReg && k != model.KindMLP {
 			errs = append(errs, fmt.Errorf("policy.model_kinds: unknown kind %q", k))
 		}
 	}
@@ -129,38 +125,4 @@ func (c *Client) checkStudyRecord(ctx context.Context, s *pb.StudySpec) string {
 		return refusal("the signed study record is for a secure study, the coordinator announced %s mode", s.Mode)
 	}
 	return ""
-}
-
-// manifest describes the data a client trains on. Its SHA-256 goes into
-// every contribution the site signs, and onto the audit log.
-type manifest struct {
-	Source     string   `json:"source"`
-	FileSHA256 string   `json:"file_sha256"`
-	Features   []string `json:"features"`
-	TrainRows  int      `json:"train_rows"`
-	TestRows   int      `json:"test_rows"`
-	SplitSeed  int64    `json:"split_seed"`
-}
-
-// dataManifest computes the manifest of the loaded data and its hash.
-func dataManifest(cfg Config, tr, te *train.Dataset) ([32]byte, *manifest, error) {
-	m := &manifest{Features: tr.Features, TrainRows: tr.Len(), TestRows: te.Len()}
-	var raw []byte
-	var err error
-	if cfg.Data.Heart != "" {
-		m.Source, m.SplitSeed = "heart:"+cfg.Data.Heart, train.HeartSplitSeed
-		raw, err = heart.File(cfg.Data.Heart)
-	} else {
-		m.Source, m.SplitSeed = "csv:"+filepath.Base(cfg.Data.CSV.Path), cfg.Data.CSV.Seed
-		raw, err = os.ReadFile(cfg.Data.CSV.Path)
-	}
-	if err != nil {
-		return [32]byte{}, nil, err
-	}
-	m.FileSHA256 = fmt.Sprintf("%x", sha256.Sum256(raw))
-	b, err := json.Marshal(m)
-	if err != nil {
-		return [32]byte{}, nil, err
-	}
-	return sha256.Sum256(b), m, nil
 }

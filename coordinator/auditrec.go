@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	"github.com/fedledger/fedledger/internal/version"
 )
@@ -28,7 +29,7 @@ var ErrStudyRecord = errors.New("coordinator: audit log study record")
 // the log does not have it yet, StudyRecord (an admin-signed envelope) is
 // appended; either way its rules must match the configuration.
 type AuditRecorder struct {
-	Log         *audit.Client
+	Log         *cluster.Client
 	Identity    *tlsutil.Identity
 	StudyRecord []byte
 	Logger      *slog.Logger

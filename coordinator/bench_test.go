@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client/train"
@@ -20,10 +22,10 @@ import (
 func BenchmarkFullRound(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
-		model train.ModelSpec
+		model model.Spec
 	}{
-		{"logreg-14", train.ModelSpec{Kind: train.KindLogReg, Inputs: 13}},
-		{"mlp-1M", train.ModelSpec{Kind: train.KindMLP, Inputs: 13, Hidden: []int{1000, 985}}},
+		{"logreg-14", model.Spec{Kind: model.KindLogReg, Inputs: 13}},
+		{"mlp-1M", model.Spec{Kind: model.KindMLP, Inputs: 13, Hidden: []int{1000, 985}}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			const rounds = 3
@@ -53,14 +55,14 @@ func BenchmarkFullRound(b *testing.B) {
 	}
 }
 
-func benchConfig(b *testing.B, model train.ModelSpec, rounds int, mode string) coordinator.Config {
+func benchConfig(b *testing.B, spec model.Spec, rounds int, mode string) coordinator.Config {
 	strat, _ := aggregation.DefaultConfig(aggregation.FedAvg)
-	tc := train.DefaultTrainConfig()
+	tc := model.DefaultTrainConfig()
 	tc.Epochs, tc.LocalSteps = 0, 20
 	cfg := coordinator.DefaultConfig()
 	cfg.DataDir = b.TempDir()
 	cfg.Study = coordinator.StudyConfig{
-		ID: "bench", Model: model, Training: tc, Rounds: rounds, MinClients: 4, Clients: train.Hospitals,
+		ID: "bench", Model: spec, Training: tc, Rounds: rounds, MinClients: 4, Clients: train.Hospitals,
 		RoundDeadline: 10 * time.Minute, StartTimeout: time.Minute, Strategy: strat, Seed: 1, Mode: mode,
 		HEPreset: secure.Default.ID, Threshold: 3, KeySetupTimeout: 5 * time.Minute,
 	}

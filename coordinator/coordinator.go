@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -19,7 +21,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fedledger/fedledger/aggregation"
-	"github.com/fedledger/fedledger/client/train"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -205,12 +206,12 @@ func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
 type driver struct {
 	*Coordinator
 	live    map[string]*session
-	spec    train.ModelSpec
+	spec    model.Spec
 	params  []float64
 	parent  [32]byte
 	size    uint64
 	headers map[string]*pb.UpdateHeader
-	final   map[string]train.Metrics
+	final   map[string]model.Metrics
 	// decrypting is set while a secure round collects decryption shares;
 	// at any other time next() refuses them.
 	decrypting bool
@@ -224,7 +225,7 @@ type driver struct {
 // prepare stores the initial model and records the study's start.
 func (c *Coordinator) prepare(ctx context.Context) (*driver, error) {
 	st := c.cfg.Study
-	d := &driver{Coordinator: c, live: map[string]*session{}, spec: st.Model, final: map[string]train.Metrics{}}
+	d := &driver{Coordinator: c, live: map[string]*session{}, spec: st.Model, final: map[string]model.Metrics{}}
 	params, _, _, err := InitialModel(st)
 	if err != nil {
 		return nil, err
@@ -413,11 +414,11 @@ func (c *Coordinator) runStudy(ctx context.Context, d *driver) error {
 // deterministic in the model spec and seed, so an admin can put the hash
 // in the study record before the coordinator starts.
 func InitialModel(st StudyConfig) ([]float64, []byte, [32]byte, error) {
-	params, err := train.InitParams(st.Model, st.Seed)
+	params, err := model.InitParams(st.Model, st.Seed)
 	if err != nil {
 		return nil, nil, [32]byte{}, err
 	}
-	b, err := train.EncodeModel(st.Model, params)
+	b, err := model.Encode(st.Model, params)
 	if err != nil {
 		return nil, nil, [32]byte{}, err
 	}
@@ -426,7 +427,7 @@ func InitialModel(st StudyConfig) ([]float64, []byte, [32]byte, error) {
 
 // publish stores params as the current global model.
 func (d *driver) publish(params []float64) error {
-	b, err := train.EncodeModel(d.spec, params)
+	b, err := model.Encode(d.spec, params)
 	if err != nil {
 		return err
 	}
@@ -528,7 +529,7 @@ func (d *driver) failRound(round *Round, rep RoundReport, reason string, start t
 // roundMetrics fills in the contributions and the contributors'
 // self-reported metrics.
 func (d *driver) roundMetrics(a Aggregate, rep RoundReport) RoundReport {
-	rep.ParentTest = map[string]train.Metrics{}
+	rep.ParentTest = map[string]model.Metrics{}
 	for _, u := range a.Updates {
 		h := d.headers[u.Client]
 		ci := ContributionInfo{Client: u.Client, Hash: u.Hash, Signature: h.GetSignature(), Samples: u.Weight}
@@ -632,12 +633,12 @@ func (c *Coordinator) post(ev any) bool {
 	}
 }
 
-func metricsFrom(m *pb.Metrics) train.Metrics {
-	return train.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, AUC: m.Auc, N: int(m.N)}
+func metricsFrom(m *pb.Metrics) model.Metrics {
+	return model.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, AUC: m.Auc, N: int(m.N)}
 }
 
 // meanAccuracy is the sample-weighted mean of per-site accuracies.
-func meanAccuracy(m map[string]train.Metrics) float64 {
+func meanAccuracy(m map[string]model.Metrics) float64 {
 	var acc, n float64
 	for _, v := range m {
 		acc += v.Accuracy * float64(v.N)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -52,12 +54,12 @@ func studyConfig(t *testing.T, strategy string, rounds, k int) coordinator.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := train.DefaultTrainConfig()
+	tc := model.DefaultTrainConfig()
 	tc.Epochs, tc.LocalSteps = 0, 50
 	cfg := coordinator.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Study = coordinator.StudyConfig{
-		ID: "heart-e2e", Model: train.ModelSpec{Kind: train.KindLogReg, Inputs: 13}, Training: tc, Rounds: rounds,
+		ID: "heart-e2e", Model: model.Spec{Kind: model.KindLogReg, Inputs: 13}, Training: tc, Rounds: rounds,
 		MinClients: k, Clients: train.Hospitals, RoundDeadline: 20 * time.Second, StartTimeout: 20 * time.Second,
 		Strategy: strat, Seed: 1, Mode: coordinator.ModePlaintext,
 	}
@@ -175,7 +177,7 @@ func TestFedAdamOverMTLS(t *testing.T) {
 	}
 	// Check the final model ourselves against every hospital's test split,
 	// and against what the clients reported.
-	spec, params, err := train.DecodeModel(res.ModelBytes)
+	spec, params, err := model.Decode(res.ModelBytes)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -115,7 +116,7 @@ func TestPolicyChecksTheSignedStudyRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alog, err := audit.Dial([]string{node.Addr()}, tlsutil.ClientConfig(coordID, ca.Pool(), ""))
+	alog, err := cluster.Dial([]string{node.Addr()}, tlsutil.ClientConfig(coordID, ca.Pool(), ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,16 +142,16 @@ func TestPolicyChecksTheSignedStudyRecord(t *testing.T) {
 
 // startAuditNode starts a one-node audit log (a cluster of one: its own
 // quorum) on loopback.
-func startAuditNode(t *testing.T, ca *tlsutil.CA) *audit.Node {
+func startAuditNode(t *testing.T, ca *tlsutil.CA) *cluster.Node {
 	t.Helper()
 	id, err := ca.Issue("audit-1", tlsutil.RoleAuditNode, []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := audit.DefaultNodeConfig()
+	cfg := cluster.DefaultNodeConfig()
 	cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = "127.0.0.1:0", filepath.Join(t.TempDir(), "audit"), id, ca.Pool(), true
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
-	n, err := audit.StartNode(cfg)
+	n, err := cluster.StartNode(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

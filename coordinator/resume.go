@@ -9,11 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
-	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/fsutil"
 )
 
@@ -136,7 +137,7 @@ func (d *driver) resume(res Resume) error {
 	if err != nil {
 		return fmt.Errorf("%w: round %d's model %x: %v", ErrResume, res.Round, res.Model[:8], err)
 	}
-	spec, params, err := train.DecodeModel(b)
+	spec, params, err := model.Decode(b)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrResume, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -32,7 +33,7 @@ func TestCoordinatorResumesFromTheLog(t *testing.T) {
 	coordID, _ := ca.Issue("coordinator", tlsutil.RoleCoordinator, []string{"127.0.0.1"}, time.Hour)
 	_, _, initial, _ := coordinator.InitialModel(cfg.Study)
 	env, _ := audit.Sign(admin, coordinator.StudyRecord(cfg.Study, initial, admin.ID, time.Time{}))
-	alog, err := audit.Dial([]string{node.Addr()}, tlsutil.ClientConfig(coordID, ca.Pool(), ""))
+	alog, err := cluster.Dial([]string{node.Addr()}, tlsutil.ClientConfig(coordID, ca.Pool(), ""))
 	if err != nil {
 		t.Fatal(err)
 	}

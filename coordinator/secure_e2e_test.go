@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -101,7 +103,7 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 			t.Fatalf("round %d: failed=%v (%s) contributors=%v decryptors=%v", r.Round, r.Failed, r.Reason, r.Contributors, r.Decryptors)
 		}
 	}
-	spec, params, err := train.DecodeModel(res.ModelBytes)
+	spec, params, err := model.Decode(res.ModelBytes)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/fedledger/fedledger/internal/model"
 )
 
 // BenchmarkLocalTraining measures local training throughput in samples per
@@ -15,15 +17,15 @@ func BenchmarkLocalTraining(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := DefaultTrainConfig()
+	cfg := model.DefaultTrainConfig()
 	cfg.BatchSize = 32
 	cfg.Epochs = 0
 	cfg.LocalSteps = 200
-	specs := []ModelSpec{{Kind: KindLogReg, Inputs: 13}, {Kind: KindMLP, Inputs: 13, Hidden: []int{64, 32}}}
+	specs := []model.Spec{{Kind: model.KindLogReg, Inputs: 13}, {Kind: model.KindMLP, Inputs: 13, Hidden: []int{64, 32}}}
 	rate := map[string]float64{}
 	for _, spec := range specs {
 		b.Run(spec.Kind, func(b *testing.B) {
-			p0, _ := InitParams(spec, 1)
+			p0, _ := model.InitParams(spec, 1)
 			samples := 0
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
@@ -35,8 +37,8 @@ func BenchmarkLocalTraining(b *testing.B) {
 			}
 			rate[spec.Kind] = float64(samples) / time.Since(start).Seconds()
 			b.ReportMetric(rate[spec.Kind], "samples/s")
-			if spec.Kind == KindMLP && rate[KindLogReg] > 0 {
-				b.ReportMetric(rate[KindMLP]/rate[KindLogReg], "x_logreg_throughput")
+			if spec.Kind == model.KindMLP && rate[model.KindLogReg] > 0 {
+				b.ReportMetric(rate[model.KindMLP]/rate[model.KindLogReg], "x_logreg_throughput")
 			}
 		})
 	}

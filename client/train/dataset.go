@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+
+	"github.com/fedledger/fedledger/internal/model"
 )
 
 // Dataset is a binary-classification table: X[i] holds sample i's features
@@ -61,7 +63,7 @@ func standardize(train, test *Dataset) {
 	}
 }
 
-func (d *Dataset) check(spec ModelSpec) error {
+func (d *Dataset) check(spec model.Spec) error {
 	if d == nil || d.Len() == 0 {
 		return fmt.Errorf("train: empty dataset")
 	}

@@ -1,19 +1,13 @@
 // Package train owns what happens inside a hospital: loading and
 // preprocessing local data, the models (logistic regression and an MLP built
-// with Gorgonia), local training, evaluation metrics, and the model file
-// format.
-//
-// # Models as flat vectors
-//
-// A model is a [ModelSpec] plus a flat []float64 of parameters, so that
-// aggregation (plaintext or encrypted) never needs to know a model's shape.
-// The layout is, layer by layer from the input, the weight matrix in
-// row-major order (inputs × outputs) followed by the bias vector; the last
-// layer has one output (the logit). Logistic regression is the one-layer
-// case: Inputs weights, then one bias.
+// with Gorgonia) over the flat parameter vectors of package
+// [github.com/fedledger/fedledger/internal/model], local training and
+// evaluation.
 //
 // # What it does not do
 //
 // It does not talk to the network or know about rounds; the client package
-// drives it. Data never leaves it except as parameters.
+// drives it. Data never leaves it except as parameters. The model file
+// format and the study's training hyperparameters are package model's, so
+// that the coordinator and the verifier never link Gorgonia.
 package train

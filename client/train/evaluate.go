@@ -3,42 +3,36 @@ package train
 import (
 	"math"
 	"sort"
-)
 
-// Metrics of a model on a dataset.
-type Metrics struct {
-	Loss     float64 // mean binary cross-entropy
-	Accuracy float64 // at threshold 0.5
-	AUC      float64 // ROC AUC (0.5 when only one class is present)
-	N        int
-}
+	"github.com/fedledger/fedledger/internal/model"
+)
 
 // Predict returns the model's logits for every row of data, computed in
 // plain Go (it matches the Gorgonia graph; see the tests).
-func Predict(spec ModelSpec, params []float64, data *Dataset) ([]float64, error) {
+func Predict(spec model.Spec, params []float64, data *Dataset) ([]float64, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
 	if len(params) != spec.NumParams() {
-		return nil, errParams(spec, len(params))
+		return nil, model.ErrParams(spec, len(params))
 	}
 	if err := data.check(spec); err != nil {
 		return nil, err
 	}
-	layers := spec.layers()
+	layers := spec.Layers()
 	out := make([]float64, data.Len())
 	for r, x := range data.X {
 		h := x
 		off := 0
 		for li, l := range layers {
-			w := params[off : off+l.in*l.out]
-			b := params[off+l.in*l.out : off+l.in*l.out+l.out]
-			off += l.in*l.out + l.out
-			z := make([]float64, l.out)
+			w := params[off : off+l.In*l.Out]
+			b := params[off+l.In*l.Out : off+l.In*l.Out+l.Out]
+			off += l.In*l.Out + l.Out
+			z := make([]float64, l.Out)
 			copy(z, b)
-			for i := 0; i < l.in; i++ {
+			for i := 0; i < l.In; i++ {
 				xi := h[i]
-				row := w[i*l.out : (i+1)*l.out]
+				row := w[i*l.Out : (i+1)*l.Out]
 				for j := range z {
 					z[j] += xi * row[j]
 				}
@@ -56,10 +50,10 @@ func Predict(spec ModelSpec, params []float64, data *Dataset) ([]float64, error)
 }
 
 // Evaluate computes loss, accuracy and ROC AUC of the model on data.
-func Evaluate(spec ModelSpec, params []float64, data *Dataset) (Metrics, error) {
+func Evaluate(spec model.Spec, params []float64, data *Dataset) (model.Metrics, error) {
 	logits, err := Predict(spec, params, data)
 	if err != nil {
-		return Metrics{}, err
+		return model.Metrics{}, err
 	}
 	var loss float64
 	correct := 0
@@ -70,7 +64,7 @@ func Evaluate(spec ModelSpec, params []float64, data *Dataset) (Metrics, error) 
 		}
 	}
 	n := float64(len(logits))
-	return Metrics{Loss: loss / n, Accuracy: float64(correct) / n, AUC: AUC(logits, data.Y), N: len(logits)}, nil
+	return model.Metrics{Loss: loss / n, Accuracy: float64(correct) / n, AUC: AUC(logits, data.Y), N: len(logits)}, nil
 }
 
 // AUC is the area under the ROC curve of scores against binary labels: the

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -29,7 +31,7 @@ var buildMu sync.Mutex
 
 // newGraph builds the graph with parameters initialised from params. With
 // proxMu > 0 the cost includes FedProx's proximal term towards params.
-func newGraph(spec ModelSpec, batch int, params []float64, proxMu float64) (*graph, error) {
+func newGraph(spec model.Spec, batch int, params []float64, proxMu float64) (*graph, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	g := G.NewGraph()
@@ -42,16 +44,16 @@ func newGraph(spec ModelSpec, batch int, params []float64, proxMu float64) (*gra
 	var prox *G.Node
 	h := m.x
 	off := 0
-	layers := spec.layers()
+	layers := spec.Layers()
 	for i, l := range layers {
-		wv := append([]float64(nil), params[off:off+l.in*l.out]...)
-		off += l.in * l.out
-		bv := append([]float64(nil), params[off:off+l.out]...)
-		off += l.out
-		w := G.NewMatrix(g, tensor.Float64, G.WithShape(l.in, l.out), G.WithName(fmt.Sprintf("w%d", i)),
-			G.WithValue(tensor.New(tensor.WithShape(l.in, l.out), tensor.WithBacking(wv))))
-		b := G.NewMatrix(g, tensor.Float64, G.WithShape(1, l.out), G.WithName(fmt.Sprintf("b%d", i)),
-			G.WithValue(tensor.New(tensor.WithShape(1, l.out), tensor.WithBacking(bv))))
+		wv := append([]float64(nil), params[off:off+l.In*l.Out]...)
+		off += l.In * l.Out
+		bv := append([]float64(nil), params[off:off+l.Out]...)
+		off += l.Out
+		w := G.NewMatrix(g, tensor.Float64, G.WithShape(l.In, l.Out), G.WithName(fmt.Sprintf("w%d", i)),
+			G.WithValue(tensor.New(tensor.WithShape(l.In, l.Out), tensor.WithBacking(wv))))
+		b := G.NewMatrix(g, tensor.Float64, G.WithShape(1, l.Out), G.WithName(fmt.Sprintf("b%d", i)),
+			G.WithValue(tensor.New(tensor.WithShape(1, l.Out), tensor.WithBacking(bv))))
 		m.params = append(m.params, w, b)
 		z, err := G.Mul(h, w)
 		if err != nil {

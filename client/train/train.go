@@ -2,64 +2,14 @@ package train
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	G "gorgonia.org/gorgonia"
 )
-
-// Optimisers for local training.
-const (
-	OptSGD  = "sgd"
-	OptAdam = "adam"
-)
-
-// TrainConfig holds local-training hyperparameters.
-type TrainConfig struct {
-	Optimizer    string
-	LearningRate float64
-	BatchSize    int
-	// Epochs over the local data; ignored when LocalSteps > 0.
-	Epochs int
-	// LocalSteps, when > 0, is the exact number of mini-batch steps.
-	LocalSteps int
-	// ProxMu is FedProx's proximal coefficient: the cost gains
-	// mu/2·||w - w_start||², pulling local training towards the global model.
-	ProxMu float64
-	Seed   int64
-}
-
-// DefaultTrainConfig is the Fed-Heart-Disease setting: Adam, learning rate
-// 1e-3, batch 4, one epoch.
-func DefaultTrainConfig() TrainConfig {
-	return TrainConfig{Optimizer: OptAdam, LearningRate: 1e-3, BatchSize: 4, Epochs: 1, Seed: 1}
-}
-
-// ErrTrainConfig marks invalid training hyperparameters.
-var ErrTrainConfig = errors.New("train: invalid training config")
-
-// Validate checks the hyperparameters.
-func (c TrainConfig) Validate() error {
-	var errs []error
-	if c.Optimizer != OptSGD && c.Optimizer != OptAdam {
-		errs = append(errs, fmt.Errorf("%w: optimizer %q (want %q or %q)", ErrTrainConfig, c.Optimizer, OptSGD, OptAdam))
-	}
-	if !(c.LearningRate > 0) || math.IsInf(c.LearningRate, 0) {
-		errs = append(errs, fmt.Errorf("%w: learning_rate = %v, want > 0", ErrTrainConfig, c.LearningRate))
-	}
-	if c.BatchSize < 1 {
-		errs = append(errs, fmt.Errorf("%w: batch_size = %d, want >= 1", ErrTrainConfig, c.BatchSize))
-	}
-	if c.LocalSteps < 0 || c.Epochs < 0 || (c.LocalSteps == 0 && c.Epochs == 0) {
-		errs = append(errs, fmt.Errorf("%w: set local_steps or epochs >= 1 (got %d, %d)", ErrTrainConfig, c.LocalSteps, c.Epochs))
-	}
-	if c.ProxMu < 0 || math.IsNaN(c.ProxMu) {
-		errs = append(errs, fmt.Errorf("%w: prox_mu = %v, want >= 0", ErrTrainConfig, c.ProxMu))
-	}
-	return errors.Join(errs...)
-}
 
 // TrainStats summarises a Train call.
 type TrainStats struct {
@@ -78,7 +28,7 @@ type TrainStats struct {
 // samples remain, the order is reshuffled and the batch is completed from
 // the new order, so every step sees exactly min(BatchSize, n) samples and an
 // epoch is ceil(n / batch) steps.
-func Train(ctx context.Context, spec ModelSpec, params []float64, data *Dataset, cfg TrainConfig) ([]float64, TrainStats, error) {
+func Train(ctx context.Context, spec model.Spec, params []float64, data *Dataset, cfg model.TrainConfig) ([]float64, TrainStats, error) {
 	var st TrainStats
 	if err := spec.Validate(); err != nil {
 		return nil, st, err
@@ -105,7 +55,7 @@ func Train(ctx context.Context, spec ModelSpec, params []float64, data *Dataset,
 	}
 	defer m.close()
 	var solver G.Solver
-	if cfg.Optimizer == OptAdam {
+	if cfg.Optimizer == model.OptAdam {
 		solver = G.NewAdamSolver(G.WithLearnRate(cfg.LearningRate))
 	} else {
 		solver = G.NewVanillaSolver(G.WithLearnRate(cfg.LearningRate))
@@ -146,7 +96,7 @@ func Train(ctx context.Context, spec ModelSpec, params []float64, data *Dataset,
 	}
 	st = TrainStats{Steps: steps, Samples: steps * batch, Loss: lossSum / float64(max(lossN, 1))}
 	out := m.flat()
-	if i := firstNonFinite(out); i >= 0 {
+	if i := model.FirstNonFinite(out); i >= 0 {
 		return nil, st, fmt.Errorf("train: parameter %d became %v", i, out[i])
 	}
 	return out, st, nil

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/fedledger/fedledger/internal/model"
 )
 
 func heartPooled(t testing.TB) (trains, tests map[string]*Dataset, pooled *Dataset) {
@@ -79,9 +81,9 @@ func TestHeartSplitSizes(t *testing.T) {
 // accuracy on the pooled test data.
 func TestPooledLogisticRegression(t *testing.T) {
 	_, tests, pooled := heartPooled(t)
-	spec := ModelSpec{Kind: KindLogReg, Inputs: 13}
-	p0, _ := InitParams(spec, 1)
-	cfg := DefaultTrainConfig()
+	spec := model.Spec{Kind: model.KindLogReg, Inputs: 13}
+	p0, _ := model.InitParams(spec, 1)
+	cfg := model.DefaultTrainConfig()
 	cfg.Epochs = 10
 	p, st, err := Train(context.Background(), spec, p0, pooled, cfg)
 	if err != nil {
@@ -102,10 +104,10 @@ func TestPooledLogisticRegression(t *testing.T) {
 
 func TestMLPLearns(t *testing.T) {
 	_, tests, pooled := heartPooled(t)
-	spec := ModelSpec{Kind: KindMLP, Inputs: 13, Hidden: []int{16, 8}}
-	p0, _ := InitParams(spec, 1)
+	spec := model.Spec{Kind: model.KindMLP, Inputs: 13, Hidden: []int{16, 8}}
+	p0, _ := model.InitParams(spec, 1)
 	before, _ := Evaluate(spec, p0, concat(tests))
-	cfg := DefaultTrainConfig()
+	cfg := model.DefaultTrainConfig()
 	cfg.Epochs = 10
 	p, _, err := Train(context.Background(), spec, p0, pooled, cfg)
 	if err != nil {
@@ -120,9 +122,9 @@ func TestMLPLearns(t *testing.T) {
 
 func TestTrainIsDeterministic(t *testing.T) {
 	trains, _, _ := heartPooled(t)
-	for _, spec := range []ModelSpec{{Kind: KindLogReg, Inputs: 13}, {Kind: KindMLP, Inputs: 13, Hidden: []int{8}}} {
-		p0, _ := InitParams(spec, 3)
-		cfg := DefaultTrainConfig()
+	for _, spec := range []model.Spec{{Kind: model.KindLogReg, Inputs: 13}, {Kind: model.KindMLP, Inputs: 13, Hidden: []int{8}}} {
+		p0, _ := model.InitParams(spec, 3)
+		cfg := model.DefaultTrainConfig()
 		cfg.LocalSteps = 25
 		a, _, err := Train(context.Background(), spec, p0, trains["hungary"], cfg)
 		if err != nil {
@@ -147,9 +149,9 @@ func TestTrainIsDeterministic(t *testing.T) {
 // closer to the starting (global) model than without.
 func TestProxTermPullsTowardsAnchor(t *testing.T) {
 	trains, _, _ := heartPooled(t)
-	spec := ModelSpec{Kind: KindLogReg, Inputs: 13}
-	p0, _ := InitParams(spec, 5)
-	cfg := DefaultTrainConfig()
+	spec := model.Spec{Kind: model.KindLogReg, Inputs: 13}
+	p0, _ := model.InitParams(spec, 5)
+	cfg := model.DefaultTrainConfig()
 	cfg.LearningRate = 0.05
 	cfg.LocalSteps = 100
 	free, _, _ := Train(context.Background(), spec, p0, trains["va"], cfg)
@@ -175,11 +177,11 @@ func dist(a, b []float64) float64 {
 
 func TestTrainHonoursCancellation(t *testing.T) {
 	trains, _, _ := heartPooled(t)
-	spec := ModelSpec{Kind: KindLogReg, Inputs: 13}
-	p0, _ := InitParams(spec, 1)
+	spec := model.Spec{Kind: model.KindLogReg, Inputs: 13}
+	p0, _ := model.InitParams(spec, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	cfg := DefaultTrainConfig()
+	cfg := model.DefaultTrainConfig()
 	if _, _, err := Train(ctx, spec, p0, trains["va"], cfg); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
@@ -190,8 +192,8 @@ func TestTrainHonoursCancellation(t *testing.T) {
 func TestGraphMatchesPlainForward(t *testing.T) {
 	trains, _, _ := heartPooled(t)
 	d := trains["switzerland"]
-	spec := ModelSpec{Kind: KindMLP, Inputs: 13, Hidden: []int{5, 3}}
-	p, _ := InitParams(spec, 9)
+	spec := model.Spec{Kind: model.KindMLP, Inputs: 13, Hidden: []int{5, 3}}
+	p, _ := model.InitParams(spec, 9)
 	m, err := newGraph(spec, d.Len(), p, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -214,24 +216,24 @@ func TestGraphMatchesPlainForward(t *testing.T) {
 
 func TestBadInputsRejected(t *testing.T) {
 	trains, _, _ := heartPooled(t)
-	spec := ModelSpec{Kind: KindLogReg, Inputs: 13}
-	p0, _ := InitParams(spec, 1)
-	cfg := DefaultTrainConfig()
+	spec := model.Spec{Kind: model.KindLogReg, Inputs: 13}
+	p0, _ := model.InitParams(spec, 1)
+	cfg := model.DefaultTrainConfig()
 	if _, _, err := Train(context.Background(), spec, p0[:5], trains["va"], cfg); err == nil {
 		t.Fatal("short parameter vector accepted")
 	}
-	wrong := ModelSpec{Kind: KindLogReg, Inputs: 7}
-	pw, _ := InitParams(wrong, 1)
+	wrong := model.Spec{Kind: model.KindLogReg, Inputs: 7}
+	pw, _ := model.InitParams(wrong, 1)
 	if _, _, err := Train(context.Background(), wrong, pw, trains["va"], cfg); err == nil {
 		t.Fatal("feature count mismatch accepted")
 	}
 	bad := cfg
 	bad.Optimizer = "rmsprop"
-	if _, _, err := Train(context.Background(), spec, p0, trains["va"], bad); !errors.Is(err, ErrTrainConfig) {
+	if _, _, err := Train(context.Background(), spec, p0, trains["va"], bad); !errors.Is(err, model.ErrTrainConfig) {
 		t.Fatalf("bad optimizer: %v", err)
 	}
-	for _, s := range []ModelSpec{{Kind: "cnn", Inputs: 3}, {Kind: KindMLP, Inputs: 3}, {Kind: KindLogReg, Inputs: 0}, {Kind: KindMLP, Inputs: 3, Hidden: []int{0}}} {
-		if err := s.Validate(); !errors.Is(err, ErrSpec) {
+	for _, s := range []model.Spec{{Kind: "cnn", Inputs: 3}, {Kind: model.KindMLP, Inputs: 3}, {Kind: model.KindLogReg, Inputs: 0}, {Kind: model.KindMLP, Inputs: 3, Hidden: []int{0}}} {
+		if err := s.Validate(); !errors.Is(err, model.ErrSpec) {
 			t.Errorf("%+v: %v", s, err)
 		}
 	}
@@ -257,9 +259,9 @@ func TestAUC(t *testing.T) {
 // graph state.
 func TestConcurrentTraining(t *testing.T) {
 	trains, _, _ := heartPooled(t)
-	spec := ModelSpec{Kind: KindMLP, Inputs: 13, Hidden: []int{4}}
-	p0, _ := InitParams(spec, 1)
-	cfg := DefaultTrainConfig()
+	spec := model.Spec{Kind: model.KindMLP, Inputs: 13, Hidden: []int{4}}
+	p0, _ := model.InitParams(spec, 1)
+	cfg := model.DefaultTrainConfig()
 	cfg.LocalSteps = 20
 	// Concurrent first, while gorgonia's shared nodes are cold (when this
 	// test runs alone, or first), then the sequential reference.

@@ -1,6 +1,7 @@
-// Command fedledger is the one binary of the fedledger federation: the
-// coordinator, the hospital client, the local demo and (later) provisioning,
-// audit nodes and offline verification.
+// Command fedledger is the one binary of the fedledger federation, with a
+// subcommand per role, each in its own file: provision (consortium CA and
+// kits), coordinator, client, audit-node, study (sign, create, list,
+// status, start), trust, verify (a regulator's offline check) and demo.
 //
 // This package only parses flags and configuration and calls the packages'
 // Run functions; see internal/config for how files, FEDLEDGER_* variables

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/experiments/internal/expkit"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
@@ -84,12 +85,12 @@ func (p *pki) records(study string, n int) ([][]byte, audit.Hash, error) {
 }
 
 // cluster starts n audit nodes on loopback.
-func (p *pki) cluster(ctx context.Context, n int) ([]*audit.Node, func(), error) {
+func (p *pki) cluster(ctx context.Context, n int) ([]*cluster.Node, func(), error) {
 	dir, err := os.MkdirTemp("", "fedledger-audit-exp-")
 	if err != nil {
 		return nil, nil, err
 	}
-	var nodes []*audit.Node
+	var nodes []*cluster.Node
 	stop := func() {
 		for _, nd := range nodes {
 			nd.Close()
@@ -105,9 +106,9 @@ func (p *pki) cluster(ctx context.Context, n int) ([]*audit.Node, func(), error)
 		l, _ := net.Listen("tcp", "127.0.0.1:0")
 		addr := l.Addr().String()
 		l.Close()
-		cfg := audit.DefaultNodeConfig()
+		cfg := cluster.DefaultNodeConfig()
 		cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = addr, filepath.Join(dir, id.ID), id, p.ca.Pool(), i == 0
-		nd, err := audit.StartNode(cfg)
+		nd, err := cluster.StartNode(cfg)
 		if err != nil {
 			stop()
 			return nil, nil, err

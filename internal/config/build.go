@@ -7,10 +7,12 @@ import (
 	"net"
 	"os"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/spf13/pflag"
 
 	"github.com/fedledger/fedledger/aggregation"
-	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -121,7 +123,7 @@ func LoadCoordinator(path string, flags *pflag.FlagSet) (*Coordinator, error) {
 // AuditNode is a loaded audit-node configuration.
 type AuditNode struct {
 	File   AuditNodeFile
-	Config audit.NodeConfig
+	Config cluster.NodeConfig
 }
 
 // LoadAuditNode reads and checks an audit node's configuration.
@@ -142,7 +144,7 @@ func LoadAuditNode(path string, flags *pflag.FlagSet) (*AuditNode, error) {
 	if f.Bootstrap && f.Join != "" {
 		return nil, s.errorf("join", "set either bootstrap (first node of a new cluster) or join, not both")
 	}
-	cfg := audit.DefaultNodeConfig()
+	cfg := cluster.DefaultNodeConfig()
 	cfg.Listen, cfg.Advertise, cfg.DataDir = f.Listen, f.Advertise, s.path("data_dir", f.DataDir)
 	cfg.Identity, cfg.Roots, cfg.Bootstrap, cfg.Origin, cfg.Quorum = id, pool, f.Bootstrap, f.Origin, f.Quorum
 	if err := cfg.Validate(); err != nil {
@@ -152,11 +154,11 @@ func LoadAuditNode(path string, flags *pflag.FlagSet) (*AuditNode, error) {
 }
 
 func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
-	model := train.ModelSpec{Kind: f.Model.Kind, Inputs: f.Model.Inputs, Hidden: f.Model.Hidden}
-	if err := model.Validate(); err != nil {
+	spec := model.Spec{Kind: f.Model.Kind, Inputs: f.Model.Inputs, Hidden: f.Model.Hidden}
+	if err := spec.Validate(); err != nil {
 		return coordinator.StudyConfig{}, s.errorf("study.model", "%v", err)
 	}
-	tc := train.TrainConfig{
+	tc := model.TrainConfig{
 		Optimizer: f.Training.Optimizer, LearningRate: f.Training.LearningRate, BatchSize: f.Training.BatchSize,
 		Epochs: f.Training.Epochs, LocalSteps: f.Training.LocalSteps, ProxMu: f.Training.ProxMu, Seed: f.Training.Seed,
 	}
@@ -181,7 +183,7 @@ func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
 		t = max(2, len(f.Clients)/2+1)
 	}
 	return coordinator.StudyConfig{
-		ID: f.ID, Model: model, Training: tc, Rounds: f.Rounds, MinClients: f.MinClients, Clients: f.Clients,
+		ID: f.ID, Model: spec, Training: tc, Rounds: f.Rounds, MinClients: f.MinClients, Clients: f.Clients,
 		RoundDeadline: f.RoundDeadline, StartTimeout: f.StartTimeout, Strategy: strat, Seed: f.Seed,
 		Mode: f.Mode, HEPreset: f.HEPreset, Threshold: t, CRSSeed: seed, KeySetupTimeout: f.KeySetupTimeout, Features: f.Features,
 		Purpose: f.Purpose, ManualStart: f.Start == "manual",

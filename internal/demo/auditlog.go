@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 )
 
 // auditCluster is the demo's three-node audit log on loopback.
 type auditCluster struct {
-	nodes []*audit.Node
+	nodes []*cluster.Node
 	addrs []string
 	trust *audit.TrustFile
 }
@@ -26,10 +27,10 @@ func startAuditCluster(ctx context.Context, pki *devPKI, dir string, logger *slo
 	c := &auditCluster{}
 	var certs []*x509.Certificate
 	for i, id := range pki.auditNodes {
-		cfg := audit.DefaultNodeConfig()
+		cfg := cluster.DefaultNodeConfig()
 		cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots = "127.0.0.1:0", filepath.Join(dir, id.ID), id, pki.ca.Pool()
 		cfg.Origin, cfg.Bootstrap, cfg.Logger = demoOrigin, i == 0, logger.With(slog.String("component", "audit"))
-		n, err := audit.StartNode(cfg)
+		n, err := cluster.StartNode(cfg)
 		if err != nil {
 			c.close()
 			return nil, err
@@ -58,7 +59,7 @@ func startAuditCluster(ctx context.Context, pki *devPKI, dir string, logger *slo
 	return c, nil
 }
 
-func waitLeader(ctx context.Context, n *audit.Node) error {
+func waitLeader(ctx context.Context, n *cluster.Node) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for !n.IsLeader() {

@@ -21,9 +21,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -38,8 +41,8 @@ type Config struct {
 	Strategy   string
 	// ServerLR overrides the strategy's default server learning rate when > 0.
 	ServerLR float64
-	Model    train.ModelSpec
-	Training train.TrainConfig
+	Model    model.Spec
+	Training model.TrainConfig
 	Seed     int64
 	// Mode is coordinator.ModeSecure (default) or ModePlaintext.
 	Mode string
@@ -53,7 +56,7 @@ type Config struct {
 // regression, Adam with learning rate 1e-3 and batch 4 on the clients,
 // FedAdam on the server.
 func DefaultConfig() Config {
-	tc := train.DefaultTrainConfig()
+	tc := model.DefaultTrainConfig()
 	tc.Optimizer = "adam"
 	tc.LearningRate = 1e-3
 	tc.BatchSize = 4
@@ -64,7 +67,7 @@ func DefaultConfig() Config {
 		Rounds:     20,
 		MinClients: 3,
 		Strategy:   "fedadam",
-		Model:      train.ModelSpec{Kind: "logreg", Inputs: 13},
+		Model:      model.Spec{Kind: "logreg", Inputs: 13},
 		Training:   tc,
 		Seed:       1,
 		Mode:       coordinator.ModeSecure,
@@ -111,9 +114,9 @@ type Row struct {
 	Hospital  string
 	Train     int
 	Test      int
-	Federated train.Metrics
-	Local     train.Metrics
-	Pooled    train.Metrics
+	Federated model.Metrics
+	Local     model.Metrics
+	Pooled    model.Metrics
 }
 
 // Report is the outcome of a demo run.
@@ -210,7 +213,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	if err != nil {
 		return nil, err
 	}
-	coordLog, err := audit.Dial(alog.addrs, tlsutil.ClientConfig(pki.coordinator, pki.ca.Pool(), ""))
+	coordLog, err := cluster.Dial(alog.addrs, tlsutil.ClientConfig(pki.coordinator, pki.ca.Pool(), ""))
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +285,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 // write the model, bundle and trust files, and verify the final model's
 // lineage offline.
 func verifyFinal(ctx context.Context, cfg Config, pki *devPKI, alog *auditCluster, res coordinator.StudyResult) (*audit.Report, error) {
-	reg, err := audit.Dial(alog.addrs, tlsutil.ClientConfig(pki.regulator, pki.ca.Pool(), ""))
+	reg, err := cluster.Dial(alog.addrs, tlsutil.ClientConfig(pki.regulator, pki.ca.Pool(), ""))
 	if err != nil {
 		return nil, err
 	}
@@ -328,11 +331,11 @@ func waitOrCancel(wg *sync.WaitGroup, cancel context.CancelFunc, grace time.Dura
 // total number of local updates per hospital as the federation used.
 func compare(ctx context.Context, cfg Config, res coordinator.StudyResult) (*Report, error) {
 	rep := &Report{FinalModel: res.Model, Rounds: res.Rounds}
-	spec, fedParams, err := train.DecodeModel(res.ModelBytes)
+	spec, fedParams, err := model.Decode(res.ModelBytes)
 	if err != nil {
 		return nil, fmt.Errorf("demo: final model: %w", err)
 	}
-	init, err := train.InitParams(cfg.Model, cfg.Seed)
+	init, err := model.InitParams(cfg.Model, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}

@@ -24,12 +24,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
@@ -114,16 +117,16 @@ func Features() []string {
 
 // MLP is a one-hidden-layer MLP on the 13 synthetic features with about
 // params parameters (15h+1 for h hidden units).
-func MLP(params int) train.ModelSpec {
+func MLP(params int) model.Spec {
 	h := max(1, (params-1)/15)
-	return train.ModelSpec{Kind: train.KindMLP, Inputs: 13, Hidden: []int{h}}
+	return model.Spec{Kind: model.KindMLP, Inputs: 13, Hidden: []int{h}}
 }
 
 // RunConfig is one study.
 type RunConfig struct {
 	Clients    int
 	Mode       string
-	Model      train.ModelSpec
+	Model      model.Spec
 	Rounds     int
 	MinClients int // K (0: all clients)
 	Threshold  int // t (0: majority)
@@ -265,7 +268,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		ids = append(ids, fmt.Sprintf("site-%02d", i))
 	}
 	strat, _ := aggregation.DefaultConfig(aggregation.FedAvg)
-	tc := train.DefaultTrainConfig()
+	tc := model.DefaultTrainConfig()
 	tc.Epochs, tc.LocalSteps, tc.Seed = 0, max(1, cfg.LocalSteps), cfg.Seed
 	cc := coordinator.DefaultConfig()
 	cc.DataDir = filepath.Join(dir, "coordinator")
@@ -470,10 +473,10 @@ func auditRecorder(ctx context.Context, ca *tlsutil.CA, coordID *tlsutil.Identit
 	if err != nil {
 		return nil, nil, err
 	}
-	nc := audit.DefaultNodeConfig()
+	nc := cluster.DefaultNodeConfig()
 	nc.Listen, nc.DataDir, nc.Identity, nc.Roots, nc.Bootstrap = "127.0.0.1:0", dir, nodeID, ca.Pool(), true
 	nc.HeartbeatTimeout, nc.ElectionTimeout, nc.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
-	node, err := audit.StartNode(nc)
+	node, err := cluster.StartNode(nc)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -493,7 +496,7 @@ func auditRecorder(ctx context.Context, ca *tlsutil.CA, coordID *tlsutil.Identit
 		node.Close()
 		return nil, nil, err
 	}
-	cli, err := audit.Dial([]string{node.Addr()}, tlsutil.ClientConfig(coordID, ca.Pool(), ""))
+	cli, err := cluster.Dial([]string{node.Addr()}, tlsutil.ClientConfig(coordID, ca.Pool(), ""))
 	if err != nil {
 		node.Close()
 		return nil, nil, err

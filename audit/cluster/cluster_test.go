@@ -1,4 +1,4 @@
-package audit
+package cluster
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/audittest"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -25,7 +27,7 @@ import (
 // bbolt stores with fsync, file snapshots.
 type testCluster struct {
 	t testing.TB
-	*ledgerFixture
+	*audittest.Fixture
 	ids   []*tlsutil.Identity
 	addrs []string
 	dirs  []string
@@ -44,9 +46,9 @@ func freePort(t testing.TB) string {
 
 func newCluster(t testing.TB, n int, tweak func(*NodeConfig)) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, ledgerFixture: newLedgerFixture(t), tweak: tweak}
+	c := &testCluster{t: t, Fixture: audittest.NewFixture(t), tweak: tweak}
 	for i := 0; i < n; i++ {
-		id, err := c.ca.Issue(fmt.Sprintf("audit-%d", i), tlsutil.RoleAuditNode, []string{"127.0.0.1"}, 24*time.Hour)
+		id, err := c.CA.Issue(fmt.Sprintf("audit-%d", i), tlsutil.RoleAuditNode, []string{"127.0.0.1"}, 24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +76,7 @@ func newCluster(t testing.TB, n int, tweak func(*NodeConfig)) *testCluster {
 func (c *testCluster) start(i int, bootstrap bool) {
 	c.t.Helper()
 	cfg := DefaultNodeConfig()
-	cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = c.addrs[i], c.dirs[i], c.ids[i], c.ca.Pool(), bootstrap
+	cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = c.addrs[i], c.dirs[i], c.ids[i], c.CA.Pool(), bootstrap
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	cfg.ApplyTimeout = 5 * time.Second
 	if c.tweak != nil {
@@ -135,10 +137,10 @@ func (c *testCluster) converged() int64 {
 }
 
 // appendVia appends rec signed by id through node i.
-func (c *testCluster) appendVia(i int, id *tlsutil.Identity, rec *Record) (AppendResult, error) {
+func (c *testCluster) appendVia(i int, id *tlsutil.Identity, rec *audit.Record) (AppendResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
-	return c.nodes[i].Append(ctx, Must(Sign(id, rec)).Marshal())
+	return c.nodes[i].Append(ctx, audittest.Must(audit.Sign(id, rec)).Marshal())
 }
 
 func (c *testCluster) running() []int {
@@ -159,17 +161,17 @@ func (c *testCluster) running() []int {
 func TestClusterSurvivesLeaderLossAndLosesQuorumCleanly(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	// The fixture's ledger already holds the study record; replay it.
-	study, _ := c.l.Log().Leaf(0)
+	study, _ := c.L.Log().Leaf(0)
 	if _, err := c.nodes[1].Append(context.Background(), study); err != nil {
 		t.Fatal(err)
 	}
-	parent := model(0)
+	parent := audittest.Model(0)
 	for r := uint64(1); r <= 4; r++ {
-		res, err := c.appendVia(int(r)%3, c.coord, c.round(r, parent, model(byte(r)), "site-a", "site-b"))
+		res, err := c.appendVia(int(r)%3, c.Coord, c.Round(r, parent, audittest.Model(byte(r)), "site-a", "site-b"))
 		if err != nil || res.Index != int64(r) {
 			t.Fatalf("round %d via node %d: index %d, %v", r, int(r)%3, res.Index, err)
 		}
-		parent = model(byte(r))
+		parent = audittest.Model(byte(r))
 	}
 	if size := c.converged(); size != 5 {
 		t.Fatalf("tree size %d, want 5", size)
@@ -179,10 +181,10 @@ func TestClusterSurvivesLeaderLossAndLosesQuorumCleanly(t *testing.T) {
 	c.stop(old)
 	for r := uint64(5); r <= 7; r++ {
 		via := c.running()[int(r)%2]
-		if _, err := c.appendVia(via, c.coord, c.round(r, parent, model(byte(r)), "site-a", "site-b")); err != nil {
+		if _, err := c.appendVia(via, c.Coord, c.Round(r, parent, audittest.Model(byte(r)), "site-a", "site-b")); err != nil {
 			t.Fatalf("round %d after losing leader %d: %v", r, old, err)
 		}
-		parent = model(byte(r))
+		parent = audittest.Model(byte(r))
 	}
 	c.converged()
 
@@ -193,7 +195,7 @@ func TestClusterSurvivesLeaderLossAndLosesQuorumCleanly(t *testing.T) {
 	last := alive[1]
 	before := c.nodes[last].FSM().Ledger().Log().Size()
 	start := time.Now()
-	_, err := c.appendVia(last, c.coord, c.round(8, parent, model(8), "site-a", "site-b"))
+	_, err := c.appendVia(last, c.Coord, c.Round(8, parent, audittest.Model(8), "site-a", "site-b"))
 	if !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("append with 1 of 3 nodes: %v, want ErrNoLeader", err)
 	}
@@ -207,7 +209,7 @@ func TestClusterSurvivesLeaderLossAndLosesQuorumCleanly(t *testing.T) {
 	c.start(old, false)
 	c.start(down, false)
 	c.leader()
-	res, err := c.appendVia(old, c.coord, c.round(8, parent, model(8), "site-a", "site-b"))
+	res, err := c.appendVia(old, c.Coord, c.Round(8, parent, audittest.Model(8), "site-a", "site-b"))
 	if err != nil || res.Index != 8 {
 		t.Fatalf("round 8 after restart: index %d, %v", res.Index, err)
 	}
@@ -220,19 +222,19 @@ func TestClusterSurvivesLeaderLossAndLosesQuorumCleanly(t *testing.T) {
 // and is compacted must catch up from a snapshot on restart.
 func TestClusterCatchUpFromSnapshot(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *NodeConfig) { cfg.TrailingLogs, cfg.SnapshotThreshold = 2, 4 })
-	study, _ := c.l.Log().Leaf(0)
+	study, _ := c.L.Log().Leaf(0)
 	if _, err := c.nodes[0].Append(context.Background(), study); err != nil {
 		t.Fatal(err)
 	}
 	lead := c.leader()
 	behind := (lead + 1) % 3
 	c.stop(behind)
-	parent := model(0)
+	parent := audittest.Model(0)
 	for r := uint64(1); r <= 20; r++ {
-		if _, err := c.appendVia(lead, c.coord, c.round(r, parent, model(byte(r)), "site-a", "site-b")); err != nil {
+		if _, err := c.appendVia(lead, c.Coord, c.Round(r, parent, audittest.Model(byte(r)), "site-a", "site-b")); err != nil {
 			t.Fatal(err)
 		}
-		parent = model(byte(r))
+		parent = audittest.Model(byte(r))
 	}
 	for _, i := range c.running() {
 		if err := c.nodes[i].Snapshot(); err != nil {
@@ -247,7 +249,7 @@ func TestClusterCatchUpFromSnapshot(t *testing.T) {
 	if len(snaps) == 0 {
 		t.Fatal("the restarted node caught up without installing a snapshot; the test does not test what it says")
 	}
-	if out, round, err := c.nodes[behind].FSM().Ledger().LatestOutput("heart"); err != nil || round != 20 || out != model(20) {
+	if out, round, err := c.nodes[behind].FSM().Ledger().LatestOutput("heart"); err != nil || round != 20 || out != audittest.Model(20) {
 		t.Fatalf("restored node's study state: %x round %d, %v", out[:2], round, err)
 	}
 }
@@ -257,17 +259,17 @@ func TestClusterCatchUpFromSnapshot(t *testing.T) {
 // node they are sent to, with the reason, and no replica changes.
 func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 	c := newCluster(t, 3, nil)
-	study, _ := c.l.Log().Leaf(0)
+	study, _ := c.L.Log().Leaf(0)
 	if _, err := c.nodes[0].Append(context.Background(), study); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.appendVia(0, c.coord, c.round(1, model(0), model(1), "site-a", "site-b")); err != nil {
+	if _, err := c.appendVia(0, c.Coord, c.Round(1, audittest.Model(0), audittest.Model(1), "site-a", "site-b")); err != nil {
 		t.Fatal(err)
 	}
 	c.converged()
 	other, _ := tlsutil.NewCA("another consortium", time.Hour)
 	stranger, _ := other.Issue("coord", tlsutil.RoleCoordinator, nil, time.Hour)
-	tampered := Must(Sign(c.coord, c.round(2, model(1), model(2), "site-a", "site-b"))).Marshal()
+	tampered := audittest.Must(audit.Sign(c.Coord, c.Round(2, audittest.Model(1), audittest.Model(2), "site-a", "site-b"))).Marshal()
 	tampered[len(tampered)-1] ^= 1
 	cases := []struct {
 		name string
@@ -275,10 +277,10 @@ func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 		want string
 	}{
 		{"bad signature", tampered, "signature"},
-		{"unknown signer", Must(Sign(stranger, c.round(2, model(1), model(2), "site-a", "site-b"))).Marshal(), "consortium CA"},
-		{"wrong parent", Must(Sign(c.coord, c.round(2, model(9), model(2), "site-a", "site-b"))).Marshal(), "parent"},
-		{"skipped round", Must(Sign(c.coord, c.round(3, model(1), model(3), "site-a", "site-b"))).Marshal(), "round 3, want 2"},
-		{"too few contributors", Must(Sign(c.coord, c.round(2, model(1), model(2), "site-a"))).Marshal(), "fewer contributors"},
+		{"unknown signer", audittest.Must(audit.Sign(stranger, c.Round(2, audittest.Model(1), audittest.Model(2), "site-a", "site-b"))).Marshal(), "consortium CA"},
+		{"wrong parent", audittest.Must(audit.Sign(c.Coord, c.Round(2, audittest.Model(9), audittest.Model(2), "site-a", "site-b"))).Marshal(), "parent"},
+		{"skipped round", audittest.Must(audit.Sign(c.Coord, c.Round(3, audittest.Model(1), audittest.Model(3), "site-a", "site-b"))).Marshal(), "round 3, want 2"},
+		{"too few contributors", audittest.Must(audit.Sign(c.Coord, c.Round(2, audittest.Model(1), audittest.Model(2), "site-a"))).Marshal(), "fewer contributors"},
 	}
 	for _, tc := range cases {
 		for i := range c.nodes {
@@ -302,12 +304,12 @@ func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 // restart.
 func TestClusterCheckpointsAndWitnessState(t *testing.T) {
 	c := newCluster(t, 3, nil)
-	study, _ := c.l.Log().Leaf(0)
+	study, _ := c.L.Log().Leaf(0)
 	if _, err := c.nodes[2].Append(context.Background(), study); err != nil {
 		t.Fatal(err)
 	}
 	for r := uint64(1); r <= 3; r++ {
-		if _, err := c.appendVia(int(r)%3, c.coord, c.round(r, model(byte(r-1)), model(byte(r)), "site-a", "site-b")); err != nil {
+		if _, err := c.appendVia(int(r)%3, c.Coord, c.Round(r, audittest.Model(byte(r-1)), audittest.Model(byte(r)), "site-a", "site-b")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -320,11 +322,11 @@ func TestClusterCheckpointsAndWitnessState(t *testing.T) {
 	}
 	var keys []note.Verifier
 	for _, id := range c.ids {
-		v, _ := NoteVerifier(tlsutil.Peer{ID: id.ID, Role: id.Role, Cert: id.Cert})
+		v, _ := audit.NoteVerifier(tlsutil.Peer{ID: id.ID, Role: id.Role, Cert: id.Cert})
 		keys = append(keys, v)
 	}
-	trust := Trust{Roots: c.ca.Pool(), Keys: note.VerifierList(keys...), Quorum: 2}
-	cp, _, err := OpenCheckpoint(signed, trust.Keys, 3)
+	trust := audit.Trust{Roots: c.CA.Pool(), Keys: note.VerifierList(keys...), Quorum: 2}
+	cp, _, err := audit.OpenCheckpoint(signed, trust.Keys, 3)
 	if err != nil || cp.Size != 4 {
 		t.Fatalf("checkpoint %+v: %v", cp, err)
 	}
@@ -332,7 +334,7 @@ func TestClusterCheckpointsAndWitnessState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lin, err := VerifyBundle(b, trust, "heart", model(3))
+	lin, err := audit.VerifyBundle(b, trust, "heart", audittest.Model(3))
 	if err != nil || len(lin.Steps) != 3 {
 		t.Fatalf("exported bundle: %v (%+v)", err, lin)
 	}
@@ -341,9 +343,9 @@ func TestClusterCheckpointsAndWitnessState(t *testing.T) {
 	// the leader's key: the witness refuses and keeps it.
 	lead := c.leader()
 	w := (lead + 1) % 3
-	forged, _ := SignCheckpoint(Checkpoint{Origin: cp.Origin, Size: cp.Size, Root: tlog.Hash(model(7))}, Must(NoteSigner(c.ids[lead])))
+	forged, _ := audit.SignCheckpoint(audit.Checkpoint{Origin: cp.Origin, Size: cp.Size, Root: tlog.Hash(audittest.Model(7))}, audittest.Must(audit.NoteSigner(c.ids[lead])))
 	leaderPeer := tlsutil.Peer{ID: c.ids[lead].ID, Role: tlsutil.RoleAuditNode, Cert: c.ids[lead].Cert}
-	if _, err := c.nodes[w].cosign(forged, leaderPeer); !errors.Is(err, ErrInconsistent) {
+	if _, err := c.nodes[w].cosign(forged, leaderPeer); !errors.Is(err, audit.ErrInconsistent) {
 		t.Fatalf("cosign of a rewritten history: %v, want ErrInconsistent", err)
 	}
 	c.stop(w)
@@ -362,11 +364,11 @@ func TestClusterCheckpointsAndWitnessState(t *testing.T) {
 // Each is refused with a clear status and the log does not change.
 func TestAuditLogRefusesWrongCallers(t *testing.T) {
 	c := newCluster(t, 1, nil)
-	study, _ := c.l.Log().Leaf(0)
+	study, _ := c.L.Log().Leaf(0)
 	if _, err := c.nodes[0].Append(context.Background(), study); err != nil {
 		t.Fatal(err)
 	}
-	rec := Must(Sign(c.coord, c.round(1, model(0), model(1), "site-a", "site-b"))).Marshal()
+	rec := audittest.Must(audit.Sign(c.Coord, c.Round(1, audittest.Model(0), audittest.Model(1), "site-a", "site-b"))).Marshal()
 	dial := func(id *tlsutil.Identity, pool *x509.CertPool) *Client {
 		cli, err := Dial([]string{c.addrs[0]}, tlsutil.ClientConfig(id, pool, ""))
 		if err != nil {
@@ -375,11 +377,11 @@ func TestAuditLogRefusesWrongCallers(t *testing.T) {
 		t.Cleanup(func() { cli.Close() })
 		return cli
 	}
-	hospital := dial(Must(c.ca.Issue("site-a", tlsutil.RoleClient, nil, time.Hour)), c.ca.Pool())
-	observer := dial(Must(c.ca.Issue("regulator", tlsutil.RoleObserver, nil, time.Hour)), c.ca.Pool())
+	hospital := dial(audittest.Must(c.CA.Issue("site-a", tlsutil.RoleClient, nil, time.Hour)), c.CA.Pool())
+	observer := dial(audittest.Must(c.CA.Issue("regulator", tlsutil.RoleObserver, nil, time.Hour)), c.CA.Pool())
 	other, _ := tlsutil.NewCA("another consortium", time.Hour)
-	foreign := dial(Must(other.Issue("coord", tlsutil.RoleCoordinator, nil, time.Hour)), c.ca.Pool())
-	expired := dial(Must(c.ca.Issue("coord", tlsutil.RoleCoordinator, nil, -time.Minute)), c.ca.Pool())
+	foreign := dial(audittest.Must(other.Issue("coord", tlsutil.RoleCoordinator, nil, time.Hour)), c.CA.Pool())
+	expired := dial(audittest.Must(c.CA.Issue("coord", tlsutil.RoleCoordinator, nil, -time.Minute)), c.CA.Pool())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	for name, call := range map[string]func() error{

@@ -1,9 +1,8 @@
-package audit
+package cluster
 
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,7 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/fedledger/fedledger/internal/fsutil"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -137,7 +136,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, id: cfg.Identity.ID, log: log.With(slog.String("node", cfg.Identity.ID)), fsm: NewFSM(cfg.Roots), conns: map[string]*grpc.ClientConn{}}
 	var err error
-	if n.signer, err = NoteSigner(cfg.Identity); err != nil {
+	if n.signer, err = audit.NoteSigner(cfg.Identity); err != nil {
 		return nil, err
 	}
 	if n.witness, err = openWitnessState(filepath.Join(cfg.DataDir, "witness.json")); err != nil {
@@ -383,7 +382,7 @@ func (n *Node) readCurrent(ctx context.Context, local func() error, remote func(
 
 // LatestOutput is the study's latest committed output model, read on the
 // leader.
-func (n *Node) LatestOutput(ctx context.Context, study string) (h Hash, round uint64, err error) {
+func (n *Node) LatestOutput(ctx context.Context, study string) (h audit.Hash, round uint64, err error) {
 	err = n.readCurrent(ctx, func() (err error) {
 		h, round, err = n.fsm.Ledger().LatestOutput(study)
 		return err
@@ -442,8 +441,8 @@ func (n *Node) checkpointLocal(ctx context.Context) ([]byte, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cp := Checkpoint{Origin: n.cfg.Origin, Size: size, Root: root}
-	own, err := SignCheckpoint(cp, n.signer)
+	cp := audit.Checkpoint{Origin: n.cfg.Origin, Size: size, Root: root}
+	own, err := audit.SignCheckpoint(cp, n.signer)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -477,7 +476,7 @@ func (n *Node) checkpointLocal(ctx context.Context) ([]byte, []string, error) {
 		}
 		refusals = append(refusals, fmt.Errorf("%s: %w", s.ID, err))
 	}
-	merged, err := mergeSignatures(notes)
+	merged, signers, err := audit.MergeCosignatures(notes)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -485,11 +484,9 @@ func (n *Node) checkpointLocal(ctx context.Context) ([]byte, []string, error) {
 	if quorum == 0 {
 		quorum = voters/2 + 1
 	}
-	_, lines, _ := splitNote(merged)
-	signers := signerNames(lines)
 	n.metrics.checkpoints.WithLabelValues("signed").Inc()
 	if len(signers) < quorum {
-		return nil, signers, fmt.Errorf("%w: %d of %d signatures (%v)", ErrQuorum, len(signers), quorum, errors.Join(refusals...))
+		return nil, signers, fmt.Errorf("%w: %d of %d signatures (%v)", audit.ErrQuorum, len(signers), quorum, errors.Join(refusals...))
 	}
 	return merged, signers, nil
 }
@@ -504,7 +501,7 @@ func (n *Node) signerPeer() tlsutil.Peer {
 // cosigned. A validly signed checkpoint that fails either check is kept as
 // evidence on disk and refused.
 func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
-	v, err := NoteVerifier(from)
+	v, err := audit.NoteVerifier(from)
 	if err != nil {
 		return nil, err
 	}
@@ -512,12 +509,12 @@ func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: witness: checkpoint not signed by %s: %w", from.ID, err)
 	}
-	cp, err := ParseCheckpoint(nt.Text)
+	cp, err := audit.ParseCheckpoint(nt.Text)
 	if err != nil {
 		return nil, err
 	}
 	if cp.Origin != n.cfg.Origin {
-		return nil, fmt.Errorf("%w: origin %q, this log is %q", ErrBadCheckpoint, cp.Origin, n.cfg.Origin)
+		return nil, fmt.Errorf("%w: origin %q, this log is %q", audit.ErrBadCheckpoint, cp.Origin, n.cfg.Origin)
 	}
 	lg, err := n.waitReplica(cp.Size, 5*time.Second)
 	if err != nil {
@@ -533,7 +530,7 @@ func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
 		n.metrics.checkpoints.WithLabelValues("refused").Inc()
 		n.witness.evidence = append(n.witness.evidence, signed)
 		n.witness.save()
-		return nil, fmt.Errorf("%w: root at size %d differs from this replica's", ErrInconsistent, cp.Size)
+		return nil, fmt.Errorf("%w: root at size %d differs from this replica's", audit.ErrInconsistent, cp.Size)
 	}
 	var proof tlog.TreeProof
 	if last := n.witness.last; last != nil && last.Size > 0 && last.Size < cp.Size {
@@ -541,9 +538,9 @@ func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
 			return nil, err
 		}
 	}
-	w := RestoreWitness(n.signer, note.VerifierList(v), n.witness.last, nil)
+	w := audit.RestoreWitness(n.signer, note.VerifierList(v), n.witness.last, nil)
 	out, err := w.Cosign(signed, proof)
-	if errors.Is(err, ErrInconsistent) {
+	if errors.Is(err, audit.ErrInconsistent) {
 		n.witness.evidence = append(n.witness.evidence, signed)
 		n.witness.save()
 	}
@@ -561,7 +558,7 @@ func (n *Node) cosign(signed []byte, from tlsutil.Peer) ([]byte, error) {
 
 // waitReplica waits until this node's replica holds at least size entries
 // (a follower may lag the leader's checkpoint by a few milliseconds).
-func (n *Node) waitReplica(size int64, timeout time.Duration) (*Ledger, error) {
+func (n *Node) waitReplica(size int64, timeout time.Duration) (*audit.Ledger, error) {
 	lg := n.fsm.Ledger()
 	for deadline := time.Now().Add(timeout); lg.Log().Size() < size; lg = n.fsm.Ledger() {
 		if time.Now().After(deadline) {
@@ -574,16 +571,12 @@ func (n *Node) waitReplica(size int64, timeout time.Duration) (*Ledger, error) {
 
 // Export returns an offline bundle: a cosigned checkpoint and every entry
 // up to it.
-func (n *Node) Export(ctx context.Context) (*Bundle, error) {
+func (n *Node) Export(ctx context.Context) (*audit.Bundle, error) {
 	signed, _, err := n.Checkpoint(ctx)
 	if err != nil {
 		return nil, err
 	}
-	text, _, err := splitNote(signed)
-	if err != nil {
-		return nil, err
-	}
-	cp, err := ParseCheckpoint(text)
+	cp, err := audit.PeekCheckpoint(signed)
 	if err != nil {
 		return nil, err
 	}
@@ -591,7 +584,7 @@ func (n *Node) Export(ctx context.Context) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bundle{Checkpoint: signed}
+	b := &audit.Bundle{Checkpoint: signed}
 	for i := int64(0); i < cp.Size; i++ {
 		leaf, err := lg.Log().Leaf(i)
 		if err != nil {
@@ -713,58 +706,6 @@ func (n *Node) client(addr string) (pb.AuditLogClient, error) {
 	}
 	n.conns[addr] = c
 	return pb.NewAuditLogClient(c), nil
-}
-
-// witnessState is the node's witness memory, kept outside the Raft FSM in
-// witness.json: the last checkpoint it cosigned and every inconsistent
-// signed checkpoint it was shown.
-type witnessState struct {
-	mu       sync.Mutex
-	path     string
-	last     *Checkpoint
-	evidence [][]byte
-}
-
-type witnessFile struct {
-	Last     string   `json:"last_cosigned,omitempty"`
-	Evidence [][]byte `json:"evidence,omitempty"`
-}
-
-func openWitnessState(path string) (*witnessState, error) {
-	w := &witnessState{path: path}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return w, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("audit: witness state: %w", err)
-	}
-	var f witnessFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("audit: witness state %s is corrupt: %w", path, err)
-	}
-	if f.Last != "" {
-		c, err := ParseCheckpoint(f.Last)
-		if err != nil {
-			return nil, fmt.Errorf("audit: witness state %s: %w", path, err)
-		}
-		w.last = &c
-	}
-	w.evidence = f.Evidence
-	return w, nil
-}
-
-// save writes the state atomically; the caller holds mu.
-func (w *witnessState) save() error {
-	f := witnessFile{Evidence: w.evidence}
-	if w.last != nil {
-		f.Last = w.last.String()
-	}
-	b, _ := json.MarshalIndent(f, "", "  ")
-	if err := fsutil.WriteFileAtomic(w.path, b, 0o600); err != nil {
-		return fmt.Errorf("audit: witness state: %w", err)
-	}
-	return nil
 }
 
 // Evidence returns the inconsistent checkpoints this node refused.

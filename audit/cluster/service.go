@@ -1,4 +1,4 @@
-package audit
+package cluster
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
@@ -73,22 +74,22 @@ func auditStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, ErrWrongRole), errors.Is(err, ErrUntrustedCert), errors.Is(err, ErrSignerMismatch), errors.Is(err, ErrBadSignature):
+	case errors.Is(err, audit.ErrWrongRole), errors.Is(err, audit.ErrUntrustedCert), errors.Is(err, audit.ErrSignerMismatch), errors.Is(err, audit.ErrBadSignature):
 		code = codes.PermissionDenied
-	case errors.Is(err, ErrConflict), errors.Is(err, ErrStudyExists):
+	case errors.Is(err, audit.ErrConflict), errors.Is(err, audit.ErrStudyExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, ErrMalformed), errors.Is(err, ErrNonCanonical), errors.Is(err, ErrVersion), errors.Is(err, ErrBadCheckpoint):
+	case errors.Is(err, audit.ErrMalformed), errors.Is(err, audit.ErrNonCanonical), errors.Is(err, audit.ErrVersion), errors.Is(err, audit.ErrBadCheckpoint):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrUnknownStudy), errors.Is(err, ErrNotFound):
+	case errors.Is(err, audit.ErrUnknownStudy), errors.Is(err, ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, ErrInconsistent):
+	case errors.Is(err, audit.ErrInconsistent):
 		code = codes.FailedPrecondition
-	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrQuorum), leaderErr(err), errors.Is(err, raft.ErrEnqueueTimeout):
+	case errors.Is(err, ErrNoLeader), errors.Is(err, audit.ErrQuorum), leaderErr(err), errors.Is(err, raft.ErrEnqueueTimeout):
 		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	default:
-		var re *RuleError
+		var re *audit.RuleError
 		if errors.As(err, &re) {
 			code = codes.FailedPrecondition
 		}

@@ -1,4 +1,4 @@
-package audit
+package cluster
 
 import (
 	"crypto/x509"
@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/hashicorp/raft"
 )
 
@@ -22,16 +23,16 @@ type ApplyResult struct {
 type FSM struct {
 	mu     sync.RWMutex
 	roots  *x509.CertPool
-	ledger *Ledger
+	ledger *audit.Ledger
 }
 
 var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an FSM over an empty ledger.
-func NewFSM(roots *x509.CertPool) *FSM { return &FSM{roots: roots, ledger: NewLedger(roots)} }
+func NewFSM(roots *x509.CertPool) *FSM { return &FSM{roots: roots, ledger: audit.NewLedger(roots)} }
 
 // Ledger returns the current ledger (replaced wholesale by Restore).
-func (f *FSM) Ledger() *Ledger {
+func (f *FSM) Ledger() *audit.Ledger {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.ledger
@@ -51,16 +52,11 @@ type fsmSnapshot struct{ leaves [][]byte }
 // Snapshot implements raft.FSM; it captures leaf references only (leaves
 // are immutable), and Persist does the encoding.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	lg := f.Ledger()
-	lg.mu.Lock()
-	defer lg.mu.Unlock()
-	lg.log.mu.RLock()
-	defer lg.log.mu.RUnlock()
-	return &fsmSnapshot{leaves: append([][]byte(nil), lg.log.leaves...)}, nil
+	return &fsmSnapshot{leaves: f.Ledger().Leaves()}, nil
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write((&Bundle{Leaves: s.leaves}).Marshal()); err != nil {
+	if _, err := sink.Write((&audit.Bundle{Leaves: s.leaves}).Marshal()); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("audit: writing snapshot: %w", err)
 	}
@@ -77,11 +73,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("audit: reading snapshot: %w", err)
 	}
-	b, err := UnmarshalBundle(data)
+	b, err := audit.UnmarshalBundle(data)
 	if err != nil {
 		return fmt.Errorf("audit: snapshot: %w", err)
 	}
-	lg := NewLedger(f.roots)
+	lg := audit.NewLedger(f.roots)
 	for i, leaf := range b.Leaves {
 		if _, err := lg.Apply(leaf); err != nil {
 			return fmt.Errorf("audit: snapshot entry %d: %w", i, err)

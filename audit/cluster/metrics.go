@@ -1,4 +1,4 @@
-package audit
+package cluster
 
 import (
 	"github.com/hashicorp/raft"

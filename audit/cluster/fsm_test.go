@@ -1,26 +1,28 @@
-package audit
+package cluster
 
 import (
 	"errors"
 	"testing"
 
+	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/audittest"
 	"github.com/hashicorp/raft"
 )
 
 func TestFSMApplySnapshotRestore(t *testing.T) {
-	f := newLedgerFixture(t)
-	fsm := NewFSM(f.ca.Pool())
+	f := audittest.NewFixture(t)
+	fsm := NewFSM(f.CA.Pool())
 	leaf := func(r uint64) []byte {
-		return Must(Sign(f.coord, f.round(r, model(byte(r-1)), model(byte(r)), "site-a", "site-b"))).Marshal()
+		return audittest.Must(audit.Sign(f.Coord, f.Round(r, audittest.Model(byte(r-1)), audittest.Model(byte(r)), "site-a", "site-b"))).Marshal()
 	}
-	entries := [][]byte{Must(f.l.Log().Leaf(0)), leaf(1), leaf(2)}
+	entries := [][]byte{audittest.Must(f.L.Log().Leaf(0)), leaf(1), leaf(2)}
 	for i, e := range entries {
 		res := fsm.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: e}).(ApplyResult)
 		if res.Err != nil || res.Index != int64(i) {
 			t.Fatalf("apply %d: %+v", i, res)
 		}
 	}
-	if res := fsm.Apply(&raft.Log{Type: raft.LogCommand, Data: leaf(4)}).(ApplyResult); !errors.Is(res.Err, ErrSequence) {
+	if res := fsm.Apply(&raft.Log{Type: raft.LogCommand, Data: leaf(4)}).(ApplyResult); !errors.Is(res.Err, audit.ErrSequence) {
 		t.Fatalf("skipped round via FSM: %+v", res)
 	}
 	if fsm.Apply(&raft.Log{Type: raft.LogNoop}) != nil {
@@ -48,7 +50,7 @@ func TestFSMApplySnapshotRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restored := NewFSM(f.ca.Pool())
+	restored := NewFSM(f.CA.Pool())
 	if err := restored.Restore(rc); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
@@ -71,7 +73,7 @@ func TestFSMApplySnapshotRestore(t *testing.T) {
 	s2.Close()
 	m2, _ := bad.List()
 	_, rc2, _ := bad.Open(m2[0].ID)
-	if err := restored.Restore(rc2); !errors.Is(err, ErrMalformed) {
+	if err := restored.Restore(rc2); !errors.Is(err, audit.ErrMalformed) {
 		t.Fatalf("corrupt snapshot: %v", err)
 	}
 	if _, r3, _ := restored.Ledger().Root(); r3 != r2 {

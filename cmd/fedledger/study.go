@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -20,188 +16,12 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/fedledger/fedledger/audit"
-	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
-
-func newAuditNodeCmd() *cobra.Command {
-	var cfgFile string
-	cmd := &cobra.Command{
-		Use:   "audit-node --config audit.yaml",
-		Short: "Run an audit-log node: a Raft replica of the signed round records",
-		Long: `Run one node of the audit log: a Raft member (bbolt log and stable store
-with fsync, file snapshots) whose state machine is a Merkle log of signed study
-and round records, each validated identically on every node before it is
-applied. Raft and the AuditLog gRPC service share one mutual-TLS port. The
-node signs checkpoints with its certificate key and cosigns the leader's as a
-witness, keeping its witness state (and any inconsistent checkpoint it is
-shown) in data_dir/witness.json.
-
-Start the first node with bootstrap: true, the others with join: <a member's
-address>. Three nodes at three different consortium members tolerate the loss
-of one.
-
-Example audit.yaml:
-
-  listen: 0.0.0.0:7600
-  advertise: audit-1.example.org:7600
-  metrics_listen: 127.0.0.1:9465
-  data_dir: /var/lib/fedledger-audit
-  tls: {cert: audit-1.pem, key: audit-1-key.pem, ca: ca.pem}
-  origin: example-consortium/audit-log
-  bootstrap: true                       # first node only; others: join: audit-1.example.org:7600
-
-` + precedence,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := config.LoadAuditNode(cfgFile, cmd.Flags())
-			if err != nil {
-				return err
-			}
-			logger, err := config.NewLogger(cmd.ErrOrStderr(), c.File.Log)
-			if err != nil {
-				return err
-			}
-			c.Config.Logger = logger
-			n, err := audit.StartNode(c.Config)
-			if err != nil {
-				return err
-			}
-			defer n.Close()
-			if c.File.Join != "" && !n.Member() {
-				ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
-				err := n.JoinCluster(ctx, c.File.Join)
-				cancel()
-				if err != nil {
-					return err
-				}
-				logger.Info("joined the audit cluster", slog.String("via", c.File.Join))
-			}
-			if c.File.MetricsListen != "" {
-				stop, err := serveMetrics(c.File.MetricsListen, n.Metrics(), logger)
-				if err != nil {
-					return err
-				}
-				defer stop()
-			}
-			<-cmd.Context().Done()
-			logger.Info("shutting down")
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML configuration file")
-	f.String("listen", "", "address for Raft and the AuditLog service (default 127.0.0.1:7600)")
-	f.String("data-dir", "", "directory for the Raft store, snapshots and witness state")
-	f.Bool("bootstrap", false, "start a new cluster with this node as its first voter")
-	f.String("join", "", "address of an existing member to join through")
-	return cmd
-}
-
-// errVerify marks a model that failed verification (exit status 1, the
-// reason printed).
-var errVerify = errors.New("verification FAILED")
-
-func newVerifyCmd() *cobra.Command {
-	var bundleFile, trustFile, study, cert, key, ca, saveBundle string
-	var nodes []string
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "verify MODEL_FILE --trust trust.json (--bundle BUNDLE | --audit ADDR,...)",
-		Short: "Verify offline where a model file came from",
-		Long: `Verify a model's provenance against the audit log. It checks the checkpoint
-against the trusted node keys (a quorum of them must have signed it),
-recomputes the Merkle tree from every entry and matches the checkpoint's root,
-re-checks every record's signature and rules, and walks the model back round
-by round to the study's initial model, failing on a gap or a fork. It prints
-the lineage: rounds, sites, sample counts, decryptors, parameters.
-
-With --bundle it needs nothing but the files. With --audit it first exports a
-bundle from live nodes, using an observer's certificate (--cert, --key, --ca).
-Exit status 0: verified; 1: not verified, with the reason; 2: bad usage.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if trustFile == "" || (bundleFile == "") == (len(nodes) == 0) {
-				return fmt.Errorf("%w: verify needs --trust and exactly one of --bundle or --audit", config.ErrConfig)
-			}
-			model, err := os.ReadFile(args[0])
-			if err != nil {
-				return fmt.Errorf("%w: model file: %v", config.ErrConfig, err)
-			}
-			if _, _, err := train.DecodeModel(model); err != nil {
-				return fmt.Errorf("%w: %s is not a fedledger model file: %v", errVerify, args[0], err)
-			}
-			sum := audit.Hash(sha256.Sum256(model))
-			trust, err := audit.LoadTrust(trustFile)
-			if err != nil {
-				return fmt.Errorf("%w: %v", config.ErrConfig, err)
-			}
-			var b *audit.Bundle
-			if bundleFile != "" {
-				data, err := os.ReadFile(bundleFile)
-				if err != nil {
-					return fmt.Errorf("%w: bundle: %v", config.ErrConfig, err)
-				}
-				if b, err = audit.UnmarshalBundle(data); err != nil {
-					return fmt.Errorf("%w: bundle %s: %v", errVerify, bundleFile, err)
-				}
-			} else {
-				if cert == "" || key == "" || ca == "" {
-					return fmt.Errorf("%w: --audit needs --cert, --key and --ca (an observer identity)", config.ErrConfig)
-				}
-				id, err := tlsutil.LoadIdentity(cert, key)
-				if err != nil {
-					return fmt.Errorf("%w: %v", config.ErrConfig, err)
-				}
-				pool, err := tlsutil.LoadCAPool(ca)
-				if err != nil {
-					return fmt.Errorf("%w: %v", config.ErrConfig, err)
-				}
-				cli, err := audit.Dial(nodes, tlsutil.ClientConfig(id, pool, ""))
-				if err != nil {
-					return fmt.Errorf("%w: %v", config.ErrConfig, err)
-				}
-				defer cli.Close()
-				if b, err = cli.Export(cmd.Context(), study, 1<<32); err != nil {
-					return fmt.Errorf("exporting from the audit log: %w", err)
-				}
-				if saveBundle != "" {
-					if err := os.WriteFile(saveBundle, b.Marshal(), 0o644); err != nil {
-						return err
-					}
-				}
-			}
-			if study == "" {
-				if study, err = audit.FindStudy(b, sum); err != nil {
-					return fmt.Errorf("%w: %v", errVerify, err)
-				}
-			}
-			lin, err := audit.VerifyBundle(b, trust, study, sum)
-			if err != nil {
-				return fmt.Errorf("%w: %v", errVerify, err)
-			}
-			rep := audit.NewReport(lin, sum)
-			if asJSON {
-				return rep.WriteJSON(cmd.OutOrStdout())
-			}
-			return rep.WriteText(cmd.OutOrStdout())
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&bundleFile, "bundle", "", "offline bundle exported from the audit log")
-	f.StringVar(&trustFile, "trust", "", "trust file: consortium CA, audit node keys, quorum")
-	f.StringSliceVar(&nodes, "audit", nil, "audit node addresses to export a bundle from")
-	f.StringVar(&study, "study", "", "study id (default: the study the model belongs to)")
-	f.StringVar(&cert, "cert", "", "observer certificate for --audit")
-	f.StringVar(&key, "key", "", "observer key for --audit")
-	f.StringVar(&ca, "ca", "", "consortium CA bundle for --audit")
-	f.StringVar(&saveBundle, "save-bundle", "", "with --audit: also write the exported bundle here, for offline re-verification")
-	f.BoolVar(&asJSON, "json", false, "print the lineage report as JSON")
-	return cmd
-}
 
 // signStudy signs, as the admin holding cert and key, the study-created
 // record of the study in a coordinator configuration.
@@ -311,7 +131,7 @@ with an admin's signature, and every later round is checked against it.`,
 			if err != nil {
 				return err
 			}
-			cli, err := audit.Dial(nodes, tc)
+			cli, err := cluster.Dial(nodes, tc)
 			if err != nil {
 				return err
 			}
@@ -343,7 +163,7 @@ with an admin's signature, and every later round is checked against it.`,
 			if err != nil {
 				return err
 			}
-			cli, err := audit.Dial(nodes, tc)
+			cli, err := cluster.Dial(nodes, tc)
 			if err != nil {
 				return err
 			}
@@ -448,43 +268,5 @@ with an admin's signature, and every later round is checked against it.`,
 	start.Flags().StringVar(&coordAddr, "coordinator", "", "coordinator address")
 	identity(start)
 	cmd.AddCommand(sign, create, list, statusCmd, start)
-	return cmd
-}
-
-func newTrustCmd() *cobra.Command {
-	var ca, origin, out string
-	var quorum int
-	cmd := &cobra.Command{
-		Use:   "trust --ca ca.pem --origin NAME --quorum K --out trust.json NODE_CERT...",
-		Short: "Write the trust file a verifier needs: CA, audit node keys, quorum",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			caPEM, err := os.ReadFile(ca)
-			if err != nil {
-				return fmt.Errorf("%w: --ca: %v", config.ErrConfig, err)
-			}
-			var certs []*x509.Certificate
-			for _, f := range args {
-				id, err := tlsutil.LoadCertificate(f)
-				if err != nil {
-					return fmt.Errorf("%w: %v", config.ErrConfig, err)
-				}
-				if id.Role != tlsutil.RoleAuditNode {
-					return fmt.Errorf("%w: %s is %q (%s), not an audit node", config.ErrConfig, f, id.ID, id.Role)
-				}
-				certs = append(certs, id.Cert)
-			}
-			t, err := audit.NewTrustFile(origin, caPEM, certs, quorum)
-			if err != nil {
-				return fmt.Errorf("%w: %v", config.ErrConfig, err)
-			}
-			return t.Write(out)
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&ca, "ca", "", "consortium CA certificate")
-	f.StringVar(&origin, "origin", "fedledger/audit-log", "the audit log's origin (its name in checkpoints)")
-	f.IntVar(&quorum, "quorum", 2, "node signatures a checkpoint needs")
-	f.StringVar(&out, "out", "trust.json", "file to write")
 	return cmd
 }

@@ -1,4 +1,4 @@
-package train
+package model
 
 import (
 	"errors"
@@ -17,17 +17,17 @@ const (
 const MaxParams = 1 << 26
 
 // ErrSpec marks an invalid model specification.
-var ErrSpec = errors.New("train: invalid model spec")
+var ErrSpec = errors.New("model: invalid model spec")
 
-// ModelSpec describes a model's architecture.
-type ModelSpec struct {
+// Spec describes a model's architecture.
+type Spec struct {
 	Kind   string `json:"kind"`
 	Inputs int    `json:"inputs"`
 	Hidden []int  `json:"hidden,omitempty"`
 }
 
 // Validate checks the spec.
-func (s ModelSpec) Validate() error {
+func (s Spec) Validate() error {
 	switch s.Kind {
 	case KindLogReg:
 		if len(s.Hidden) != 0 {
@@ -49,8 +49,8 @@ func (s ModelSpec) Validate() error {
 		}
 	}
 	n := 0
-	for _, l := range s.layers() {
-		n += l.in*l.out + l.out
+	for _, l := range s.Layers() {
+		n += l.In*l.Out + l.Out
 		if n > MaxParams {
 			return fmt.Errorf("%w: more than %d parameters", ErrSpec, MaxParams)
 		}
@@ -58,30 +58,31 @@ func (s ModelSpec) Validate() error {
 	return nil
 }
 
-type layer struct{ in, out int }
+// Layer is one dense layer: In inputs, Out outputs.
+type Layer struct{ In, Out int }
 
-// layers lists the dense layers from input to the single-logit output.
-func (s ModelSpec) layers() []layer {
-	var ls []layer
+// Layers lists the dense layers from input to the single-logit output.
+func (s Spec) Layers() []Layer {
+	var ls []Layer
 	in := s.Inputs
 	for _, h := range s.Hidden {
-		ls = append(ls, layer{in, h})
+		ls = append(ls, Layer{in, h})
 		in = h
 	}
-	return append(ls, layer{in, 1})
+	return append(ls, Layer{in, 1})
 }
 
 // NumParams is the length of the model's parameter vector.
-func (s ModelSpec) NumParams() int {
+func (s Spec) NumParams() int {
 	n := 0
-	for _, l := range s.layers() {
-		n += l.in*l.out + l.out
+	for _, l := range s.Layers() {
+		n += l.In*l.Out + l.Out
 	}
 	return n
 }
 
 // String is a short human description, e.g. "mlp 13-16-8-1".
-func (s ModelSpec) String() string {
+func (s Spec) String() string {
 	out := fmt.Sprintf("%s %d", s.Kind, s.Inputs)
 	for _, h := range s.Hidden {
 		out += fmt.Sprintf("-%d", h)
@@ -91,22 +92,23 @@ func (s ModelSpec) String() string {
 
 // InitParams returns initial parameters: Glorot-uniform weights and zero
 // biases, the same for the same seed.
-func InitParams(spec ModelSpec, seed int64) ([]float64, error) {
+func InitParams(spec Spec, seed int64) ([]float64, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
 	rng := rand.New(rand.NewSource(seed))
 	p := make([]float64, 0, spec.NumParams())
-	for _, l := range spec.layers() {
-		limit := math.Sqrt(6 / float64(l.in+l.out))
-		for i := 0; i < l.in*l.out; i++ {
+	for _, l := range spec.Layers() {
+		limit := math.Sqrt(6 / float64(l.In+l.Out))
+		for i := 0; i < l.In*l.Out; i++ {
 			p = append(p, (rng.Float64()*2-1)*limit)
 		}
-		p = append(p, make([]float64, l.out)...)
+		p = append(p, make([]float64, l.Out)...)
 	}
 	return p, nil
 }
 
-func errParams(spec ModelSpec, got int) error {
-	return fmt.Errorf("train: %d parameters for %s, want %d", got, spec, spec.NumParams())
+// ErrParams says params do not fit spec.
+func ErrParams(spec Spec, got int) error {
+	return fmt.Errorf("%w: %d parameters for %s, want %d", ErrSpec, got, spec, spec.NumParams())
 }

@@ -1,4 +1,4 @@
-package audit
+package cluster
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/chunk"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -101,19 +102,19 @@ func (c *Client) Append(ctx context.Context, env []byte) (*pb.AppendResponse, er
 }
 
 // LatestOutput is the study's latest committed output model and round.
-func (c *Client) LatestOutput(ctx context.Context, study string) (Hash, uint64, error) {
+func (c *Client) LatestOutput(ctx context.Context, study string) (audit.Hash, uint64, error) {
 	var r *pb.LatestOutputResponse
 	err := c.each(ctx, func(api pb.AuditLogClient) (err error) {
 		r, err = api.LatestOutput(ctx, &pb.LatestOutputRequest{StudyId: study})
 		return err
 	})
 	if err != nil {
-		return Hash{}, 0, err
+		return audit.Hash{}, 0, err
 	}
-	if len(r.ModelSha256) != len(Hash{}) {
-		return Hash{}, 0, fmt.Errorf("audit: model hash of %d bytes", len(r.ModelSha256))
+	if len(r.ModelSha256) != len(audit.Hash{}) {
+		return audit.Hash{}, 0, fmt.Errorf("audit: model hash of %d bytes", len(r.ModelSha256))
 	}
-	return Hash(r.ModelSha256), r.Round, nil
+	return audit.Hash(r.ModelSha256), r.Round, nil
 }
 
 // StudyRecord returns the study's admin-signed study-created envelope. The
@@ -158,7 +159,7 @@ func (c *Client) Get(ctx context.Context, index int64) ([]byte, error) {
 }
 
 // Export downloads and decodes an offline bundle (at most limit bytes).
-func (c *Client) Export(ctx context.Context, study string, limit int64) (*Bundle, error) {
+func (c *Client) Export(ctx context.Context, study string, limit int64) (*audit.Bundle, error) {
 	var data []byte
 	err := c.each(ctx, func(api pb.AuditLogClient) error {
 		s, err := api.Export(ctx, &pb.ExportRequest{StudyId: study})
@@ -192,7 +193,7 @@ func (c *Client) Export(ctx context.Context, study string, limit int64) (*Bundle
 	if err != nil {
 		return nil, err
 	}
-	return UnmarshalBundle(data)
+	return audit.UnmarshalBundle(data)
 }
 
 // Status of the node at index i.

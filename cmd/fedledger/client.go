@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedledger/fedledger/client"
+	"github.com/fedledger/fedledger/internal/config"
+)
+
+func newClientCmd() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "client --config client.yaml",
+		Short: "Run a hospital client: train on local data and send model updates",
+		Long: `Run a hospital's participant. It only dials out (the hospital accepts no
+inbound connection), authenticates with its certificate, and for each round
+fetches the global model, trains on the local data and sends its update.
+Patient records never leave the process.
+
+Example client.yaml:
+
+  coordinator: coordinator.example.org:7443
+  data_dir: /var/lib/fedledger-client   # key material (secret share, 0600)
+  tls: {cert: cleveland.pem, key: cleveland-key.pem, ca: ca.pem}
+  studies: [heart-2026]
+  min_contributors: 3                   # never help decrypt a sum of fewer
+  resum: true                           # re-add the ciphertexts before sharing
+  allow_plaintext: false                # refuse studies whose updates are unencrypted
+  data:
+    csv:
+      path: /data/export.csv
+      label_column: diagnosis
+      positive_labels: ["1"]
+      numeric: [age, trestbps, chol, thalach, oldpeak]
+      categorical: [sex, cp, restecg, exang]
+      missing: drop                     # or impute (column mean)
+
+  (or, for the shipped heart-disease data: data: {heart: cleveland})
+
+` + precedence,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := config.LoadClient(cfgFile, cmd.Flags())
+			if err != nil {
+				return err
+			}
+			logger, err := config.NewLogger(cmd.ErrOrStderr(), c.File.Log)
+			if err != nil {
+				return err
+			}
+			cl, err := client.New(c.Config, logger.With(slog.String("site", c.Identity.ID)))
+			if err != nil {
+				return fmt.Errorf("%w: %v", config.ErrConfig, err)
+			}
+			if c.File.MetricsListen != "" {
+				stop, err := serveMetrics(c.File.MetricsListen, cl.Metrics(), logger)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
+			return cl.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgFile, "config", "", "YAML configuration file")
+	f.String("coordinator", "", "coordinator address host:port")
+	f.String("data-dir", "", "directory for local state")
+	f.String("heart", "", "use the shipped UCI heart-disease data of one hospital: cleveland, hungary, switzerland or va")
+	f.String("csv", "", "local CSV export to train on (see data.csv in the config)")
+	return cmd
+}
