@@ -29,7 +29,7 @@ func BenchmarkVerifyBundle(b *testing.B) {
 	for r := 1; r <= rounds; r++ {
 		out := Hash{byte(r), byte(r >> 8), 1}
 		rec := &Record{Kind: KindRoundCompleted, StudyID: "s", Round: uint64(r), ParentModel: prev, OutputModel: out,
-			Contributions:   []Contribution{{SiteID: "a"}, {SiteID: "b"}},
+			Contributions:   []Contribution{{Site: "a"}, {Site: "b"}},
 			TimestampUnixNs: t0 + int64(r), SubmitterID: "coord"}
 		if _, err := l.Apply(Must(Sign(p.coord, rec)).Marshal()); err != nil {
 			b.Fatal(err)
@@ -48,7 +48,7 @@ func BenchmarkVerifyBundle(b *testing.B) {
 		for _, leaf := range bundle.Leaves {
 			e, _ := UnmarshalEnvelope(leaf)
 			c, _ := x509.ParseCertificate(e.CertDER)
-			if !ed25519.Verify(c.PublicKey.(ed25519.PublicKey), signedMessage(e.Body), e.Signature) {
+			if !ed25519.Verify(c.PublicKey.(ed25519.PublicKey), RecordMessage(e.Body), e.Signature) {
 				b.Fatal("baseline signature")
 			}
 		}

@@ -17,7 +17,7 @@ import (
 type Envelope struct {
 	Body      []byte // canonical Record encoding, signed as-is
 	CertDER   []byte // submitter's identity certificate
-	Signature []byte // Ed25519 over signingPrefix || Body
+	Signature []byte // Ed25519 over RecordMessage(Body)
 }
 
 // Errors returned when verifying an envelope.
@@ -31,7 +31,6 @@ const (
 	envelopeVersion = 1
 	maxBody         = 1 << 20
 	maxCert         = 1 << 13
-	signingPrefix   = "fedledger audit record v1\x00"
 )
 
 // Sign encodes rec and signs it with id. rec.SubmitterID must equal id.ID.
@@ -46,13 +45,10 @@ func Sign(id *tlsutil.Identity, rec *Record) (*Envelope, error) {
 	return &Envelope{
 		Body:      body,
 		CertDER:   bytes.Clone(id.Cert.Raw),
-		Signature: ed25519.Sign(id.Key, signedMessage(body)),
+		Signature: ed25519.Sign(id.Key, RecordMessage(body)),
 	}, nil
 }
 
-func signedMessage(body []byte) []byte {
-	return append([]byte(signingPrefix), body...)
-}
 
 // Marshal returns the canonical envelope encoding.
 func (e *Envelope) Marshal() []byte {
@@ -125,7 +121,7 @@ func (e *Envelope) Verify(roots *x509.CertPool) (*Record, tlsutil.Peer, error) {
 	if err != nil {
 		return nil, tlsutil.Peer{}, fmt.Errorf("audit: signer identity: %w", err)
 	}
-	if !ed25519.Verify(signer.PublicKey(), signedMessage(e.Body), e.Signature) {
+	if !ed25519.Verify(signer.PublicKey(), RecordMessage(e.Body), e.Signature) {
 		return nil, tlsutil.Peer{}, fmt.Errorf("signer %q: %w", signer.ID, ErrBadSignature)
 	}
 	if rec.SubmitterID != signer.ID {

@@ -138,7 +138,7 @@ func TestUnmarshalEnvelopeRejects(t *testing.T) {
 	if _, err := UnmarshalEnvelope(short); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("short signature: %v", err)
 	}
-	badBody := (&Envelope{Body: []byte{1, 99}, Signature: make([]byte, 64)}).Marshal()
+	badBody := (&Envelope{Body: []byte{2, 99}, Signature: make([]byte, 64)}).Marshal()
 	if _, err := UnmarshalEnvelope(badBody); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("bad body: %v", err)
 	}

@@ -42,20 +42,6 @@ func (k Kind) Valid() bool { return k >= KindStudyCreated && k <= KindMembership
 // Hash is a SHA-256 digest.
 type Hash [32]byte
 
-// Contribution is one site's signed encrypted update within a round.
-type Contribution struct {
-	SiteID     string
-	UpdateHash Hash
-	Signature  []byte
-}
-
-// Manifest is one site's data manifest hash and sample count.
-type Manifest struct {
-	SiteID   string
-	DataHash Hash
-	Samples  uint64
-}
-
 // Param is a named string value (strategy hyperparameters).
 type Param struct{ Name, Value string }
 
@@ -66,7 +52,26 @@ type Metric struct {
 }
 
 // Record is the body of one audit-log entry. Slices are encoded in the
-// order given; the submitter fixes that order before signing.
+// order given; the submitter fixes that order before signing (contributions
+// and decryption shares by site, key holders by point).
+//
+// What each kind carries and who vouches for it (the rules are in rules.go):
+//
+//   - study-created, signed by an admin: the study's rules (ApprovedSites,
+//     MinContributors K, Rounds, Threshold t and HEParamsID for a secure
+//     study, ExpiresAtUnixNs), the initial model (OutputModel), strategy
+//     and hyperparameters.
+//   - key-setup-done, submitted by the coordinator, vouched for by every key
+//     holder: KeyHolders with their signatures over KeySetupMessage,
+//     Certificates (one per holder), HEParamsID, Threshold and
+//     CollectiveKeyHash.
+//   - round-completed, submitted by the coordinator, vouched for by the
+//     hospitals: Contributions (each signed), DecryptionShares over
+//     AggregateHash (secure mode), Countersignatures over the round's
+//     Outcome (ParentModel, AggregateHash, OutputModel, OptimizerBefore,
+//     OptimizerAfter), and in plaintext studies the signers' Certificates.
+//   - round-failed, submitted by the coordinator: the round number and its
+//     unchanged parent; it moves no model forward.
 type Record struct {
 	Kind              Kind
 	StudyID           string
@@ -75,14 +80,27 @@ type Record struct {
 	OutputModel       Hash // for KindStudyCreated: the initial model
 	Contributions     []Contribution
 	AggregateHash     Hash
-	DecryptionSigners []string
+	DecryptionShares  []DecryptionShare
+	Countersignatures []Countersignature
+	KeyHolders        []KeyHolder
+	// Certificates are the DER certificates of hospitals whose signatures
+	// the record carries and the log does not already hold (key setup
+	// binds a secure study's key holders' certificates).
+	Certificates      [][]byte
 	HEParamsID        string
 	CollectiveKeyHash Hash
-	Strategy          string
-	Hyperparameters   []Param
-	BinaryVersion     string
-	Manifests         []Manifest
-	Metrics           []Metric
+	// Threshold is t, the key holders needed to decrypt (secure studies).
+	Threshold uint32
+	// Rounds is the number of rounds the study may run (study-created).
+	Rounds uint32
+	// OptimizerBefore and OptimizerAfter are the SHA-256 of the server
+	// optimiser's state before and after the round (zero: initial state).
+	OptimizerBefore Hash
+	OptimizerAfter  Hash
+	Strategy        string
+	Hyperparameters []Param
+	BinaryVersion   string
+	Metrics         []Metric
 	// Study rules, meaningful for KindStudyCreated.
 	ApprovedSites   []string
 	MinContributors uint32
@@ -103,7 +121,7 @@ var (
 )
 
 const (
-	recordVersion = 1
+	recordVersion = 2
 	maxString     = 1 << 12
 	maxBlob       = 1 << 12
 	maxItems      = 1 << 14
@@ -142,14 +160,40 @@ func (r *Record) Marshal() []byte {
 	e.hash(r.OutputModel)
 	e.u64(uint64(len(r.Contributions)))
 	for _, c := range r.Contributions {
-		e.str(c.SiteID)
+		e.str(c.Site)
 		e.hash(c.UpdateHash)
+		e.u64(c.Samples)
+		e.hash(c.DataManifest)
 		e.bytes(c.Signature)
 	}
 	e.hash(r.AggregateHash)
-	e.strs(r.DecryptionSigners)
+	e.u64(uint64(len(r.DecryptionShares)))
+	for _, d := range r.DecryptionShares {
+		e.str(d.Site)
+		e.hash(d.ShareHash)
+		e.bytes(d.Signature)
+	}
+	e.u64(uint64(len(r.Countersignatures)))
+	for _, c := range r.Countersignatures {
+		e.str(c.Site)
+		e.bytes(c.Signature)
+	}
+	e.u64(uint64(len(r.KeyHolders)))
+	for _, k := range r.KeyHolders {
+		e.str(k.Site)
+		e.u64(k.Point)
+		e.bytes(k.Signature)
+	}
+	e.u64(uint64(len(r.Certificates)))
+	for _, c := range r.Certificates {
+		e.bytes(c)
+	}
 	e.str(r.HEParamsID)
 	e.hash(r.CollectiveKeyHash)
+	e.u64(uint64(r.Threshold))
+	e.u64(uint64(r.Rounds))
+	e.hash(r.OptimizerBefore)
+	e.hash(r.OptimizerAfter)
 	e.str(r.Strategy)
 	e.u64(uint64(len(r.Hyperparameters)))
 	for _, p := range r.Hyperparameters {
@@ -157,12 +201,6 @@ func (r *Record) Marshal() []byte {
 		e.str(p.Value)
 	}
 	e.str(r.BinaryVersion)
-	e.u64(uint64(len(r.Manifests)))
-	for _, m := range r.Manifests {
-		e.str(m.SiteID)
-		e.hash(m.DataHash)
-		e.u64(m.Samples)
-	}
 	e.u64(uint64(len(r.Metrics)))
 	for _, m := range r.Metrics {
 		e.str(m.Name)
@@ -215,6 +253,15 @@ func (d *decoder) u64(field string) uint64 {
 	}
 	d.off += n
 	return v
+}
+
+func (d *decoder) u32(field string) uint32 {
+	v := d.u64(field)
+	if v > math.MaxUint32 {
+		d.fail(field, fmt.Errorf("%d exceeds 32 bits: %w", v, ErrMalformed))
+		return 0
+	}
+	return uint32(v)
 }
 
 func (d *decoder) take(field string, n int) []byte {
@@ -294,34 +341,45 @@ func UnmarshalRecord(b []byte) (*Record, error) {
 	n := d.count("contributions", maxItems)
 	for i := 0; i < n && d.err == nil; i++ {
 		r.Contributions = append(r.Contributions, Contribution{
-			SiteID: d.str("contribution.site_id"), UpdateHash: d.hash("contribution.update_hash"),
-			Signature: d.bytes("contribution.signature")})
+			Site: d.str("contribution.site"), UpdateHash: d.hash("contribution.update_hash"), Samples: d.u64("contribution.samples"),
+			DataManifest: d.hash("contribution.data_manifest"), Signature: d.bytes("contribution.signature")})
 	}
 	r.AggregateHash = d.hash("aggregate_hash")
-	r.DecryptionSigners = d.strs("decryption_signers")
+	n = d.count("decryption_shares", maxItems)
+	for i := 0; i < n && d.err == nil; i++ {
+		r.DecryptionShares = append(r.DecryptionShares, DecryptionShare{
+			Site: d.str("decryption_share.site"), ShareHash: d.hash("decryption_share.share_hash"), Signature: d.bytes("decryption_share.signature")})
+	}
+	n = d.count("countersignatures", maxItems)
+	for i := 0; i < n && d.err == nil; i++ {
+		r.Countersignatures = append(r.Countersignatures, Countersignature{Site: d.str("countersignature.site"), Signature: d.bytes("countersignature.signature")})
+	}
+	n = d.count("key_holders", maxItems)
+	for i := 0; i < n && d.err == nil; i++ {
+		r.KeyHolders = append(r.KeyHolders, KeyHolder{Site: d.str("key_holder.site"), Point: d.u64("key_holder.point"), Signature: d.bytes("key_holder.signature")})
+	}
+	n = d.count("certificates", maxItems)
+	for i := 0; i < n && d.err == nil; i++ {
+		r.Certificates = append(r.Certificates, d.bytes("certificate"))
+	}
 	r.HEParamsID = d.str("he_params_id")
 	r.CollectiveKeyHash = d.hash("collective_key_hash")
+	r.Threshold = d.u32("threshold")
+	r.Rounds = d.u32("rounds")
+	r.OptimizerBefore = d.hash("optimizer_before")
+	r.OptimizerAfter = d.hash("optimizer_after")
 	r.Strategy = d.str("strategy")
 	n = d.count("hyperparameters", maxItems)
 	for i := 0; i < n && d.err == nil; i++ {
 		r.Hyperparameters = append(r.Hyperparameters, Param{Name: d.str("hyperparameter.name"), Value: d.str("hyperparameter.value")})
 	}
 	r.BinaryVersion = d.str("binary_version")
-	n = d.count("manifests", maxItems)
-	for i := 0; i < n && d.err == nil; i++ {
-		r.Manifests = append(r.Manifests, Manifest{SiteID: d.str("manifest.site_id"),
-			DataHash: d.hash("manifest.data_hash"), Samples: d.u64("manifest.samples")})
-	}
 	n = d.count("metrics", maxItems)
 	for i := 0; i < n && d.err == nil; i++ {
 		r.Metrics = append(r.Metrics, Metric{Name: d.str("metric.name"), Value: math.Float64frombits(uint64(d.i64("metric.value")))})
 	}
 	r.ApprovedSites = d.strs("approved_sites")
-	mc := d.u64("min_contributors")
-	if mc > math.MaxUint32 {
-		d.fail("min_contributors", ErrMalformed)
-	}
-	r.MinContributors = uint32(mc)
+	r.MinContributors = d.u32("min_contributors")
 	r.ExpiresAtUnixNs = d.i64("expires_at")
 	r.MemberID = d.str("member_id")
 	r.MemberRole = d.str("member_role")

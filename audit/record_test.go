@@ -19,16 +19,19 @@ func sampleRecord() *Record {
 		Kind: KindRoundCompleted, StudyID: "heart-1", Round: 7,
 		ParentModel: h(1), OutputModel: h(2),
 		Contributions: []Contribution{
-			{SiteID: "site-a", UpdateHash: h(3), Signature: bytes.Repeat([]byte{9}, 64)},
-			{SiteID: "site-b", UpdateHash: h(4), Signature: bytes.Repeat([]byte{8}, 64)},
+			{Site: "site-a", UpdateHash: h(3), Samples: 10, DataManifest: h(7), Signature: bytes.Repeat([]byte{9}, 64)},
+			{Site: "site-b", UpdateHash: h(4), Samples: 20, DataManifest: h(8), Signature: bytes.Repeat([]byte{8}, 64)},
 		},
-		AggregateHash: h(5), DecryptionSigners: []string{"site-a", "site-b"},
+		AggregateHash: h(5), DecryptionShares: []DecryptionShare{{Site: "site-a", ShareHash: h(9), Signature: bytes.Repeat([]byte{7}, 64)}},
 		HEParamsID: "ckks-pn14", CollectiveKeyHash: h(6), Strategy: "fedavg",
-		Hyperparameters: []Param{{"lr", "0.01"}, {"epochs", "3"}},
-		BinaryVersion:   "v0.1.0",
-		Manifests:       []Manifest{{SiteID: "site-a", DataHash: h(7), Samples: 303}, {SiteID: "site-b", DataHash: h(8), Samples: 123}},
-		Metrics:         []Metric{{"auc", 0.87}, {"loss", math.Inf(1)}},
-		ApprovedSites:   []string{"site-a", "site-b", "site-c"}, MinContributors: 2,
+		Hyperparameters:   []Param{{"lr", "0.01"}, {"epochs", "3"}},
+		BinaryVersion:     "v0.1.0",
+		Countersignatures: []Countersignature{{Site: "site-b", Signature: bytes.Repeat([]byte{6}, 64)}},
+		KeyHolders:        []KeyHolder{{Site: "site-a", Point: 1, Signature: bytes.Repeat([]byte{5}, 64)}},
+		Certificates:      [][]byte{{0x30, 0x82, 1, 2}},
+		Threshold:         2, Rounds: 20, OptimizerBefore: h(10), OptimizerAfter: h(11),
+		Metrics:       []Metric{{"auc", 0.87}, {"loss", math.Inf(1)}},
+		ApprovedSites: []string{"site-a", "site-b", "site-c"}, MinContributors: 2,
 		ExpiresAtUnixNs: 1_900_000_000_000_000_000,
 		MemberID:        "site-c", MemberRole: "client", MemberRemoved: true,
 		TimestampUnixNs: 1_800_000_000_000_000_000, SubmitterID: "coord",
@@ -69,12 +72,13 @@ func TestUnmarshalRecordRejects(t *testing.T) {
 		field string
 	}{
 		{"trailing byte", append(bytes.Clone(good), 0), ErrMalformed, "trailer"},
-		{"bad version", mut(func(b []byte) []byte { b[0] = 2; return b }), ErrVersion, "version"},
+		{"bad version", mut(func(b []byte) []byte { b[0] = 1; return b }), ErrVersion, "version"},
+		{"future version", mut(func(b []byte) []byte { b[0] = 3; return b }), ErrVersion, "version"},
 		{"kind zero", mut(func(b []byte) []byte { b[1] = 0; return b }), ErrMalformed, "kind"},
 		{"kind unknown", mut(func(b []byte) []byte { b[1] = 99; return b }), ErrMalformed, "kind"},
 		// study id length 0 written as the non-minimal uvarint 0x80 0x00.
-		{"non-minimal varint", append([]byte{1, 1, 0x80}, empty[2:]...), ErrNonCanonical, "record"},
-		{"oversize length", append([]byte{1, 1, 0xff, 0xff, 0x03}, empty[3:]...), ErrMalformed, "study_id"},
+		{"non-minimal varint", append([]byte{2, 1, 0x80}, empty[2:]...), ErrNonCanonical, "record"},
+		{"oversize length", append([]byte{2, 1, 0xff, 0xff, 0x03}, empty[3:]...), ErrMalformed, "study_id"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -49,14 +49,15 @@ func NewReport(l *Lineage, model Hash) *Report {
 	for _, s := range l.Steps {
 		rec := s.Record
 		rr := ReportRound{Round: rec.Round, Index: s.Index, Parent: hex.EncodeToString(rec.ParentModel[:]), Output: hex.EncodeToString(rec.OutputModel[:]),
-			Samples: map[string]uint64{}, Decryptors: rec.DecryptionSigners, Metrics: map[string]float64{},
+			Samples: map[string]uint64{},  Metrics: map[string]float64{},
 			CommittedAt: time.Unix(0, rec.TimestampUnixNs).UTC(), Submitter: rec.SubmitterID}
 		for _, c := range rec.Contributions {
-			rr.Sites = append(rr.Sites, c.SiteID)
-			sites[c.SiteID] = true
+			rr.Sites = append(rr.Sites, c.Site)
+			rr.Samples[c.Site] = c.Samples
+			sites[c.Site] = true
 		}
-		for _, m := range rec.Manifests {
-			rr.Samples[m.SiteID] = m.Samples
+		for _, d := range rec.DecryptionShares {
+			rr.Decryptors = append(rr.Decryptors, d.Site)
 		}
 		for _, m := range rec.Metrics {
 			rr.Metrics[m.Name] = m.Value

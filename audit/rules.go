@@ -82,27 +82,57 @@ func (l *Ledger) Log() *MerkleLog { return l.log }
 // index. An identical record already in the log returns its existing index
 // and appends nothing; any rejection leaves the state untouched.
 func (l *Ledger) Apply(leaf []byte) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rec, next, idx, err := l.validate(leaf)
+	if err != nil || idx >= 0 {
+		return idx, err
+	}
+	if idx, err = l.log.Append(leaf); err != nil {
+		return 0, err
+	}
+	l.byKey[recordKey{rec.StudyID, rec.Round, rec.Kind}] = idx
+	if next != nil {
+		l.studies[rec.StudyID] = next
+	}
+	return idx, nil
+}
+
+// Check reports whether Apply would accept leaf now, without changing
+// anything: nil for a record Apply would append or has already appended
+// (an idempotent retry), else the error Apply would return. A leader calls
+// it before proposing, so a rejected record never enters the replicated
+// log.
+func (l *Ledger) Check(leaf []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _, _, err := l.validate(leaf)
+	return err
+}
+
+// validate decodes and checks leaf against the current state (the caller
+// holds l.mu). It returns the record and the study's new state, and the
+// existing index (>= 0) when an identical record is already in the log, or
+// -1 when leaf is new.
+func (l *Ledger) validate(leaf []byte) (*Record, *studyState, int64, error) {
 	env, err := UnmarshalEnvelope(leaf)
 	if err != nil {
-		return 0, err
+		return nil, nil, 0, err
 	}
 	rec, signer, err := env.Verify(l.roots)
 	if err != nil {
-		return 0, err
+		return nil, nil, 0, err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	key := recordKey{rec.StudyID, rec.Round, rec.Kind}
-	reject := func(err error) (int64, error) {
-		return 0, &RuleError{Study: rec.StudyID, Round: rec.Round, Kind: rec.Kind, Err: err}
+	reject := func(err error) (*Record, *studyState, int64, error) {
+		return nil, nil, 0, &RuleError{Study: rec.StudyID, Round: rec.Round, Kind: rec.Kind, Err: err}
 	}
-	if idx, ok := l.byKey[key]; ok {
+	if idx, ok := l.byKey[recordKey{rec.StudyID, rec.Round, rec.Kind}]; ok {
 		prev, err := l.log.Leaf(idx)
 		if err != nil {
-			return 0, err
+			return nil, nil, 0, err
 		}
 		if pe, err := UnmarshalEnvelope(prev); err == nil && bytes.Equal(pe.Body, env.Body) {
-			return idx, nil
+			return rec, nil, idx, nil
 		}
 		return reject(fmt.Errorf("existing entry %d: %w", idx, ErrConflict))
 	}
@@ -110,15 +140,7 @@ func (l *Ledger) Apply(leaf []byte) (int64, error) {
 	if err != nil {
 		return reject(err)
 	}
-	idx, err := l.log.Append(leaf)
-	if err != nil {
-		return 0, err
-	}
-	l.byKey[key] = idx
-	if next != nil {
-		l.studies[rec.StudyID] = next
-	}
-	return idx, nil
+	return rec, next, -1, nil
 }
 
 // check validates rec against the state and returns the study's new state
@@ -179,13 +201,13 @@ func (l *Ledger) check(rec *Record, signer tlsutil.Peer) (*studyState, error) {
 	}
 	seen := map[string]bool{}
 	for _, c := range rec.Contributions {
-		if !approved[c.SiteID] {
-			return nil, fmt.Errorf("%w: %q", ErrSiteNotApproved, c.SiteID)
+		if !approved[c.Site] {
+			return nil, fmt.Errorf("%w: %q", ErrSiteNotApproved, c.Site)
 		}
-		if seen[c.SiteID] {
-			return nil, fmt.Errorf("%w: %q contributes twice", ErrStudyRules, c.SiteID)
+		if seen[c.Site] {
+			return nil, fmt.Errorf("%w: %q contributes twice", ErrStudyRules, c.Site)
 		}
-		seen[c.SiteID] = true
+		seen[c.Site] = true
 	}
 	if len(seen) < int(st.rules.MinContributors) {
 		return nil, fmt.Errorf("%w: %d < %d", ErrTooFewContributors, len(seen), st.rules.MinContributors)

@@ -33,7 +33,7 @@ func (f *ledgerFixture) round(r uint64, parent, out Hash, sites ...string) *Reco
 	rec := &Record{Kind: KindRoundCompleted, StudyID: "heart", Round: r, ParentModel: parent, OutputModel: out,
 		TimestampUnixNs: f.t0 + int64(r)*int64(time.Second), SubmitterID: "coord"}
 	for _, s := range sites {
-		rec.Contributions = append(rec.Contributions, Contribution{SiteID: s, UpdateHash: Hash{byte(len(s))}})
+		rec.Contributions = append(rec.Contributions, Contribution{Site: s, UpdateHash: Hash{byte(len(s))}})
 	}
 	return rec
 }

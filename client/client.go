@@ -23,6 +23,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/model"
 
 	"google.golang.org/grpc"
@@ -79,9 +80,6 @@ type Config struct {
 	// DialOptions are extra gRPC options for the connection to the
 	// coordinator (e.g. a proxy dialer or interceptors).
 	DialOptions []grpc.DialOption
-	// Resum makes the site re-add the listed contributions and check the
-	// aggregate before giving a decryption share (on by default).
-	Resum bool
 }
 
 const modeSecure, modePlaintext = "secure", "plaintext"
@@ -90,7 +88,7 @@ const modeSecure, modePlaintext = "secure", "plaintext"
 // data.
 func DefaultConfig() Config {
 	return Config{MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second, MaxModelBytes: 512 << 20, ChunkSize: chunk.DefaultSize,
-		MinContributors: 2, Resum: true}
+		MinContributors: 2}
 }
 
 // Validate checks the configuration.
@@ -525,19 +523,19 @@ func (c *Client) encodeUpdate(t *pb.TrainTask, local, parent []float64, n uint64
 		}
 		encoding = secure.EncodingContribution
 	}
-	stmt := aggregation.Contribution{Study: t.StudyId, Round: t.Round, Payload: sha256.Sum256(payload), Samples: n, DataManifest: c.manifest}
-	if encoding == secure.EncodingContribution && c.cfg.Resum {
-		c.own.study, c.own.round, c.own.hash, c.own.payload = t.StudyId, t.Round, stmt.Payload, payload
+	stmt := audit.Contribution{Site: c.id, UpdateHash: sha256.Sum256(payload), Samples: n, DataManifest: c.manifest}
+	if encoding == secure.EncodingContribution {
+		c.own.study, c.own.round, c.own.hash, c.own.payload = t.StudyId, t.Round, stmt.UpdateHash, payload
 	} else {
 		c.own.payload = nil
 	}
-	return payload, encoding, c.sign(stmt.Message()), nil
+	return payload, encoding, c.sign(stmt.Message(t.StudyId, t.Round, [32]byte(t.ParentSha256))), nil
 }
 
 // decryptRound answers a DecryptTask: fetch the aggregate, let the
-// ShareGuard check the manifest (and, with Resum, re-sum the listed
-// contributions, which it pulls one at a time), and only then compute and
-// submit this site's decryption shares.
+// ShareGuard check the manifest and re-sum the listed contributions,
+// which it pulls one at a time, and only then compute and submit this
+// site's decryption shares.
 func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *pb.DecryptTask) error {
 	start := time.Now()
 	if c.study == nil || c.study.Mode != modeSecure || t.StudyId != c.study.StudyId {
@@ -556,7 +554,10 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 	if len(t.AggregateSha256) != sha256.Size {
 		return fmt.Errorf("aggregate hash has %d bytes", len(t.AggregateSha256))
 	}
-	m := secure.Manifest{Study: t.StudyId, Round: t.Round, Count: count, AggregateHash: [32]byte(t.AggregateSha256)}
+	if len(t.ParentSha256) != sha256.Size {
+		return fmt.Errorf("parent hash has %d bytes", len(t.ParentSha256))
+	}
+	m := secure.Manifest{Study: t.StudyId, Round: t.Round, Parent: audit.Hash(t.ParentSha256), Count: count, AggregateHash: [32]byte(t.AggregateSha256)}
 	sizes := map[string]uint64{}
 	for _, e := range t.Contributions {
 		if len(e.Sha256) != sha256.Size {
@@ -565,7 +566,7 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 		if len(e.DataManifestSha256) != sha256.Size {
 			return fmt.Errorf("contribution of %q has a %d-byte data manifest hash", e.ClientId, len(e.DataManifestSha256))
 		}
-		m.Contributions = append(m.Contributions, secure.Contribution{Client: e.ClientId, Hash: [32]byte(e.Sha256), Samples: e.Samples,
+		m.Contributions = append(m.Contributions, audit.Contribution{Site: e.ClientId, UpdateHash: [32]byte(e.Sha256), Samples: e.Samples,
 			DataManifest: [32]byte(e.DataManifestSha256), Signature: e.Signature})
 		sizes[e.ClientId] = e.Size
 	}
@@ -573,8 +574,8 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
-	// With Resum the guard pulls the contributions one at a time; this
-	// site's own comes from memory when it is the one it uploaded.
+	// The guard pulls the contributions one at a time; this site's own
+	// comes from memory when it is the one it uploaded.
 	fetched := 0
 	fetch := func(client string, hash [32]byte) ([]byte, error) {
 		if c.own.payload != nil && c.own.study == t.StudyId && c.own.round == t.Round && c.own.hash == hash {
@@ -598,8 +599,9 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 		return err
 	}
 	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
+	ds := audit.DecryptionShare{Site: c.id, ShareHash: sha256.Sum256(payload)}
 	chunks[0].Share = &pb.ShareHeader{AggregateSha256: t.AggregateSha256,
-		Signature: c.sign(secure.DecryptionShareMessage(t.StudyId, t.Round, m.AggregateHash, sha256.Sum256(payload)))}
+		Signature: c.sign(ds.Message(t.StudyId, t.Round, m.AggregateHash, m.Digest()))}
 	up, err := api.SubmitShare(ctx)
 	if err != nil {
 		return err
@@ -613,7 +615,7 @@ func (c *Client) decryptRound(ctx context.Context, api pb.FederationClient, t *p
 		return fmt.Errorf("decryption share for round %d rejected: %w", t.Round, err)
 	}
 	c.log.Info("decryption share given", slog.Uint64("round", t.Round), slog.Int("contributions", len(m.Contributions)),
-		slog.Bool("resummed", c.cfg.Resum), slog.Int("contributions_downloaded", fetched), slog.Duration("took", time.Since(start)))
+		slog.Int("contributions_downloaded", fetched), slog.Duration("took", time.Since(start)))
 	return nil
 }
 

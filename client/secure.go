@@ -18,6 +18,7 @@ import (
 	"github.com/tuneinsight/lattigo/v5/mhe"
 
 	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/fsutil"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
@@ -121,7 +122,7 @@ func (c *Client) startKeySetup(task *pb.KeySetupTask) (*pb.KeyShare, error) {
 	c.log.Info("key setup: sending key share", slog.String("study", task.StudyId), slog.Uint64("point", ks.point),
 		slog.Int("participants", len(task.Participants)), slog.Int("threshold", int(task.Threshold)))
 	return &pb.KeyShare{StudyId: task.StudyId, Point: ks.point, X25519Public: xpub, PkShare: env,
-		Signature: c.sign(secure.KeyShareMessage(task.StudyId, ks.point, xpub, sha256.Sum256(env)))}, nil
+		Signature: c.sign(audit.KeyShareMessage(task.StudyId, c.id, ks.point, xpub, sha256.Sum256(env)))}, nil
 }
 
 // onPeerKey checks one participant's relayed key share against its
@@ -145,7 +146,7 @@ func (c *Client) onPeerKey(m *pb.PeerKey) ([]*pb.ShareBox, error) {
 	if peer.ID != m.ClientId || peer.Role != tlsutil.RoleClient {
 		return nil, fmt.Errorf("certificate relayed for %q belongs to %q (%s)", m.ClientId, peer.ID, peer.Role)
 	}
-	if !ed25519.Verify(peer.PublicKey(), secure.KeyShareMessage(sh.StudyId, sh.Point, sh.X25519Public, sha256.Sum256(sh.PkShare)), sh.Signature) {
+	if !ed25519.Verify(peer.PublicKey(), audit.KeyShareMessage(sh.StudyId, m.ClientId, sh.Point, sh.X25519Public, sha256.Sum256(sh.PkShare)), sh.Signature) {
 		return nil, fmt.Errorf("key share of %q is not signed by its certificate key", m.ClientId)
 	}
 	share, err := secure.OpenPublicKeyShare(sh.PkShare, ks.preset, sh.StudyId)
@@ -247,7 +248,6 @@ func (c *Client) openGuard(k *keys) error {
 	g, err := secure.OpenShareGuard(secure.GuardConfig{
 		MinContributors: max(c.cfg.MinContributors, int(c.study.MinClients)),
 		StateFile:       filepath.Join(c.studyDir(k.study), "guard.json"),
-		Resum:           c.cfg.Resum,
 		Verify: func(client string, msg, sig []byte) error {
 			pub, ok := k.peers[client]
 			if !ok {

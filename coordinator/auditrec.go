@@ -10,9 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/internal/tlsutil"
@@ -63,12 +60,12 @@ func (a *AuditRecorder) StudyStarted(ctx context.Context, s StudyStart) (Resume,
 		if err := checkStudyRecord(rec, s); err != nil {
 			return Resume{}, err
 		}
-		if _, err := a.Log.Append(ctx, a.StudyRecord); err != nil && status.Code(err) != codes.AlreadyExists {
+		if _, err := a.Log.Append(ctx, a.StudyRecord); err != nil && !errors.Is(err, audit.ErrConflict) {
 			return Resume{}, fmt.Errorf("%w: appending the study record: %v", ErrStudyRecord, err)
 		}
 	}
 	out, round, err := a.Log.LatestOutput(ctx, s.Study.ID)
-	if status.Code(err) == codes.NotFound {
+	if errors.Is(err, audit.ErrUnknownStudy) {
 		return Resume{}, fmt.Errorf("%w: study %q is not on the audit log; an admin must create it first", ErrStudyRecord, s.Study.ID)
 	}
 	if err != nil {
@@ -166,7 +163,7 @@ func (a *AuditRecorder) KeySetupDone(ctx context.Context, k KeySetup) error {
 		ApprovedSites: slices.Clone(k.Participants), Hyperparameters: []audit.Param{{Name: "threshold", Value: strconv.Itoa(k.Threshold)}},
 		BinaryVersion: version.String()}
 	_, err := a.append(ctx, rec)
-	if status.Code(err) == codes.AlreadyExists {
+	if errors.Is(err, audit.ErrConflict) {
 		// A restarted coordinator re-announcing the key setup it had
 		// already recorded (its keys.json is written before the record).
 		a.log().Info("key setup was already on the audit log")
@@ -180,7 +177,7 @@ func (a *AuditRecorder) KeySetupDone(ctx context.Context, k KeySetup) error {
 func (a *AuditRecorder) RecordRound(ctx context.Context, rep RoundReport) error {
 	st := a.study
 	rec := &audit.Record{Kind: audit.KindRoundCompleted, StudyID: st.ID, Round: uint64(rep.Round), ParentModel: audit.Hash(rep.Parent),
-		OutputModel: audit.Hash(rep.Model), AggregateHash: audit.Hash(rep.AggregateHash), DecryptionSigners: slices.Clone(rep.Decryptors),
+		OutputModel: audit.Hash(rep.Model), AggregateHash: audit.Hash(rep.AggregateHash), DecryptionShares: slices.Clone(rep.DecryptionShares),
 		Strategy: st.Strategy.Name, Hyperparameters: studyParams(st), BinaryVersion: version.String()}
 	if a.keys != nil {
 		rec.HEParamsID, rec.CollectiveKeyHash = a.keys.HEPreset, audit.Hash(a.keys.CollectiveKey)
@@ -189,10 +186,7 @@ func (a *AuditRecorder) RecordRound(ctx context.Context, rep RoundReport) error 
 		rec.Kind, rec.OutputModel = audit.KindRoundFailed, audit.Hash{}
 		rec.Hyperparameters = append(rec.Hyperparameters, audit.Param{Name: "failure", Value: rep.Reason})
 	}
-	for _, c := range rep.Contributions {
-		rec.Contributions = append(rec.Contributions, audit.Contribution{SiteID: c.Client, UpdateHash: audit.Hash(c.Hash), Signature: c.Signature})
-		rec.Manifests = append(rec.Manifests, audit.Manifest{SiteID: c.Client, DataHash: audit.Hash(c.DataManifest), Samples: c.Samples})
-	}
+	rec.Contributions = slices.Clone(rep.Contributions)
 	rec.Metrics = []audit.Metric{{Name: "train_loss", Value: rep.TrainLoss}, {Name: "duration_s", Value: rep.Duration.Seconds()}}
 	var acc, n float64
 	for _, m := range rep.ParentTest {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/model"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,7 @@ type Coordinator struct {
 	finished *pb.StudyFinished
 	result   StudyResult
 	keys     *keyState // secure mode, once key setup is done
+	decrypt  *openDecryption
 	status   *pb.StudyStatus
 }
 
@@ -532,7 +534,7 @@ func (d *driver) roundMetrics(a Aggregate, rep RoundReport) RoundReport {
 	rep.ParentTest = map[string]model.Metrics{}
 	for _, u := range a.Updates {
 		h := d.headers[u.Client]
-		ci := ContributionInfo{Client: u.Client, Hash: u.Hash, Signature: h.GetSignature(), Samples: u.Weight}
+		ci := audit.Contribution{Site: u.Client, UpdateHash: u.Hash, Signature: h.GetSignature(), Samples: u.Weight}
 		copy(ci.DataManifest[:], h.GetDataManifestSha256())
 		rep.Contributions = append(rep.Contributions, ci)
 	}

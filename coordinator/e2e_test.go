@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/model"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -420,9 +421,9 @@ func TestServerRejectsBadUpdatesOnTheWire(t *testing.T) {
 
 	send := func(study string, round uint64, mutate func([]*pb.Chunk)) error {
 		chunks := chunk.Split(study, round, payload, 16)
-		stmt := aggregation.Contribution{Study: study, Round: round, Payload: sha256.Sum256(payload), Samples: 10}
+		stmt := audit.Contribution{Site: "va", UpdateHash: sha256.Sum256(payload), Samples: 10}
 		chunks[0].Header = &pb.UpdateHeader{ParentSha256: task.ParentSha256, NumSamples: 10, Encoding: aggregation.EncodingWeightedDelta,
-			Signature: ed25519.Sign(signer, stmt.Message()), DataManifestSha256: make([]byte, 32)}
+			Signature: ed25519.Sign(signer, stmt.Message(study, round, audit.Hash(task.ParentSha256))), DataManifestSha256: make([]byte, 32)}
 		if mutate != nil {
 			mutate(chunks)
 		}

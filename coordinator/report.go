@@ -3,6 +3,7 @@ package coordinator
 import (
 	"time"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/model"
 )
 
@@ -26,25 +27,15 @@ type RoundReport struct {
 	// Decryptors are the key holders whose decryption shares opened the
 	// aggregate (secure mode).
 	Decryptors []string
-	// Contributions are the accepted updates, in client-id order.
-	Contributions []ContributionInfo
+	// Contributions are the accepted updates, in site order, each with its
+	// hospital's signature.
+	Contributions []audit.Contribution
+	// DecryptionShares are the signed shares that opened the aggregate
+	// (secure mode), in site order.
+	DecryptionShares []audit.DecryptionShare
 	// AggregateHash is the SHA-256 of the aggregate payload that was
 	// decrypted (secure mode).
 	AggregateHash [32]byte
-}
-
-// ContributionInfo is one accepted update as the record of a round lists
-// it.
-type ContributionInfo struct {
-	Client string
-	// Hash is the SHA-256 of the update payload; Signature the client's
-	// signature over it (secure mode).
-	Hash      [32]byte
-	Signature []byte
-	Samples   uint64
-	// DataManifest is the SHA-256 of the client's data manifest, covered
-	// by its signature.
-	DataManifest [32]byte
 }
 
 // StudyResult is the outcome of a study.

@@ -15,6 +15,7 @@ import (
 	"github.com/tuneinsight/lattigo/v5/mhe"
 
 	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -54,6 +55,7 @@ type (
 		round     uint64
 		aggregate [32]byte
 		shares    []mhe.KeySwitchShare
+		signed    audit.DecryptionShare
 		reply     chan error
 	}
 )
@@ -247,6 +249,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 	t0 := time.Now()
 	parts := make([][]*rlwe.Ciphertext, 0, len(a.Updates))
 	manifest := make([]*pb.Contribution, 0, len(a.Updates))
+	var signed []audit.Contribution
 	var weight uint64
 	for _, u := range a.Updates {
 		cts, err := secure.OpenCiphertexts(u.Payload, secure.Expect{Kind: secure.KindContribution, Preset: ks.preset, Study: st.ID, Round: r, Count: uint32(ks.count)})
@@ -260,6 +263,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 		h := d.headers[u.Client]
 		manifest = append(manifest, &pb.Contribution{ClientId: u.Client, Sha256: u.Hash[:], Size: uint64(len(u.Payload)), Signature: h.GetSignature(),
 			Samples: u.Weight, DataManifestSha256: h.GetDataManifestSha256()})
+		signed = append(signed, audit.Contribution{Site: u.Client, UpdateHash: u.Hash, Samples: u.Weight, DataManifest: [32]byte(h.GetDataManifestSha256()), Signature: h.GetSignature()})
 		weight += u.Weight
 	}
 	sum, err := secure.Sum(ks.preset, parts)
@@ -295,7 +299,15 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 	}
 	deadline := time.Now().Add(st.RoundDeadline)
 	task := &pb.DecryptTask{StudyId: st.ID, Round: r, ActivePoints: points, Contributions: manifest,
-		AggregateSha256: aggHash[:], AggregateSize: uint64(len(aggPayload)), DeadlineUnixNanos: deadline.UnixNano()}
+		AggregateSha256: aggHash[:], AggregateSize: uint64(len(aggPayload)), DeadlineUnixNanos: deadline.UnixNano(), ParentSha256: d.parent[:]}
+	d.mu.Lock()
+	d.decrypt = &openDecryption{round: r, aggregate: aggHash, manifest: audit.ManifestDigest(st.ID, r, audit.Hash(d.parent), signed)}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.decrypt = nil
+		d.mu.Unlock()
+	}()
 	for _, id := range active {
 		d.live[id].push(&pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Decrypt{Decrypt: task}})
 	}
@@ -303,6 +315,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 	t1 := time.Now()
 
 	got := map[string][]mhe.KeySwitchShare{}
+	signedShares := map[string]audit.DecryptionShare{}
 	d.setStatus(func(s *pb.StudyStatus) { s.Phase = PhaseDecrypting })
 	d.decrypting = true
 	defer func() { d.decrypting = false }()
@@ -338,6 +351,7 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 				e.reply <- fmt.Errorf("%w: %q already gave its share", ErrDuplicate, e.client)
 			default:
 				got[e.client] = e.shares
+				signedShares[e.client] = e.signed
 				e.reply <- nil
 				log.Info("decryption share accepted", slog.String("client", e.client), slog.Int("have", len(got)), slog.Int("need", len(active)))
 			}
@@ -368,6 +382,9 @@ func (d *driver) secureAggregate(ctx context.Context, round *Round, a Aggregate,
 		return rep, err
 	}
 	rep.Decryptors, rep.AggregateHash = active, aggHash
+	for _, id := range active {
+		rep.DecryptionShares = append(rep.DecryptionShares, signedShares[id])
+	}
 	return d.finishAggregate(round, a, rep, nextParams, start, log)
 }
 
@@ -383,6 +400,25 @@ func (c *Coordinator) checkSecureUpdate(study string, round uint64, payload []by
 		return fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}
 	return nil
+}
+
+// openDecryption is the decryption a secure round has open: the shares it
+// takes are signed over this round, aggregate and manifest digest.
+type openDecryption struct {
+	round     uint64
+	aggregate [32]byte
+	manifest  audit.Hash
+}
+
+// decryptionManifest returns the manifest digest of the decryption open
+// for round and aggregate.
+func (c *Coordinator) decryptionManifest(round uint64, aggregate [32]byte) (audit.Hash, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.decrypt == nil || c.decrypt.round != round || c.decrypt.aggregate != aggregate {
+		return audit.Hash{}, false
+	}
+	return c.decrypt.manifest, true
 }
 
 // keySnapshot returns the finished key state, or nil.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/model"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
@@ -311,7 +312,8 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 			good, _ := secure.SealPayload(secure.KindContribution, secure.Default, study, 1, cts)
 			round2, _ := secure.SealPayload(secure.KindContribution, secure.Default, study, 2, cts)
 			sign := func(round uint64, p []byte) []byte {
-				return ed25519.Sign(signer, aggregation.Contribution{Study: study, Round: round, Payload: sha256.Sum256(p), Samples: 199}.Message())
+				c := audit.Contribution{Site: "cleveland", UpdateHash: sha256.Sum256(p), Samples: 199}
+				return ed25519.Sign(signer, c.Message(study, round, audit.Hash{}))
 			}
 			update := func(round uint64, p []byte, enc string, sig []byte) []*pb.Chunk {
 				ch := chunk.Split(study, round, p, chunk.DefaultSize)

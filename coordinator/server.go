@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	"github.com/fedledger/fedledger/internal/version"
@@ -310,8 +311,8 @@ func (c *Coordinator) receiveUpdate(client string, pub ed25519.PublicKey, stream
 	if len(hdr.DataManifestSha256) != 32 {
 		return u, nil, fmt.Errorf("%w: data manifest hash has %d bytes, want 32", ErrBadUpdate, len(hdr.DataManifestSha256))
 	}
-	stmt := aggregation.Contribution{Study: a.Study(), Round: a.Round(), Payload: sum, Samples: hdr.NumSamples, DataManifest: [32]byte(hdr.DataManifestSha256)}
-	if err := verifySig(pub, stmt.Message(), hdr.Signature, "contribution"); err != nil {
+	stmt := audit.Contribution{Site: client, UpdateHash: sum, Samples: hdr.NumSamples, DataManifest: [32]byte(hdr.DataManifestSha256)}
+	if err := verifySig(pub, stmt.Message(a.Study(), a.Round(), [32]byte(hdr.ParentSha256)), hdr.Signature, "contribution"); err != nil {
 		return u, nil, err
 	}
 	return Update{
@@ -345,7 +346,7 @@ func (c *Coordinator) checkKeyShare(p tlsutil.Peer, m *pb.KeyShare) any {
 	if len(m.X25519Public) != 32 {
 		return refuse(fmt.Errorf("X25519 key of %d bytes", len(m.X25519Public)))
 	}
-	msg := secure.KeyShareMessage(st.ID, m.Point, m.X25519Public, sha256.Sum256(m.PkShare))
+	msg := audit.KeyShareMessage(st.ID, p.ID, m.Point, m.X25519Public, sha256.Sum256(m.PkShare))
 	if err := verifySig(p.PublicKey(), msg, m.Signature, "key share"); err != nil {
 		return refuse(err)
 	}
@@ -432,8 +433,13 @@ func (c *Coordinator) receiveShare(p tlsutil.Peer, stream pb.Federation_SubmitSh
 		return ev, [32]byte{}, fmt.Errorf("%w: %w", ErrBadShare, err)
 	}
 	agg := [32]byte(hdr.AggregateSha256)
-	if err := verifySig(p.PublicKey(), secure.DecryptionShareMessage(st.ID, a.Round(), agg, sum), hdr.Signature, "decryption share"); err != nil {
+	ds := audit.DecryptionShare{Site: p.ID, ShareHash: sum, Signature: hdr.Signature}
+	manifest, ok := c.decryptionManifest(a.Round(), agg)
+	if !ok {
+		return ev, [32]byte{}, fmt.Errorf("%w: no decryption of aggregate %x is open in round %d", ErrRoundClosed, agg[:6], a.Round())
+	}
+	if err := verifySig(p.PublicKey(), ds.Message(st.ID, a.Round(), agg, manifest), hdr.Signature, "decryption share"); err != nil {
 		return ev, [32]byte{}, err
 	}
-	return evDecShare{client: p.ID, round: a.Round(), aggregate: agg, shares: shares}, sum, nil
+	return evDecShare{client: p.ID, round: a.Round(), aggregate: agg, shares: shares, signed: ds}, sum, nil
 }

@@ -116,7 +116,8 @@ type StudyStatus struct {
 	StudyId string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
 	Mode    string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
 	// created (waiting for an admin's start), waiting_for_clients,
-	// key_setup, round_open, decrypting, finished, failed.
+	// key_setup, round_open, decrypting, countersigning, recording,
+	// final_evaluation, finished, failed.
 	Phase     string   `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
 	Round     uint64   `protobuf:"varint,4,opt,name=round,proto3" json:"round,omitempty"`
 	Rounds    uint32   `protobuf:"varint,5,opt,name=rounds,proto3" json:"rounds,omitempty"`
@@ -130,8 +131,15 @@ type StudyStatus struct {
 	LastParentTestAccuracy float64 `protobuf:"fixed64,11,opt,name=last_parent_test_accuracy,json=lastParentTestAccuracy,proto3" json:"last_parent_test_accuracy,omitempty"`
 	LatestModelSha256      []byte  `protobuf:"bytes,12,opt,name=latest_model_sha256,json=latestModelSha256,proto3" json:"latest_model_sha256,omitempty"`
 	Failure                string  `protobuf:"bytes,13,opt,name=failure,proto3" json:"failure,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Once the study has ended: where the coordinator stored the final
+	// model, and each site's metrics of it on its own test split.
+	FinalModelPath string         `protobuf:"bytes,14,opt,name=final_model_path,json=finalModelPath,proto3" json:"final_model_path,omitempty"`
+	FinalTest      []*SiteMetrics `protobuf:"bytes,15,rep,name=final_test,json=finalTest,proto3" json:"final_test,omitempty"`
+	// Why the coordinator is waiting, when it is (e.g. the audit log has no
+	// quorum); empty otherwise.
+	WaitingFor    string `protobuf:"bytes,16,opt,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StudyStatus) Reset() {
@@ -255,6 +263,79 @@ func (x *StudyStatus) GetFailure() string {
 	return ""
 }
 
+func (x *StudyStatus) GetFinalModelPath() string {
+	if x != nil {
+		return x.FinalModelPath
+	}
+	return ""
+}
+
+func (x *StudyStatus) GetFinalTest() []*SiteMetrics {
+	if x != nil {
+		return x.FinalTest
+	}
+	return nil
+}
+
+func (x *StudyStatus) GetWaitingFor() string {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return ""
+}
+
+type SiteMetrics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	Test          *Metrics               `protobuf:"bytes,2,opt,name=test,proto3" json:"test,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteMetrics) Reset() {
+	*x = SiteMetrics{}
+	mi := &file_federation_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteMetrics) ProtoMessage() {}
+
+func (x *SiteMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteMetrics.ProtoReflect.Descriptor instead.
+func (*SiteMetrics) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SiteMetrics) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *SiteMetrics) GetTest() *Metrics {
+	if x != nil {
+		return x.Test
+	}
+	return nil
+}
+
 type ClientMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -267,6 +348,7 @@ type ClientMessage struct {
 	//	*ClientMessage_ShareBox
 	//	*ClientMessage_KeyDone
 	//	*ClientMessage_Accepted
+	//	*ClientMessage_Countersign
 	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -274,7 +356,7 @@ type ClientMessage struct {
 
 func (x *ClientMessage) Reset() {
 	*x = ClientMessage{}
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +368,7 @@ func (x *ClientMessage) String() string {
 func (*ClientMessage) ProtoMessage() {}
 
 func (x *ClientMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +381,7 @@ func (x *ClientMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
 func (*ClientMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{3}
+	return file_federation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ClientMessage) GetMsg() isClientMessage_Msg {
@@ -381,6 +463,15 @@ func (x *ClientMessage) GetAccepted() *StudyAccepted {
 	return nil
 }
 
+func (x *ClientMessage) GetCountersign() *Countersignature {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Countersign); ok {
+			return x.Countersign
+		}
+	}
+	return nil
+}
+
 type isClientMessage_Msg interface {
 	isClientMessage_Msg()
 }
@@ -417,6 +508,10 @@ type ClientMessage_Accepted struct {
 	Accepted *StudyAccepted `protobuf:"bytes,8,opt,name=accepted,proto3,oneof"`
 }
 
+type ClientMessage_Countersign struct {
+	Countersign *Countersignature `protobuf:"bytes,9,opt,name=countersign,proto3,oneof"`
+}
+
 func (*ClientMessage_Hello) isClientMessage_Msg() {}
 
 func (*ClientMessage_Refusal) isClientMessage_Msg() {}
@@ -433,6 +528,8 @@ func (*ClientMessage_KeyDone) isClientMessage_Msg() {}
 
 func (*ClientMessage_Accepted) isClientMessage_Msg() {}
 
+func (*ClientMessage_Countersign) isClientMessage_Msg() {}
+
 // StudyAccepted tells the coordinator the client checked the study in the
 // Welcome against its policy and takes part. Until it does, the client is
 // not counted as joined; a client that refuses sends a TaskRefusal instead.
@@ -445,7 +542,7 @@ type StudyAccepted struct {
 
 func (x *StudyAccepted) Reset() {
 	*x = StudyAccepted{}
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +554,7 @@ func (x *StudyAccepted) String() string {
 func (*StudyAccepted) ProtoMessage() {}
 
 func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +567,7 @@ func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyAccepted.ProtoReflect.Descriptor instead.
 func (*StudyAccepted) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{4}
+	return file_federation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StudyAccepted) GetStudyId() string {
@@ -493,6 +590,7 @@ type CoordinatorMessage struct {
 	//	*CoordinatorMessage_PeerKey
 	//	*CoordinatorMessage_ShareBox
 	//	*CoordinatorMessage_Decrypt
+	//	*CoordinatorMessage_Countersign
 	Msg           isCoordinatorMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -500,7 +598,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +610,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +623,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{5}
+	return file_federation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -616,6 +714,15 @@ func (x *CoordinatorMessage) GetDecrypt() *DecryptTask {
 	return nil
 }
 
+func (x *CoordinatorMessage) GetCountersign() *CountersignTask {
+	if x != nil {
+		if x, ok := x.Msg.(*CoordinatorMessage_Countersign); ok {
+			return x.Countersign
+		}
+	}
+	return nil
+}
+
 type isCoordinatorMessage_Msg interface {
 	isCoordinatorMessage_Msg()
 }
@@ -656,6 +763,10 @@ type CoordinatorMessage_Decrypt struct {
 	Decrypt *DecryptTask `protobuf:"bytes,9,opt,name=decrypt,proto3,oneof"`
 }
 
+type CoordinatorMessage_Countersign struct {
+	Countersign *CountersignTask `protobuf:"bytes,10,opt,name=countersign,proto3,oneof"`
+}
+
 func (*CoordinatorMessage_Welcome) isCoordinatorMessage_Msg() {}
 
 func (*CoordinatorMessage_Train) isCoordinatorMessage_Msg() {}
@@ -674,6 +785,8 @@ func (*CoordinatorMessage_ShareBox) isCoordinatorMessage_Msg() {}
 
 func (*CoordinatorMessage_Decrypt) isCoordinatorMessage_Msg() {}
 
+func (*CoordinatorMessage_Countersign) isCoordinatorMessage_Msg() {}
+
 // Hello is the first message on Participate. The client's identity is taken
 // from its mTLS certificate, never from this message.
 type Hello struct {
@@ -691,7 +804,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +816,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +829,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{6}
+	return file_federation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Hello) GetClientVersion() string {
@@ -759,7 +872,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +884,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +897,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{7}
+	return file_federation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Welcome) GetCoordinatorVersion() string {
@@ -817,7 +930,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +942,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +955,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{8}
+	return file_federation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Heartbeat) GetUnixNanos() int64 {
@@ -877,7 +990,7 @@ type StudySpec struct {
 
 func (x *StudySpec) Reset() {
 	*x = StudySpec{}
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1002,7 @@ func (x *StudySpec) String() string {
 func (*StudySpec) ProtoMessage() {}
 
 func (x *StudySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1015,7 @@ func (x *StudySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudySpec.ProtoReflect.Descriptor instead.
 func (*StudySpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{9}
+	return file_federation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StudySpec) GetStudyId() string {
@@ -987,7 +1100,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1112,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1125,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{10}
+	return file_federation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1054,7 +1167,7 @@ type TrainingParams struct {
 
 func (x *TrainingParams) Reset() {
 	*x = TrainingParams{}
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1179,7 @@ func (x *TrainingParams) String() string {
 func (*TrainingParams) ProtoMessage() {}
 
 func (x *TrainingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1192,7 @@ func (x *TrainingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainingParams.ProtoReflect.Descriptor instead.
 func (*TrainingParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{11}
+	return file_federation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TrainingParams) GetOptimizer() string {
@@ -1146,7 +1259,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1271,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1284,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TrainTask) GetStudyId() string {
@@ -1223,7 +1336,7 @@ type EvaluateTask struct {
 
 func (x *EvaluateTask) Reset() {
 	*x = EvaluateTask{}
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1348,7 @@ func (x *EvaluateTask) String() string {
 func (*EvaluateTask) ProtoMessage() {}
 
 func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1361,7 @@ func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateTask.ProtoReflect.Descriptor instead.
 func (*EvaluateTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EvaluateTask) GetStudyId() string {
@@ -1292,7 +1405,7 @@ type StudyFinished struct {
 
 func (x *StudyFinished) Reset() {
 	*x = StudyFinished{}
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1417,7 @@ func (x *StudyFinished) String() string {
 func (*StudyFinished) ProtoMessage() {}
 
 func (x *StudyFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1430,7 @@ func (x *StudyFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyFinished.ProtoReflect.Descriptor instead.
 func (*StudyFinished) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StudyFinished) GetStudyId() string {
@@ -1361,7 +1474,7 @@ type TaskRefusal struct {
 
 func (x *TaskRefusal) Reset() {
 	*x = TaskRefusal{}
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1486,7 @@ func (x *TaskRefusal) String() string {
 func (*TaskRefusal) ProtoMessage() {}
 
 func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1499,7 @@ func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRefusal.ProtoReflect.Descriptor instead.
 func (*TaskRefusal) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskRefusal) GetStudyId() string {
@@ -1422,7 +1535,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1547,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1560,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EvalReport) GetStudyId() string {
@@ -1490,7 +1603,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1615,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1628,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Metrics) GetLoss() float64 {
@@ -1556,7 +1669,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1681,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1694,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{18}
+	return file_federation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FetchModelRequest) GetStudyId() string {
@@ -1621,7 +1734,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1746,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1759,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{19}
+	return file_federation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Chunk) GetStudyId() string {
@@ -1724,8 +1837,8 @@ type UpdateHeader struct {
 	// Metrics of the parent model on the client's local test split.
 	ParentTest *Metrics `protobuf:"bytes,5,opt,name=parent_test,json=parentTest,proto3" json:"parent_test,omitempty"`
 	// The client's Ed25519 signature (its certificate key) over the
-	// contribution statement: study, round, content_sha256, num_samples and
-	// data_manifest_sha256.
+	// contribution statement (audit.Contribution.Message): study, round,
+	// parent, site, content_sha256, num_samples and data_manifest_sha256.
 	Signature []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
 	// SHA-256 of the client's data manifest: the digests of the files it
 	// trained on and the row counts after filtering.
@@ -1736,7 +1849,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1861,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1874,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{20}
+	return file_federation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdateHeader) GetParentSha256() []byte {
@@ -1818,8 +1931,9 @@ type ShareHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// SHA-256 of the aggregate payload these shares decrypt.
 	AggregateSha256 []byte `protobuf:"bytes,1,opt,name=aggregate_sha256,json=aggregateSha256,proto3" json:"aggregate_sha256,omitempty"`
-	// Signature over the decryption-share message for (study, round,
-	// aggregate, content_sha256).
+	// Signature over the decryption-share statement
+	// (audit.DecryptionShare.Message): study, round, site, aggregate, the
+	// digest of the manifest it checked, and content_sha256.
 	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1827,7 +1941,7 @@ type ShareHeader struct {
 
 func (x *ShareHeader) Reset() {
 	*x = ShareHeader{}
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1953,7 @@ func (x *ShareHeader) String() string {
 func (*ShareHeader) ProtoMessage() {}
 
 func (x *ShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1966,7 @@ func (x *ShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
 func (*ShareHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{21}
+	return file_federation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ShareHeader) GetAggregateSha256() []byte {
@@ -1880,7 +1994,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2006,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2019,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{22}
+	return file_federation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -1940,7 +2054,7 @@ type Participant struct {
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2066,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2079,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Participant) GetClientId() string {
@@ -1997,7 +2111,7 @@ type KeySetupTask struct {
 
 func (x *KeySetupTask) Reset() {
 	*x = KeySetupTask{}
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2123,7 @@ func (x *KeySetupTask) String() string {
 func (*KeySetupTask) ProtoMessage() {}
 
 func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2136,7 @@ func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
 func (*KeySetupTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeySetupTask) GetStudyId() string {
@@ -2077,7 +2191,8 @@ type KeyShare struct {
 	// Public-key generation share, in a FLCT envelope.
 	PkShare []byte `protobuf:"bytes,4,opt,name=pk_share,json=pkShare,proto3" json:"pk_share,omitempty"`
 	// Ed25519 signature by the participant's certificate key over the key
-	// share message (study, point, x25519 key, SHA-256 of pk_share).
+	// share statement (audit.KeyShareMessage: study, site, point, x25519
+	// key, SHA-256 of pk_share).
 	Signature     []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2085,7 +2200,7 @@ type KeyShare struct {
 
 func (x *KeyShare) Reset() {
 	*x = KeyShare{}
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2212,7 @@ func (x *KeyShare) String() string {
 func (*KeyShare) ProtoMessage() {}
 
 func (x *KeyShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2225,7 @@ func (x *KeyShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
 func (*KeyShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *KeyShare) GetStudyId() string {
@@ -2161,7 +2276,7 @@ type PeerKey struct {
 
 func (x *PeerKey) Reset() {
 	*x = PeerKey{}
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2173,7 +2288,7 @@ func (x *PeerKey) String() string {
 func (*PeerKey) ProtoMessage() {}
 
 func (x *PeerKey) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2186,7 +2301,7 @@ func (x *PeerKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
 func (*PeerKey) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PeerKey) GetClientId() string {
@@ -2223,7 +2338,7 @@ type ShareBox struct {
 
 func (x *ShareBox) Reset() {
 	*x = ShareBox{}
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2235,7 +2350,7 @@ func (x *ShareBox) String() string {
 func (*ShareBox) ProtoMessage() {}
 
 func (x *ShareBox) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2248,7 +2363,7 @@ func (x *ShareBox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
 func (*ShareBox) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{27}
+	return file_federation_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ShareBox) GetStudyId() string {
@@ -2279,18 +2394,22 @@ func (x *ShareBox) GetBox() []byte {
 	return nil
 }
 
-// KeySetupDone reports the collective public key a participant computed.
+// KeySetupDone reports the collective public key a participant computed,
+// signed: the signature over audit.KeySetupMessage (study, parameters,
+// threshold, key hash, every participant and point) goes on the audit log,
+// so the key setup record is the hospitals' word.
 type KeySetupDone struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	StudyId             string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
 	CollectiveKeySha256 []byte                 `protobuf:"bytes,2,opt,name=collective_key_sha256,json=collectiveKeySha256,proto3" json:"collective_key_sha256,omitempty"`
+	Signature           []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
 
 func (x *KeySetupDone) Reset() {
 	*x = KeySetupDone{}
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2421,7 @@ func (x *KeySetupDone) String() string {
 func (*KeySetupDone) ProtoMessage() {}
 
 func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2434,7 @@ func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
 func (*KeySetupDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{28}
+	return file_federation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KeySetupDone) GetStudyId() string {
@@ -2328,6 +2447,13 @@ func (x *KeySetupDone) GetStudyId() string {
 func (x *KeySetupDone) GetCollectiveKeySha256() []byte {
 	if x != nil {
 		return x.CollectiveKeySha256
+	}
+	return nil
+}
+
+func (x *KeySetupDone) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
 	}
 	return nil
 }
@@ -2349,7 +2475,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2487,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2500,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{29}
+	return file_federation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Contribution) GetClientId() string {
@@ -2430,13 +2556,15 @@ type DecryptTask struct {
 	AggregateSha256   []byte                 `protobuf:"bytes,5,opt,name=aggregate_sha256,json=aggregateSha256,proto3" json:"aggregate_sha256,omitempty"`
 	AggregateSize     uint64                 `protobuf:"varint,6,opt,name=aggregate_size,json=aggregateSize,proto3" json:"aggregate_size,omitempty"`
 	DeadlineUnixNanos int64                  `protobuf:"varint,7,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The round's parent model: contributions are signed over it.
+	ParentSha256  []byte `protobuf:"bytes,8,opt,name=parent_sha256,json=parentSha256,proto3" json:"parent_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2576,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2589,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{30}
+	return file_federation_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -2513,6 +2641,319 @@ func (x *DecryptTask) GetDeadlineUnixNanos() int64 {
 	return 0
 }
 
+func (x *DecryptTask) GetParentSha256() []byte {
+	if x != nil {
+		return x.ParentSha256
+	}
+	return nil
+}
+
+// Object names something fetchable with FetchModel.
+type Object struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Object) Reset() {
+	*x = Object{}
+	mi := &file_federation_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Object) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Object) ProtoMessage() {}
+
+func (x *Object) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Object.ProtoReflect.Descriptor instead.
+func (*Object) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Object) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *Object) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// SignedShare is one decryptor's decryption-share payload and its
+// signature over the decryption-share statement.
+type SignedShare struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Payload       *Object                `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignedShare) Reset() {
+	*x = SignedShare{}
+	mi := &file_federation_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignedShare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignedShare) ProtoMessage() {}
+
+func (x *SignedShare) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
+func (*SignedShare) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SignedShare) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *SignedShare) GetPayload() *Object {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SignedShare) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+type CountersignTask struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	StudyId string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Round   uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Parent  *Object                `protobuf:"bytes,3,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The contributions the aggregate sums, in site order.
+	Contributions []*Contribution `protobuf:"bytes,4,rep,name=contributions,proto3" json:"contributions,omitempty"`
+	Aggregate     *Object         `protobuf:"bytes,5,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
+	// Secure mode: the decryption shares that open the aggregate.
+	Shares []*SignedShare `protobuf:"bytes,6,rep,name=shares,proto3" json:"shares,omitempty"`
+	// The server optimiser's state before the round (absent: its initial
+	// state) and after it.
+	OptimizerBefore *Object `protobuf:"bytes,7,opt,name=optimizer_before,json=optimizerBefore,proto3" json:"optimizer_before,omitempty"`
+	OptimizerAfter  *Object `protobuf:"bytes,8,opt,name=optimizer_after,json=optimizerAfter,proto3" json:"optimizer_after,omitempty"`
+	// The new model.
+	Output            *Object `protobuf:"bytes,9,opt,name=output,proto3" json:"output,omitempty"`
+	DeadlineUnixNanos int64   `protobuf:"varint,10,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *CountersignTask) Reset() {
+	*x = CountersignTask{}
+	mi := &file_federation_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountersignTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountersignTask) ProtoMessage() {}
+
+func (x *CountersignTask) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountersignTask.ProtoReflect.Descriptor instead.
+func (*CountersignTask) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CountersignTask) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *CountersignTask) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *CountersignTask) GetParent() *Object {
+	if x != nil {
+		return x.Parent
+	}
+	return nil
+}
+
+func (x *CountersignTask) GetContributions() []*Contribution {
+	if x != nil {
+		return x.Contributions
+	}
+	return nil
+}
+
+func (x *CountersignTask) GetAggregate() *Object {
+	if x != nil {
+		return x.Aggregate
+	}
+	return nil
+}
+
+func (x *CountersignTask) GetShares() []*SignedShare {
+	if x != nil {
+		return x.Shares
+	}
+	return nil
+}
+
+func (x *CountersignTask) GetOptimizerBefore() *Object {
+	if x != nil {
+		return x.OptimizerBefore
+	}
+	return nil
+}
+
+func (x *CountersignTask) GetOptimizerAfter() *Object {
+	if x != nil {
+		return x.OptimizerAfter
+	}
+	return nil
+}
+
+func (x *CountersignTask) GetOutput() *Object {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *CountersignTask) GetDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
+// Countersignature is a hospital's signature over a round's outcome
+// (audit.CountersignMessage).
+type Countersignature struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StudyId       string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Round         uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	OutputSha256  []byte                 `protobuf:"bytes,3,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Countersignature) Reset() {
+	*x = Countersignature{}
+	mi := &file_federation_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Countersignature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Countersignature) ProtoMessage() {}
+
+func (x *Countersignature) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Countersignature.ProtoReflect.Descriptor instead.
+func (*Countersignature) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *Countersignature) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *Countersignature) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *Countersignature) GetOutputSha256() []byte {
+	if x != nil {
+		return x.OutputSha256
+	}
+	return nil
+}
+
+func (x *Countersignature) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 var File_federation_proto protoreflect.FileDescriptor
 
 const file_federation_proto_rawDesc = "" +
@@ -2520,7 +2961,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x10federation.proto\x12\ffedledger.v1\"\x14\n" +
 	"\x12StudyStatusRequest\".\n" +
 	"\x11StartStudyRequest\x12\x19\n" +
-	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xb7\x03\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xbc\x04\n" +
 	"\vStudyStatus\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
@@ -2535,7 +2976,15 @@ const file_federation_proto_rawDesc = "" +
 	" \x01(\x01R\rlastTrainLoss\x129\n" +
 	"\x19last_parent_test_accuracy\x18\v \x01(\x01R\x16lastParentTestAccuracy\x12.\n" +
 	"\x13latest_model_sha256\x18\f \x01(\fR\x11latestModelSha256\x12\x18\n" +
-	"\afailure\x18\r \x01(\tR\afailure\"\xc5\x03\n" +
+	"\afailure\x18\r \x01(\tR\afailure\x12(\n" +
+	"\x10final_model_path\x18\x0e \x01(\tR\x0efinalModelPath\x128\n" +
+	"\n" +
+	"final_test\x18\x0f \x03(\v2\x19.fedledger.v1.SiteMetricsR\tfinalTest\x12\x1f\n" +
+	"\vwaiting_for\x18\x10 \x01(\tR\n" +
+	"waitingFor\"L\n" +
+	"\vSiteMetrics\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12)\n" +
+	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\"\x89\x04\n" +
 	"\rClientMessage\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fedledger.v1.HelloH\x00R\x05hello\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.fedledger.v1.TaskRefusalH\x00R\arefusal\x12.\n" +
@@ -2544,10 +2993,11 @@ const file_federation_proto_rawDesc = "" +
 	"\tkey_share\x18\x05 \x01(\v2\x16.fedledger.v1.KeyShareH\x00R\bkeyShare\x125\n" +
 	"\tshare_box\x18\x06 \x01(\v2\x16.fedledger.v1.ShareBoxH\x00R\bshareBox\x127\n" +
 	"\bkey_done\x18\a \x01(\v2\x1a.fedledger.v1.KeySetupDoneH\x00R\akeyDone\x129\n" +
-	"\baccepted\x18\b \x01(\v2\x1b.fedledger.v1.StudyAcceptedH\x00R\bacceptedB\x05\n" +
+	"\baccepted\x18\b \x01(\v2\x1b.fedledger.v1.StudyAcceptedH\x00R\baccepted\x12B\n" +
+	"\vcountersign\x18\t \x01(\v2\x1e.fedledger.v1.CountersignatureH\x00R\vcountersignB\x05\n" +
 	"\x03msg\"*\n" +
 	"\rStudyAccepted\x12\x19\n" +
-	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\x8a\x04\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xcd\x04\n" +
 	"\x12CoordinatorMessage\x121\n" +
 	"\awelcome\x18\x01 \x01(\v2\x15.fedledger.v1.WelcomeH\x00R\awelcome\x12/\n" +
 	"\x05train\x18\x02 \x01(\v2\x17.fedledger.v1.TrainTaskH\x00R\x05train\x128\n" +
@@ -2557,7 +3007,9 @@ const file_federation_proto_rawDesc = "" +
 	"\tkey_setup\x18\x06 \x01(\v2\x1a.fedledger.v1.KeySetupTaskH\x00R\bkeySetup\x122\n" +
 	"\bpeer_key\x18\a \x01(\v2\x15.fedledger.v1.PeerKeyH\x00R\apeerKey\x125\n" +
 	"\tshare_box\x18\b \x01(\v2\x16.fedledger.v1.ShareBoxH\x00R\bshareBox\x125\n" +
-	"\adecrypt\x18\t \x01(\v2\x19.fedledger.v1.DecryptTaskH\x00R\adecryptB\x05\n" +
+	"\adecrypt\x18\t \x01(\v2\x19.fedledger.v1.DecryptTaskH\x00R\adecrypt\x12A\n" +
+	"\vcountersign\x18\n" +
+	" \x01(\v2\x1d.fedledger.v1.CountersignTaskH\x00R\vcountersignB\x05\n" +
 	"\x03msg\"\x80\x01\n" +
 	"\x05Hello\x12%\n" +
 	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\x12\x18\n" +
@@ -2687,17 +3139,18 @@ const file_federation_proto_rawDesc = "" +
 	"\n" +
 	"from_point\x18\x02 \x01(\x04R\tfromPoint\x12\x19\n" +
 	"\bto_point\x18\x03 \x01(\x04R\atoPoint\x12\x10\n" +
-	"\x03box\x18\x04 \x01(\fR\x03box\"]\n" +
+	"\x03box\x18\x04 \x01(\fR\x03box\"{\n" +
 	"\fKeySetupDone\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x122\n" +
-	"\x15collective_key_sha256\x18\x02 \x01(\fR\x13collectiveKeySha256\"\xc1\x01\n" +
+	"\x15collective_key_sha256\x18\x02 \x01(\fR\x13collectiveKeySha256\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"\xc1\x01\n" +
 	"\fContribution\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\fR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x18\n" +
 	"\asamples\x18\x05 \x01(\x04R\asamples\x120\n" +
-	"\x14data_manifest_sha256\x18\x06 \x01(\fR\x12dataManifestSha256\"\xa7\x02\n" +
+	"\x14data_manifest_sha256\x18\x06 \x01(\fR\x12dataManifestSha256\"\xcc\x02\n" +
 	"\vDecryptTask\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -2705,7 +3158,32 @@ const file_federation_proto_rawDesc = "" +
 	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x12)\n" +
 	"\x10aggregate_sha256\x18\x05 \x01(\fR\x0faggregateSha256\x12%\n" +
 	"\x0eaggregate_size\x18\x06 \x01(\x04R\raggregateSize\x12.\n" +
-	"\x13deadline_unix_nanos\x18\a \x01(\x03R\x11deadlineUnixNanos2\x98\x01\n" +
+	"\x13deadline_unix_nanos\x18\a \x01(\x03R\x11deadlineUnixNanos\x12#\n" +
+	"\rparent_sha256\x18\b \x01(\fR\fparentSha256\"4\n" +
+	"\x06Object\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\"x\n" +
+	"\vSignedShare\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12.\n" +
+	"\apayload\x18\x02 \x01(\v2\x14.fedledger.v1.ObjectR\apayload\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"\xf7\x03\n" +
+	"\x0fCountersignTask\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12,\n" +
+	"\x06parent\x18\x03 \x01(\v2\x14.fedledger.v1.ObjectR\x06parent\x12@\n" +
+	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x122\n" +
+	"\taggregate\x18\x05 \x01(\v2\x14.fedledger.v1.ObjectR\taggregate\x121\n" +
+	"\x06shares\x18\x06 \x03(\v2\x19.fedledger.v1.SignedShareR\x06shares\x12?\n" +
+	"\x10optimizer_before\x18\a \x01(\v2\x14.fedledger.v1.ObjectR\x0foptimizerBefore\x12=\n" +
+	"\x0foptimizer_after\x18\b \x01(\v2\x14.fedledger.v1.ObjectR\x0eoptimizerAfter\x12,\n" +
+	"\x06output\x18\t \x01(\v2\x14.fedledger.v1.ObjectR\x06output\x12.\n" +
+	"\x13deadline_unix_nanos\x18\n" +
+	" \x01(\x03R\x11deadlineUnixNanos\"\x86\x01\n" +
+	"\x10Countersignature\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
+	"\routput_sha256\x18\x03 \x01(\fR\foutputSha256\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature2\x98\x01\n" +
 	"\n" +
 	"StudyAdmin\x12E\n" +
 	"\x06Status\x12 .fedledger.v1.StudyStatusRequest\x1a\x19.fedledger.v1.StudyStatus\x12C\n" +
@@ -2730,86 +3208,103 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_federation_proto_goTypes = []any{
 	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
 	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
 	(*StudyStatus)(nil),        // 2: fedledger.v1.StudyStatus
-	(*ClientMessage)(nil),      // 3: fedledger.v1.ClientMessage
-	(*StudyAccepted)(nil),      // 4: fedledger.v1.StudyAccepted
-	(*CoordinatorMessage)(nil), // 5: fedledger.v1.CoordinatorMessage
-	(*Hello)(nil),              // 6: fedledger.v1.Hello
-	(*Welcome)(nil),            // 7: fedledger.v1.Welcome
-	(*Heartbeat)(nil),          // 8: fedledger.v1.Heartbeat
-	(*StudySpec)(nil),          // 9: fedledger.v1.StudySpec
-	(*ModelSpec)(nil),          // 10: fedledger.v1.ModelSpec
-	(*TrainingParams)(nil),     // 11: fedledger.v1.TrainingParams
-	(*TrainTask)(nil),          // 12: fedledger.v1.TrainTask
-	(*EvaluateTask)(nil),       // 13: fedledger.v1.EvaluateTask
-	(*StudyFinished)(nil),      // 14: fedledger.v1.StudyFinished
-	(*TaskRefusal)(nil),        // 15: fedledger.v1.TaskRefusal
-	(*EvalReport)(nil),         // 16: fedledger.v1.EvalReport
-	(*Metrics)(nil),            // 17: fedledger.v1.Metrics
-	(*FetchModelRequest)(nil),  // 18: fedledger.v1.FetchModelRequest
-	(*Chunk)(nil),              // 19: fedledger.v1.Chunk
-	(*UpdateHeader)(nil),       // 20: fedledger.v1.UpdateHeader
-	(*ShareHeader)(nil),        // 21: fedledger.v1.ShareHeader
-	(*SubmitReceipt)(nil),      // 22: fedledger.v1.SubmitReceipt
-	(*Participant)(nil),        // 23: fedledger.v1.Participant
-	(*KeySetupTask)(nil),       // 24: fedledger.v1.KeySetupTask
-	(*KeyShare)(nil),           // 25: fedledger.v1.KeyShare
-	(*PeerKey)(nil),            // 26: fedledger.v1.PeerKey
-	(*ShareBox)(nil),           // 27: fedledger.v1.ShareBox
-	(*KeySetupDone)(nil),       // 28: fedledger.v1.KeySetupDone
-	(*Contribution)(nil),       // 29: fedledger.v1.Contribution
-	(*DecryptTask)(nil),        // 30: fedledger.v1.DecryptTask
+	(*SiteMetrics)(nil),        // 3: fedledger.v1.SiteMetrics
+	(*ClientMessage)(nil),      // 4: fedledger.v1.ClientMessage
+	(*StudyAccepted)(nil),      // 5: fedledger.v1.StudyAccepted
+	(*CoordinatorMessage)(nil), // 6: fedledger.v1.CoordinatorMessage
+	(*Hello)(nil),              // 7: fedledger.v1.Hello
+	(*Welcome)(nil),            // 8: fedledger.v1.Welcome
+	(*Heartbeat)(nil),          // 9: fedledger.v1.Heartbeat
+	(*StudySpec)(nil),          // 10: fedledger.v1.StudySpec
+	(*ModelSpec)(nil),          // 11: fedledger.v1.ModelSpec
+	(*TrainingParams)(nil),     // 12: fedledger.v1.TrainingParams
+	(*TrainTask)(nil),          // 13: fedledger.v1.TrainTask
+	(*EvaluateTask)(nil),       // 14: fedledger.v1.EvaluateTask
+	(*StudyFinished)(nil),      // 15: fedledger.v1.StudyFinished
+	(*TaskRefusal)(nil),        // 16: fedledger.v1.TaskRefusal
+	(*EvalReport)(nil),         // 17: fedledger.v1.EvalReport
+	(*Metrics)(nil),            // 18: fedledger.v1.Metrics
+	(*FetchModelRequest)(nil),  // 19: fedledger.v1.FetchModelRequest
+	(*Chunk)(nil),              // 20: fedledger.v1.Chunk
+	(*UpdateHeader)(nil),       // 21: fedledger.v1.UpdateHeader
+	(*ShareHeader)(nil),        // 22: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 23: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 24: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 25: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 26: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 27: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 28: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 29: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 30: fedledger.v1.Contribution
+	(*DecryptTask)(nil),        // 31: fedledger.v1.DecryptTask
+	(*Object)(nil),             // 32: fedledger.v1.Object
+	(*SignedShare)(nil),        // 33: fedledger.v1.SignedShare
+	(*CountersignTask)(nil),    // 34: fedledger.v1.CountersignTask
+	(*Countersignature)(nil),   // 35: fedledger.v1.Countersignature
 }
 var file_federation_proto_depIdxs = []int32{
-	6,  // 0: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	15, // 1: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	16, // 2: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
-	8,  // 3: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	25, // 4: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	27, // 5: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	28, // 6: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
-	4,  // 7: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	7,  // 8: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	12, // 9: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	13, // 10: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	14, // 11: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	8,  // 12: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	24, // 13: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	26, // 14: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	27, // 15: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	30, // 16: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	9,  // 17: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	10, // 18: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	11, // 19: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	17, // 20: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	20, // 21: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	21, // 22: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	17, // 23: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	17, // 24: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	23, // 25: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	25, // 26: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	29, // 27: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	0,  // 28: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 29: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	3,  // 30: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	18, // 31: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	19, // 32: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	19, // 33: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 34: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 35: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	5,  // 36: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	19, // 37: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	22, // 38: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	22, // 39: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	34, // [34:40] is the sub-list for method output_type
-	28, // [28:34] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
+	18, // 1: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
+	7,  // 2: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
+	16, // 3: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	17, // 4: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	9,  // 5: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	26, // 6: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	28, // 7: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	29, // 8: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	5,  // 9: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
+	35, // 10: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	8,  // 11: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	13, // 12: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	14, // 13: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	15, // 14: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	9,  // 15: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	25, // 16: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	27, // 17: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	28, // 18: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	31, // 19: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	34, // 20: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	10, // 21: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	11, // 22: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	12, // 23: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	18, // 24: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	21, // 25: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	22, // 26: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	18, // 27: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	18, // 28: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	24, // 29: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	26, // 30: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	30, // 31: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	32, // 32: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	32, // 33: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	30, // 34: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	32, // 35: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	33, // 36: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	32, // 37: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	32, // 38: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	32, // 39: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 40: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 41: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 42: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	19, // 43: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	20, // 44: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	20, // 45: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 46: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 47: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 48: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	20, // 49: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	23, // 50: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	23, // 51: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	46, // [46:52] is the sub-list for method output_type
+	40, // [40:46] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -2817,7 +3312,7 @@ func file_federation_proto_init() {
 	if File_federation_proto != nil {
 		return
 	}
-	file_federation_proto_msgTypes[3].OneofWrappers = []any{
+	file_federation_proto_msgTypes[4].OneofWrappers = []any{
 		(*ClientMessage_Hello)(nil),
 		(*ClientMessage_Refusal)(nil),
 		(*ClientMessage_Eval)(nil),
@@ -2826,8 +3321,9 @@ func file_federation_proto_init() {
 		(*ClientMessage_ShareBox)(nil),
 		(*ClientMessage_KeyDone)(nil),
 		(*ClientMessage_Accepted)(nil),
+		(*ClientMessage_Countersign)(nil),
 	}
-	file_federation_proto_msgTypes[5].OneofWrappers = []any{
+	file_federation_proto_msgTypes[6].OneofWrappers = []any{
 		(*CoordinatorMessage_Welcome)(nil),
 		(*CoordinatorMessage_Train)(nil),
 		(*CoordinatorMessage_Evaluate)(nil),
@@ -2837,6 +3333,7 @@ func file_federation_proto_init() {
 		(*CoordinatorMessage_PeerKey)(nil),
 		(*CoordinatorMessage_ShareBox)(nil),
 		(*CoordinatorMessage_Decrypt)(nil),
+		(*CoordinatorMessage_Countersign)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2844,7 +3341,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -10,7 +10,7 @@ import (
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 
-	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/fsutil"
 )
 
@@ -21,29 +21,25 @@ var (
 	ErrAggregate     = errors.New("secure: decryption refused: aggregate does not match the listed contributions")
 )
 
-// Contribution is one signed entry of a decryption manifest: who
-// contributed, the SHA-256 of their contribution payload (as they sent it),
-// the sample count and data-manifest hash they declared, and their
-// signature over the aggregation.Contribution statement of all that.
-type Contribution struct {
-	Client       string
-	Hash         [32]byte
-	Samples      uint64
-	DataManifest [32]byte
-	Signature    []byte
-}
-
 // Manifest is what the coordinator presents when it asks for a decryption
-// share: the study, the round, the contributions it summed and the SHA-256
-// of the aggregate payload it wants decrypted. Count is the number of
+// share: the study, the round and its parent model, the contributions it
+// summed (each signed by its hospital, in site order) and the SHA-256 of
+// the aggregate payload it wants decrypted. Count is the number of
 // ciphertexts per payload, which the client derives from the study's model
 // (not from the coordinator's word).
 type Manifest struct {
 	Study         string
 	Round         uint64
+	Parent        audit.Hash
 	Count         int
-	Contributions []Contribution
+	Contributions []audit.Contribution
 	AggregateHash [32]byte
+}
+
+// Digest is the manifest's audit.ManifestDigest, which a decryptor signs
+// with its share.
+func (m Manifest) Digest() audit.Hash {
+	return audit.ManifestDigest(m.Study, m.Round, m.Parent, m.Contributions)
 }
 
 // Verifier checks client's signature over msg with the client's identity
@@ -58,15 +54,16 @@ type GuardConfig struct {
 	// restarts, so a restarted client still never answers a round twice.
 	StateFile string
 	Verify    Verifier
-	// Resum re-adds the listed ciphertexts and checks the aggregate's hash
-	// before answering (on by default in client configs).
-	Resum bool
 }
 
 // ShareGuard enforces a hospital's rules before it gives a decryption
 // share: a manifest of at least K distinct, validly signed contributions
-// for this study and round; never two shares for one round; optionally,
-// the aggregate must be the sum of the listed ciphertexts.
+// for this study, round and parent, in site order; never two shares for
+// one round; and the aggregate must be the sum of exactly the listed
+// ciphertexts, which the guard re-adds itself. There is no switch that
+// turns the re-sum off: without it, a coordinator could present one
+// hospital's ciphertext as the "aggregate" of a valid manifest and have
+// the others decrypt it.
 type ShareGuard struct {
 	cfg      GuardConfig
 	mu       sync.Mutex
@@ -105,10 +102,9 @@ type Fetcher func(client string, hash [32]byte) ([]byte, error)
 // Authorize checks a manifest and, when it passes, records the round as
 // answered (durably) before returning the opened aggregate: the caller may
 // then compute and send its share. aggregate is the payload the coordinator
-// asks to decrypt. With Resum on, fetch is called for each listed
-// contribution in turn and each is added to a running sum and dropped, so
-// memory stays at about two contributions whatever their number; fetch is
-// not called otherwise.
+// asks to decrypt. fetch is called for each listed contribution in turn
+// and each is added to a running sum and dropped, so memory stays at about
+// two contributions whatever their number.
 func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Preset, fetch Fetcher, aggregate []byte) ([]*rlwe.Ciphertext, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -120,14 +116,16 @@ func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Pr
 		return nil, fmt.Errorf("%w: %s", ErrAlreadyShared, key)
 	}
 	seen := map[string]bool{}
-	for _, c := range m.Contributions {
-		if seen[c.Client] {
-			return nil, fmt.Errorf("%w: %q listed twice", ErrManifest, c.Client)
+	for i, c := range m.Contributions {
+		if seen[c.Site] {
+			return nil, fmt.Errorf("%w: %q listed twice", ErrManifest, c.Site)
 		}
-		seen[c.Client] = true
-		stmt := aggregation.Contribution{Study: study, Round: round, Payload: c.Hash, Samples: c.Samples, DataManifest: c.DataManifest}
-		if err := g.cfg.Verify(c.Client, stmt.Message(), c.Signature); err != nil {
-			return nil, fmt.Errorf("%w: contribution of %q is not validly signed: %v", ErrManifest, c.Client, err)
+		if i > 0 && m.Contributions[i-1].Site > c.Site {
+			return nil, fmt.Errorf("%w: contributions are not in site order", ErrManifest)
+		}
+		seen[c.Site] = true
+		if err := g.cfg.Verify(c.Site, c.Message(study, round, m.Parent), c.Signature); err != nil {
+			return nil, fmt.Errorf("%w: contribution of %q is not validly signed: %v", ErrManifest, c.Site, err)
 		}
 	}
 	if len(seen) < g.cfg.MinContributors {
@@ -140,10 +138,8 @@ func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Pr
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrAggregate, err)
 	}
-	if g.cfg.Resum {
-		if err := resum(study, round, m, preset, fetch); err != nil {
-			return nil, err
-		}
+	if err := resum(study, round, m, preset, fetch); err != nil {
+		return nil, err
 	}
 	g.answered[key] = true
 	if err := g.save(); err != nil {
@@ -157,26 +153,26 @@ func (g *ShareGuard) Authorize(study string, round uint64, m Manifest, preset Pr
 // result is the aggregate the manifest names.
 func resum(study string, round uint64, m Manifest, preset Preset, fetch Fetcher) error {
 	if fetch == nil {
-		return fmt.Errorf("%w: resum is on but no contributions can be fetched", ErrInput)
+		return fmt.Errorf("%w: no way to fetch the contributions to re-sum them", ErrInput)
 	}
 	acc, err := NewAccumulator(preset, m.Count)
 	if err != nil {
 		return err
 	}
 	for _, c := range m.Contributions {
-		p, err := fetch(c.Client, c.Hash)
+		p, err := fetch(c.Site, c.UpdateHash)
 		if err != nil {
-			return fmt.Errorf("secure: fetching the contribution of %q to re-sum it: %w", c.Client, err)
+			return fmt.Errorf("secure: fetching the contribution of %q to re-sum it: %w", c.Site, err)
 		}
-		if sha256.Sum256(p) != c.Hash {
-			return fmt.Errorf("%w: contribution of %q does not hash to the signed value", ErrAggregate, c.Client)
+		if sha256.Sum256(p) != c.UpdateHash {
+			return fmt.Errorf("%w: contribution of %q does not hash to the signed value", ErrAggregate, c.Site)
 		}
 		cts, err := OpenCiphertexts(p, Expect{Kind: KindContribution, Preset: preset, Study: study, Round: round, Count: uint32(m.Count)})
 		if err != nil {
-			return fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Client, err)
+			return fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Site, err)
 		}
 		if err := acc.Add(cts); err != nil {
-			return fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Client, err)
+			return fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Site, err)
 		}
 	}
 	sum, err := SealPayload(KindAggregate, preset, study, round, acc.Sum())

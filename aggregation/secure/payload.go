@@ -155,30 +155,6 @@ func OpenSharePayload(b []byte, preset Preset, study string, round uint64, count
 	return out, nil
 }
 
-// Signed messages. Each is domain-separated and binds the study (and round)
-// so a signature cannot be replayed into another context.
-
-// KeyShareMessage is what a party signs at key setup with its identity key:
-// its Shamir point, its X25519 key (to which others seal its Shamir shares)
-// and the SHA-256 of its public-key share envelope. This binds the X25519
-// key and the CKG share to the certificate.
-func KeyShareMessage(study string, point uint64, x25519Public []byte, pkShare [32]byte) []byte {
-	msg := []byte("fedledger key share v1\x00" + study + "\x00")
-	msg = binary.BigEndian.AppendUint64(msg, point)
-	msg = append(msg, byte(len(x25519Public)))
-	msg = append(msg, x25519Public...)
-	return append(msg, pkShare[:]...)
-}
-
-// DecryptionShareMessage is what a party signs over the decryption-share
-// payload it gives for an aggregate.
-func DecryptionShareMessage(study string, round uint64, aggregate, payload [32]byte) []byte {
-	msg := []byte("fedledger decryption share v1\x00" + study + "\x00")
-	msg = binary.BigEndian.AppendUint64(msg, round)
-	msg = append(msg, aggregate[:]...)
-	return append(msg, payload[:]...)
-}
-
 // PublicKeyHash is the SHA-256 of a collective public key's binary
 // encoding: what every party reports at the end of key setup, so that all
 // of them (and the audit log) agree on one key.

@@ -1,12 +1,9 @@
 package secure
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"testing"
-
-	"github.com/fedledger/fedledger/aggregation"
 )
 
 func TestPayloadRoundTripAndRejections(t *testing.T) {
@@ -95,27 +92,6 @@ func TestSharePayloadRoundTrip(t *testing.T) {
 	}
 	if _, err := OpenSharePayload(p[:len(p)-3], Default, "heart", 2, 1); !errors.Is(err, ErrEnvelope) {
 		t.Fatalf("truncated share payload: %v", err)
-	}
-}
-
-func TestSignedMessagesAreDomainSeparated(t *testing.T) {
-	h := sha256.Sum256([]byte("x"))
-	msgs := [][]byte{
-		aggregation.Contribution{Study: "heart", Round: 1, Payload: h}.Message(),
-		aggregation.Contribution{Study: "heart", Round: 2, Payload: h}.Message(),
-		aggregation.Contribution{Study: "heart2", Round: 1, Payload: h}.Message(),
-		aggregation.Contribution{Study: "heart", Round: 1, Payload: h, Samples: 1}.Message(),
-		aggregation.Contribution{Study: "heart", Round: 1, Payload: h, DataManifest: h}.Message(),
-		DecryptionShareMessage("heart", 1, h, h),
-		KeyShareMessage("heart", 1, h[:], h),
-		KeyShareMessage("heart", 2, h[:], h),
-	}
-	seen := map[string]bool{}
-	for i, m := range msgs {
-		if seen[string(m)] {
-			t.Fatalf("message %d collides with an earlier one", i)
-		}
-		seen[string(m)] = true
 	}
 }
 

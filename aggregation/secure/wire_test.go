@@ -11,10 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/mhe"
-
-	"github.com/fedledger/fedledger/aggregation"
 )
 
 func sealOne(t testing.TB, s *study) ([][]byte, []*rlwe.Ciphertext) {
@@ -178,8 +177,9 @@ func TestShareGuard(t *testing.T) {
 	s := setup(t, 3, 2)
 	keys, verify := signers("a", "b", "c")
 	payloads := map[string][]byte{}
+	parent := audit.Hash{0xfe}
 	var parts [][]*rlwe.Ciphertext
-	var entries []Contribution
+	var entries []audit.Contribution
 	for _, id := range []string{"a", "b", "c"} {
 		cts, _ := Encrypt(Default, s.pk, []float64{1, 2, 3}, 5)
 		p, err := SealPayload(KindContribution, Default, "heart", 7, cts)
@@ -189,7 +189,9 @@ func TestShareGuard(t *testing.T) {
 		payloads[id] = p
 		parts = append(parts, cts)
 		h := sha256.Sum256(p)
-		entries = append(entries, Contribution{Client: id, Hash: h, Signature: ed25519.Sign(keys[id], aggregation.Contribution{Study: "heart", Round: 7, Payload: h}.Message())})
+		c := audit.Contribution{Site: id, UpdateHash: h, Samples: 5}
+		c.Signature = ed25519.Sign(keys[id], c.Message("heart", 7, parent))
+		entries = append(entries, c)
 	}
 	aggPayload := func(parts [][]*rlwe.Ciphertext) []byte {
 		sum, err := Sum(Default, parts)
@@ -203,10 +205,10 @@ func TestShareGuard(t *testing.T) {
 		return p
 	}
 	agg := aggPayload(parts)
-	manifest := Manifest{Study: "heart", Round: 7, Count: 1, Contributions: entries, AggregateHash: sha256.Sum256(agg)}
+	manifest := Manifest{Study: "heart", Round: 7, Parent: parent, Count: 1, Contributions: entries, AggregateHash: sha256.Sum256(agg)}
 	state := filepath.Join(t.TempDir(), "guard.json")
 	open := func() *ShareGuard {
-		g, err := OpenShareGuard(GuardConfig{MinContributors: 2, StateFile: state, Verify: verify, Resum: true})
+		g, err := OpenShareGuard(GuardConfig{MinContributors: 2, StateFile: state, Verify: verify})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,12 +240,18 @@ func TestShareGuard(t *testing.T) {
 	single.AggregateHash = sha256.Sum256(oneAgg)
 	refuse("one client's ciphertext under a full manifest", single, oneAgg, ErrAggregate)
 	dup := manifest
-	dup.Contributions = []Contribution{entries[0], entries[0]}
+	dup.Contributions = []audit.Contribution{entries[0], entries[0]}
 	refuse("duplicate contributor", dup, agg, ErrManifest)
 	forged := manifest
-	forged.Contributions = append([]Contribution{{Client: "a", Hash: entries[0].Hash, Signature: entries[1].Signature}}, entries[1:]...)
+	forged.Contributions = append([]audit.Contribution{{Site: "a", UpdateHash: entries[0].UpdateHash, Samples: 5, Signature: entries[1].Signature}}, entries[1:]...)
 	refuse("bad signature", forged, agg, ErrManifest)
-	refuse("wrong round", Manifest{Study: "heart", Round: 8, Count: 1, Contributions: entries, AggregateHash: manifest.AggregateHash}, agg, ErrManifest)
+	refuse("wrong round", Manifest{Study: "heart", Round: 8, Parent: parent, Count: 1, Contributions: entries, AggregateHash: manifest.AggregateHash}, agg, ErrManifest)
+	otherParent := manifest
+	otherParent.Parent = audit.Hash{0xfd}
+	refuse("signed over another parent", otherParent, agg, ErrManifest)
+	unordered := manifest
+	unordered.Contributions = []audit.Contribution{entries[1], entries[0], entries[2]}
+	refuse("contributions out of site order", unordered, agg, ErrManifest)
 	partial := aggPayload(parts[:2])
 	lying := manifest
 	lying.AggregateHash = sha256.Sum256(partial)

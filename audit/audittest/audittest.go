@@ -66,7 +66,7 @@ func (f *Fixture) Round(r uint64, parent, out audit.Hash, sites ...string) *audi
 	rec := &audit.Record{Kind: audit.KindRoundCompleted, StudyID: "heart", Round: r, ParentModel: parent, OutputModel: out,
 		TimestampUnixNs: f.T0 + int64(r)*int64(time.Second), SubmitterID: "coord"}
 	for _, s := range sites {
-		rec.Contributions = append(rec.Contributions, audit.Contribution{SiteID: s, UpdateHash: audit.Hash{byte(len(s))}})
+		rec.Contributions = append(rec.Contributions, audit.Contribution{Site: s, UpdateHash: audit.Hash{byte(len(s))}})
 	}
 	return rec
 }

@@ -19,9 +19,51 @@ import (
 	pb "github.com/fedledger/fedledger/proto"
 )
 
+// Client errors beyond the audit package's sentinels (ErrConflict,
+// ErrUnknownStudy) and ErrNoLeader.
+var (
+	// ErrRejected: the log's rules refused the record; nothing was appended.
+	ErrRejected = errors.New("audit: the log refused the record")
+	// ErrPermission: this identity may not make the call.
+	ErrPermission = errors.New("audit: permission denied")
+)
+
+// fromStatus turns a node's gRPC status into the package's errors, in one
+// place, so callers test errors.Is and never a status code. notFound is
+// what NotFound means for the call.
+func fromStatus(err error, notFound error) error {
+	if err == nil || errors.Is(err, ErrNoLeader) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	msg := st.Message()
+	switch st.Code() {
+	case codes.AlreadyExists:
+		return fmt.Errorf("%w: %s", audit.ErrConflict, msg)
+	case codes.NotFound:
+		return fmt.Errorf("%w: %s", notFound, msg)
+	case codes.InvalidArgument, codes.FailedPrecondition:
+		return fmt.Errorf("%w: %s", ErrRejected, msg)
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return fmt.Errorf("%w: %s", ErrPermission, msg)
+	case codes.Unavailable:
+		return fmt.Errorf("%w: %s", ErrNoLeader, msg)
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%w: %s", context.DeadlineExceeded, msg)
+	case codes.Canceled:
+		return fmt.Errorf("%w: %s", context.Canceled, msg)
+	}
+	return err
+}
+
 // Client talks to an audit cluster through any of its nodes, trying the
 // next one when a node is unreachable. Followers forward writes and
-// current reads to the leader, so any reachable member will do.
+// current reads to the leader, so any reachable member will do. Its
+// errors are the package's and the audit package's sentinels (see the
+// package doc), never gRPC status codes.
 type Client struct {
 	addrs []string
 	conns []*grpc.ClientConn
@@ -91,14 +133,21 @@ func (c *Client) each(ctx context.Context, call func(pb.AuditLogClient) error) e
 	}
 }
 
-// Append submits a signed record envelope; see Node.Append.
-func (c *Client) Append(ctx context.Context, env []byte) (*pb.AppendResponse, error) {
+// Append submits a signed record envelope; see Node.Append. An identical
+// record already on the log returns its index (appends are idempotent); a
+// different one for the same study, round and kind is audit.ErrConflict.
+func (c *Client) Append(ctx context.Context, env []byte) (AppendResult, error) {
 	var r *pb.AppendResponse
 	err := c.each(ctx, func(api pb.AuditLogClient) (err error) {
 		r, err = api.Append(ctx, &pb.AppendRequest{Envelope: env})
 		return err
 	})
-	return r, err
+	if err != nil {
+		return AppendResult{}, fromStatus(err, audit.ErrUnknownStudy)
+	}
+	res := AppendResult{Index: r.Index, TreeSize: r.TreeSize}
+	copy(res.LeafHash[:], r.LeafHash)
+	return res, nil
 }
 
 // LatestOutput is the study's latest committed output model and round.
@@ -109,7 +158,7 @@ func (c *Client) LatestOutput(ctx context.Context, study string) (audit.Hash, ui
 		return err
 	})
 	if err != nil {
-		return audit.Hash{}, 0, err
+		return audit.Hash{}, 0, fromStatus(err, audit.ErrUnknownStudy)
 	}
 	if len(r.ModelSha256) != len(audit.Hash{}) {
 		return audit.Hash{}, 0, fmt.Errorf("audit: model hash of %d bytes", len(r.ModelSha256))
@@ -126,7 +175,7 @@ func (c *Client) StudyRecord(ctx context.Context, study string) ([]byte, error) 
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fromStatus(err, audit.ErrUnknownStudy)
 	}
 	return r.Envelope, nil
 }
@@ -140,7 +189,7 @@ func (c *Client) ListStudies(ctx context.Context) ([]*pb.StudySummary, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fromStatus(err, ErrNotFound)
 	}
 	return r.Studies, nil
 }
@@ -153,7 +202,7 @@ func (c *Client) Get(ctx context.Context, index int64) ([]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fromStatus(err, ErrNotFound)
 	}
 	return r.Envelope, nil
 }
@@ -191,7 +240,7 @@ func (c *Client) Export(ctx context.Context, study string, limit int64) (*audit.
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fromStatus(err, audit.ErrUnknownStudy)
 	}
 	return audit.UnmarshalBundle(data)
 }

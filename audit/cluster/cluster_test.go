@@ -396,7 +396,7 @@ func TestAuditLogRefusesWrongCallers(t *testing.T) {
 			return err
 		},
 	} {
-		if err := call(); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "may not call") {
+		if err := call(); (status.Code(err) != codes.PermissionDenied && !errors.Is(err, ErrPermission)) || !strings.Contains(err.Error(), "may not call") {
 			t.Errorf("%s: %v, want PermissionDenied naming the RPC", name, err)
 		}
 	}

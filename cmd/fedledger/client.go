@@ -27,7 +27,6 @@ Example client.yaml:
   tls: {cert: cleveland.pem, key: cleveland-key.pem, ca: ca.pem}
   studies: [heart-2026]
   min_contributors: 3                   # never help decrypt a sum of fewer
-  resum: true                           # re-add the ciphertexts before sharing
   allow_plaintext: false                # refuse studies whose updates are unencrypted
   data:
     csv:

@@ -70,8 +70,7 @@ func (p *pki) records(study string, n int) ([][]byte, audit.Hash, error) {
 	for r := 1; r <= n; r++ {
 		o := audit.Hash{byte(r), byte(r >> 8), byte(r >> 16), 2}
 		rec := &audit.Record{Kind: audit.KindRoundCompleted, StudyID: study, Round: uint64(r), ParentModel: parent, OutputModel: o,
-			Contributions: []audit.Contribution{{SiteID: "a", UpdateHash: audit.Hash{3}}, {SiteID: "b", UpdateHash: audit.Hash{4}}, {SiteID: "c", UpdateHash: audit.Hash{5}}},
-			Manifests:     []audit.Manifest{{SiteID: "a", Samples: 100}, {SiteID: "b", Samples: 120}, {SiteID: "c", Samples: 80}},
+			Contributions: []audit.Contribution{{Site: "a", UpdateHash: audit.Hash{3}, Samples: 100}, {Site: "b", UpdateHash: audit.Hash{4}, Samples: 120}, {Site: "c", UpdateHash: audit.Hash{5}, Samples: 80}},
 			Metrics:       []audit.Metric{{Name: "train_loss", Value: 0.5}}, Strategy: "fedavg", HEParamsID: "ckks-n14-q120-flood30/v1",
 			TimestampUnixNs: t0 + int64(r), SubmitterID: p.coord.ID}
 		env, err := audit.Sign(p.coord, rec)

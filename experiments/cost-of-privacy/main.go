@@ -9,7 +9,7 @@
 // rewritten after every cell, so a long run that is stopped keeps what it
 // measured.
 //
-//	go run ./experiments/cost-of-privacy [-rounds 2] [-params 1000,...] [-clients 2,...] [-noresum 10000,...] [-quick] [-out DIR]
+//	go run ./experiments/cost-of-privacy [-rounds 2] [-params 1000,...] [-clients 2,...] [-quick] [-out DIR]
 package main
 
 import (
@@ -36,7 +36,6 @@ func main() {
 	rounds := flag.Int("rounds", 2, "rounds per study (the mean round time is reported)")
 	params := flag.String("params", "1000,10000,100000,1000000", "model sizes, comma-separated")
 	clients := flag.String("clients", "2,4,8,16,32", "numbers of clients, comma-separated")
-	noresum := flag.String("noresum", "10000,1000000", "model sizes also run in secure mode with re-summing off (empty: none)")
 	resume := flag.Bool("resume", false, "keep the cells already in DIR/results.csv and measure only the others")
 	quick := flag.Bool("quick", false, "a tiny grid (tests)")
 	out := flag.String("out", "experiments/cost-of-privacy", "output directory")
@@ -44,15 +43,13 @@ func main() {
 	g := grid{rounds: *rounds, resume: *resume}
 	var err error
 	if g.params, err = ints(*params); err == nil {
-		if g.clients, err = ints(*clients); err == nil {
-			g.noresum, err = ints(*noresum)
-		}
+		g.clients, err = ints(*clients)
 	}
 	if err != nil {
 		log.Fatalf("cost-of-privacy: %v", err)
 	}
 	if *quick {
-		g = grid{params: []int{1_000}, clients: []int{2}, noresum: []int{1_000}, rounds: 1, resume: *resume}
+		g = grid{params: []int{1_000}, clients: []int{2}, rounds: 1, resume: *resume}
 	}
 	if err := run(context.Background(), g, *out, os.Stderr); err != nil {
 		log.Fatal(err)
@@ -61,8 +58,8 @@ func main() {
 
 // grid is what to measure.
 type grid struct {
-	params, clients, noresum []int
-	rounds                   int
+	params, clients []int
+	rounds          int
 	// resume keeps the cells of an earlier run's results.csv (same
 	// rounds) and measures only the missing ones.
 	resume bool
@@ -85,8 +82,8 @@ func ints(list string) ([]int, error) {
 
 // cell is one (model size, clients) point of the grid.
 type cell struct {
-	params, clients   int
-	plain, sec, noSum *expkit.RunResult // noSum is nil when not measured
+	params, clients int
+	plain, sec      *expkit.RunResult
 }
 
 func (c cell) timeRatio() float64  { return c.sec.RoundSeconds / c.plain.RoundSeconds }
@@ -106,9 +103,9 @@ func run(ctx context.Context, g grid, outDir string, progress io.Writer) error {
 		}
 	}
 	total, start := len(g.params)*len(g.clients), time.Now()
-	study := func(params, clients int, mode string, noResum bool) (*expkit.RunResult, error) {
+	study := func(params, clients int, mode string) (*expkit.RunResult, error) {
 		res, err := expkit.Run(ctx, expkit.RunConfig{Clients: clients, Mode: mode, Model: expkit.MLP(params), Rounds: g.rounds,
-			LocalSteps: 10, Seed: 1, Audit: true, NoResum: noResum})
+			LocalSteps: 10, Seed: 1, Audit: true})
 		if err != nil {
 			return nil, fmt.Errorf("%s %d params %d clients: %w", mode, params, clients, err)
 		}
@@ -123,28 +120,22 @@ func run(ctx context.Context, g grid, outDir string, progress io.Writer) error {
 	for _, n := range g.params {
 		for _, k := range g.clients {
 			c := cell{params: n, clients: k}
-			if i := slices.IndexFunc(done, func(d cell) bool { return d.params == n && d.clients == k }); i >= 0 &&
-				(done[i].noSum != nil || !slices.Contains(g.noresum, n)) {
+			if i := slices.IndexFunc(done, func(d cell) bool { return d.params == n && d.clients == k }); i >= 0 {
 				cells = append(cells, done[i])
 				fmt.Fprintf(progress, "[%2d/%d] %8d params %2d clients: kept from results.csv\n", len(cells), total, n, k)
 				continue
 			}
 			var err error
-			if c.plain, err = study(n, k, coordinator.ModePlaintext, false); err != nil {
+			if c.plain, err = study(n, k, coordinator.ModePlaintext); err != nil {
 				return err
 			}
-			if c.sec, err = study(n, k, coordinator.ModeSecure, false); err != nil {
+			if c.sec, err = study(n, k, coordinator.ModeSecure); err != nil {
 				return err
-			}
-			if slices.Contains(g.noresum, n) {
-				if c.noSum, err = study(n, k, coordinator.ModeSecure, true); err != nil {
-					return err
-				}
 			}
 			cells = append(cells, c)
-			fmt.Fprintf(progress, "[%2d/%d %s] %8d params %2d clients: plaintext %.3fs %s/round, secure %.3fs %s/round (%.1fx time, %.1fx bytes)%s\n",
+			fmt.Fprintf(progress, "[%2d/%d %s] %8d params %2d clients: plaintext %.3fs %s/round, secure %.3fs %s/round (%.1fx time, %.1fx bytes)\n",
 				len(cells), total, time.Since(start).Round(time.Second), n, k, c.plain.RoundSeconds, mib(c.plain.WireBytesPerRound),
-				c.sec.RoundSeconds, mib(c.sec.WireBytesPerRound), c.timeRatio(), c.bytesRatio(), noResumNote(c))
+				c.sec.RoundSeconds, mib(c.sec.WireBytesPerRound), c.timeRatio(), c.bytesRatio())
 			if err := write(outDir, cells, g.rounds); err != nil {
 				return err
 			}
@@ -206,25 +197,9 @@ func readCells(path string) ([]cell, error) {
 				return nil, err
 			}
 		}
-		if i, ok := col["noresum_round_s"]; ok && i < len(r) && r[i] != "" {
-			c.noSum = &expkit.RunResult{}
-			if c.noSum.RoundSeconds, err = num("noresum_round_s"); err != nil {
-				return nil, err
-			}
-			if c.noSum.WireBytesPerRound, err = num("noresum_bytes_per_round"); err != nil {
-				return nil, err
-			}
-		}
 		cells = append(cells, c)
 	}
 	return cells, nil
-}
-
-func noResumNote(c cell) string {
-	if c.noSum == nil {
-		return ""
-	}
-	return fmt.Sprintf("; re-sum off %.3fs %s/round", c.noSum.RoundSeconds, mib(c.noSum.WireBytesPerRound))
 }
 
 func mib(b float64) string { return fmt.Sprintf("%.2f MiB", b/(1<<20)) }
@@ -243,7 +218,6 @@ func pow10(n int) string {
 func write(dir string, cells []cell, rounds int) error {
 	header := []string{"params", "clients", "plaintext_round_s", "secure_round_s", "time_ratio", "plaintext_bytes_per_round", "secure_bytes_per_round", "bytes_ratio", "key_setup_s"}
 	header = append(header, phases...)
-	header = append(header, "noresum_round_s", "noresum_bytes_per_round")
 	var rows [][]string
 	for _, c := range cells {
 		r := []string{strconv.Itoa(c.params), strconv.Itoa(c.clients), f(c.plain.RoundSeconds), f(c.sec.RoundSeconds),
@@ -251,30 +225,21 @@ func write(dir string, cells []cell, rounds int) error {
 		for _, ph := range phases {
 			r = append(r, f(c.sec.Phases[ph]))
 		}
-		if c.noSum != nil {
-			r = append(r, f(c.noSum.RoundSeconds), f(c.noSum.WireBytesPerRound))
-		} else {
-			r = append(r, "", "")
-		}
 		rows = append(rows, r)
 	}
 	if err := expkit.WriteCSV(filepath.Join(dir, "results.csv"), header, rows); err != nil {
 		return err
 	}
 	var md strings.Builder
-	fmt.Fprintf(&md, "Machine: %s. Command: `go run ./experiments/cost-of-privacy -rounds %d`. Each cell is the mean over %d rounds of one study; every round is committed to a one-node audit log in both modes. Secure mode: t = N/2 + 1; \"re-sum off\" is the same secure study with the decryptors' re-sum check turned off.\n\n", expkit.Machine(), rounds, rounds)
+	fmt.Fprintf(&md, "Machine: %s. Command: `go run ./experiments/cost-of-privacy -rounds %d`. Each cell is the mean over %d rounds of one study; every round is committed to a one-node audit log in both modes. Secure mode: t = N/2 + 1.\n\n", expkit.Machine(), rounds, rounds)
 	fmt.Fprintf(&md, "### Secure vs plaintext, whole rounds\n\n")
 	var t [][]string
 	for _, c := range cells {
-		off := []string{"", ""}
-		if c.noSum != nil {
-			off = []string{fmt.Sprintf("%.3f", c.noSum.RoundSeconds), mib(c.noSum.WireBytesPerRound)}
-		}
 		t = append(t, []string{pow10(c.params), strconv.Itoa(c.clients), fmt.Sprintf("%.3f", c.plain.RoundSeconds), fmt.Sprintf("%.3f", c.sec.RoundSeconds),
 			fmt.Sprintf("%.1f×", c.timeRatio()), mib(c.plain.WireBytesPerRound), mib(c.sec.WireBytesPerRound),
-			fmt.Sprintf("%.1f×", c.bytesRatio()), fmt.Sprintf("%.2f", c.sec.KeySetupSeconds), off[0], off[1]})
+			fmt.Sprintf("%.1f×", c.bytesRatio()), fmt.Sprintf("%.2f", c.sec.KeySetupSeconds)})
 	}
-	expkit.WriteTable(&md, []string{"parameters", "clients", "plaintext s/round", "secure s/round", "time ×", "plaintext bytes/round", "secure bytes/round", "bytes ×", "key setup s (once)", "re-sum off s/round", "re-sum off bytes/round"}, t)
+	expkit.WriteTable(&md, []string{"parameters", "clients", "plaintext s/round", "secure s/round", "time ×", "plaintext bytes/round", "secure bytes/round", "bytes ×", "key setup s (once)"}, t)
 	fmt.Fprintf(&md, "\n### Where a secure round's time goes (seconds; client phases are per client, in parallel)\n\n")
 	t = nil
 	for _, c := range cells {
@@ -292,8 +257,7 @@ func write(dir string, cells []cell, rounds int) error {
 }
 
 // plots draws the time and bytes ratios against model size (a line per
-// number of clients) and against clients (a line per model size, and
-// dashed for the re-sum-off runs).
+// number of clients) and against clients (a line per model size).
 func plots(dir string, cells []cell) error {
 	var params, clients []int
 	for _, c := range cells {
@@ -307,18 +271,6 @@ func plots(dir string, cells []cell) error {
 	type ratio func(c cell) (float64, bool)
 	timeR := func(c cell) (float64, bool) { return c.timeRatio(), true }
 	bytesR := func(c cell) (float64, bool) { return c.bytesRatio(), true }
-	timeOff := func(c cell) (float64, bool) {
-		if c.noSum == nil {
-			return 0, false
-		}
-		return c.noSum.RoundSeconds / c.plain.RoundSeconds, true
-	}
-	bytesOff := func(c cell) (float64, bool) {
-		if c.noSum == nil {
-			return 0, false
-		}
-		return c.noSum.WireBytesPerRound / c.plain.WireBytesPerRound, true
-	}
 	// series collects, for each fixed value, the points along the other axis.
 	series := func(byParams bool, fixed []int, r ratio, name string, dashed bool) []expkit.Series {
 		var out []expkit.Series
@@ -347,18 +299,18 @@ func plots(dir string, cells []cell) error {
 	}
 	for _, p := range []struct {
 		file, title, y string
-		on, off        ratio
+		on             ratio
 		logY           bool
 	}{
-		{"time", "Secure / plaintext round time", "time ratio", timeR, timeOff, false},
-		{"bytes", "Secure / plaintext bytes on the wire", "bytes ratio (log)", bytesR, bytesOff, true},
+		{"time", "Secure / plaintext round time", "time ratio", timeR, false},
+		{"bytes", "Secure / plaintext bytes on the wire", "bytes ratio (log)", bytesR, true},
 	} {
 		if err := expkit.Lines(filepath.Join(dir, p.file+"_vs_params.png"), p.title+", by model size", "model parameters", p.y, true, p.logY,
 			series(false, clients, p.on, "%d clients", false)...); err != nil {
 			return err
 		}
-		vsClients := append(series(true, params, p.on, "%s parameters", false), series(true, params, p.off, "%s parameters, re-sum off", true)...)
-		if err := expkit.Lines(filepath.Join(dir, p.file+"_vs_clients.png"), p.title+", by number of clients", "clients", p.y, true, p.logY, vsClients...); err != nil {
+		if err := expkit.Lines(filepath.Join(dir, p.file+"_vs_clients.png"), p.title+", by number of clients", "clients", p.y, true, p.logY,
+			series(true, params, p.on, "%s parameters", false)...); err != nil {
 			return err
 		}
 	}

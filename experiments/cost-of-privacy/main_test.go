@@ -16,7 +16,7 @@ import (
 // cannot rot.
 func TestQuickRunWritesWellFormedResults(t *testing.T) {
 	dir := t.TempDir()
-	g := grid{params: []int{1_000}, clients: []int{2}, noresum: []int{1_000}, rounds: 1}
+	g := grid{params: []int{1_000}, clients: []int{2}, rounds: 1}
 	if err := run(context.Background(), g, dir, io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -49,11 +49,6 @@ func TestQuickRunWritesWellFormedResults(t *testing.T) {
 		if v := num(name); v <= 1 {
 			t.Errorf("%s = %v: secure must cost more than plaintext", name, v)
 		}
-	}
-	// Two clients, t = 2: each decryptor re-sums by downloading the other
-	// contribution, so turning the check off must save bytes.
-	if off, on := num("noresum_bytes_per_round"), num("secure_bytes_per_round"); off <= 0 || off >= on {
-		t.Errorf("re-sum off moves %v bytes a round, re-sum on %v", off, on)
 	}
 	if v := num("client_encode"); v <= 0 {
 		t.Errorf("encrypt phase = %v", v)

@@ -236,7 +236,7 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 	cfg.Studies = f.Studies
 	cfg.AuditNodes = f.AuditNodes
 	cfg.DataDir = s.path("data_dir", f.DataDir)
-	cfg.AllowPlaintext, cfg.MinContributors, cfg.Resum = f.AllowPlaintext, f.MinContributors, f.Resum
+	cfg.AllowPlaintext, cfg.MinContributors = f.AllowPlaintext, f.MinContributors
 	p := f.Policy
 	cfg.Policy = client.Policy{Admins: p.Admins, ModelKinds: p.ModelKinds, MaxParameters: p.MaxParameters, AllowedColumns: p.AllowedColumns,
 		MinK: p.MinK, MinThreshold: p.MinThreshold, MaxRounds: p.MaxRounds}

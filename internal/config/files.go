@@ -169,11 +169,8 @@ type ClientFile struct {
 	AllowPlaintext bool `mapstructure:"allow_plaintext"`
 	// MinContributors is the site's own floor on the contributions in an
 	// aggregate it helps decrypt.
-	MinContributors int `mapstructure:"min_contributors"`
-	// Resum re-adds the listed contributions before giving a decryption
-	// share.
-	Resum  bool       `mapstructure:"resum"`
-	Policy PolicyFile `mapstructure:"policy"`
+	MinContributors int        `mapstructure:"min_contributors"`
+	Policy          PolicyFile `mapstructure:"policy"`
 }
 
 func defaultLog() LogFile { return LogFile{Format: "text", Level: "info"} }
@@ -208,7 +205,6 @@ func DefaultClientFile() ClientFile {
 		DataDir:         "fedledger-client",
 		Log:             defaultLog(),
 		MinContributors: 2,
-		Resum:           true,
 		Data:            DataFile{CSV: CSVFile{Missing: "drop", TestFraction: 0.34, Seed: 1, Standardize: true}},
 	}
 }

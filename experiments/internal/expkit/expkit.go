@@ -138,8 +138,6 @@ type RunConfig struct {
 	// Audit runs the study against a one-node audit log (Raft, bbolt with
 	// fsync, mutual TLS); its per-round append time is measured.
 	Audit bool
-	// NoResum turns the decryptors' re-sum check off (client resum: false).
-	NoResum bool
 }
 
 // RunResult is what a study measured.
@@ -321,7 +319,6 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		kc.Data.CSV = &train.CSVConfig{Path: path, LabelColumn: "y", PositiveLabels: []string{"1"}, Numeric: Features(),
 			Missing: "drop", TestFraction: 0.25, Seed: cfg.Seed, Standardize: true}
 		kc.AllowPlaintext = cfg.Mode == coordinator.ModePlaintext
-		kc.Resum = !cfg.NoResum
 		kc.MaxBackoff = time.Second
 		ctxI, cancelI := context.WithCancel(cctx)
 		defer cancelI()
