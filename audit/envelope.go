@@ -49,7 +49,6 @@ func Sign(id *tlsutil.Identity, rec *Record) (*Envelope, error) {
 	}, nil
 }
 
-
 // Marshal returns the canonical envelope encoding.
 func (e *Envelope) Marshal() []byte {
 	enc := &encoder{b: make([]byte, 0, 1+len(e.Body)+len(e.CertDER)+len(e.Signature)+12)}

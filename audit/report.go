@@ -49,7 +49,7 @@ func NewReport(l *Lineage, model Hash) *Report {
 	for _, s := range l.Steps {
 		rec := s.Record
 		rr := ReportRound{Round: rec.Round, Index: s.Index, Parent: hex.EncodeToString(rec.ParentModel[:]), Output: hex.EncodeToString(rec.OutputModel[:]),
-			Samples: map[string]uint64{},  Metrics: map[string]float64{},
+			Samples: map[string]uint64{}, Metrics: map[string]float64{},
 			CommittedAt: time.Unix(0, rec.TimestampUnixNs).UTC(), Submitter: rec.SubmitterID}
 		for _, c := range rec.Contributions {
 			rr.Sites = append(rr.Sites, c.Site)
