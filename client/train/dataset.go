@@ -15,6 +15,9 @@ type Dataset struct {
 	Features []string
 	X        [][]float64
 	Y        []float64
+	// Preprocessing records how the data was loaded (nil for a dataset
+	// built in memory); a train/test pair shares one.
+	Preprocessing *Preprocessing
 }
 
 // Len is the number of samples.
@@ -39,9 +42,14 @@ func split(name string, features []string, x [][]float64, y []float64, trainFrac
 }
 
 // standardize rescales every feature of train and test with train's mean and
-// (population) standard deviation. A constant feature is only centred.
-func standardize(train, test *Dataset) {
+// (population) standard deviation, and returns them. A constant feature is
+// only centred (its std is returned as 1). The explicit float64 conversion
+// keeps the product from being fused into an FMA on architectures that
+// have one, so the statistics, which a data manifest records, are the same
+// on every platform.
+func standardize(train, test *Dataset) (means, stds []float64) {
 	nf := len(train.Features)
+	means, stds = make([]float64, nf), make([]float64, nf)
 	for j := 0; j < nf; j++ {
 		var mean, sq float64
 		for _, row := range train.X {
@@ -49,7 +57,8 @@ func standardize(train, test *Dataset) {
 		}
 		mean /= float64(train.Len())
 		for _, row := range train.X {
-			sq += (row[j] - mean) * (row[j] - mean)
+			d := row[j] - mean
+			sq += float64(d * d)
 		}
 		std := math.Sqrt(sq / float64(train.Len()))
 		if std < 1e-12 {
@@ -60,7 +69,9 @@ func standardize(train, test *Dataset) {
 				row[j] = (row[j] - mean) / std
 			}
 		}
+		means[j], stds[j] = mean, std
 	}
+	return means, stds
 }
 
 func (d *Dataset) check(spec model.Spec) error {

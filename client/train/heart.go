@@ -62,7 +62,7 @@ func LoadHeart(hospital string, seed int64) (train, test *Dataset, err error) {
 	var xs [][]float64
 	var ys []float64
 	sc := bufio.NewScanner(bytes.NewReader(raw))
-	line := 0
+	line, rowsRead := 0, 0
 rows:
 	for sc.Scan() {
 		line++
@@ -70,6 +70,7 @@ rows:
 		if text == "" {
 			continue
 		}
+		rowsRead++
 		f := strings.Split(text, ",")
 		if len(f) != 14 {
 			return nil, nil, fmt.Errorf("train: %s:%d: %d columns, want 14", file, line, len(f))
@@ -96,8 +97,25 @@ rows:
 		return nil, nil, fmt.Errorf("train: %s: %w", file, err)
 	}
 	train, test = split(hospital, HeartFeatures, xs, ys, 0.66, seed)
-	standardize(train, test)
+	prep := heartPreprocessing(seed)
+	prep.Rows = RowCounts{Read: rowsRead, Dropped: rowsRead - len(ys), Train: train.Len(), Test: test.Len(),
+		TrainPositive: positives(train), TestPositive: positives(test)}
+	prep.Mean, prep.Std = standardize(train, test)
+	train.Preprocessing, test.Preprocessing = prep, prep
 	return train, test, nil
+}
+
+// heartPreprocessing describes LoadHeart's fixed preprocessing; its
+// features are HeartFeatures.
+func heartPreprocessing(seed int64) *Preprocessing {
+	p := &Preprocessing{LabelColumn: "num", PositiveLabels: []string{"1", "2", "3", "4"}, Missing: "drop",
+		MissingTokens: []string{"?"}, TestFraction: 0.34, SplitSeed: seed, Standardize: true}
+	for _, n := range []string{"age", "sex", "trestbps", "chol", "fbs", "thalach", "exang", "oldpeak"} {
+		p.Columns = append(p.Columns, Column{Name: n, Kind: KindNumeric})
+	}
+	p.Columns = append(p.Columns, Column{Name: "cp", Kind: KindCategorical, Categories: []string{"1", "2", "3", "4"}},
+		Column{Name: "restecg", Kind: KindCategorical, Categories: []string{"0", "1", "2"}})
+	return p
 }
 
 func b2f(b bool) float64 {
