@@ -215,8 +215,8 @@ func parseCSV(cfg CSVConfig, r io.Reader) (train, test *Dataset, err error) {
 	}
 
 	prep := &Preprocessing{
-		LabelColumn: cfg.LabelColumn, PositiveLabels: slices.Clone(positive), Missing: cfg.missingPolicy(),
-		MissingTokens: slices.Clone(missing), TestFraction: cfg.TestFraction, SplitSeed: cfg.Seed, Standardize: cfg.Standardize,
+		LabelColumn: cfg.LabelColumn, PositiveLabels: sortedSet(positive), Missing: cfg.missingPolicy(),
+		MissingTokens: sortedSet(missing), TestFraction: cfg.TestFraction, SplitSeed: cfg.Seed, Standardize: cfg.Standardize,
 	}
 	type row struct {
 		num  []float64
@@ -385,4 +385,12 @@ func positives(d *Dataset) int {
 		n += int(y)
 	}
 	return n
+}
+
+// sortedSet is ss sorted without duplicates: positive labels and missing
+// tokens are sets, so their order in a configuration changes nothing.
+func sortedSet(ss []string) []string {
+	out := slices.Clone(ss)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
