@@ -249,7 +249,7 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 		c := f.Data.CSV
 		cfg.Data.CSV = &train.CSVConfig{
 			Path: s.path("data.csv.path", c.Path), LabelColumn: c.LabelColumn, PositiveLabels: c.PositiveLabels,
-			Numeric: c.Numeric, Categorical: c.Categorical, Missing: c.Missing, MissingTokens: c.MissingTokens,
+			Numeric: c.Numeric, Categorical: c.Categorical, Exclude: c.Exclude, Missing: c.Missing, MissingTokens: c.MissingTokens,
 			TestFraction: c.TestFraction, Seed: c.Seed, Standardize: c.Standardize,
 		}
 	default:

@@ -14,11 +14,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fedledger/fedledger/client"
+	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
 // kit builds a directory like a provisioning kit: certificates, the test CSV
-// export, and a copy of the given config file, and returns the file's path.
+// exports, and a copy of the given config file, and returns the file's path.
 func kit(t *testing.T, cfgFile string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -43,7 +44,10 @@ func kit(t *testing.T, cfgFile string) string {
 		}
 	}
 	os.WriteFile(filepath.Join(certs, "garbage.pem"), []byte("-----BEGIN NONSENSE-----\n"), 0o644)
-	copyFile(t, filepath.Join("testdata", "export.csv"), filepath.Join(dir, "export.csv"))
+	csvs, _ := filepath.Glob(filepath.Join("testdata", "*.csv"))
+	for _, f := range csvs {
+		copyFile(t, f, filepath.Join(dir, filepath.Base(f)))
+	}
 	dst := filepath.Join(dir, filepath.Base(cfgFile))
 	copyFile(t, cfgFile, dst)
 	return dst
@@ -210,6 +214,32 @@ func TestGoodClientConfigLoadsCSV(t *testing.T) {
 	}
 	if _, err := client.New(c.Config, discard()); err != nil {
 		t.Fatalf("client.New on a good CSV config: %v", err)
+	}
+}
+
+// TestGoodClientConfigNumericAll: numeric: all with exclude, and every
+// other data key, reach the loader.
+func TestGoodClientConfigNumericAll(t *testing.T) {
+	c, err := LoadClient(kit(t, "testdata/good/client-numeric-all.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.Config.Data.CSV
+	if d.Missing != "impute" || d.TestFraction != 0.25 || d.Seed != 7 || d.Standardize || len(d.MissingTokens) != 4 || len(d.Exclude) != 1 {
+		t.Fatalf("csv config %+v", d)
+	}
+	tr, te, err := train.LoadCSV(*d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// age and chol numeric (smoker excluded), sex 2 levels, cp 4 levels; the
+	// missing chol is imputed, so every row is kept.
+	want := []string{"age", "chol", "sex=M", "cp=atypical", "cp=none", "cp=typical"}
+	if strings.Join(tr.Features, ",") != strings.Join(want, ",") || tr.Len()+te.Len() != 60 {
+		t.Fatalf("features %v, %d rows", tr.Features, tr.Len()+te.Len())
+	}
+	if chol := tr.Preprocessing.Columns[1]; chol.Name != "chol" || chol.Imputed != 1 || tr.Preprocessing.Mean != nil {
+		t.Fatalf("chol %+v, means %v (standardize is off)", chol, tr.Preprocessing.Mean)
 	}
 }
 

@@ -119,18 +119,23 @@ type AuditNodeFile struct {
 	Log    LogFile `mapstructure:"log"`
 }
 
-// CSVFile points a client at a hospital's own CSV export.
+// CSVFile points a client at a hospital's own CSV export (see
+// train.CSVConfig for the meaning of each key; `fedledger client --help`
+// and docs/DEPLOYMENT.md describe them for operators).
 type CSVFile struct {
 	Path           string   `mapstructure:"path"`
 	LabelColumn    string   `mapstructure:"label_column"`
 	PositiveLabels []string `mapstructure:"positive_labels"`
-	Numeric        []string `mapstructure:"numeric"`
-	Categorical    []string `mapstructure:"categorical"`
-	Missing        string   `mapstructure:"missing"`
-	MissingTokens  []string `mapstructure:"missing_tokens"`
-	TestFraction   float64  `mapstructure:"test_fraction"`
-	Seed           int64    `mapstructure:"seed"`
-	Standardize    bool     `mapstructure:"standardize"`
+	// Numeric lists numeric columns, or is "all": every column that is not
+	// the label, categorical or in Exclude.
+	Numeric       []string `mapstructure:"numeric"`
+	Categorical   []string `mapstructure:"categorical"`
+	Exclude       []string `mapstructure:"exclude"`
+	Missing       string   `mapstructure:"missing"`
+	MissingTokens []string `mapstructure:"missing_tokens"`
+	TestFraction  float64  `mapstructure:"test_fraction"`
+	Seed          int64    `mapstructure:"seed"`
+	Standardize   bool     `mapstructure:"standardize"`
 }
 
 // DataFile selects the client's local data: one of the shipped heart-disease
