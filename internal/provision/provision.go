@@ -103,6 +103,14 @@ func (c *Consortium) Validate() error {
 	}
 	id("coordinator", c.Coordinator.ID)
 	addr("coordinator", c.Coordinator.Address)
+	// Two servers at one address could not both listen.
+	at := map[string]string{c.Coordinator.Address: c.Coordinator.ID}
+	for _, n := range c.AuditNodes {
+		if other, dup := at[n.Address]; dup {
+			errs = append(errs, fmt.Errorf("audit node %s: address %s is also %s's", n.ID, n.Address, other))
+		}
+		at[n.Address] = n.ID
+	}
 	if len(c.AuditNodes) == 0 {
 		errs = append(errs, errors.New("audit_nodes: at least one (three at three members tolerate one loss)"))
 	}
@@ -250,7 +258,8 @@ func Run(c *Consortium, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i, p := range c.participants() {
+	metrics := c.metricsAddrs()
+	for _, p := range c.participants() {
 		dir := filepath.Join(kits, p.id)
 		if err := os.WriteFile(filepath.Join(dir, "ca.pem"), ca.CertPEM, 0o644); err != nil {
 			return nil, err
@@ -258,7 +267,7 @@ func Run(c *Consortium, opts Options) (*Result, error) {
 		if err := trust.Write(filepath.Join(dir, "trust.json")); err != nil {
 			return nil, err
 		}
-		name, text := c.configFor(p, i)
+		name, text := c.configFor(p, metrics[p.id])
 		if name == "" {
 			continue
 		}

@@ -3,8 +3,10 @@ package provision
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -167,15 +169,76 @@ func TestSignRequest(t *testing.T) {
 	}
 }
 
+// TestKitsOnOneHostDoNotCollide: a consortium whose servers all live on
+// 127.0.0.1 (a trial, or members sharing a machine) gets kits whose listen
+// and metrics ports are all distinct, as loaded by the real loaders; a
+// metrics port never takes a port a server listens on.
+func TestKitsOnOneHostDoNotCollide(t *testing.T) {
+	dir := t.TempDir()
+	// audit-2 listens on 9466, where metrics ports are handed out.
+	c := writeConsortium(t, dir, strings.Replace(consortiumYAML, "127.0.0.1:17602", "127.0.0.1:9466", 1))
+	out := filepath.Join(dir, "out")
+	if _, err := Run(c, Options{Out: out}); err != nil {
+		t.Fatal(err)
+	}
+	kit := func(id, f string) string { return filepath.Join(out, "kits", id, f) }
+	owner := map[string]string{} // port -> what listens there
+	claim := func(what, addr string) {
+		t.Helper()
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if prev, dup := owner[p]; dup {
+			t.Errorf("port %s: %s and %s", p, prev, what)
+		}
+		owner[p] = what
+	}
+	co, err := config.LoadCoordinator(kit("coordinator", "coordinator.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim("coordinator", co.File.Listen)
+	claim("coordinator metrics", co.File.MetricsListen)
+	for _, id := range []string{"audit-1", "audit-2", "audit-3"} {
+		an, err := config.LoadAuditNode(kit(id, "audit.yaml"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim(id, an.File.Listen)
+		claim(id+" metrics", an.File.MetricsListen)
+	}
+	commented := regexp.MustCompile(`(?m)^# metrics_listen: (\S+)`)
+	for _, h := range []string{"cleveland", "hungary"} {
+		b, err := os.ReadFile(kit(h, "client.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := commented.FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("%s: no metrics_listen line", h)
+		}
+		claim(h+" metrics", string(m[1]))
+	}
+	if len(owner) != 1+1+3+3+2 {
+		t.Fatalf("ports %v", owner)
+	}
+	if owner["9466"] != "audit-2" || owner["9464"] != "coordinator metrics" {
+		t.Fatalf("ports %v: audit-2 keeps 9466, the coordinator's metrics keep the default 9464", owner)
+	}
+}
+
 func TestBadConsortiumFiles(t *testing.T) {
 	for name, tc := range map[string]struct{ text, want string }{
-		"unknown key":      {consortiumYAML + "colour: blue\n", "colour"},
-		"duplicate id":     {strings.Replace(consortiumYAML, "{id: hungary, heart: hungary}", "{id: cleveland}", 1), "already"},
-		"bad address":      {strings.Replace(consortiumYAML, "127.0.0.1:17443", "nowhere", 1), "address"},
-		"no admins":        {strings.Replace(consortiumYAML, "admins: [consortium-admin]", "admins: []", 1), "admins"},
-		"unknown heart":    {strings.Replace(consortiumYAML, "heart: hungary", "heart: mayo", 1), "mayo"},
-		"no audit nodes":   {strings.SplitN(consortiumYAML, "audit_nodes:", 2)[0] + "hospitals: [{id: x}]\nadmins: [a]\n", "audit_nodes"},
-		"validity over CA": {consortiumYAML + "validity: 100000h\nca_validity: 1000h\n", "ca_validity"},
+		"unknown key":             {consortiumYAML + "colour: blue\n", "colour"},
+		"duplicate id":            {strings.Replace(consortiumYAML, "{id: hungary, heart: hungary}", "{id: cleveland}", 1), "already"},
+		"bad address":             {strings.Replace(consortiumYAML, "127.0.0.1:17443", "nowhere", 1), "address"},
+		"no admins":               {strings.Replace(consortiumYAML, "admins: [consortium-admin]", "admins: []", 1), "admins"},
+		"unknown heart":           {strings.Replace(consortiumYAML, "heart: hungary", "heart: mayo", 1), "mayo"},
+		"no audit nodes":          {strings.SplitN(consortiumYAML, "audit_nodes:", 2)[0] + "hospitals: [{id: x}]\nadmins: [a]\n", "audit_nodes"},
+		"validity over CA":        {consortiumYAML + "validity: 100000h\nca_validity: 1000h\n", "ca_validity"},
+		"shared address":          {strings.Replace(consortiumYAML, "127.0.0.1:17603", "127.0.0.1:17601", 1), "audit node audit-3: address 127.0.0.1:17601 is also audit-1's"},
+		"node at the coordinator": {strings.Replace(consortiumYAML, "127.0.0.1:17601", "127.0.0.1:17443", 1), "address 127.0.0.1:17443 is also coordinator's"},
 	} {
 		dir := t.TempDir()
 		p := filepath.Join(dir, "c.yaml")
