@@ -251,7 +251,7 @@ func (p *Profile) Guess(label string, positive []string, missing string) (*Guess
 		case c.Present == 0:
 			g.Excluded = append(g.Excluded, Excluded{c.Name, "no values"})
 		case isIdentifier(c):
-			g.Excluded = append(g.Excluded, Excluded{c.Name, "an identifier: every value distinct"})
+			g.Excluded = append(g.Excluded, Excluded{c.Name, "an identifier (every value distinct)"})
 		case c.Numeric():
 			g.Config.Numeric = append(g.Config.Numeric, c.Name)
 		case onlyMissingLike(c):
@@ -262,9 +262,9 @@ func (p *Profile) Guess(label string, positive []string, missing string) (*Guess
 				}
 			}
 		case c.ManyValues || len(c.Values) > maxLevels:
-			g.Excluded = append(g.Excluded, Excluded{c.Name, fmt.Sprintf("text with more than %d distinct values (free text or an identifier?)", maxLevels)})
+			g.Excluded = append(g.Excluded, Excluded{c.Name, fmt.Sprintf("text with more than %d distinct values, so free text or an identifier", maxLevels)})
 		case c.AllDistinct() && c.Present > 2:
-			g.Excluded = append(g.Excluded, Excluded{c.Name, "text with every value distinct (free text, a date or an identifier?)"})
+			g.Excluded = append(g.Excluded, Excluded{c.Name, "text with every value distinct, so free text, a date or an identifier"})
 		default:
 			g.Config.Categorical = append(g.Config.Categorical, c.Name)
 		}

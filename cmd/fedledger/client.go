@@ -12,8 +12,9 @@ import (
 
 func newClientCmd() *cobra.Command {
 	var cfgFile string
+	var check bool
 	cmd := &cobra.Command{
-		Use:   "client --config client.yaml",
+		Use:   "client --config client.yaml [--check]",
 		Short: "Run a hospital client: train on local data and send model updates",
 		Long: `Run a hospital's participant. It only dials out (the hospital accepts no
 inbound connection), authenticates with its certificate, and for each round
@@ -32,12 +33,20 @@ Example client.yaml:
     csv:
       path: /data/export.csv
       label_column: diagnosis
-      positive_labels: ["1"]
-      numeric: [age, trestbps, chol, thalach, oldpeak]
+      positive_labels: ["malignant"]
+      numeric: all                      # every column not listed below
       categorical: [sex, cp, restecg, exang]
+      exclude: [patient_id, admitted]
       missing: drop                     # or impute (column mean)
 
   (or, for the shipped heart-disease data: data: {heart: cleveland})
+
+Write the data section from the export itself with
+'fedledger client init --csv FILE --out client.yaml', and check a
+configuration and its data without connecting to anything with
+'fedledger client --config client.yaml --check'.
+
+` + dataOptionsHelp + `
 
 ` + precedence,
 		Args: cobra.NoArgs,
@@ -49,6 +58,9 @@ Example client.yaml:
 			logger, err := config.NewLogger(cmd.ErrOrStderr(), c.File.Log)
 			if err != nil {
 				return err
+			}
+			if check {
+				return runClientCheck(cmd, c, logger.With(slog.String("site", c.Identity.ID)))
 			}
 			cl, err := client.New(c.Config, logger.With(slog.String("site", c.Identity.ID)))
 			if err != nil {
@@ -70,5 +82,7 @@ Example client.yaml:
 	f.String("data-dir", "", "directory for local state")
 	f.String("heart", "", "use the shipped UCI heart-disease data of one hospital: cleveland, hungary, switzerland or va")
 	f.String("csv", "", "local CSV export to train on (see data.csv in the config)")
+	f.BoolVar(&check, "check", false, "load the configuration and the data, print what was loaded and the data manifest hash, and exit")
+	cmd.AddCommand(newClientInitCmd())
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -45,6 +46,35 @@ func TestHelpIsUsefulToANewcomer(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestClientHelpDescribesEveryDataOption: every data.csv key of the file
+// schema is explained in `fedledger client --help`.
+func TestClientHelpDescribesEveryDataOption(t *testing.T) {
+	out, err := run(t, "client", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range csvKeys() {
+		if !strings.Contains(out, "\n  "+key+" ") {
+			t.Errorf("client --help does not describe data.csv.%s", key)
+		}
+	}
+	for _, w := range []string{"client init", "--check", "model.inputs", "numeric: all"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("client --help does not mention %q", w)
+		}
+	}
+}
+
+// csvKeys are the keys of the data.csv section, from the file schema.
+func csvKeys() []string {
+	var keys []string
+	t := reflect.TypeOf(config.CSVFile{})
+	for i := range t.NumField() {
+		keys = append(keys, t.Field(i).Tag.Get("mapstructure"))
+	}
+	return keys
 }
 
 func TestBadConfigIsAConfigError(t *testing.T) {
