@@ -120,6 +120,26 @@ func LoadCoordinator(path string, flags *pflag.FlagSet) (*Coordinator, error) {
 	return out, nil
 }
 
+// LoadStudy reads only the study section of a coordinator configuration:
+// what an admin signs (fedledger study sign). It loads and checks the
+// study exactly as LoadCoordinator does, but reads no certificate or key,
+// so the admin needs the file and not the coordinator's identity.
+func LoadStudy(path string) (coordinator.StudyConfig, error) {
+	var f CoordinatorFile
+	s, err := load(path, nil, nil, DefaultCoordinatorFile(), &f)
+	if err != nil {
+		return coordinator.StudyConfig{}, err
+	}
+	study, err := s.study(f.Study)
+	if err != nil {
+		return coordinator.StudyConfig{}, err
+	}
+	if err := study.Validate(); err != nil {
+		return coordinator.StudyConfig{}, fmt.Errorf("%w: %s: study: %v", ErrConfig, s.where(), err)
+	}
+	return study, nil
+}
+
 // AuditNode is a loaded audit-node configuration.
 type AuditNode struct {
 	File   AuditNodeFile

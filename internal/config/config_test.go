@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -159,6 +160,32 @@ func TestGoodCoordinatorConfig(t *testing.T) {
 	}
 	if c.File.Log.Format != "json" || c.File.Log.Level != "debug" {
 		t.Fatalf("log = %+v", c.File.Log)
+	}
+}
+
+// TestLoadStudyNeedsNoIdentity: the study section loads as the
+// coordinator's does, from the file alone (an admin has no coordinator
+// key), and a bad study is still a configuration error.
+func TestLoadStudyNeedsNoIdentity(t *testing.T) {
+	path := kit(t, "testdata/good/coordinator.yaml")
+	full, err := LoadCoordinator(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(filepath.Dir(path), "certs"))
+	if _, err := LoadCoordinator(path, nil); err == nil {
+		t.Fatal("the coordinator loaded without its certificate")
+	}
+	study, err := LoadStudy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("%+v", study) != fmt.Sprintf("%+v", full.Config.Study) {
+		t.Fatalf("study %+v\nwant  %+v", study, full.Config.Study)
+	}
+	_, err = LoadStudy(kit(t, "testdata/bad/coordinator/k-exceeds-clients.yaml"))
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("bad study: %v", err)
 	}
 }
 
