@@ -94,19 +94,24 @@ var topLevelKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*\s*:`)
 
 // ReplaceDataSection returns text, a client file, with its top-level data
 // section replaced by section (which starts with "data:"); every other
-// line is kept as it was. The section runs from the "data:" line to the
-// next top-level key, less the blank and comment lines just before that
-// key (they belong to it). Without a data section, section is appended.
-func ReplaceDataSection(text, section string) string {
+// line is kept as it was. Without a data section, section is appended.
+func ReplaceDataSection(text, section string) string { return ReplaceSection(text, "data", section) }
+
+// ReplaceSection returns text, a YAML file, with its top-level key's
+// section replaced by section (empty: removed); every other line is kept
+// as it was. The section runs from the "key:" line to the next top-level
+// key, less the blank and comment lines just before that key (they belong
+// to it). Without such a section, section is appended.
+func ReplaceSection(text, key, section string) string {
 	lines := strings.SplitAfter(text, "\n")
 	start := -1
 	for i, l := range lines {
-		if strings.HasPrefix(l, "data:") {
+		if strings.HasPrefix(l, key+":") {
 			start = i
 			break
 		}
 	}
-	if !strings.HasSuffix(section, "\n") {
+	if section != "" && !strings.HasSuffix(section, "\n") {
 		section += "\n"
 	}
 	if start < 0 {
