@@ -76,7 +76,7 @@ data_dir: coordinator-data
 %s
 study:
   id: first-study                       # EDIT: one id per study
-  model: {kind: logreg, inputs: 13}
+  model: {kind: logreg, inputs: 13}     # EDIT inputs: what client --check prints at every hospital (13: heart data)
   rounds: 20
   min_clients: %d                        # K: fewer updates fail the round
   clients: %s
@@ -160,9 +160,17 @@ Verify a model against the live log (saving the bundle for offline use):
 or offline: fedledger verify MODEL_FILE --trust trust.json --bundle bundle.bin`, nodes, p.id, p.id)
 	if p.role == tlsutil.RoleAdmin {
 		return `
-Sign a study before the coordinator runs it (with the coordinator's config):
+Put a study on the audit log before the coordinator runs it. Offline, in the
+coordinator's kit directory (study sign loads coordinator.yaml and the
+certificate files it names), writing the record the coordinator appends:
 
-  fedledger study sign --config coordinator.yaml --cert ` + p.id + `.pem --key ` + p.id + `-key.pem --out study.rec
+  fedledger study sign --config coordinator.yaml --cert ../` + p.id + `/` + p.id + `.pem --key ../` + p.id + `/` + p.id + `-key.pem --out study.rec
+
+or online, appending it yourself (then remove audit.study_record from
+coordinator.yaml):
+
+  fedledger study create --config coordinator.yaml --audit ` + nodes + ` \
+    --cert ` + p.id + `.pem --key ` + p.id + `-key.pem --ca ca.pem
 ` + verify
 	}
 	return verify
