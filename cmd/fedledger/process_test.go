@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -197,7 +198,8 @@ observers: [regulator]
 		kit := filepath.Join(tc.kits, fmt.Sprintf("audit-%d", i))
 		ay := filepath.Join(kit, "audit.yaml")
 		b, _ := os.ReadFile(ay)
-		write(t, ay, strings.Replace(string(b), "metrics_listen: 127.0.0.1:9465", `metrics_listen: ""`, 1))
+		// Each kit has its own metrics port (9465, 9466, ...): turn it off.
+		write(t, ay, regexp.MustCompile(`(?m)^metrics_listen: .*$`).ReplaceAllString(string(b), `metrics_listen: ""`))
 		tc.nodes = append(tc.nodes, startProcess(t, fmt.Sprintf("audit-%d", i), kit, "audit-node", "--config", "audit.yaml"))
 	}
 	for i, n := range tc.nodes {
