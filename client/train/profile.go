@@ -247,14 +247,17 @@ func (p *Profile) Guess(label string, positive []string, missing string) (*Guess
 		if c.Name == label {
 			continue
 		}
+		markers, onlyMarkers := onlyMissingLike(c)
 		switch {
 		case c.Present == 0:
 			g.Excluded = append(g.Excluded, Excluded{c.Name, "no values"})
+		case onlyMarkers:
+			g.Excluded = append(g.Excluded, Excluded{c.Name, "no values, only missing markers such as " + fmt.Sprintf("%q", c.NonNumeric[0].Value)})
 		case isIdentifier(c):
 			g.Excluded = append(g.Excluded, Excluded{c.Name, "an identifier (every value distinct)"})
 		case c.Numeric():
 			g.Config.Numeric = append(g.Config.Numeric, c.Name)
-		case onlyMissingLike(c):
+		case markers:
 			g.Config.Numeric = append(g.Config.Numeric, c.Name)
 			for _, v := range c.NonNumeric {
 				if !slices.Contains(tokens, v.Value) {
@@ -317,16 +320,20 @@ func isIdentifier(c *ColumnProfile) bool {
 	return named && c.Present > 1 && (c.AllDistinct() || c.ManyValues)
 }
 
-func onlyMissingLike(c *ColumnProfile) bool {
-	if c.ManyNonNumeric || len(c.NonNumeric) == 0 || len(c.NonNumeric) == c.Present {
-		return false // no number at all: not a numeric column
+// onlyMissingLike reports whether a column's non-numbers are all missing
+// spellings (missingLike); all tells whether there are no numbers at all.
+func onlyMissingLike(c *ColumnProfile) (only, all bool) {
+	if c.ManyNonNumeric || len(c.NonNumeric) == 0 {
+		return false, false
 	}
+	n := 0
 	for _, v := range c.NonNumeric {
 		if !slices.Contains(missingLike, v.Value) {
-			return false
+			return false, false
 		}
+		n += v.Count
 	}
-	return true
+	return true, n == c.Present
 }
 
 // fewValued lists the columns with 2 to 10 distinct values, label

@@ -9,17 +9,17 @@ import (
 )
 
 // clinic is an export with an identifier, a numeric column that spells
-// missing "NULL", a categorical column, free text, an empty column and a
-// text label.
+// missing "NULL", a categorical column, free text, an empty column, a
+// column of nothing but NULL and a text label.
 func clinic() string {
 	var b strings.Builder
-	b.WriteString("patient_id,age,bmi,sex,notes,empty,diagnosis\n")
+	b.WriteString("patient_id,age,bmi,sex,notes,empty,unrecorded,diagnosis\n")
 	for i := range 30 {
 		bmi := fmt.Sprintf("%.1f", 20+float64(i%9))
 		if i%10 == 4 {
 			bmi = "NULL"
 		}
-		fmt.Fprintf(&b, "%d,%d,%s,%s,seen on day %d,,%s\n", 5000+i, 30+i, bmi, []string{"F", "M"}[i%2], i, []string{"benign", "benign", "malignant"}[i%3])
+		fmt.Fprintf(&b, "%d,%d,%s,%s,seen on day %d,,NULL,%s\n", 5000+i, 30+i, bmi, []string{"F", "M"}[i%2], i, []string{"benign", "benign", "malignant"}[i%3])
 	}
 	return b.String()
 }
@@ -30,7 +30,7 @@ func TestGuess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Rows != 30 || len(p.Columns) != 7 || p.Column("empty").Missing != 30 {
+	if p.Rows != 30 || len(p.Columns) != 8 || p.Column("empty").Missing != 30 {
 		t.Fatalf("profile: %d rows, %d columns", p.Rows, len(p.Columns))
 	}
 
@@ -60,7 +60,7 @@ func TestGuess(t *testing.T) {
 	for _, e := range g.Excluded {
 		excluded = append(excluded, e.Column)
 	}
-	if !slices.Equal(excluded, []string{"patient_id", "notes", "empty"}) {
+	if !slices.Equal(excluded, []string{"patient_id", "notes", "empty", "unrecorded"}) {
 		t.Fatalf("excluded %+v", g.Excluded)
 	}
 	if !slices.Equal(g.AddedTokens, []string{"NULL"}) || !slices.Equal(c.MissingTokens, []string{"", "?", "NA", "NULL"}) {
