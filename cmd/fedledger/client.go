@@ -60,7 +60,7 @@ configuration and its data without connecting to anything with
 				return err
 			}
 			if check {
-				return runClientCheck(cmd, c, logger.With(slog.String("site", c.Identity.ID)))
+				return runClientCheck(cmd, cfgFile, c, logger.With(slog.String("site", c.Identity.ID)))
 			}
 			cl, err := client.New(c.Config, logger.With(slog.String("site", c.Identity.ID)))
 			if err != nil {

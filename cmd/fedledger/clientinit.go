@@ -226,11 +226,12 @@ func quoteAll(ss []string) string {
 
 // runClientCheck is `fedledger client --check`: load the configuration and
 // the data as the client would at start, print what it loaded and the data
-// manifest hash, and connect to nothing.
-func runClientCheck(cmd *cobra.Command, c *config.Client, logger *slog.Logger) error {
+// manifest hash, and connect to nothing. A data error names the
+// configuration file as well as the data file.
+func runClientCheck(cmd *cobra.Command, cfgFile string, c *config.Client, logger *slog.Logger) error {
 	cl, err := client.New(c.Config, logger)
 	if err != nil {
-		return fmt.Errorf("%w: %v", config.ErrConfig, err)
+		return fmt.Errorf("%w: %s: data: %v", config.ErrConfig, cfgFile, err)
 	}
 	s, err := cl.DataSummary()
 	if err != nil {
