@@ -121,6 +121,14 @@ func FuzzUnmarshalEnvelope(f *testing.F) {
 	p := audittest.NewPKI(f)
 	f.Add(audittest.Must(audit.Sign(p.Coord, nowRecord())).Marshal())
 	f.Add((&audit.Envelope{Body: sampleRecord().Marshal(), Signature: make([]byte, 64)}).Marshal())
+	for _, r := range validRecords(f) {
+		id := p.Coord
+		if r.Kind == audit.KindStudyCreated {
+			id = p.Admin
+		}
+		r.SubmitterID = id.ID
+		f.Add(audittest.Leaf(id, r))
+	}
 	f.Add([]byte{1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {

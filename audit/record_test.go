@@ -6,8 +6,10 @@ import (
 	"math"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/audittest"
 )
 
 func sampleRecord() *audit.Record {
@@ -96,8 +98,24 @@ func TestUnmarshalRecordRejects(t *testing.T) {
 	}
 }
 
+// validRecords are real records of every kind, hospital-signed, for seed
+// corpora: a study, a key setup (key holders, certificates), a secure
+// round (decryption shares, countersignatures), a plaintext round
+// (certificates) and a failed round.
+func validRecords(t testing.TB) []*audit.Record {
+	p := audittest.NewPKI(t)
+	now := time.Now().UnixNano()
+	secure := p.NewBuilder(audittest.Options{Threshold: 2}, now)
+	plain := p.NewBuilder(audittest.Options{ID: "plain"}, now)
+	return []*audit.Record{secure.Study, secure.KeySetup, secure.Round(1, audittest.Model(0), audittest.Model(1), audittest.Sites...),
+		plain.Round(2, audittest.Model(1), audittest.Model(2), "site-a", "site-b"), plain.Failed(3, audittest.Model(2))}
+}
+
 func FuzzUnmarshalRecord(f *testing.F) {
 	f.Add(sampleRecord().Marshal())
+	for _, r := range validRecords(f) {
+		f.Add(r.Marshal())
+	}
 	f.Add((&audit.Record{Kind: audit.KindStudyCreated}).Marshal())
 	f.Add([]byte{})
 	f.Add([]byte{1, 3, 0x80, 0x00})
