@@ -152,7 +152,9 @@ type keySetup struct {
 // and the earliest NotAfter along it): signatures do not change with time,
 // so the chain verifies at any time in the window and at none outside it,
 // and a bound certificate is re-checked at each record's time without
-// redoing the chain.
+// redoing the chain. (With several roots another chain might be valid
+// outside the window; keeping the one found at key setup errs on the side
+// of refusing.)
 type hospitalCert struct {
 	cert      *x509.Certificate
 	notBefore time.Time
@@ -273,7 +275,8 @@ func (l *Ledger) check(rec *Record, signer tlsutil.Peer) (*studyState, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownStudy, rec.StudyID)
 	}
 	if exp := st.rules.ExpiresAtUnixNs; exp != 0 && rec.TimestampUnixNs >= exp {
-		return nil, ErrStudyExpired
+		return nil, fmt.Errorf("%w: record at %s, study expired at %s", ErrStudyExpired,
+			time.Unix(0, rec.TimestampUnixNs).UTC().Format(time.RFC3339), time.Unix(0, exp).UTC().Format(time.RFC3339))
 	}
 	switch rec.Kind {
 	case KindKeySetupDone:
