@@ -80,7 +80,8 @@ type Trust struct {
 	Origin string
 }
 
-// LineageStep is one completed round on the path to the verified model.
+// LineageStep is one record on the path to the verified model, with its
+// log index.
 type LineageStep struct {
 	Index  int64
 	Record *Record
@@ -91,13 +92,20 @@ type Lineage struct {
 	Checkpoint Checkpoint
 	Signers    []string
 	Study      string
-	Initial    Hash
-	Steps      []LineageStep // round order, initial model first to last
+	// StudyRecord is the study-created record: the rules every step was
+	// held to (mode, K, t, rounds allowed, approved sites).
+	StudyRecord LineageStep
+	// KeySetup is the study's key-setup record (nil for a plaintext
+	// study): the HE parameters, the collective key and its holders.
+	KeySetup *LineageStep
+	Initial  Hash
+	Steps    []LineageStep // completed rounds in round order, initial model first to last
 }
 
 // VerifyBundle checks the checkpoint against trust (k-of-n), replays every
-// leaf through a fresh Ledger (signatures, signer roles and all study
-// rules), requires the recomputed root to equal the checkpoint's, and walks
+// leaf of every study through a fresh Ledger (the same rules the audit
+// nodes apply: submitter signatures and roles, study rules, key setup,
+// and the hospitals' signatures on every round), requires the recomputed root to equal the checkpoint's, and walks
 // model back through the study's completed rounds to its initial model.
 func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, error) {
 	cp, signers, err := OpenCheckpoint(b.Checkpoint, trust.Keys, trust.Quorum)
@@ -112,7 +120,7 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 	}
 	l := NewLedger(trust.Roots)
 	byOutput := map[Hash]LineageStep{}
-	var initial *Hash
+	var created, keys *LineageStep
 	for i, leaf := range b.Leaves {
 		idx, err := l.Apply(leaf)
 		if err != nil {
@@ -126,12 +134,13 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 		if rec.StudyID != study {
 			continue
 		}
-		switch rec.Kind {
+		switch step := (LineageStep{Index: idx, Record: rec}); rec.Kind {
 		case KindStudyCreated:
-			h := rec.OutputModel
-			initial = &h
+			created = &step
+		case KindKeySetupDone:
+			keys = &step
 		case KindRoundCompleted:
-			byOutput[rec.OutputModel] = LineageStep{Index: idx, Record: rec}
+			byOutput[rec.OutputModel] = step
 		}
 	}
 	_, root, err := l.Root()
@@ -141,11 +150,12 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 	if root != cp.Root {
 		return nil, fmt.Errorf("%w: recomputed %v, checkpoint %v", ErrRootMismatch, root, cp.Root)
 	}
-	if initial == nil {
+	if created == nil {
 		return nil, fmt.Errorf("%w: study %q not in bundle", ErrUnknownStudy, study)
 	}
+	initial := created.Record.OutputModel
 	var steps []LineageStep
-	for cur := model; cur != *initial; {
+	for cur := model; cur != initial; {
 		s, ok := byOutput[cur]
 		if !ok {
 			return nil, fmt.Errorf("%w: model %x is not the output of any committed round of %q", ErrLineage, cur[:8], study)
@@ -159,7 +169,7 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 	for i, j := 0, len(steps)-1; i < j; i, j = i+1, j-1 {
 		steps[i], steps[j] = steps[j], steps[i]
 	}
-	return &Lineage{Checkpoint: cp, Signers: signers, Study: study, Initial: *initial, Steps: steps}, nil
+	return &Lineage{Checkpoint: cp, Signers: signers, Study: study, StudyRecord: *created, KeySetup: keys, Initial: initial, Steps: steps}, nil
 }
 
 // FindStudy names the study a model belongs to in a bundle: the study whose

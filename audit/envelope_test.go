@@ -1,4 +1,4 @@
-package audit
+package audit_test
 
 import (
 	"bytes"
@@ -6,48 +6,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/audittest"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
-type testPKI struct {
-	ca           *tlsutil.CA
-	coord, admin *tlsutil.Identity
-}
-
-func newPKI(t testing.TB) *testPKI {
-	t.Helper()
-	ca, err := tlsutil.NewCA("consortium", 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issue := func(id string, role tlsutil.Role) *tlsutil.Identity {
-		i, err := ca.Issue(id, role, nil, 24*time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return i
-	}
-	return &testPKI{ca: ca, coord: issue("coord", tlsutil.RoleCoordinator), admin: issue("admin", tlsutil.RoleAdmin)}
-}
-
-func nowRecord() *Record {
+func nowRecord() *audit.Record {
 	r := sampleRecord()
 	r.TimestampUnixNs = time.Now().UnixNano()
 	return r
 }
 
 func TestSignVerify(t *testing.T) {
-	p := newPKI(t)
+	p := audittest.NewPKI(t)
 	rec := nowRecord()
-	env, err := Sign(p.coord, rec)
+	env, err := audit.Sign(p.Coord, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := UnmarshalEnvelope(env.Marshal())
+	dec, err := audit.UnmarshalEnvelope(env.Marshal())
 	if err != nil {
 		t.Fatalf("UnmarshalEnvelope: %v", err)
 	}
-	got, signer, err := dec.Verify(p.ca.Pool())
+	got, signer, err := dec.Verify(p.CA.Pool())
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -60,22 +41,22 @@ func TestSignVerify(t *testing.T) {
 }
 
 func TestVerifyRejects(t *testing.T) {
-	p := newPKI(t)
-	other := newPKI(t)
+	p := audittest.NewPKI(t)
+	other := audittest.NewPKI(t)
 	rec := nowRecord()
 
-	if _, err := Sign(p.admin, rec); !errors.Is(err, ErrSignerMismatch) {
+	if _, err := audit.Sign(p.Admin, rec); !errors.Is(err, audit.ErrSignerMismatch) {
 		t.Fatalf("Sign with wrong identity: %v", err)
 	}
-	env, _ := Sign(p.coord, rec)
+	env, _ := audit.Sign(p.Coord, rec)
 
 	flipped := *env
 	flipped.Signature = bytes.Clone(env.Signature)
 	flipped.Signature[5] ^= 1
-	if _, _, err := flipped.Verify(p.ca.Pool()); !errors.Is(err, ErrBadSignature) {
+	if _, _, err := flipped.Verify(p.CA.Pool()); !errors.Is(err, audit.ErrBadSignature) {
 		t.Fatalf("flipped signature: %v", err)
 	}
-	if _, _, err := env.Verify(other.ca.Pool()); !errors.Is(err, ErrUntrustedCert) {
+	if _, _, err := env.Verify(other.CA.Pool()); !errors.Is(err, audit.ErrUntrustedCert) {
 		t.Fatalf("foreign CA: %v", err)
 	}
 	// Body claims another submitter but is signed by coord.
@@ -83,37 +64,29 @@ func TestVerifyRejects(t *testing.T) {
 	r2 := *rec
 	r2.SubmitterID = "admin"
 	forged.Body = r2.Marshal()
-	forged.Signature = Must(Sign(p.coord, rec)).Signature
-	if _, _, err := forged.Verify(p.ca.Pool()); !errors.Is(err, ErrBadSignature) {
+	forged.Signature = audittest.Must(audit.Sign(p.Coord, rec)).Signature
+	if _, _, err := forged.Verify(p.CA.Pool()); !errors.Is(err, audit.ErrBadSignature) {
 		t.Fatalf("body swapped: %v", err)
 	}
 	// Certificate not yet valid at the record's own timestamp.
 	old := *rec
 	old.TimestampUnixNs = time.Now().Add(-72 * time.Hour).UnixNano()
-	envOld, _ := Sign(p.coord, &old)
-	if _, _, err := envOld.Verify(p.ca.Pool()); !errors.Is(err, ErrUntrustedCert) {
+	envOld, _ := audit.Sign(p.Coord, &old)
+	if _, _, err := envOld.Verify(p.CA.Pool()); !errors.Is(err, audit.ErrUntrustedCert) {
 		t.Fatalf("record before cert validity: %v", err)
 	}
 }
 
-// Must is a test helper for one-result constructors.
-func Must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
 // Flipping any single byte of an envelope makes decoding or verifying fail.
 func TestEnvelopeEveryByteFlipFails(t *testing.T) {
-	p := newPKI(t)
-	env, _ := Sign(p.coord, nowRecord())
+	p := audittest.NewPKI(t)
+	env, _ := audit.Sign(p.Coord, nowRecord())
 	b := env.Marshal()
-	pool := p.ca.Pool()
+	pool := p.CA.Pool()
 	for i := range b {
 		m := bytes.Clone(b)
 		m[i] ^= 0x01
-		e, err := UnmarshalEnvelope(m)
+		e, err := audit.UnmarshalEnvelope(m)
 		if err != nil {
 			continue
 		}
@@ -124,41 +97,49 @@ func TestEnvelopeEveryByteFlipFails(t *testing.T) {
 }
 
 func TestUnmarshalEnvelopeRejects(t *testing.T) {
-	p := newPKI(t)
-	good := Must(Sign(p.coord, nowRecord())).Marshal()
-	if _, err := UnmarshalEnvelope(append(bytes.Clone(good), 0)); !errors.Is(err, ErrMalformed) {
+	p := audittest.NewPKI(t)
+	good := audittest.Must(audit.Sign(p.Coord, nowRecord())).Marshal()
+	if _, err := audit.UnmarshalEnvelope(append(bytes.Clone(good), 0)); !errors.Is(err, audit.ErrMalformed) {
 		t.Fatalf("trailing: %v", err)
 	}
 	bad := bytes.Clone(good)
 	bad[0] = 7
-	if _, err := UnmarshalEnvelope(bad); !errors.Is(err, ErrVersion) {
+	if _, err := audit.UnmarshalEnvelope(bad); !errors.Is(err, audit.ErrVersion) {
 		t.Fatalf("version: %v", err)
 	}
-	short := (&Envelope{Body: sampleRecord().Marshal(), Signature: make([]byte, 10)}).Marshal()
-	if _, err := UnmarshalEnvelope(short); !errors.Is(err, ErrMalformed) {
+	short := (&audit.Envelope{Body: sampleRecord().Marshal(), Signature: make([]byte, 10)}).Marshal()
+	if _, err := audit.UnmarshalEnvelope(short); !errors.Is(err, audit.ErrMalformed) {
 		t.Fatalf("short signature: %v", err)
 	}
-	badBody := (&Envelope{Body: []byte{2, 99}, Signature: make([]byte, 64)}).Marshal()
-	if _, err := UnmarshalEnvelope(badBody); !errors.Is(err, ErrMalformed) {
+	badBody := (&audit.Envelope{Body: []byte{2, 99}, Signature: make([]byte, 64)}).Marshal()
+	if _, err := audit.UnmarshalEnvelope(badBody); !errors.Is(err, audit.ErrMalformed) {
 		t.Fatalf("bad body: %v", err)
 	}
 }
 
 func FuzzUnmarshalEnvelope(f *testing.F) {
-	p := newPKI(f)
-	f.Add(Must(Sign(p.coord, nowRecord())).Marshal())
-	f.Add((&Envelope{Body: sampleRecord().Marshal(), Signature: make([]byte, 64)}).Marshal())
+	p := audittest.NewPKI(f)
+	f.Add(audittest.Must(audit.Sign(p.Coord, nowRecord())).Marshal())
+	f.Add((&audit.Envelope{Body: sampleRecord().Marshal(), Signature: make([]byte, 64)}).Marshal())
+	for _, r := range validRecords(f) {
+		id := p.Coord
+		if r.Kind == audit.KindStudyCreated {
+			id = p.Admin
+		}
+		r.SubmitterID = id.ID
+		f.Add(audittest.Leaf(id, r))
+	}
 	f.Add([]byte{1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := UnmarshalEnvelope(b)
+		e, err := audit.UnmarshalEnvelope(b)
 		if err != nil {
 			return
 		}
 		if !bytes.Equal(e.Marshal(), b) {
 			t.Fatal("accepted a non-canonical envelope")
 		}
-		if _, err := UnmarshalRecord(e.Body); err != nil {
+		if _, err := audit.UnmarshalRecord(e.Body); err != nil {
 			t.Fatalf("accepted envelope with bad body: %v", err)
 		}
 	})

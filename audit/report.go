@@ -10,60 +10,112 @@ import (
 	"time"
 )
 
-// Report is a verified lineage in a form for people and machines.
+// Report is a verified lineage in a form for people and machines. The
+// study's rules and mode come from its study-created and key-setup
+// records (what the admin and the key holders signed), never from a
+// round record.
 type Report struct {
-	Verified   bool          `json:"verified"`
-	Study      string        `json:"study"`
-	Model      string        `json:"model_sha256"`
-	Initial    string        `json:"initial_model_sha256"`
-	Log        string        `json:"log"`
-	TreeSize   int64         `json:"tree_size"`
-	Root       string        `json:"root"`
-	Signers    []string      `json:"checkpoint_signers"`
-	Rounds     []ReportRound `json:"rounds"`
-	Sites      []string      `json:"sites"`
-	HEParams   string        `json:"he_params,omitempty"`
-	Strategy   string        `json:"strategy,omitempty"`
-	Parameters []Param       `json:"parameters,omitempty"`
+	Verified bool          `json:"verified"`
+	Study    string        `json:"study"`
+	Model    string        `json:"model_sha256"`
+	Initial  string        `json:"initial_model_sha256"`
+	Log      string        `json:"log"`
+	TreeSize int64         `json:"tree_size"`
+	Root     string        `json:"root"`
+	Signers  []string      `json:"checkpoint_signers"`
+	Rounds   []ReportRound `json:"rounds"`
+	// Sites are the sites that contributed to some round on the path.
+	Sites []string `json:"sites"`
+	// Mode is "secure" or "plaintext", from the study record.
+	Mode string `json:"mode"`
+	// HEParams, Threshold (t), KeyHolders and CollectiveKey describe a
+	// secure study: the study record's parameter set and t, the key setup's
+	// holders and collective key hash.
+	HEParams      string   `json:"he_params,omitempty"`
+	Threshold     uint32   `json:"threshold,omitempty"`
+	KeyHolders    []string `json:"key_holders,omitempty"`
+	CollectiveKey string   `json:"collective_key_sha256,omitempty"`
+	KeySetupIndex int64    `json:"key_setup_log_index,omitempty"`
+	// The study record: who created it, where, and its rules.
+	StudyIndex      int64    `json:"study_log_index"`
+	CreatedBy       string   `json:"created_by"`
+	ApprovedSites   []string `json:"approved_sites"`
+	MinContributors uint32   `json:"min_contributors"`
+	RoundsAllowed   uint32   `json:"rounds_allowed"`
+	Strategy        string   `json:"strategy,omitempty"`
+	Parameters      []Param  `json:"parameters,omitempty"`
 }
 
 // ReportRound is one completed round on the path to the model.
 type ReportRound struct {
-	Round       uint64             `json:"round"`
-	Index       int64              `json:"log_index"`
-	Parent      string             `json:"parent_sha256"`
-	Output      string             `json:"output_sha256"`
-	Sites       []string           `json:"sites"`
-	Samples     map[string]uint64  `json:"samples"`
-	Decryptors  []string           `json:"decryptors,omitempty"`
+	Round  uint64 `json:"round"`
+	Index  int64  `json:"log_index"`
+	Parent string `json:"parent_sha256"`
+	Output string `json:"output_sha256"`
+	// Sites and Samples repeat Contributions' sites and sample counts.
+	Sites         []string             `json:"sites"`
+	Samples       map[string]uint64    `json:"samples"`
+	Contributions []ReportContribution `json:"contributions"`
+	Aggregate     string               `json:"aggregate_sha256"`
+	Decryptors    []string             `json:"decryptors,omitempty"`
+	// Countersigners are the sites that signed the round's outcome.
+	Countersigners  []string `json:"countersigners"`
+	OptimizerBefore string   `json:"optimizer_before_sha256"`
+	OptimizerAfter  string   `json:"optimizer_after_sha256"`
+	// Metrics are the coordinator's figures; no hospital signs them.
 	Metrics     map[string]float64 `json:"metrics,omitempty"`
 	CommittedAt time.Time          `json:"committed_at"`
 	Submitter   string             `json:"submitter"`
 }
 
+// ReportContribution is one hospital's signed contribution to a round.
+type ReportContribution struct {
+	Site         string `json:"site"`
+	Samples      uint64 `json:"samples"`
+	Update       string `json:"update_sha256"`
+	DataManifest string `json:"data_manifest_sha256"`
+}
+
 // NewReport summarises a verified lineage for model.
 func NewReport(l *Lineage, model Hash) *Report {
-	r := &Report{Verified: true, Study: l.Study, Model: hex.EncodeToString(model[:]), Initial: hex.EncodeToString(l.Initial[:]),
-		Log: l.Checkpoint.Origin, TreeSize: l.Checkpoint.Size, Root: hex.EncodeToString(l.Checkpoint.Root[:]), Signers: l.Signers}
+	study := l.StudyRecord.Record
+	r := &Report{Verified: true, Study: l.Study, Model: hexOf(model), Initial: hexOf(l.Initial),
+		Log: l.Checkpoint.Origin, TreeSize: l.Checkpoint.Size, Root: hex.EncodeToString(l.Checkpoint.Root[:]), Signers: l.Signers,
+		Mode: "plaintext", StudyIndex: l.StudyRecord.Index, CreatedBy: study.SubmitterID, ApprovedSites: study.ApprovedSites,
+		MinContributors: study.MinContributors, RoundsAllowed: study.Rounds, Strategy: study.Strategy, Parameters: study.Hyperparameters}
+	if study.HEParamsID != "" {
+		r.Mode, r.HEParams, r.Threshold = "secure", study.HEParamsID, study.Threshold
+	}
+	if k := l.KeySetup; k != nil {
+		r.KeySetupIndex, r.CollectiveKey = k.Index, hexOf(k.Record.CollectiveKeyHash)
+		for _, h := range k.Record.KeyHolders {
+			r.KeyHolders = append(r.KeyHolders, h.Site)
+		}
+	}
 	sites := map[string]bool{}
 	for _, s := range l.Steps {
 		rec := s.Record
-		rr := ReportRound{Round: rec.Round, Index: s.Index, Parent: hex.EncodeToString(rec.ParentModel[:]), Output: hex.EncodeToString(rec.OutputModel[:]),
-			Samples: map[string]uint64{}, Metrics: map[string]float64{},
+		rr := ReportRound{Round: rec.Round, Index: s.Index, Parent: hexOf(rec.ParentModel), Output: hexOf(rec.OutputModel),
+			Samples: map[string]uint64{}, Aggregate: hexOf(rec.AggregateHash), Countersigners: []string{},
+			OptimizerBefore: hexOf(rec.OptimizerBefore), OptimizerAfter: hexOf(rec.OptimizerAfter), Metrics: map[string]float64{},
 			CommittedAt: time.Unix(0, rec.TimestampUnixNs).UTC(), Submitter: rec.SubmitterID}
 		for _, c := range rec.Contributions {
 			rr.Sites = append(rr.Sites, c.Site)
 			rr.Samples[c.Site] = c.Samples
+			rr.Contributions = append(rr.Contributions, ReportContribution{Site: c.Site, Samples: c.Samples,
+				Update: hexOf(c.UpdateHash), DataManifest: hexOf(c.DataManifest)})
 			sites[c.Site] = true
 		}
 		for _, d := range rec.DecryptionShares {
 			rr.Decryptors = append(rr.Decryptors, d.Site)
 		}
+		for _, c := range rec.Countersignatures {
+			rr.Countersigners = append(rr.Countersigners, c.Site)
+		}
 		for _, m := range rec.Metrics {
 			rr.Metrics[m.Name] = m.Value
 		}
 		r.Rounds = append(r.Rounds, rr)
-		r.HEParams, r.Strategy, r.Parameters = rec.HEParamsID, rec.Strategy, rec.Hyperparameters
 	}
 	for s := range sites {
 		r.Sites = append(r.Sites, s)
@@ -71,6 +123,8 @@ func NewReport(l *Lineage, model Hash) *Report {
 	sort.Strings(r.Sites)
 	return r
 }
+
+func hexOf(h Hash) string { return hex.EncodeToString(h[:]) }
 
 // WriteJSON writes the report as indented JSON.
 func (r *Report) WriteJSON(w io.Writer) error {
@@ -85,26 +139,40 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "VERIFIED  model %s\n", r.Model)
 	fmt.Fprintf(&b, "  study %q, %d completed rounds from initial model %s\n", r.Study, len(r.Rounds), short(r.Initial))
 	fmt.Fprintf(&b, "  log %q: checkpoint of %d entries, root %s, signed by %s\n", r.Log, r.TreeSize, short(r.Root), strings.Join(r.Signers, ", "))
-	fmt.Fprintf(&b, "  sites: %s\n", strings.Join(r.Sites, ", "))
-	if r.HEParams != "" {
-		fmt.Fprintf(&b, "  updates encrypted under %s (secure aggregation)\n", r.HEParams)
+	fmt.Fprintf(&b, "  study rules (log #%d, created by %s): approved sites %s; K=%d contributors per round; at most %d rounds\n",
+		r.StudyIndex, r.CreatedBy, strings.Join(r.ApprovedSites, ", "), r.MinContributors, r.RoundsAllowed)
+	if r.Mode == "secure" {
+		fmt.Fprintf(&b, "  updates encrypted under %s (secure aggregation, t=%d of %d key holders)\n", r.HEParams, r.Threshold, len(r.KeyHolders))
+		fmt.Fprintf(&b, "  key setup (log #%d): collective key %s, key holders %s\n", r.KeySetupIndex, short(r.CollectiveKey), strings.Join(r.KeyHolders, ", "))
 	} else {
 		fmt.Fprintf(&b, "  updates were NOT encrypted (plaintext study)\n")
 	}
-	if r.Strategy != "" {
-		var ps []string
-		for _, p := range r.Parameters {
-			ps = append(ps, p.Name+"="+p.Value)
-		}
-		fmt.Fprintf(&b, "  strategy %s; %s\n", r.Strategy, strings.Join(ps, " "))
+	if len(r.Sites) > 0 {
+		fmt.Fprintf(&b, "  sites: %s\n", strings.Join(r.Sites, ", "))
 	}
-	fmt.Fprintf(&b, "  round  log#  parent        output        sites (samples)                      decrypted by\n")
-	for _, rr := range r.Rounds {
-		var ss []string
-		for _, s := range rr.Sites {
-			ss = append(ss, fmt.Sprintf("%s(%d)", s, rr.Samples[s]))
+	if r.Strategy != "" {
+		line := "  strategy " + r.Strategy
+		for i, p := range r.Parameters {
+			sep := " "
+			if i == 0 {
+				sep = "; "
+			}
+			line += sep + p.Name + "=" + p.Value
 		}
-		fmt.Fprintf(&b, "  %5d  %4d  %s  %s  %-36s %s\n", rr.Round, rr.Index, short(rr.Parent), short(rr.Output), strings.Join(ss, " "), strings.Join(rr.Decryptors, ","))
+		fmt.Fprintln(&b, line)
+	}
+	for _, rr := range r.Rounds {
+		fmt.Fprintf(&b, "  round %d (log #%d, %s by %s): %s -> %s\n", rr.Round, rr.Index, rr.CommittedAt.Format(time.RFC3339), rr.Submitter, short(rr.Parent), short(rr.Output))
+		var cs []string
+		for _, c := range rr.Contributions {
+			cs = append(cs, fmt.Sprintf("%s (%d samples, data %s)", c.Site, c.Samples, short(c.DataManifest)))
+		}
+		fmt.Fprintf(&b, "    contributors: %s\n", strings.Join(cs, ", "))
+		if len(rr.Decryptors) > 0 {
+			fmt.Fprintf(&b, "    decrypted by: %s\n", strings.Join(rr.Decryptors, ", "))
+		}
+		fmt.Fprintf(&b, "    countersigned by: %s\n", strings.Join(rr.Countersigners, ", "))
+		fmt.Fprintf(&b, "    optimizer state %s -> %s\n", short(rr.OptimizerBefore), short(rr.OptimizerAfter))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -170,6 +170,13 @@ type Outcome struct {
 	OptimizerAfter  Hash
 }
 
+// Outcome is the Outcome a round record states: what its countersigners
+// signed, if the record is genuine.
+func (r *Record) Outcome() Outcome {
+	return Outcome{Study: r.StudyID, Round: r.Round, Parent: r.ParentModel, Aggregate: r.AggregateHash,
+		Output: r.OutputModel, OptimizerBefore: r.OptimizerBefore, OptimizerAfter: r.OptimizerAfter}
+}
+
 // Countersignature is a hospital's signature over a round's Outcome.
 type Countersignature struct {
 	Site      string

@@ -30,9 +30,14 @@ func newVerifyCmd() *cobra.Command {
 		Long: `Verify a model's provenance against the audit log. It checks the checkpoint
 against the trusted node keys (a quorum of them must have signed it),
 recomputes the Merkle tree from every entry and matches the checkpoint's root,
-re-checks every record's signature and rules, and walks the model back round
-by round to the study's initial model, failing on a gap or a fork. It prints
-the lineage: rounds, sites, sample counts, decryptors, parameters.
+replays every record through the audit nodes' rules (the submitter's signature
+and role, the study's rules, and the hospitals' own signatures: key holders on
+the key setup, contributors, decryptors and countersigners on every round),
+and walks the model back round by round to the study's initial model, failing
+on a gap or a fork. It prints the lineage: the study's mode (HE parameters, t
+of n key holders, or plaintext), its rules, and per round the contributors
+with sample counts and data manifests, decryptors, countersigners and
+optimizer state hashes.
 
 With --bundle it needs nothing but the files. With --audit it first exports a
 bundle from live nodes, using an observer's certificate (--cert, --key, --ca).

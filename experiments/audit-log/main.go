@@ -24,6 +24,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/audit/audittest"
 	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/experiments/internal/expkit"
 	"github.com/fedledger/fedledger/internal/tlsutil"
@@ -38,49 +39,45 @@ func main() {
 	}
 }
 
-type pki struct {
-	ca           *tlsutil.CA
-	admin, coord *tlsutil.Identity
-}
+type pki struct{ *audittest.PKI }
 
 func newPKI() (*pki, error) {
 	ca, err := tlsutil.NewCA("audit experiment", 24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	admin, err := ca.Issue("admin", tlsutil.RoleAdmin, nil, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	coord, err := ca.Issue("coordinator", tlsutil.RoleCoordinator, nil, 24*time.Hour)
-	return &pki{ca, admin, coord}, err
+	p, err := audittest.IssuePKI(ca)
+	return &pki{p}, err
 }
 
-// records returns the signed study record and n round records of a study.
+// records returns the signed records of a secure study with n completed
+// rounds, as a real deployment logs them: the study (three sites, K = 2,
+// t = 2), the key setup signed by the three key holders, and rounds with
+// three signed contributions, two decryption shares and two
+// countersignatures each. It also returns the last round's output.
 func (p *pki) records(study string, n int) ([][]byte, audit.Hash, error) {
-	t0 := time.Now().UnixNano()
-	rec := &audit.Record{Kind: audit.KindStudyCreated, StudyID: study, OutputModel: audit.Hash{1}, ApprovedSites: []string{"a", "b", "c"},
-		MinContributors: 2, TimestampUnixNs: t0, SubmitterID: p.admin.ID}
-	env, err := audit.Sign(p.admin, rec)
-	if err != nil {
-		return nil, audit.Hash{}, err
-	}
-	out := [][]byte{env.Marshal()}
-	parent := rec.OutputModel
-	for r := 1; r <= n; r++ {
-		o := audit.Hash{byte(r), byte(r >> 8), byte(r >> 16), 2}
-		rec := &audit.Record{Kind: audit.KindRoundCompleted, StudyID: study, Round: uint64(r), ParentModel: parent, OutputModel: o,
-			Contributions: []audit.Contribution{{Site: "a", UpdateHash: audit.Hash{3}, Samples: 100}, {Site: "b", UpdateHash: audit.Hash{4}, Samples: 120}, {Site: "c", UpdateHash: audit.Hash{5}, Samples: 80}},
-			Metrics:       []audit.Metric{{Name: "train_loss", Value: 0.5}}, Strategy: "fedavg", HEParamsID: "ckks-n14-q120-flood30/v1",
-			TimestampUnixNs: t0 + int64(r), SubmitterID: p.coord.ID}
-		env, err := audit.Sign(p.coord, rec)
+	b := p.NewBuilder(audittest.Options{ID: study, Rounds: uint32(n), Threshold: 2}, time.Now().UnixNano())
+	out := [][]byte{}
+	add := func(id *tlsutil.Identity, rec *audit.Record) error {
+		env, err := audit.Sign(id, rec)
 		if err != nil {
-			return nil, audit.Hash{}, err
+			return err
 		}
 		out = append(out, env.Marshal())
-		parent = o
+		return nil
 	}
-	return out, parent, nil
+	if err := add(p.Admin, b.Study); err != nil {
+		return nil, audit.Hash{}, err
+	}
+	if err := add(p.Coord, b.KeySetup); err != nil {
+		return nil, audit.Hash{}, err
+	}
+	for _, rec := range b.Chain(n, audittest.Sites...) {
+		if err := add(p.Coord, rec); err != nil {
+			return nil, audit.Hash{}, err
+		}
+	}
+	return out, audittest.Output(uint64(n)), nil
 }
 
 // cluster starts n audit nodes on loopback.
@@ -97,7 +94,7 @@ func (p *pki) cluster(ctx context.Context, n int) ([]*cluster.Node, func(), erro
 		os.RemoveAll(dir)
 	}
 	for i := 0; i < n; i++ {
-		id, err := p.ca.Issue(fmt.Sprintf("audit-%d", i), tlsutil.RoleAuditNode, []string{"127.0.0.1"}, 24*time.Hour)
+		id, err := p.CA.Issue(fmt.Sprintf("audit-%d", i), tlsutil.RoleAuditNode, []string{"127.0.0.1"}, 24*time.Hour)
 		if err != nil {
 			stop()
 			return nil, nil, err
@@ -106,7 +103,7 @@ func (p *pki) cluster(ctx context.Context, n int) ([]*cluster.Node, func(), erro
 		addr := l.Addr().String()
 		l.Close()
 		cfg := cluster.DefaultNodeConfig()
-		cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = addr, filepath.Join(dir, id.ID), id, p.ca.Pool(), i == 0
+		cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = addr, filepath.Join(dir, id.ID), id, p.CA.Pool(), i == 0
 		nd, err := cluster.StartNode(cfg)
 		if err != nil {
 			stop()
@@ -180,13 +177,18 @@ func run(ctx context.Context, quick bool, outDir string, progress io.Writer) err
 		}
 		var wg sync.WaitGroup
 		errs := make(chan error, writers)
-		start := time.Now()
+		var batches [][][]byte
+		total := 0
 		for w := 0; w < writers; w++ {
 			envs, _, err := p.records(fmt.Sprintf("par-%d-%d", n, w), perWriter)
 			if err != nil {
 				stop()
 				return err
 			}
+			batches, total = append(batches, envs), total+len(envs)
+		}
+		start := time.Now()
+		for w, envs := range batches {
 			nd := nodes[w%len(nodes)]
 			wg.Add(1)
 			go func() {
@@ -200,7 +202,7 @@ func run(ctx context.Context, quick bool, outDir string, progress io.Writer) err
 			}()
 		}
 		wg.Wait()
-		tput := float64(writers*(perWriter+1)) / time.Since(start).Seconds()
+		tput := float64(total) / time.Since(start).Seconds()
 		stop()
 		close(errs)
 		if err := <-errs; err != nil {
@@ -217,14 +219,14 @@ func run(ctx context.Context, quick bool, outDir string, progress io.Writer) err
 		if err != nil {
 			return err
 		}
-		l := audit.NewLedger(p.ca.Pool())
+		l := audit.NewLedger(p.CA.Pool())
 		for _, e := range envs {
 			if _, err := l.Apply(e); err != nil {
 				return err
 			}
 		}
 		size, root, _ := l.Root()
-		nodeID, _ := p.ca.Issue("audit-0", tlsutil.RoleAuditNode, nil, 24*time.Hour)
+		nodeID, _ := p.CA.Issue("audit-0", tlsutil.RoleAuditNode, nil, 24*time.Hour)
 		signer, err := audit.NoteSigner(nodeID)
 		if err != nil {
 			return err
@@ -235,7 +237,7 @@ func run(ctx context.Context, quick bool, outDir string, progress io.Writer) err
 		}
 		b := &audit.Bundle{Checkpoint: cp, Leaves: envs}
 		v, _ := audit.NoteVerifier(tlsutil.Peer{ID: nodeID.ID, Role: nodeID.Role, Cert: nodeID.Cert})
-		trust := audit.Trust{Roots: p.ca.Pool(), Keys: note.VerifierList(v), Quorum: 1}
+		trust := audit.Trust{Roots: p.CA.Pool(), Keys: note.VerifierList(v), Quorum: 1}
 		t := time.Now()
 		lin, err := audit.VerifyBundle(b, trust, "verify", final)
 		if err != nil || len(lin.Steps) != rounds {
