@@ -1,8 +1,10 @@
 package aggregation
 
 import (
+	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -102,29 +104,109 @@ func TestOptimisersByHand(t *testing.T) {
 }
 
 func TestOptimiserStateRoundTrip(t *testing.T) {
-	cfg, _ := DefaultConfig(FedAdam)
-	a, _ := NewServerOptimizer(cfg)
-	x := []float64{0.3, 0.1, -2}
-	x1, _ := a.Step(x, []float64{0.1, 0.2, 0.3})
-	saved, err := a.MarshalState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := RestoreServerOptimizer(saved)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := []float64{-0.1, 0.05, 0}
-	xa, _ := a.Step(x1, next)
-	xb, _ := b.Step(x1, next)
-	for i := range xa {
-		if xa[i] != xb[i] {
-			t.Fatalf("restored optimiser diverged: %v vs %v", xa, xb)
+	for _, name := range []string{FedAvg, FedAdam, FedYogi, FedAdagrad} {
+		cfg, _ := DefaultConfig(name)
+		a, _ := NewServerOptimizer(cfg)
+		x := []float64{0.3, 0.1, -2}
+		x1, _ := a.Step(x, []float64{0.1, 0.2, 0.3})
+		saved, err := a.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := UnmarshalServerOptimizer(saved)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		next := []float64{-0.1, 0.05, 0}
+		xa, _ := a.Step(x1, next)
+		xb, _ := b.Step(x1, next)
+		if !slices.Equal(xa, xb) {
+			t.Fatalf("%s: restored optimiser diverged: %v vs %v", name, xa, xb)
 		}
 	}
-	if _, err := RestoreServerOptimizer([]byte(`{"config":{"name":"fedmagic"}}`)); !errors.Is(err, ErrConfig) {
-		t.Fatalf("bad state: %v", err)
+}
+
+// TestNextModelIsWhatCountersignersRecompute: the coordinator and a
+// hospital each run NextModel from the same parent, state and sum and get
+// the same bits; a state for another strategy, or any change to the state
+// file, is refused.
+func TestNextModelIsWhatCountersignersRecompute(t *testing.T) {
+	cfg, _ := DefaultConfig(FedAdam)
+	parent := []float64{0.5, -1, 2}
+	sum, w := []float64{3, -6, 1.5}, 12.0
+	n1, s1, err := NextModel(cfg, parent, nil, sum, w)
+	if err != nil {
+		t.Fatal(err)
 	}
+	n2, s2, _ := NextModel(cfg, parent, nil, slices.Clone(sum), w)
+	if !slices.Equal(n1, n2) || !bytes.Equal(s1, s2) {
+		t.Fatal("NextModel is not deterministic")
+	}
+	n3, s3, err := NextModel(cfg, n1, s1, sum, w)
+	if err != nil || slices.Equal(n3, n1) || bytes.Equal(s3, s1) {
+		t.Fatalf("second step: %v", err)
+	}
+	other, _ := DefaultConfig(FedYogi)
+	if _, _, err := NextModel(other, n1, s1, sum, w); !errors.Is(err, ErrConfig) {
+		t.Fatalf("FedAdam state used for FedYogi: %v", err)
+	}
+	lr := cfg
+	lr.ServerLR = 0.5
+	if _, _, err := NextModel(lr, n1, s1, sum, w); !errors.Is(err, ErrConfig) {
+		t.Fatalf("state for another server learning rate: %v", err)
+	}
+	for i := 0; i < len(s1); i++ {
+		bad := bytes.Clone(s1)
+		bad[i] ^= 0x40
+		if o, err := UnmarshalServerOptimizer(bad); err == nil {
+			// A flip inside a moment may still decode (another finite
+			// number); it must then be a different state.
+			again, _ := o.MarshalBinary()
+			if bytes.Equal(again, s1) {
+				t.Fatalf("flip at %d decoded to the original state", i)
+			}
+		}
+	}
+	if _, err := UnmarshalServerOptimizer(append(bytes.Clone(s1), 0)); !errors.Is(err, ErrConfig) {
+		t.Fatalf("trailing byte: %v", err)
+	}
+	if _, _, err := NextModel(cfg, parent, nil, sum, 0); !errors.Is(err, ErrUpdate) {
+		t.Fatalf("zero weight: %v", err)
+	}
+}
+
+func TestSumRoundTrip(t *testing.T) {
+	b := EncodeSum([]float64{1, -2}, 3)
+	s, w, err := DecodeSum(b, 2)
+	if err != nil || !slices.Equal(s, []float64{1, -2}) || w != 3 {
+		t.Fatalf("%v %v %v", s, w, err)
+	}
+	if _, _, err := DecodeSum(EncodeSum([]float64{1}, 0), 1); !errors.Is(err, ErrUpdate) {
+		t.Fatalf("zero weight: %v", err)
+	}
+	if _, _, err := DecodeSum(b, 3); !errors.Is(err, ErrUpdate) {
+		t.Fatalf("wrong size: %v", err)
+	}
+}
+
+func FuzzUnmarshalServerOptimizer(f *testing.F) {
+	for _, name := range []string{FedAvg, FedAdam} {
+		cfg, _ := DefaultConfig(name)
+		o, _ := NewServerOptimizer(cfg)
+		o.Step([]float64{1, 2}, []float64{0.1, 0.2})
+		b, _ := o.MarshalBinary()
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := UnmarshalServerOptimizer(b)
+		if err != nil {
+			return
+		}
+		again, err := o.MarshalBinary()
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("decoded state does not re-encode to the same bytes")
+		}
+	})
 }
 
 func TestConfigValidation(t *testing.T) {

@@ -1,7 +1,6 @@
 package aggregation
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -102,9 +101,13 @@ func (o *ServerOptimizer) Step(global, delta []float64) ([]float64, error) {
 	}
 	out := make([]float64, len(global))
 	c := o.cfg
+	// Every product is rounded on its own (the float64 conversions forbid
+	// fused multiply-adds, which Go may emit on arm64 and others): the
+	// coordinator and every countersigning hospital, whatever their CPU,
+	// compute the same bits.
 	if c.Name == FedAvg {
 		for i := range global {
-			out[i] = global[i] + c.ServerLR*delta[i]
+			out[i] = global[i] + float64(c.ServerLR*delta[i])
 		}
 		o.Steps++
 		return out, nil
@@ -113,24 +116,24 @@ func (o *ServerOptimizer) Step(global, delta []float64) ([]float64, error) {
 		o.M = make([]float64, len(global))
 		o.V = make([]float64, len(global))
 		for i := range o.V {
-			o.V[i] = c.Tau * c.Tau
+			o.V[i] = float64(c.Tau * c.Tau)
 		}
 	}
 	if len(o.M) != len(global) {
 		return nil, fmt.Errorf("%w: optimiser state has %d values, model %d", ErrUpdate, len(o.M), len(global))
 	}
 	for i, d := range delta {
-		o.M[i] = c.Beta1*o.M[i] + (1-c.Beta1)*d
-		d2 := d * d
+		o.M[i] = float64(c.Beta1*o.M[i]) + float64((1-c.Beta1)*d)
+		d2 := float64(d * d)
 		switch c.Name {
 		case FedAdagrad:
 			o.V[i] += d2
 		case FedAdam:
-			o.V[i] = c.Beta2*o.V[i] + (1-c.Beta2)*d2
+			o.V[i] = float64(c.Beta2*o.V[i]) + float64((1-c.Beta2)*d2)
 		case FedYogi:
-			o.V[i] -= (1 - c.Beta2) * d2 * sign(o.V[i]-d2)
+			o.V[i] -= float64(float64((1-c.Beta2)*d2) * sign(o.V[i]-d2))
 		}
-		out[i] = global[i] + c.ServerLR*o.M[i]/(math.Sqrt(o.V[i])+c.Tau)
+		out[i] = global[i] + float64(c.ServerLR*o.M[i])/(math.Sqrt(o.V[i])+c.Tau)
 	}
 	o.Steps++
 	return out, nil
@@ -144,33 +147,4 @@ func sign(x float64) float64 {
 		return -1
 	}
 	return 0
-}
-
-type state struct {
-	Config Config    `json:"config"`
-	M      []float64 `json:"m,omitempty"`
-	V      []float64 `json:"v,omitempty"`
-	Steps  int       `json:"steps"`
-}
-
-// MarshalState saves the configuration and moment estimates.
-func (o *ServerOptimizer) MarshalState() ([]byte, error) {
-	return json.Marshal(state{Config: o.cfg, M: o.M, V: o.V, Steps: o.Steps})
-}
-
-// RestoreServerOptimizer rebuilds an optimiser saved with MarshalState.
-func RestoreServerOptimizer(b []byte) (*ServerOptimizer, error) {
-	var s state
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%w: optimiser state: %v", ErrConfig, err)
-	}
-	o, err := NewServerOptimizer(s.Config)
-	if err != nil {
-		return nil, err
-	}
-	if len(s.M) != len(s.V) {
-		return nil, fmt.Errorf("%w: optimiser state has %d first and %d second moments", ErrConfig, len(s.M), len(s.V))
-	}
-	o.M, o.V, o.Steps = s.M, s.V, s.Steps
-	return o, nil
 }

@@ -7,14 +7,15 @@ import (
 
 // metrics are a hospital client's Prometheus series, in its own registry.
 type metrics struct {
-	reg        *prometheus.Registry
-	connected  prometheus.Gauge
-	rounds     *prometheus.CounterVec
-	updateSize prometheus.Counter
-	phase      *prometheus.HistogramVec
-	shares     *prometheus.CounterVec
-	refusals   prometheus.Counter
-	resum      prometheus.Counter
+	reg         *prometheus.Registry
+	connected   prometheus.Gauge
+	rounds      *prometheus.CounterVec
+	updateSize  prometheus.Counter
+	phase       *prometheus.HistogramVec
+	shares      *prometheus.CounterVec
+	refusals    prometheus.Counter
+	resum       prometheus.Counter
+	countersigs *prometheus.CounterVec
 }
 
 func newMetrics(site string) *metrics {
@@ -31,7 +32,7 @@ func newMetrics(site string) *metrics {
 			Name: "fedledger_client_update_bytes_total", Help: "Update payload bytes sent.", ConstLabels: labels,
 		}),
 		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "fedledger_client_phase_duration_seconds", Help: "Time per task phase (train, encode, upload, decryption_share).",
+			Name: "fedledger_client_phase_duration_seconds", Help: "Time per task phase (train, encode, upload, decryption_share, countersign).",
 			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
 		}, []string{"phase"}),
 		shares: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -44,6 +45,10 @@ func newMetrics(site string) *metrics {
 			Name: "fedledger_client_resum_downloads_total", Help: "Other sites' contributions downloaded to re-sum an aggregate before a decryption share.", ConstLabels: labels,
 		}),
 	}
+	m.countersigs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_client_countersignatures_total", Help: "Round outcomes this site was asked to countersign, by result (given or refused).", ConstLabels: labels,
+	}, []string{"result"})
+	m.reg.MustRegister(m.countersigs)
 	m.reg.MustRegister(m.connected, m.rounds, m.updateSize, m.phase, m.shares, m.refusals, m.resum,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/fedledger/fedledger/internal/model"
 
-	"github.com/fedledger/fedledger/audit"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -88,41 +86,6 @@ func (c *Client) checkPolicy(ctx context.Context, s *pb.StudySpec) string {
 	}
 	if len(p.Admins) > 0 {
 		return c.checkStudyRecord(ctx, s)
-	}
-	return ""
-}
-
-// checkStudyRecord reads the study's record from the audit log and checks
-// it was signed by an admin this site trusts and says what the coordinator
-// announced.
-func (c *Client) checkStudyRecord(ctx context.Context, s *pb.StudySpec) string {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	env, err := c.audit.StudyRecord(ctx, s.StudyId)
-	if err != nil {
-		return refusal("cannot read study %q from the audit log: %v", s.StudyId, err)
-	}
-	e, err := audit.UnmarshalEnvelope(env)
-	if err != nil {
-		return refusal("study record: %v", err)
-	}
-	rec, signer, err := e.Verify(c.cfg.TLS.RootCAs)
-	if err != nil {
-		return refusal("study record: %v", err)
-	}
-	switch {
-	case !slices.Contains(c.cfg.Policy.Admins, signer.ID):
-		return refusal("study %q was created by %q, not one of this site's accepted admins %v", s.StudyId, signer.ID, c.cfg.Policy.Admins)
-	case rec.Kind != audit.KindStudyCreated || rec.StudyID != s.StudyId:
-		return refusal("the log's record for %q is not its study record", s.StudyId)
-	case int(rec.MinContributors) != int(s.MinClients):
-		return refusal("the coordinator announced K=%d, the signed study record says %d", s.MinClients, rec.MinContributors)
-	case !slices.Contains(rec.ApprovedSites, c.id):
-		return refusal("this site (%q) is not among the study record's approved sites", c.id)
-	case s.Mode == modeSecure && rec.HEParamsID != s.HePreset:
-		return refusal("the coordinator announced HE parameters %q, the signed study record says %q", s.HePreset, rec.HEParamsID)
-	case s.Mode != modeSecure && rec.HEParamsID != "":
-		return refusal("the signed study record is for a secure study, the coordinator announced %s mode", s.Mode)
 	}
 	return ""
 }

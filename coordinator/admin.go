@@ -6,44 +6,16 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
-// Study phases, as StudyAdmin.Status reports them.
-const (
-	PhaseCreated    = "created" // waiting for an admin's start
-	PhaseWaiting    = "waiting_for_clients"
-	PhaseKeySetup   = "key_setup"
-	PhaseRoundOpen  = "round_open"
-	PhaseDecrypting = "decrypting"
-	PhaseFinished   = "finished"
-	PhaseFailed     = "failed"
-)
-
-// evStart is an admin's start of a study created with manual start.
-type evStart struct {
-	by    string
-	reply chan error
-}
-
-// setStatus updates the status under the lock.
-func (c *Coordinator) setStatus(f func(s *pb.StudyStatus)) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f(c.status)
-}
-
-// statusSnapshot is a copy of the current status.
-func (c *Coordinator) statusSnapshot() *pb.StudyStatus {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return proto.Clone(c.status).(*pb.StudyStatus)
-}
-
-// adminServer implements StudyAdmin.
+// adminServer implements StudyAdmin: the study's status for admins and
+// observers, and the start of a study waiting for an admin. It keeps
+// answering after the study has ended, for as long as the coordinator
+// lingers (Config.Linger).
 type adminServer struct {
 	pb.UnimplementedStudyAdminServer
 	c *Coordinator
@@ -59,12 +31,27 @@ func (a *adminServer) authorize(ctx context.Context, rpc string, roles ...tlsuti
 }
 
 // Status reports the study's phase, round, who is connected and who has
-// reported, and the last round's metrics. Admins and observers only.
+// reported, the last round's metrics, what it is waiting for, and once it
+// has ended the final model's path and each site's results. Admins and
+// observers only.
 func (a *adminServer) Status(ctx context.Context, _ *pb.StudyStatusRequest) (*pb.StudyStatus, error) {
 	if _, err := a.authorize(ctx, "StudyAdmin.Status", tlsutil.RoleAdmin, tlsutil.RoleObserver); err != nil {
 		return nil, err
 	}
-	return a.c.statusSnapshot(), nil
+	return a.c.statusProto(), nil
+}
+
+func (c *Coordinator) statusProto() *pb.StudyStatus {
+	s := c.statusSnapshot()
+	out := &pb.StudyStatus{StudyId: c.cfg.Study.ID, Mode: c.cfg.Study.Mode, Phase: s.Phase.String(), Round: s.Round, Rounds: uint32(s.Rounds),
+		Connected: s.Connected, Reported: s.Reported, RoundsCompleted: uint32(s.Completed), RoundsFailed: uint32(s.Failed),
+		LastTrainLoss: s.LastTrainLoss, LastParentTestAccuracy: s.LastParentTestAccuracy, LatestModelSha256: s.LatestModel[:],
+		Failure: s.Failure, WaitingFor: s.WaitingFor, FinalModelPath: c.FinalModelPath()}
+	for _, site := range sortedSites(s.FinalTest) {
+		m := s.FinalTest[site]
+		out.FinalTest = append(out.FinalTest, &pb.SiteMetrics{Site: site, Test: &pb.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, Auc: m.AUC, N: uint64(m.N)}})
+	}
+	return out
 }
 
 // Start starts a study configured to wait for an admin. Admins only.
@@ -76,19 +63,8 @@ func (a *adminServer) Start(ctx context.Context, req *pb.StartStudyRequest) (*pb
 	if req.StudyId != a.c.cfg.Study.ID {
 		return nil, status.Errorf(codes.NotFound, "coordinator: this coordinator runs study %q, not %q", a.c.cfg.Study.ID, req.StudyId)
 	}
-	reply := make(chan error, 1)
-	if !a.c.post(evStart{by: p.ID, reply: reply}) {
-		return nil, toStatus(errStudyOver)
-	}
-	select {
-	case err = <-reply:
-	case <-a.c.stopped:
-		err = errStudyOver
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err != nil {
+	if err := a.c.post(study.StartRequested{By: p.ID}, true); err != nil {
 		return nil, toStatus(err)
 	}
-	return a.c.statusSnapshot(), nil
+	return a.c.statusProto(), nil
 }

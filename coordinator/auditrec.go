@@ -2,16 +2,20 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/audit/cluster"
+	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	"github.com/fedledger/fedledger/internal/version"
 )
@@ -20,117 +24,190 @@ import (
 // coordinator's configuration, or is missing.
 var ErrStudyRecord = errors.New("coordinator: audit log study record")
 
-// AuditRecorder commits the study's milestones to the audit log, signed
-// with the coordinator's identity: the key-setup record and one record per
-// round (completed or failed). The study-created record is an admin's: if
-// the log does not have it yet, StudyRecord (an admin-signed envelope) is
-// appended; either way its rules must match the configuration.
+// LogAppender is what the coordinator needs of the audit log;
+// *cluster.Client is one. Append is idempotent: appending a record that is
+// already on the log returns its index. Its errors: cluster.ErrNoLeader
+// (retry), audit.ErrConflict (another record holds that study, round and
+// kind), cluster.ErrRejected (the rules refused the record).
+type LogAppender interface {
+	Append(ctx context.Context, env []byte) (cluster.AppendResult, error)
+	// Export returns the log up to a cosigned checkpoint.
+	Export(ctx context.Context, study string, limit int64) (*audit.Bundle, error)
+}
+
+// AuditRecorder commits the study's key setup and every round to the audit
+// log, signed with the coordinator's identity, each record carrying the
+// hospitals' own signed statements. The study-created record is an
+// admin's: if the log does not have it yet, StudyRecord (an admin-signed
+// envelope) is appended; either way its terms must be the configuration's.
 type AuditRecorder struct {
-	Log         *cluster.Client
+	Log         LogAppender
 	Identity    *tlsutil.Identity
 	StudyRecord []byte
 	Logger      *slog.Logger
-	// Timeout bounds each append (retried through leader changes inside).
-	Timeout time.Duration
+	// ExportLimit bounds the log read at start (default 1 GiB).
+	ExportLimit int64
 
-	study StudyConfig
-	keys  *KeySetup
+	mu      sync.Mutex
+	signed  map[string][]byte // envelopes already sent, so a retry sends the same bytes
+	study   StudyConfig
+	initial [32]byte
 }
 
-func (a *AuditRecorder) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	t := a.Timeout
-	if t <= 0 {
-		t = 30 * time.Second
-	}
-	return context.WithTimeout(ctx, t)
-}
-
-// StudyStarted checks the study is on the log as configured (appending the
-// admin's study record if it is not there yet) and returns the last round
-// the log has committed, from which the coordinator carries on.
-func (a *AuditRecorder) StudyStarted(ctx context.Context, s StudyStart) (Resume, error) {
-	a.study = s.Study
-	ctx, cancel := a.ctx(ctx)
-	defer cancel()
+// Begin implements Recorder. While the log has no quorum it waits, with
+// backoff, saying so, until ctx ends.
+func (a *AuditRecorder) Begin(ctx context.Context, s StudyStart) (LogState, error) {
+	a.study, a.initial = s.Study, s.InitialModel
+	terms := studyTerms(s.Study, s.InitialModel)
 	if a.StudyRecord != nil {
-		rec, err := decodeStudyRecord(a.StudyRecord)
+		e, err := audit.UnmarshalEnvelope(a.StudyRecord)
 		if err != nil {
-			return Resume{}, err
+			return LogState{}, fmt.Errorf("%w: %v", ErrStudyRecord, err)
 		}
-		if err := checkStudyRecord(rec, s); err != nil {
-			return Resume{}, err
+		rec, err := audit.UnmarshalRecord(e.Body)
+		if err != nil {
+			return LogState{}, fmt.Errorf("%w: %v", ErrStudyRecord, err)
 		}
-		if _, err := a.Log.Append(ctx, a.StudyRecord); err != nil && !errors.Is(err, audit.ErrConflict) {
-			return Resume{}, fmt.Errorf("%w: appending the study record: %v", ErrStudyRecord, err)
+		if err := terms.Check(rec); err != nil {
+			return LogState{}, fmt.Errorf("%w: %w", ErrStudyRecord, err)
+		}
+		err = a.retry(ctx, "appending the study record", func(ctx context.Context) error {
+			_, err := a.Log.Append(ctx, a.StudyRecord)
+			return err
+		})
+		if err != nil && !errors.Is(err, audit.ErrConflict) {
+			return LogState{}, fmt.Errorf("%w: appending the study record: %w", ErrStudyRecord, err)
 		}
 	}
-	out, round, err := a.Log.LatestOutput(ctx, s.Study.ID)
-	if errors.Is(err, audit.ErrUnknownStudy) {
-		return Resume{}, fmt.Errorf("%w: study %q is not on the audit log; an admin must create it first", ErrStudyRecord, s.Study.ID)
-	}
+	var b *audit.Bundle
+	err := a.retry(ctx, "reading the study from the audit log", func(ctx context.Context) (err error) {
+		limit := a.ExportLimit
+		if limit <= 0 {
+			limit = 1 << 30
+		}
+		b, err = a.Log.Export(ctx, s.Study.ID, limit)
+		return err
+	})
 	if err != nil {
-		return Resume{}, err
+		return LogState{}, err
 	}
-	if round == 0 && out != audit.Hash(s.InitialModel) {
-		return Resume{}, fmt.Errorf("%w: the log's initial model is %x, this coordinator's is %x", ErrStudyRecord, out[:8], s.InitialModel[:8])
+	st, err := logState(b, terms)
+	if err != nil {
+		return LogState{}, err
 	}
-	if round > 0 {
-		a.log().Warn("resuming the study from the audit log", slog.Uint64("last_committed_round", round), slog.String("model", hex.EncodeToString(out[:])))
+	if st.Round > 0 {
+		a.log().Warn("resuming the study from the audit log", slog.Uint64("last_committed_round", st.Round), slog.String("model", hex.EncodeToString(st.Model[:])))
 	} else {
-		a.log().Info("study is on the audit log", slog.String("initial_model", hex.EncodeToString(out[:])))
+		a.log().Info("study is on the audit log", slog.String("initial_model", hex.EncodeToString(st.Model[:])))
 	}
-	return Resume{Round: round, Model: [32]byte(out)}, nil
+	return st, nil
 }
 
-func decodeStudyRecord(env []byte) (*audit.Record, error) {
-	e, err := audit.UnmarshalEnvelope(env)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrStudyRecord, err)
+// retry runs f until it succeeds, fails for another reason than the log's
+// unavailability, or ctx ends; it logs each wait.
+func (a *AuditRecorder) retry(ctx context.Context, what string, f func(context.Context) error) error {
+	wait := time.Second
+	for {
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil || !errors.Is(err, cluster.ErrNoLeader) || ctx.Err() != nil {
+			return err
+		}
+		a.log().Warn("the audit log has no quorum; waiting", slog.String("for", what), slog.Duration("retry_in", wait), slog.Any("err", err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrLogUnavailable, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
 	}
-	rec, err := audit.UnmarshalRecord(e.Body)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrStudyRecord, err)
-	}
-	if rec.Kind != audit.KindStudyCreated {
-		return nil, fmt.Errorf("%w: record is %s, want %s", ErrStudyRecord, rec.Kind, audit.KindStudyCreated)
-	}
-	return rec, nil
 }
 
-// checkStudyRecord compares an admin's study record with the study this
-// coordinator is about to run.
-func checkStudyRecord(rec *audit.Record, s StudyStart) error {
-	st := s.Study
-	sites := slices.Clone(st.Clients)
-	slices.Sort(sites)
-	approved := slices.Clone(rec.ApprovedSites)
-	slices.Sort(approved)
-	switch {
-	case rec.StudyID != st.ID:
-		return fmt.Errorf("%w: record is for study %q, configured %q", ErrStudyRecord, rec.StudyID, st.ID)
-	case !slices.Equal(sites, approved):
-		return fmt.Errorf("%w: record approves %v, configured clients %v", ErrStudyRecord, approved, sites)
-	case int(rec.MinContributors) != st.MinClients:
-		return fmt.Errorf("%w: record says K=%d, configured %d", ErrStudyRecord, rec.MinContributors, st.MinClients)
-	case rec.OutputModel != audit.Hash(s.InitialModel):
-		return fmt.Errorf("%w: record's initial model %x, this coordinator's %x", ErrStudyRecord, rec.OutputModel[:8], s.InitialModel[:8])
-	case st.Secure() && rec.HEParamsID != st.HEPreset:
-		return fmt.Errorf("%w: record's HE parameters %q, configured %q", ErrStudyRecord, rec.HEParamsID, st.HEPreset)
+func studyTerms(st StudyConfig, initial [32]byte) audit.Terms {
+	h := audit.Hash(initial)
+	t := audit.Terms{Study: st.ID, Sites: st.Clients, K: st.MinClients, Rounds: st.Rounds, Strategy: st.Strategy.Name, InitialModel: &h}
+	if st.Secure() {
+		t.HEParams, t.Threshold = st.HEPreset, st.Threshold
 	}
-	return nil
+	return t
+}
+
+// logState reads where the study stands from the log's entries: its study
+// record (which must match the terms), key setup and rounds.
+func logState(b *audit.Bundle, terms audit.Terms) (LogState, error) {
+	var st LogState
+	found := false
+	for i, leaf := range b.Leaves {
+		e, err := audit.UnmarshalEnvelope(leaf)
+		if err != nil {
+			return st, fmt.Errorf("coordinator: audit log entry %d: %w", i, err)
+		}
+		rec, err := audit.UnmarshalRecord(e.Body)
+		if err != nil || rec.StudyID != terms.Study {
+			continue
+		}
+		switch rec.Kind {
+		case audit.KindStudyCreated:
+			if err := terms.Check(rec); err != nil {
+				return st, fmt.Errorf("%w: %w", ErrStudyRecord, err)
+			}
+			found, st.Model = true, rec.OutputModel
+		case audit.KindKeySetupDone:
+			if st.KeySetup, err = keySetupFrom(rec); err != nil {
+				return st, fmt.Errorf("coordinator: the key-setup record (entry %d): %w", i, err)
+			}
+			st.Started = true
+		case audit.KindRoundCompleted:
+			st.Round, st.Model, st.Optimizer, st.Started = rec.Round, rec.OutputModel, rec.OptimizerAfter, true
+			st.Completed++
+		case audit.KindRoundFailed:
+			st.Round, st.Started = rec.Round, true
+			st.Failed++
+		}
+	}
+	if !found {
+		return st, fmt.Errorf("%w: study %q is not on the audit log; an admin must create it first (fedledger study create)", ErrStudyRecord, terms.Study)
+	}
+	return st, nil
+}
+
+// keySetupFrom reads the key holders and their bound identities from a
+// key-setup record.
+func keySetupFrom(rec *audit.Record) (*study.KeySetup, error) {
+	k := &study.KeySetup{HEParams: rec.HEParamsID, Threshold: int(rec.Threshold), CollectiveKey: rec.CollectiveKeyHash,
+		Holders: slices.Clone(rec.KeyHolders), Keys: map[string]ed25519.PublicKey{}, Certificates: map[string][]byte{}}
+	for _, der := range rec.Certificates {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		pub, ok := cert.PublicKey.(ed25519.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("certificate of %q has a %T key", cert.Subject.CommonName, cert.PublicKey)
+		}
+		k.Keys[cert.Subject.CommonName], k.Certificates[cert.Subject.CommonName] = pub, der
+	}
+	for _, h := range k.Holders {
+		if _, ok := k.Keys[h.Site]; !ok {
+			return nil, fmt.Errorf("no certificate for key holder %q", h.Site)
+		}
+	}
+	return k, nil
 }
 
 // StudyRecord is the study-created record an admin signs for st: the
-// approved sites, K, the initial model, the strategy and the secure-mode
-// parameters. expires is zero for none.
+// approved sites, K, the rounds allowed, the initial model, the strategy
+// and the secure-mode parameters (t, HE parameter set). expires is zero
+// for none.
 func StudyRecord(st StudyConfig, initial [32]byte, admin string, expires time.Time) *audit.Record {
 	rec := &audit.Record{
 		Kind: audit.KindStudyCreated, StudyID: st.ID, OutputModel: audit.Hash(initial), ApprovedSites: slices.Clone(st.Clients),
-		MinContributors: uint32(st.MinClients), Strategy: st.Strategy.Name, Hyperparameters: studyParams(st),
+		MinContributors: uint32(st.MinClients), Rounds: uint32(st.Rounds), Strategy: st.Strategy.Name, Hyperparameters: studyParams(st),
 		BinaryVersion: version.String(), TimestampUnixNs: time.Now().UnixNano(), SubmitterID: admin,
 	}
 	if st.Secure() {
-		rec.HEParamsID = st.HEPreset
+		rec.HEParamsID, rec.Threshold = st.HEPreset, uint32(st.Threshold)
 	}
 	if !expires.IsZero() {
 		rec.ExpiresAtUnixNs = expires.UnixNano()
@@ -140,83 +217,81 @@ func StudyRecord(st StudyConfig, initial [32]byte, admin string, expires time.Ti
 
 func studyParams(st StudyConfig) []audit.Param {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-	t := st.Training
+	t, s := st.Training, st.Strategy
 	ps := []audit.Param{
 		{Name: "purpose", Value: st.Purpose}, {Name: "mode", Value: st.Mode}, {Name: "model", Value: st.Model.String()}, {Name: "rounds", Value: strconv.Itoa(st.Rounds)},
-		{Name: "server_lr", Value: f(st.Strategy.ServerLR)}, {Name: "optimizer", Value: t.Optimizer},
-		{Name: "learning_rate", Value: f(t.LearningRate)}, {Name: "batch_size", Value: strconv.Itoa(t.BatchSize)},
+		{Name: "server_lr", Value: f(s.ServerLR)}, {Name: "beta1", Value: f(s.Beta1)}, {Name: "beta2", Value: f(s.Beta2)}, {Name: "tau", Value: f(s.Tau)},
+		{Name: "optimizer", Value: t.Optimizer}, {Name: "learning_rate", Value: f(t.LearningRate)}, {Name: "batch_size", Value: strconv.Itoa(t.BatchSize)},
 		{Name: "local_steps", Value: strconv.Itoa(t.LocalSteps)}, {Name: "epochs", Value: strconv.Itoa(t.Epochs)},
-		{Name: "prox_mu", Value: f(t.ProxMu)},
+		{Name: "prox_mu", Value: f(t.ProxMu)}, {Name: "seed", Value: strconv.FormatInt(st.Seed, 10)},
 	}
 	if st.Secure() {
-		ps = append(ps, audit.Param{Name: "threshold", Value: strconv.Itoa(st.Threshold)},
-			audit.Param{Name: "crs_seed", Value: hex.EncodeToString(st.CRS())})
+		ps = append(ps, audit.Param{Name: "crs_seed", Value: hex.EncodeToString(st.CRS())})
 	}
 	return ps
 }
 
-// KeySetupDone appends the key-setup record: preset, collective key hash
-// and participants.
-func (a *AuditRecorder) KeySetupDone(ctx context.Context, k KeySetup) error {
-	a.keys = &k
-	rec := &audit.Record{Kind: audit.KindKeySetupDone, StudyID: k.Study, HEParamsID: k.HEPreset, CollectiveKeyHash: audit.Hash(k.CollectiveKey),
-		ApprovedSites: slices.Clone(k.Participants), Hyperparameters: []audit.Param{{Name: "threshold", Value: strconv.Itoa(k.Threshold)}},
-		BinaryVersion: version.String()}
-	_, err := a.append(ctx, rec)
-	if errors.Is(err, audit.ErrConflict) {
-		// A restarted coordinator re-announcing the key setup it had
-		// already recorded (its keys.json is written before the record).
-		a.log().Info("key setup was already on the audit log")
-		return nil
+// Record implements Recorder.
+func (a *AuditRecorder) Record(ctx context.Context, r study.Record) error {
+	key, rec := a.record(r)
+	a.mu.Lock()
+	if a.signed == nil {
+		a.signed = map[string][]byte{}
 	}
-	return err
+	env, ok := a.signed[key]
+	a.mu.Unlock()
+	if !ok {
+		rec.TimestampUnixNs, rec.SubmitterID = time.Now().UnixNano(), a.Identity.ID
+		e, err := audit.Sign(a.Identity, rec)
+		if err != nil {
+			return err
+		}
+		env = e.Marshal()
+		a.mu.Lock()
+		a.signed[key] = env
+		a.mu.Unlock()
+	}
+	res, err := a.Log.Append(ctx, env)
+	switch {
+	case err == nil:
+		a.log().Info("record committed to the audit log", slog.String("kind", rec.Kind.String()), slog.Uint64("round", rec.Round), slog.Int64("index", res.Index))
+		return nil
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %s record of round %d: %w", ErrLogUnavailable, rec.Kind, rec.Round, err)
+	}
+	return fmt.Errorf("audit log: %s record of round %d: %w", rec.Kind, rec.Round, err)
 }
 
-// RecordRound appends the round's record and returns once the log has
-// committed it.
-func (a *AuditRecorder) RecordRound(ctx context.Context, rep RoundReport) error {
+// record builds the audit record of a study machine's Record action, and
+// the key under which its signed form is kept for retries.
+func (a *AuditRecorder) record(r study.Record) (string, *audit.Record) {
 	st := a.study
-	rec := &audit.Record{Kind: audit.KindRoundCompleted, StudyID: st.ID, Round: uint64(rep.Round), ParentModel: audit.Hash(rep.Parent),
-		OutputModel: audit.Hash(rep.Model), AggregateHash: audit.Hash(rep.AggregateHash), DecryptionShares: slices.Clone(rep.DecryptionShares),
-		Strategy: st.Strategy.Name, Hyperparameters: studyParams(st), BinaryVersion: version.String()}
-	if a.keys != nil {
-		rec.HEParamsID, rec.CollectiveKeyHash = a.keys.HEPreset, audit.Hash(a.keys.CollectiveKey)
+	if k := r.KeySetup; k != nil {
+		rec := &audit.Record{Kind: audit.KindKeySetupDone, StudyID: st.ID, HEParamsID: k.HEParams, Threshold: uint32(k.Threshold),
+			CollectiveKeyHash: k.CollectiveKey, KeyHolders: slices.Clone(k.Holders), BinaryVersion: version.String()}
+		for _, h := range k.Holders {
+			rec.Certificates = append(rec.Certificates, k.Certificates[h.Site])
+		}
+		return "key-setup", rec
+	}
+	rep := r.Round
+	rec := &audit.Record{Kind: audit.KindRoundCompleted, StudyID: st.ID, Round: uint64(rep.Round), ParentModel: rep.Parent,
+		OutputModel: rep.Model, Contributions: slices.Clone(rep.Contributions), AggregateHash: rep.Aggregate,
+		DecryptionShares: slices.Clone(rep.DecryptionShares), Countersignatures: slices.Clone(rep.Countersignatures),
+		Certificates: slices.Clone(rep.Certificates), HEParamsID: rep.HEParams, CollectiveKeyHash: rep.CollectiveKey,
+		OptimizerBefore: rep.OptimizerBefore, OptimizerAfter: rep.OptimizerAfter, Strategy: st.Strategy.Name,
+		Hyperparameters: studyParams(st), BinaryVersion: version.String()}
+	rec.Metrics = []audit.Metric{{Name: "train_loss", Value: rep.TrainLoss}, {Name: "duration_s", Value: rep.Duration.Seconds()}}
+	if acc, n := meanAccuracy(rep.ParentTest); n > 0 {
+		rec.Metrics = append(rec.Metrics, audit.Metric{Name: "parent_test_accuracy", Value: acc})
 	}
 	if rep.Failed {
-		rec.Kind, rec.OutputModel = audit.KindRoundFailed, audit.Hash{}
-		rec.Hyperparameters = append(rec.Hyperparameters, audit.Param{Name: "failure", Value: rep.Reason})
+		rec = &audit.Record{Kind: audit.KindRoundFailed, StudyID: st.ID, Round: uint64(rep.Round), ParentModel: rep.Parent,
+			HEParamsID: rep.HEParams, CollectiveKeyHash: rep.CollectiveKey, Strategy: st.Strategy.Name, BinaryVersion: version.String(),
+			Hyperparameters: append(studyParams(st), audit.Param{Name: "failure", Value: rep.Reason},
+				audit.Param{Name: "contributors", Value: fmt.Sprint(rep.Contributors)})}
 	}
-	rec.Contributions = slices.Clone(rep.Contributions)
-	rec.Metrics = []audit.Metric{{Name: "train_loss", Value: rep.TrainLoss}, {Name: "duration_s", Value: rep.Duration.Seconds()}}
-	var acc, n float64
-	for _, m := range rep.ParentTest {
-		acc += m.Accuracy * float64(m.N)
-		n += float64(m.N)
-	}
-	if n > 0 {
-		rec.Metrics = append(rec.Metrics, audit.Metric{Name: "parent_test_accuracy", Value: acc / n})
-	}
-	idx, err := a.append(ctx, rec)
-	if err != nil {
-		return err
-	}
-	a.log().Info("round committed to the audit log", slog.Int("round", rep.Round), slog.Int64("index", idx), slog.Bool("failed", rep.Failed))
-	return nil
-}
-
-func (a *AuditRecorder) append(ctx context.Context, rec *audit.Record) (int64, error) {
-	rec.TimestampUnixNs, rec.SubmitterID = time.Now().UnixNano(), a.Identity.ID
-	env, err := audit.Sign(a.Identity, rec)
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := a.ctx(ctx)
-	defer cancel()
-	r, err := a.Log.Append(ctx, env.Marshal())
-	if err != nil {
-		return 0, fmt.Errorf("audit log: %s record of round %d: %w", rec.Kind, rec.Round, err)
-	}
-	return r.Index, nil
+	return fmt.Sprintf("round %d", rep.Round), rec
 }
 
 func (a *AuditRecorder) log() *slog.Logger {

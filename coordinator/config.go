@@ -63,6 +63,9 @@ type StudyConfig struct {
 	// Features optionally names the model's input columns, in order;
 	// clients whose data has other columns refuse the study.
 	Features []string
+	// PhaseTimeout bounds collecting decryption shares and
+	// countersignatures (0: RoundDeadline).
+	PhaseTimeout time.Duration
 }
 
 // Secure reports whether the study runs in secure mode.
@@ -146,14 +149,25 @@ type Config struct {
 	// TLS is the server's mutual-TLS configuration; there is no other mode.
 	TLS       *tls.Config
 	ChunkSize int
-	// OnRound, if set, is called from the study goroutine after each round.
+	// OnRound, if set, is called after each round is committed.
 	OnRound func(RoundReport)
-	// Aggregator combines a round's updates; nil means a PlaintextAggregator
-	// for Study.Strategy.
-	Aggregator Aggregator
-	// Recorder is told about the study's start, key setup and every round;
-	// nil means a LogRecorder.
+	// OnFinish, if set, is called once the study has ended (before the
+	// coordinator lingers).
+	OnFinish func(StudyResult, error)
+	// Recorder keeps the study's milestones (its start, key setup, every
+	// round) and says where the study stands when the coordinator starts;
+	// nil means a LogRecorder (no audit log: nothing to resume from).
 	Recorder Recorder
+	// RecordTimeout bounds one attempt to append a record; while the audit
+	// log is unavailable the coordinator retries with backoff from
+	// RetryMin to RetryMax, saying so in its log and status.
+	RecordTimeout      time.Duration
+	RetryMin, RetryMax time.Duration
+	// Linger keeps the StudyAdmin status (with the final model and the
+	// sites' results) and the final model's download served this long
+	// after the study ends (0: stop at once; negative: until Run's context
+	// ends).
+	Linger time.Duration
 	// TickInterval is how often deadlines are checked.
 	TickInterval time.Duration
 	// FinalEvalTimeout bounds the wait for clients' evaluation of the final
@@ -164,7 +178,8 @@ type Config struct {
 // DefaultConfig returns defaults for everything but the study, data
 // directory and TLS.
 func DefaultConfig() Config {
-	return Config{ChunkSize: chunk.DefaultSize, TickInterval: 100 * time.Millisecond, FinalEvalTimeout: 30 * time.Second}
+	return Config{ChunkSize: chunk.DefaultSize, TickInterval: 100 * time.Millisecond, FinalEvalTimeout: 30 * time.Second,
+		RecordTimeout: 30 * time.Second, RetryMin: time.Second, RetryMax: 30 * time.Second}
 }
 
 // Validate checks the configuration.
@@ -179,8 +194,8 @@ func (c Config) Validate() error {
 	if c.ChunkSize < 1024 || c.ChunkSize > 2*chunk.DefaultSize {
 		errs = append(errs, fmt.Errorf("chunk size %d, want 1 KiB..2 MiB", c.ChunkSize))
 	}
-	if c.TickInterval <= 0 || c.FinalEvalTimeout <= 0 {
-		errs = append(errs, errors.New("tick interval and final evaluation timeout must be > 0"))
+	if c.TickInterval <= 0 || c.FinalEvalTimeout <= 0 || c.RecordTimeout <= 0 || c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		errs = append(errs, errors.New("tick interval, final evaluation and record timeouts must be > 0, and the retry backoff a range"))
 	}
 	if err := c.Study.Validate(); err != nil {
 		errs = append(errs, err)

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"github.com/fedledger/fedledger/coordinator/study"
 	"context"
 	"errors"
 
@@ -24,17 +25,16 @@ func toStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, ErrUnknownClient), errors.Is(err, tlsutil.ErrNoPeerCertificate), errors.Is(err, tlsutil.ErrBadIdentity), errors.Is(err, errNotClient):
+	case errors.Is(err, study.ErrUnknownClient), errors.Is(err, tlsutil.ErrNoPeerCertificate), errors.Is(err, tlsutil.ErrBadIdentity),
+		errors.Is(err, errNotClient), errors.Is(err, study.ErrNotKeyHolder):
 		code = codes.PermissionDenied
-	case errors.Is(err, ErrNotKeyHolder):
-		code = codes.PermissionDenied
-	case errors.Is(err, ErrDuplicate):
+	case errors.Is(err, study.ErrDuplicate):
 		code = codes.AlreadyExists
-	case errors.Is(err, ErrWrongStudy), errors.Is(err, ErrWrongRound), errors.Is(err, ErrWrongParent),
-		errors.Is(err, ErrRoundClosed), errors.Is(err, ErrNotAssigned), errors.Is(err, errStudyOver):
+	case errors.Is(err, errWrongStudy), errors.Is(err, study.ErrWrongRound), errors.Is(err, study.ErrWrongParent), errors.Is(err, study.ErrWrongObject),
+		errors.Is(err, study.ErrRoundClosed), errors.Is(err, study.ErrNotAssigned), errors.Is(err, study.ErrStudyOver):
 		code = codes.FailedPrecondition
-	case errors.Is(err, ErrBadUpdate), errors.Is(err, aggregation.ErrUpdate), errors.Is(err, chunk.ErrChunk), errors.Is(err, ErrBadSignature), errors.Is(err, ErrBadShare),
-		errors.Is(err, chunk.ErrHashMismatch):
+	case errors.Is(err, study.ErrBadUpdate), errors.Is(err, aggregation.ErrUpdate), errors.Is(err, chunk.ErrChunk), errors.Is(err, study.ErrBadSignature),
+		errors.Is(err, errBadPayload), errors.Is(err, chunk.ErrHashMismatch):
 		code = codes.InvalidArgument
 	case errors.Is(err, chunk.ErrTooLarge):
 		code = codes.ResourceExhausted

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -19,6 +20,7 @@ type metrics struct {
 	phaseSeconds    *prometheus.HistogramVec
 	keySetupSeconds prometheus.Gauge
 	shares          *prometheus.CounterVec
+	countersigs     *prometheus.CounterVec
 }
 
 func newMetrics(study string) *metrics {
@@ -48,7 +50,7 @@ func newMetrics(study string) *metrics {
 			Name: "fedledger_coordinator_task_refusals_total", Help: "Tasks clients refused (policy, bad model, local errors).", ConstLabels: labels,
 		}),
 		phaseSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "fedledger_coordinator_phase_duration_seconds", Help: "Coordinator-side time per round phase (aggregate, decryption_shares, combine).",
+			Name: "fedledger_coordinator_phase_duration_seconds", Help: "Time per round phase (aggregate, decryption_shares, combine, countersign, record; *_work: the coordinator's own computation).",
 			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
 		}, []string{"phase"}),
 		keySetupSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -58,8 +60,38 @@ func newMetrics(study string) *metrics {
 			Name: "fedledger_coordinator_decryption_shares_total", Help: "Decryption shares received, by result (accepted or rejected).", ConstLabels: labels,
 		}, []string{"result"}),
 	}
+	m.countersigs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_coordinator_countersignatures_total", Help: "Hospitals' countersignatures of round outcomes, by result (accepted or rejected).", ConstLabels: labels,
+	}, []string{"result"})
+	m.reg.MustRegister(m.countersigs)
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
 		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// observe applies a study machine's measurement.
+func (m *metrics) observe(o study.Observe) {
+	switch o.Metric {
+	case "connected":
+		m.connected.Set(o.Value)
+	case "refusals":
+		m.refusals.Add(o.Value)
+	case "updates":
+		m.updates.WithLabelValues(o.Label).Add(o.Value)
+	case "update_bytes":
+		m.updateBytes.Add(o.Value)
+	case "shares":
+		m.shares.WithLabelValues(o.Label).Add(o.Value)
+	case "countersignatures":
+		m.countersigs.WithLabelValues(o.Label).Add(o.Value)
+	case "rounds":
+		m.rounds.WithLabelValues(o.Label).Add(o.Value)
+	case "round_seconds":
+		m.roundSeconds.Observe(o.Value)
+	case "phase_seconds":
+		m.phaseSeconds.WithLabelValues(o.Label).Observe(o.Value)
+	case "key_setup_seconds":
+		m.keySetupSeconds.Set(o.Value)
+	}
 }

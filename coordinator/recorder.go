@@ -2,64 +2,81 @@ package coordinator
 
 import (
 	"context"
-	"encoding/hex"
+	"errors"
+	"fmt"
 	"log/slog"
+
+	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/coordinator/study"
 )
 
-// Recorder is told about a study's milestones before the study moves on:
-// the study's start (with its initial model), the end of secure key setup,
-// and every finished round (aggregated or failed). AuditRecorder commits
-// them to the audit log; an error stops the study, so a round counts as
-// done only once it is recorded.
+// Recorder keeps a study's record and says where the study stands:
+// AuditRecorder commits it to the audit log, LogRecorder only logs it.
 type Recorder interface {
-	// StudyStarted checks the study can start (or resume) and says where
-	// it stands: the last committed round and its model.
-	StudyStarted(ctx context.Context, s StudyStart) (Resume, error)
-	KeySetupDone(ctx context.Context, k KeySetup) error
-	RecordRound(ctx context.Context, rep RoundReport) error
+	// Begin checks the study can run as configured (with an audit log:
+	// the admin's study record is on it and says the same; appending the
+	// record the recorder was given if the log has none yet) and returns
+	// where it stands, for a restarted coordinator to carry on from.
+	Begin(ctx context.Context, s StudyStart) (LogState, error)
+	// Record appends a key-setup or round record and returns once it is
+	// committed. An error wrapping ErrLogUnavailable means nothing was
+	// acknowledged and the same record may be appended again; any other
+	// error means the log refused it.
+	Record(ctx context.Context, r study.Record) error
 }
 
-// StudyStart is the study as it begins.
+// ErrLogUnavailable: the audit log could not be reached or has no quorum.
+var ErrLogUnavailable = errors.New("coordinator: the audit log is unavailable")
+
+// StudyStart is the study as this coordinator is configured to run it.
 type StudyStart struct {
 	Study        StudyConfig
 	InitialModel [32]byte
 }
 
-// KeySetup is the outcome of a secure key setup.
-type KeySetup struct {
-	Study         string
-	HEPreset      string
-	Threshold     int
-	Participants  []string
-	CollectiveKey [32]byte
+// LogState is where a study stands on the audit log.
+type LogState struct {
+	// Round is the last committed round (0: none), Model its output (the
+	// initial model before any) and Optimizer the server optimiser's state
+	// after the last completed round (zero: the initial state).
+	Round     uint64
+	Model     audit.Hash
+	Optimizer audit.Hash
+	Completed int
+	Failed    int
+	// Started: a key setup or a round is on the log.
+	Started bool
+	// KeySetup is the committed key setup, with the key holders'
+	// identities (nil: none).
+	KeySetup *study.KeySetup
 }
 
-// LogRecorder is the Recorder when no audit log is configured: it writes
-// one slog line per milestone and never fails.
+// LogRecorder is the Recorder without an audit log: it writes one slog
+// line per milestone and never fails. Nothing is vouched for, and a
+// restarted coordinator starts the study over: for development only.
 type LogRecorder struct {
 	Logger *slog.Logger
 }
 
-// StudyStarted implements Recorder. Without a log there is nothing to
-// resume from: the study starts at round 1.
-func (r LogRecorder) StudyStarted(ctx context.Context, s StudyStart) (Resume, error) {
-	if r.Logger != nil {
-		r.Logger.WarnContext(ctx, "no audit log configured: rounds are not recorded on a replicated log, and a restarted coordinator starts the study over",
-			slog.String("initial_model", hex.EncodeToString(s.InitialModel[:])))
-	}
-	return Resume{Model: s.InitialModel}, nil
+// Begin implements Recorder: a study without a log starts at round 1.
+func (r LogRecorder) Begin(ctx context.Context, s StudyStart) (LogState, error) {
+	r.log().WarnContext(ctx, "no audit log configured: rounds are not recorded on a replicated log, and a restarted coordinator starts the study over",
+		slog.String("initial_model", fmt.Sprintf("%x", s.InitialModel)))
+	return LogState{Model: s.InitialModel}, nil
 }
 
-// KeySetupDone implements Recorder.
-func (r LogRecorder) KeySetupDone(context.Context, KeySetup) error { return nil }
-
-// RecordRound implements Recorder.
-func (r LogRecorder) RecordRound(ctx context.Context, rep RoundReport) error {
-	if r.Logger == nil {
-		return nil
+// Record implements Recorder.
+func (r LogRecorder) Record(ctx context.Context, rec study.Record) error {
+	if rec.Round != nil {
+		r.log().InfoContext(ctx, "round finished (not on an audit log)", slog.Int("round", rec.Round.Round), slog.Bool("failed", rec.Round.Failed),
+			slog.String("model", fmt.Sprintf("%x", rec.Round.Model)))
 	}
-	r.Logger.InfoContext(ctx, "round finished (not on an audit log)", slog.Int("round", rep.Round),
-		slog.Bool("failed", rep.Failed), slog.String("model", hex.EncodeToString(rep.Model[:])),
-		slog.Any("contributors", rep.Contributors))
 	return nil
+}
+
+func (r LogRecorder) log() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
 }

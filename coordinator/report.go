@@ -1,42 +1,12 @@
 package coordinator
 
 import (
-	"time"
-
-	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/model"
 )
 
-// RoundReport is what happened in one round.
-type RoundReport struct {
-	Round        int
-	Contributors []string
-	Dropped      []string
-	Failed       bool
-	Reason       string
-	// Parent is the round's starting model; Model its output (the
-	// unchanged parent if it failed).
-	Parent   [32]byte
-	Model    [32]byte
-	Duration time.Duration
-	// ParentTest holds each contributor's metrics of the round's starting
-	// model on its local test split.
-	ParentTest map[string]model.Metrics
-	// TrainLoss is the sample-weighted mean local training loss.
-	TrainLoss float64
-	// Decryptors are the key holders whose decryption shares opened the
-	// aggregate (secure mode).
-	Decryptors []string
-	// Contributions are the accepted updates, in site order, each with its
-	// hospital's signature.
-	Contributions []audit.Contribution
-	// DecryptionShares are the signed shares that opened the aggregate
-	// (secure mode), in site order.
-	DecryptionShares []audit.DecryptionShare
-	// AggregateHash is the SHA-256 of the aggregate payload that was
-	// decrypted (secure mode).
-	AggregateHash [32]byte
-}
+// RoundReport is what happened in one round: what its record says.
+type RoundReport = study.RoundReport
 
 // StudyResult is the outcome of a study.
 type StudyResult struct {
@@ -45,6 +15,20 @@ type StudyResult struct {
 	ModelBytes []byte
 	Rounds     []RoundReport
 	// FinalTest holds each client's metrics of the final model on its local
-	// test split.
+	// test split, as it reported them.
 	FinalTest map[string]model.Metrics
+}
+
+// meanAccuracy is the sample-weighted mean of per-site accuracies, and the
+// number of samples behind it.
+func meanAccuracy(m map[string]model.Metrics) (float64, float64) {
+	var acc, n float64
+	for _, v := range m {
+		acc += v.Accuracy * float64(v.N)
+		n += float64(v.N)
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return acc / n, n
 }

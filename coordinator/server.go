@@ -2,12 +2,12 @@ package coordinator
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -16,13 +16,26 @@ import (
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/chunk"
+	"github.com/fedledger/fedledger/internal/model"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	"github.com/fedledger/fedledger/internal/version"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
-var errNotClient = errors.New("coordinator: caller's certificate does not have the client role")
+// The Federation service. Handlers authenticate the caller (an approved
+// site's client certificate), reassemble and check what only they can
+// check (chunk framing and hashes, a payload's encoding: plaintext floats
+// or ciphertexts of the study's key), and hand the study machine an event;
+// the machine decides. A rejected message is answered with the machine's
+// reason as a status code (errors.go).
+
+var (
+	errNotClient  = errors.New("coordinator: caller's certificate does not have the client role")
+	errWrongStudy = errors.New("coordinator: message is for another study")
+	errBadPayload = errors.New("coordinator: malformed payload")
+)
 
 // server implements the Federation gRPC service on top of the Coordinator.
 type server struct {
@@ -61,13 +74,17 @@ func (c *Coordinator) authorize(ctx context.Context, rpc string) (tlsutil.Peer, 
 	if err == nil && p.Role != tlsutil.RoleClient {
 		err = fmt.Errorf("%w: %q is %q", errNotClient, p.ID, p.Role)
 	} else if err == nil && !c.approved[p.ID] {
-		err = fmt.Errorf("%w: %q", ErrUnknownClient, p.ID)
+		err = fmt.Errorf("%w: %q", study.ErrUnknownClient, p.ID)
 	}
 	if err != nil {
 		c.log.Warn("refused caller", slog.String("rpc", rpc), slog.String("peer", p.ID), slog.Any("err", err))
 		return p, toStatus(err)
 	}
 	return p, nil
+}
+
+func identity(p tlsutil.Peer) study.Identity {
+	return study.Identity{Site: p.ID, Key: p.PublicKey(), Cert: p.Cert.Raw}
 }
 
 func (c *Coordinator) register(s *session) {
@@ -79,12 +96,16 @@ func (c *Coordinator) register(s *session) {
 	c.sessions[s.client] = s
 }
 
-func (c *Coordinator) unregister(s *session) {
+// unregister forgets s; it reports whether s was the client's current
+// session (a replaced one leaves without the client leaving).
+func (c *Coordinator) unregister(s *session) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sessions[s.client] == s {
 		delete(c.sessions, s.client)
+		return true
 	}
+	return false
 }
 
 func (c *Coordinator) sessionCount() int {
@@ -99,14 +120,15 @@ func (c *Coordinator) studySpec() *pb.StudySpec {
 	for i, h := range st.Model.Hidden {
 		hidden[i] = uint32(h)
 	}
-	t := st.Training
+	t, s := st.Training, st.Strategy
 	return &pb.StudySpec{
 		StudyId: st.ID,
 		Model:   &pb.ModelSpec{Kind: st.Model.Kind, Inputs: uint32(st.Model.Inputs), Hidden: hidden},
 		Training: &pb.TrainingParams{Optimizer: t.Optimizer, LearningRate: t.LearningRate, BatchSize: uint32(t.BatchSize),
 			Epochs: uint32(t.Epochs), LocalSteps: uint32(t.LocalSteps), ProxMu: t.ProxMu, Seed: t.Seed},
-		Rounds: uint32(st.Rounds), MinClients: uint32(st.MinClients), Strategy: st.Strategy.Name, Mode: st.Mode,
+		Rounds: uint32(st.Rounds), MinClients: uint32(st.MinClients), Strategy: s.Name, Mode: st.Mode,
 		HePreset: st.HEPreset, Threshold: uint32(st.Threshold), Features: st.Features,
+		ServerOptimizer: &pb.ServerOptimizer{Name: s.Name, ServerLr: s.ServerLR, Beta1: s.Beta1, Beta2: s.Beta2, Tau: s.Tau},
 	}
 }
 
@@ -129,23 +151,24 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 	}}}); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	sess := &session{client: p.ID, out: make(chan *pb.CoordinatorMessage, sessionQueue), ctx: ctx, cancel: cancel}
 	c.mu.Lock()
 	finished := c.finished
 	c.mu.Unlock()
 	if finished != nil {
 		return stream.Send(&pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Finished{Finished: finished}})
 	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	sess := &session{client: p.ID, out: make(chan *pb.CoordinatorMessage, sessionQueue), ctx: ctx, cancel: cancel}
 	c.register(sess)
+	joined := false
 	defer func() {
-		c.unregister(sess)
-		c.post(evLeft{sess})
+		if c.unregister(sess) && joined {
+			c.post(study.Left{Site: p.ID}, false)
+		}
 	}()
 
 	recvErr := make(chan error, 1)
-	accepted := false
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -156,23 +179,33 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 				recvErr <- err
 				return
 			}
+			var ev study.Event
 			switch msg := m.Msg.(type) {
 			case *pb.ClientMessage_Accepted:
 				// The client joins the study once it has accepted it.
-				if msg.Accepted.StudyId == c.cfg.Study.ID && !accepted {
-					accepted = true
-					c.post(evJoined{sess})
+				if msg.Accepted.StudyId == c.cfg.Study.ID && !joined {
+					joined = true
+					ev = study.Joined{Site: p.ID}
 				}
 			case *pb.ClientMessage_Refusal:
-				c.post(evRefusal{client: p.ID, m: msg.Refusal})
+				ev = study.Refused{Site: p.ID, Round: msg.Refusal.Round, Reason: msg.Refusal.Reason}
 			case *pb.ClientMessage_Eval:
-				c.post(evEval{client: p.ID, m: msg.Eval})
+				ev = c.evalIn(p.ID, msg.Eval)
 			case *pb.ClientMessage_KeyShare:
-				c.post(c.checkKeyShare(p, msg.KeyShare))
+				ev = c.keyShareIn(p, msg.KeyShare)
 			case *pb.ClientMessage_ShareBox:
-				c.post(evShareBox{client: p.ID, m: msg.ShareBox})
+				b := msg.ShareBox
+				ev = study.ShareBoxIn{Site: p.ID, From: b.FromPoint, To: b.ToPoint, Box: b.Box}
 			case *pb.ClientMessage_KeyDone:
-				c.post(evKeyDone{client: p.ID, m: msg.KeyDone})
+				ev = c.keyDoneIn(p.ID, msg.KeyDone)
+			case *pb.ClientMessage_Countersign:
+				ev = c.countersignIn(p, msg.Countersign)
+			}
+			if ev == nil || !joined {
+				continue
+			}
+			if err := c.post(ev, true); err != nil {
+				c.log.Warn("message refused", slog.String("client", p.ID), slog.String("message", fmt.Sprintf("%T", ev)), slog.Any("err", err))
 			}
 		}
 	}()
@@ -197,22 +230,65 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 	}
 }
 
-// FetchModel streams a stored model, or in secure mode a stored
-// contribution or aggregate (ciphertexts, for decryptors to check).
+func (c *Coordinator) evalIn(site string, m *pb.EvalReport) study.Event {
+	if len(m.ModelSha256) != sha256.Size || m.Test == nil {
+		return nil
+	}
+	return study.EvalIn{Site: site, Model: audit.Hash(m.ModelSha256), Test: metricsFrom(m.Test)}
+}
+
+// keyShareIn turns a key share into an event: its public-key share must
+// open under the study's parameters (the machine checks the rest); one
+// that does not is a refusal, which fails key setup with the reason.
+func (c *Coordinator) keyShareIn(p tlsutil.Peer, m *pb.KeyShare) study.Event {
+	st := c.cfg.Study
+	refuse := func(err error) study.Event {
+		c.log.Warn("invalid key share", slog.String("client", p.ID), slog.Any("err", err))
+		return study.Refused{Site: p.ID, Reason: "invalid key share: " + err.Error()}
+	}
+	switch {
+	case !st.Secure():
+		return refuse(errors.New("this study runs in plaintext mode"))
+	case m.StudyId != st.ID:
+		return refuse(fmt.Errorf("%w: %q", errWrongStudy, m.StudyId))
+	}
+	if err := secure.CheckKeyShare(st.HEPreset, st.ID, m.PkShare); err != nil {
+		return refuse(err)
+	}
+	return study.KeyShareIn{From: identity(p), Point: m.Point, X25519: m.X25519Public, PkShare: m.PkShare, Signature: m.Signature}
+}
+
+func (c *Coordinator) keyDoneIn(site string, m *pb.KeySetupDone) study.Event {
+	if m.StudyId != c.cfg.Study.ID || len(m.CollectiveKeySha256) != sha256.Size {
+		return study.Refused{Site: site, Reason: "key setup confirmation for another study or without a key hash"}
+	}
+	return study.KeyDoneIn{Site: site, CollectiveKey: audit.Hash(m.CollectiveKeySha256), Signature: m.Signature}
+}
+
+func (c *Coordinator) countersignIn(p tlsutil.Peer, m *pb.Countersignature) study.Event {
+	if m.StudyId != c.cfg.Study.ID || len(m.OutputSha256) != sha256.Size {
+		c.log.Warn("malformed countersignature ignored", slog.String("client", p.ID))
+		return nil
+	}
+	return study.CountersignIn{From: identity(p), Round: m.Round, Output: audit.Hash(m.OutputSha256), Signature: m.Signature}
+}
+
+// FetchModel streams a stored model or optimiser state, or (secure mode) a
+// stored update, aggregate or decryption share, by its SHA-256.
 func (s *server) FetchModel(req *pb.FetchModelRequest, stream pb.Federation_FetchModelServer) error {
 	c := s.c
 	if _, err := c.authorize(stream.Context(), "FetchModel"); err != nil {
 		return err
 	}
 	if req.StudyId != c.cfg.Study.ID {
-		return toStatus(fmt.Errorf("%w: %q", ErrWrongStudy, req.StudyId))
+		return toStatus(fmt.Errorf("%w: %q", errWrongStudy, req.StudyId))
 	}
-	if len(req.Sha256) != 32 {
-		return status.Errorf(codes.InvalidArgument, "coordinator: model hash has %d bytes, want 32", len(req.Sha256))
+	if len(req.Sha256) != sha256.Size {
+		return status.Errorf(codes.InvalidArgument, "coordinator: object hash has %d bytes, want 32", len(req.Sha256))
 	}
-	b, err := c.store.Get([32]byte(req.Sha256))
+	b, err := c.models.Get([32]byte(req.Sha256))
 	if errors.Is(err, ErrNotFound) {
-		b, err = c.cts.Get([32]byte(req.Sha256))
+		b, err = c.objects.Get([32]byte(req.Sha256))
 	}
 	if err != nil {
 		return toStatus(err)
@@ -225,221 +301,159 @@ func (s *server) FetchModel(req *pb.FetchModelRequest, stream pb.Federation_Fetc
 	return nil
 }
 
-// SubmitUpdate receives one update, checks it fully, and hands it to the
-// round; the receipt is sent only once the round has accepted it.
+// receive reassembles a chunked payload of exactly want bytes.
+func (c *Coordinator) receive(first *pb.Chunk, want int64, recv func() (*pb.Chunk, error)) (*chunk.Assembler, []byte, [32]byte, error) {
+	if first.TotalSize != uint64(want) {
+		return nil, nil, [32]byte{}, fmt.Errorf("%w: %d bytes, want %d", errBadPayload, first.TotalSize, want)
+	}
+	a, err := chunk.NewAssembler(first, want, c.cfg.Study.ID, nil)
+	if err != nil {
+		return nil, nil, [32]byte{}, err
+	}
+	for !a.Done() {
+		ch, err := recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, nil, [32]byte{}, fmt.Errorf("%w: stream ended early", chunk.ErrChunk)
+			}
+			return nil, nil, [32]byte{}, err
+		}
+		if err := a.Add(ch); err != nil {
+			return nil, nil, [32]byte{}, err
+		}
+	}
+	payload, sum, err := a.Bytes()
+	return a, payload, sum, err
+}
+
+// SubmitUpdate receives one update, checks its payload, and hands it to
+// the round; the receipt is sent only once the round has accepted it.
 func (s *server) SubmitUpdate(stream pb.Federation_SubmitUpdateServer) error {
 	c := s.c
 	p, err := c.authorize(stream.Context(), "SubmitUpdate")
 	if err != nil {
 		return err
 	}
-	u, hdr, err := c.receiveUpdate(p.ID, p.PublicKey(), stream)
+	ev, err := c.receiveUpdate(p, stream)
+	if err == nil {
+		err = c.post(ev, true)
+	}
 	if err != nil {
 		c.metrics.updates.WithLabelValues("rejected").Inc()
 		c.log.Warn("update rejected", slog.String("client", p.ID), slog.Any("err", err))
 		return toStatus(err)
 	}
-	reply := make(chan error, 1)
-	if !c.post(evUpdate{u: u, hdr: hdr, reply: reply}) {
-		return toStatus(errStudyOver)
-	}
-	select {
-	case err = <-reply:
-	case <-c.stopped:
-		err = errStudyOver
-	}
-	if err != nil {
-		return toStatus(err)
-	}
-	return stream.SendAndClose(&pb.SubmitReceipt{StudyId: u.Study, Round: u.Round, ContentSha256: u.Hash[:]})
+	return stream.SendAndClose(&pb.SubmitReceipt{StudyId: c.cfg.Study.ID, Round: ev.Round, ContentSha256: ev.Update.UpdateHash[:]})
 }
 
-func (c *Coordinator) receiveUpdate(client string, pub ed25519.PublicKey, stream pb.Federation_SubmitUpdateServer) (Update, *pb.UpdateHeader, error) {
-	var u Update
+func (c *Coordinator) receiveUpdate(p tlsutil.Peer, stream pb.Federation_SubmitUpdateServer) (study.UpdateIn, error) {
+	var ev study.UpdateIn
+	st := c.cfg.Study
 	first, err := stream.Recv()
 	if err != nil {
-		return u, nil, err
+		return ev, err
 	}
 	hdr := first.Header
 	if hdr == nil {
-		return u, nil, fmt.Errorf("%w: first chunk has no header", ErrBadUpdate)
+		return ev, fmt.Errorf("%w: first chunk has no header", study.ErrBadUpdate)
 	}
-	encoding, want := aggregation.EncodingWeightedDelta, int64(8*c.cfg.Study.Model.NumParams())
-	var ks *keyState
-	if c.cfg.Study.Secure() {
-		if ks = c.keySnapshot(); ks == nil {
-			return u, nil, fmt.Errorf("%w: key setup has not finished", ErrRoundClosed)
+	encoding, want := aggregation.EncodingWeightedDelta, int64(8*st.Model.NumParams())
+	setup := c.keySetup()
+	if st.Secure() {
+		if setup == nil {
+			return ev, fmt.Errorf("%w: key setup has not finished", study.ErrRoundClosed)
 		}
-		encoding, want = secure.EncodingContribution, ks.contributionSize(c.cfg.Study.ID)
+		encoding, want = secure.EncodingContribution, setup.ContributionSize()
 	}
-	if hdr.Encoding != encoding {
-		return u, nil, fmt.Errorf("%w: encoding %q, this %s study takes %q", ErrBadUpdate, hdr.Encoding, c.cfg.Study.Mode, encoding)
+	switch {
+	case hdr.Encoding != encoding:
+		return ev, fmt.Errorf("%w: encoding %q, this %s study takes %q", study.ErrBadUpdate, hdr.Encoding, st.Mode, encoding)
+	case len(hdr.ParentSha256) != sha256.Size || len(hdr.DataManifestSha256) != sha256.Size:
+		return ev, fmt.Errorf("%w: parent and data manifest hashes must have 32 bytes", study.ErrBadUpdate)
 	}
-	if len(hdr.ParentSha256) != 32 {
-		return u, nil, fmt.Errorf("%w: parent hash has %d bytes", ErrBadUpdate, len(hdr.ParentSha256))
-	}
-	if first.TotalSize != uint64(want) {
-		return u, nil, fmt.Errorf("%w: %d bytes, a %s update is %d", ErrBadUpdate, first.TotalSize, c.cfg.Study.Model, want)
-	}
-	a, err := chunk.NewAssembler(first, want, c.cfg.Study.ID, nil)
+	a, payload, sum, err := c.receive(first, want, stream.Recv)
 	if err != nil {
-		return u, nil, err
+		return ev, err
 	}
-	for !a.Done() {
-		ch, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return u, nil, fmt.Errorf("%w: stream ended early", chunk.ErrChunk)
-			}
-			return u, nil, err
-		}
-		if err := a.Add(ch); err != nil {
-			return u, nil, err
-		}
+	if setup != nil {
+		err = setup.CheckContribution(a.Round(), payload)
+	} else {
+		_, err = aggregation.DecodeWeightedDelta(payload, st.Model.NumParams())
 	}
-	payload, sum, err := a.Bytes()
 	if err != nil {
-		return u, nil, err
+		return ev, fmt.Errorf("%w: %w", study.ErrBadUpdate, err)
 	}
-	if ks != nil {
-		if err := c.checkSecureUpdate(a.Study(), a.Round(), payload); err != nil {
-			return u, nil, err
-		}
-	} else if _, err := aggregation.DecodeWeightedDelta(payload, c.cfg.Study.Model.NumParams()); err != nil {
-		return u, nil, err
+	ev = study.UpdateIn{From: identity(p), Round: a.Round(), Parent: audit.Hash(hdr.ParentSha256), Payload: payload,
+		Update: audit.Contribution{Site: p.ID, UpdateHash: sum, Samples: hdr.NumSamples, DataManifest: audit.Hash(hdr.DataManifestSha256), Signature: hdr.Signature}}
+	if hdr.Train != nil {
+		m := metricsFrom(hdr.Train)
+		ev.Train = &m
 	}
-	if len(hdr.DataManifestSha256) != 32 {
-		return u, nil, fmt.Errorf("%w: data manifest hash has %d bytes, want 32", ErrBadUpdate, len(hdr.DataManifestSha256))
+	if hdr.ParentTest != nil {
+		m := metricsFrom(hdr.ParentTest)
+		ev.ParentTest = &m
 	}
-	stmt := audit.Contribution{Site: client, UpdateHash: sum, Samples: hdr.NumSamples, DataManifest: [32]byte(hdr.DataManifestSha256)}
-	if err := verifySig(pub, stmt.Message(a.Study(), a.Round(), [32]byte(hdr.ParentSha256)), hdr.Signature, "contribution"); err != nil {
-		return u, nil, err
-	}
-	return Update{
-		Client: client, Study: a.Study(), Round: a.Round(), Parent: [32]byte(hdr.ParentSha256), Hash: sum,
-		Weight: hdr.NumSamples, Payload: payload,
-	}, hdr, nil
-}
-
-// checkKeyShare validates a participant's key share against its
-// certificate: the CKG share must open under the study's preset and the
-// signature must bind it and the X25519 key to the sender's identity. A
-// share that fails becomes a refusal, which fails key setup with the
-// reason.
-func (c *Coordinator) checkKeyShare(p tlsutil.Peer, m *pb.KeyShare) any {
-	st := c.cfg.Study
-	refuse := func(err error) any {
-		c.log.Warn("invalid key share", slog.String("client", p.ID), slog.Any("err", err))
-		return evRefusal{client: p.ID, m: &pb.TaskRefusal{StudyId: m.StudyId, Reason: "invalid key share: " + err.Error()}}
-	}
-	if !st.Secure() {
-		return refuse(errors.New("this study runs in plaintext mode"))
-	}
-	preset, err := secure.LookupPreset(st.HEPreset)
-	if err != nil {
-		return refuse(err)
-	}
-	share, err := secure.OpenPublicKeyShare(m.PkShare, preset, st.ID)
-	if err != nil {
-		return refuse(err)
-	}
-	if len(m.X25519Public) != 32 {
-		return refuse(fmt.Errorf("X25519 key of %d bytes", len(m.X25519Public)))
-	}
-	msg := audit.KeyShareMessage(st.ID, p.ID, m.Point, m.X25519Public, sha256.Sum256(m.PkShare))
-	if err := verifySig(p.PublicKey(), msg, m.Signature, "key share"); err != nil {
-		return refuse(err)
-	}
-	return evKeyShare{client: p.ID, cert: p.Cert.Raw, m: m, share: share}
+	return ev, nil
 }
 
 // SubmitShare receives one key holder's decryption shares for a round's
-// aggregate, checks them fully (envelopes, sizes, signature) and hands them
-// to the round.
+// aggregate, checks they open under the study's parameters, and hands
+// them to the round.
 func (s *server) SubmitShare(stream pb.Federation_SubmitShareServer) error {
 	c := s.c
 	p, err := c.authorize(stream.Context(), "SubmitShare")
 	if err != nil {
 		return err
 	}
-	ev, sum, err := c.receiveShare(p, stream)
-	if err != nil {
-		c.metrics.shares.WithLabelValues("rejected").Inc()
-		c.log.Warn("decryption share rejected", slog.String("client", p.ID), slog.Any("err", err))
-		return toStatus(err)
-	}
-	ev.reply = make(chan error, 1)
-	if !c.post(ev) {
-		return toStatus(errStudyOver)
-	}
-	select {
-	case err = <-ev.reply:
-	case <-c.stopped:
-		err = errStudyOver
+	ev, err := c.receiveShare(p, stream)
+	if err == nil {
+		err = c.post(ev, true)
 	}
 	if err != nil {
 		c.metrics.shares.WithLabelValues("rejected").Inc()
 		c.log.Warn("decryption share rejected", slog.String("client", p.ID), slog.Any("err", err))
 		return toStatus(err)
 	}
-	c.metrics.shares.WithLabelValues("accepted").Inc()
-	return stream.SendAndClose(&pb.SubmitReceipt{StudyId: c.cfg.Study.ID, Round: ev.round, ContentSha256: sum[:]})
+	return stream.SendAndClose(&pb.SubmitReceipt{StudyId: c.cfg.Study.ID, Round: ev.Round, ContentSha256: ev.Share.ShareHash[:]})
 }
 
-func (c *Coordinator) receiveShare(p tlsutil.Peer, stream pb.Federation_SubmitShareServer) (evDecShare, [32]byte, error) {
-	var ev evDecShare
-	st := c.cfg.Study
-	ks := c.keySnapshot()
-	if ks == nil {
-		return ev, [32]byte{}, fmt.Errorf("%w: no secure key setup in this study", ErrRoundClosed)
+func (c *Coordinator) receiveShare(p tlsutil.Peer, stream pb.Federation_SubmitShareServer) (study.ShareIn, error) {
+	var ev study.ShareIn
+	setup := c.keySetup()
+	if setup == nil {
+		return ev, fmt.Errorf("%w: no secure key setup in this study", study.ErrRoundClosed)
 	}
-	if _, ok := ks.points[p.ID]; !ok {
-		return ev, [32]byte{}, fmt.Errorf("%w: %q", ErrNotKeyHolder, p.ID)
+	if _, ok := setup.Points()[p.ID]; !ok {
+		return ev, fmt.Errorf("%w: %q", study.ErrNotKeyHolder, p.ID)
 	}
 	first, err := stream.Recv()
 	if err != nil {
-		return ev, [32]byte{}, err
+		return ev, err
 	}
 	hdr := first.Share
-	if hdr == nil || len(hdr.AggregateSha256) != 32 {
-		return ev, [32]byte{}, fmt.Errorf("%w: first chunk has no share header with a 32-byte aggregate hash", ErrBadShare)
+	if hdr == nil || len(hdr.AggregateSha256) != sha256.Size {
+		return ev, fmt.Errorf("%w: first chunk has no share header with a 32-byte aggregate hash", errBadPayload)
 	}
-	want := ks.shareSize(st.ID)
-	if first.TotalSize != uint64(want) {
-		return ev, [32]byte{}, fmt.Errorf("%w: decryption shares of %d bytes, want %d", ErrBadShare, first.TotalSize, want)
-	}
-	a, err := chunk.NewAssembler(first, want, st.ID, nil)
+	a, payload, sum, err := c.receive(first, setup.ShareSize(), stream.Recv)
 	if err != nil {
-		return ev, [32]byte{}, err
+		return ev, err
 	}
-	for !a.Done() {
-		ch, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return ev, [32]byte{}, fmt.Errorf("%w: stream ended early", chunk.ErrChunk)
-			}
-			return ev, [32]byte{}, err
-		}
-		if err := a.Add(ch); err != nil {
-			return ev, [32]byte{}, err
-		}
+	if err := setup.CheckShare(a.Round(), payload); err != nil {
+		return ev, fmt.Errorf("%w: %w", errBadPayload, err)
 	}
-	payload, sum, err := a.Bytes()
-	if err != nil {
-		return ev, [32]byte{}, err
+	return study.ShareIn{Site: p.ID, Round: a.Round(), Aggregate: audit.Hash(hdr.AggregateSha256), Payload: payload,
+		Share: audit.DecryptionShare{Site: p.ID, ShareHash: sum, Signature: hdr.Signature}}, nil
+}
+
+func metricsFrom(m *pb.Metrics) model.Metrics {
+	return model.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, AUC: m.Auc, N: int(m.N)}
+}
+
+func sortedSites[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
-	shares, err := secure.OpenSharePayload(payload, ks.preset, st.ID, a.Round(), ks.count)
-	if err != nil {
-		return ev, [32]byte{}, fmt.Errorf("%w: %w", ErrBadShare, err)
-	}
-	agg := [32]byte(hdr.AggregateSha256)
-	ds := audit.DecryptionShare{Site: p.ID, ShareHash: sum, Signature: hdr.Signature}
-	manifest, ok := c.decryptionManifest(a.Round(), agg)
-	if !ok {
-		return ev, [32]byte{}, fmt.Errorf("%w: no decryption of aggregate %x is open in round %d", ErrRoundClosed, agg[:6], a.Round())
-	}
-	if err := verifySig(p.PublicKey(), ds.Message(st.ID, a.Round(), agg, manifest), hdr.Signature, "decryption share"); err != nil {
-		return ev, [32]byte{}, err
-	}
-	return evDecShare{client: p.ID, round: a.Round(), aggregate: agg, shares: shares, signed: ds}, sum, nil
+	slices.Sort(out)
+	return out
 }

@@ -983,9 +983,12 @@ type StudySpec struct {
 	HePreset  string `protobuf:"bytes,8,opt,name=he_preset,json=hePreset,proto3" json:"he_preset,omitempty"`
 	Threshold uint32 `protobuf:"varint,9,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// Feature columns the model takes, in order (empty: not stated).
-	Features      []string `protobuf:"bytes,10,rep,name=features,proto3" json:"features,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Features []string `protobuf:"bytes,10,rep,name=features,proto3" json:"features,omitempty"`
+	// The server optimiser, in full: countersigning hospitals recompute each
+	// round's model with it.
+	ServerOptimizer *ServerOptimizer `protobuf:"bytes,11,opt,name=server_optimizer,json=serverOptimizer,proto3" json:"server_optimizer,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StudySpec) Reset() {
@@ -1088,6 +1091,89 @@ func (x *StudySpec) GetFeatures() []string {
 	return nil
 }
 
+func (x *StudySpec) GetServerOptimizer() *ServerOptimizer {
+	if x != nil {
+		return x.ServerOptimizer
+	}
+	return nil
+}
+
+type ServerOptimizer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ServerLr      float64                `protobuf:"fixed64,2,opt,name=server_lr,json=serverLr,proto3" json:"server_lr,omitempty"`
+	Beta1         float64                `protobuf:"fixed64,3,opt,name=beta1,proto3" json:"beta1,omitempty"`
+	Beta2         float64                `protobuf:"fixed64,4,opt,name=beta2,proto3" json:"beta2,omitempty"`
+	Tau           float64                `protobuf:"fixed64,5,opt,name=tau,proto3" json:"tau,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerOptimizer) Reset() {
+	*x = ServerOptimizer{}
+	mi := &file_federation_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerOptimizer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerOptimizer) ProtoMessage() {}
+
+func (x *ServerOptimizer) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerOptimizer.ProtoReflect.Descriptor instead.
+func (*ServerOptimizer) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ServerOptimizer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServerOptimizer) GetServerLr() float64 {
+	if x != nil {
+		return x.ServerLr
+	}
+	return 0
+}
+
+func (x *ServerOptimizer) GetBeta1() float64 {
+	if x != nil {
+		return x.Beta1
+	}
+	return 0
+}
+
+func (x *ServerOptimizer) GetBeta2() float64 {
+	if x != nil {
+		return x.Beta2
+	}
+	return 0
+}
+
+func (x *ServerOptimizer) GetTau() float64 {
+	if x != nil {
+		return x.Tau
+	}
+	return 0
+}
+
 type ModelSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "logreg" or "mlp".
@@ -1100,7 +1186,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1198,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1211,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{11}
+	return file_federation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1167,7 +1253,7 @@ type TrainingParams struct {
 
 func (x *TrainingParams) Reset() {
 	*x = TrainingParams{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1265,7 @@ func (x *TrainingParams) String() string {
 func (*TrainingParams) ProtoMessage() {}
 
 func (x *TrainingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1278,7 @@ func (x *TrainingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainingParams.ProtoReflect.Descriptor instead.
 func (*TrainingParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TrainingParams) GetOptimizer() string {
@@ -1259,7 +1345,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1357,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1370,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TrainTask) GetStudyId() string {
@@ -1336,7 +1422,7 @@ type EvaluateTask struct {
 
 func (x *EvaluateTask) Reset() {
 	*x = EvaluateTask{}
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1434,7 @@ func (x *EvaluateTask) String() string {
 func (*EvaluateTask) ProtoMessage() {}
 
 func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1447,7 @@ func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateTask.ProtoReflect.Descriptor instead.
 func (*EvaluateTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EvaluateTask) GetStudyId() string {
@@ -1405,7 +1491,7 @@ type StudyFinished struct {
 
 func (x *StudyFinished) Reset() {
 	*x = StudyFinished{}
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1503,7 @@ func (x *StudyFinished) String() string {
 func (*StudyFinished) ProtoMessage() {}
 
 func (x *StudyFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1516,7 @@ func (x *StudyFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyFinished.ProtoReflect.Descriptor instead.
 func (*StudyFinished) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StudyFinished) GetStudyId() string {
@@ -1474,7 +1560,7 @@ type TaskRefusal struct {
 
 func (x *TaskRefusal) Reset() {
 	*x = TaskRefusal{}
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1572,7 @@ func (x *TaskRefusal) String() string {
 func (*TaskRefusal) ProtoMessage() {}
 
 func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1585,7 @@ func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRefusal.ProtoReflect.Descriptor instead.
 func (*TaskRefusal) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskRefusal) GetStudyId() string {
@@ -1535,7 +1621,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1633,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1646,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EvalReport) GetStudyId() string {
@@ -1603,7 +1689,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1701,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1714,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{18}
+	return file_federation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Metrics) GetLoss() float64 {
@@ -1669,7 +1755,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1767,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1780,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{19}
+	return file_federation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FetchModelRequest) GetStudyId() string {
@@ -1734,7 +1820,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1832,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1845,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{20}
+	return file_federation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Chunk) GetStudyId() string {
@@ -1849,7 +1935,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1947,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +1960,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{21}
+	return file_federation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateHeader) GetParentSha256() []byte {
@@ -1941,7 +2027,7 @@ type ShareHeader struct {
 
 func (x *ShareHeader) Reset() {
 	*x = ShareHeader{}
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2039,7 @@ func (x *ShareHeader) String() string {
 func (*ShareHeader) ProtoMessage() {}
 
 func (x *ShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2052,7 @@ func (x *ShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
 func (*ShareHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{22}
+	return file_federation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ShareHeader) GetAggregateSha256() []byte {
@@ -1994,7 +2080,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2092,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2105,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -2054,7 +2140,7 @@ type Participant struct {
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2152,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2165,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Participant) GetClientId() string {
@@ -2111,7 +2197,7 @@ type KeySetupTask struct {
 
 func (x *KeySetupTask) Reset() {
 	*x = KeySetupTask{}
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2209,7 @@ func (x *KeySetupTask) String() string {
 func (*KeySetupTask) ProtoMessage() {}
 
 func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2222,7 @@ func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
 func (*KeySetupTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *KeySetupTask) GetStudyId() string {
@@ -2200,7 +2286,7 @@ type KeyShare struct {
 
 func (x *KeyShare) Reset() {
 	*x = KeyShare{}
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2298,7 @@ func (x *KeyShare) String() string {
 func (*KeyShare) ProtoMessage() {}
 
 func (x *KeyShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2311,7 @@ func (x *KeyShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
 func (*KeyShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *KeyShare) GetStudyId() string {
@@ -2276,7 +2362,7 @@ type PeerKey struct {
 
 func (x *PeerKey) Reset() {
 	*x = PeerKey{}
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2288,7 +2374,7 @@ func (x *PeerKey) String() string {
 func (*PeerKey) ProtoMessage() {}
 
 func (x *PeerKey) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2301,7 +2387,7 @@ func (x *PeerKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
 func (*PeerKey) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{27}
+	return file_federation_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PeerKey) GetClientId() string {
@@ -2338,7 +2424,7 @@ type ShareBox struct {
 
 func (x *ShareBox) Reset() {
 	*x = ShareBox{}
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2436,7 @@ func (x *ShareBox) String() string {
 func (*ShareBox) ProtoMessage() {}
 
 func (x *ShareBox) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2449,7 @@ func (x *ShareBox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
 func (*ShareBox) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{28}
+	return file_federation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ShareBox) GetStudyId() string {
@@ -2409,7 +2495,7 @@ type KeySetupDone struct {
 
 func (x *KeySetupDone) Reset() {
 	*x = KeySetupDone{}
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2507,7 @@ func (x *KeySetupDone) String() string {
 func (*KeySetupDone) ProtoMessage() {}
 
 func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2520,7 @@ func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
 func (*KeySetupDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{29}
+	return file_federation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KeySetupDone) GetStudyId() string {
@@ -2475,7 +2561,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2573,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2586,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{30}
+	return file_federation_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Contribution) GetClientId() string {
@@ -2564,7 +2650,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2662,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2675,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{31}
+	return file_federation_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -2659,7 +2745,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +2757,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +2770,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{32}
+	return file_federation_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Object) GetSha256() []byte {
@@ -2714,7 +2800,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2726,7 +2812,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2739,7 +2825,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{33}
+	return file_federation_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SignedShare) GetClientId() string {
@@ -2786,7 +2872,7 @@ type CountersignTask struct {
 
 func (x *CountersignTask) Reset() {
 	*x = CountersignTask{}
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2884,7 @@ func (x *CountersignTask) String() string {
 func (*CountersignTask) ProtoMessage() {}
 
 func (x *CountersignTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +2897,7 @@ func (x *CountersignTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersignTask.ProtoReflect.Descriptor instead.
 func (*CountersignTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{34}
+	return file_federation_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CountersignTask) GetStudyId() string {
@@ -2898,7 +2984,7 @@ type Countersignature struct {
 
 func (x *Countersignature) Reset() {
 	*x = Countersignature{}
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2910,7 +2996,7 @@ func (x *Countersignature) String() string {
 func (*Countersignature) ProtoMessage() {}
 
 func (x *Countersignature) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2923,7 +3009,7 @@ func (x *Countersignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Countersignature.ProtoReflect.Descriptor instead.
 func (*Countersignature) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{35}
+	return file_federation_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Countersignature) GetStudyId() string {
@@ -3022,7 +3108,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x05study\x18\x03 \x01(\v2\x17.fedledger.v1.StudySpecR\x05study\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xcf\x02\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\x99\x03\n" +
 	"\tStudySpec\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12-\n" +
 	"\x05model\x18\x02 \x01(\v2\x17.fedledger.v1.ModelSpecR\x05model\x128\n" +
@@ -3035,7 +3121,14 @@ const file_federation_proto_rawDesc = "" +
 	"\the_preset\x18\b \x01(\tR\bhePreset\x12\x1c\n" +
 	"\tthreshold\x18\t \x01(\rR\tthreshold\x12\x1a\n" +
 	"\bfeatures\x18\n" +
-	" \x03(\tR\bfeatures\"O\n" +
+	" \x03(\tR\bfeatures\x12H\n" +
+	"\x10server_optimizer\x18\v \x01(\v2\x1d.fedledger.v1.ServerOptimizerR\x0fserverOptimizer\"\x80\x01\n" +
+	"\x0fServerOptimizer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tserver_lr\x18\x02 \x01(\x01R\bserverLr\x12\x14\n" +
+	"\x05beta1\x18\x03 \x01(\x01R\x05beta1\x12\x14\n" +
+	"\x05beta2\x18\x04 \x01(\x01R\x05beta2\x12\x10\n" +
+	"\x03tau\x18\x05 \x01(\x01R\x03tau\"O\n" +
 	"\tModelSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06inputs\x18\x02 \x01(\rR\x06inputs\x12\x16\n" +
@@ -3208,7 +3301,7 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_federation_proto_goTypes = []any{
 	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
 	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
@@ -3221,90 +3314,92 @@ var file_federation_proto_goTypes = []any{
 	(*Welcome)(nil),            // 8: fedledger.v1.Welcome
 	(*Heartbeat)(nil),          // 9: fedledger.v1.Heartbeat
 	(*StudySpec)(nil),          // 10: fedledger.v1.StudySpec
-	(*ModelSpec)(nil),          // 11: fedledger.v1.ModelSpec
-	(*TrainingParams)(nil),     // 12: fedledger.v1.TrainingParams
-	(*TrainTask)(nil),          // 13: fedledger.v1.TrainTask
-	(*EvaluateTask)(nil),       // 14: fedledger.v1.EvaluateTask
-	(*StudyFinished)(nil),      // 15: fedledger.v1.StudyFinished
-	(*TaskRefusal)(nil),        // 16: fedledger.v1.TaskRefusal
-	(*EvalReport)(nil),         // 17: fedledger.v1.EvalReport
-	(*Metrics)(nil),            // 18: fedledger.v1.Metrics
-	(*FetchModelRequest)(nil),  // 19: fedledger.v1.FetchModelRequest
-	(*Chunk)(nil),              // 20: fedledger.v1.Chunk
-	(*UpdateHeader)(nil),       // 21: fedledger.v1.UpdateHeader
-	(*ShareHeader)(nil),        // 22: fedledger.v1.ShareHeader
-	(*SubmitReceipt)(nil),      // 23: fedledger.v1.SubmitReceipt
-	(*Participant)(nil),        // 24: fedledger.v1.Participant
-	(*KeySetupTask)(nil),       // 25: fedledger.v1.KeySetupTask
-	(*KeyShare)(nil),           // 26: fedledger.v1.KeyShare
-	(*PeerKey)(nil),            // 27: fedledger.v1.PeerKey
-	(*ShareBox)(nil),           // 28: fedledger.v1.ShareBox
-	(*KeySetupDone)(nil),       // 29: fedledger.v1.KeySetupDone
-	(*Contribution)(nil),       // 30: fedledger.v1.Contribution
-	(*DecryptTask)(nil),        // 31: fedledger.v1.DecryptTask
-	(*Object)(nil),             // 32: fedledger.v1.Object
-	(*SignedShare)(nil),        // 33: fedledger.v1.SignedShare
-	(*CountersignTask)(nil),    // 34: fedledger.v1.CountersignTask
-	(*Countersignature)(nil),   // 35: fedledger.v1.Countersignature
+	(*ServerOptimizer)(nil),    // 11: fedledger.v1.ServerOptimizer
+	(*ModelSpec)(nil),          // 12: fedledger.v1.ModelSpec
+	(*TrainingParams)(nil),     // 13: fedledger.v1.TrainingParams
+	(*TrainTask)(nil),          // 14: fedledger.v1.TrainTask
+	(*EvaluateTask)(nil),       // 15: fedledger.v1.EvaluateTask
+	(*StudyFinished)(nil),      // 16: fedledger.v1.StudyFinished
+	(*TaskRefusal)(nil),        // 17: fedledger.v1.TaskRefusal
+	(*EvalReport)(nil),         // 18: fedledger.v1.EvalReport
+	(*Metrics)(nil),            // 19: fedledger.v1.Metrics
+	(*FetchModelRequest)(nil),  // 20: fedledger.v1.FetchModelRequest
+	(*Chunk)(nil),              // 21: fedledger.v1.Chunk
+	(*UpdateHeader)(nil),       // 22: fedledger.v1.UpdateHeader
+	(*ShareHeader)(nil),        // 23: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 24: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 25: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 26: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 27: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 28: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 29: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 30: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 31: fedledger.v1.Contribution
+	(*DecryptTask)(nil),        // 32: fedledger.v1.DecryptTask
+	(*Object)(nil),             // 33: fedledger.v1.Object
+	(*SignedShare)(nil),        // 34: fedledger.v1.SignedShare
+	(*CountersignTask)(nil),    // 35: fedledger.v1.CountersignTask
+	(*Countersignature)(nil),   // 36: fedledger.v1.Countersignature
 }
 var file_federation_proto_depIdxs = []int32{
 	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
-	18, // 1: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
+	19, // 1: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
 	7,  // 2: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	16, // 3: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	17, // 4: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	17, // 3: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	18, // 4: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
 	9,  // 5: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	26, // 6: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	28, // 7: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	29, // 8: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	27, // 6: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	29, // 7: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	30, // 8: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
 	5,  // 9: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	35, // 10: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	36, // 10: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
 	8,  // 11: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	13, // 12: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	14, // 13: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	15, // 14: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	14, // 12: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	15, // 13: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	16, // 14: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
 	9,  // 15: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	25, // 16: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	27, // 17: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	28, // 18: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	31, // 19: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	34, // 20: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	26, // 16: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	28, // 17: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	29, // 18: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	32, // 19: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	35, // 20: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
 	10, // 21: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	11, // 22: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	12, // 23: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	18, // 24: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	21, // 25: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	22, // 26: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	18, // 27: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	18, // 28: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	24, // 29: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	26, // 30: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	30, // 31: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	32, // 32: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	32, // 33: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	30, // 34: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	32, // 35: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	33, // 36: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	32, // 37: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	32, // 38: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	32, // 39: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 40: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 41: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 42: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	19, // 43: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	20, // 44: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	20, // 45: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 46: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 47: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 48: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	20, // 49: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	23, // 50: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	23, // 51: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	46, // [46:52] is the sub-list for method output_type
-	40, // [40:46] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	12, // 22: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	13, // 23: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	11, // 24: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
+	19, // 25: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	22, // 26: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	23, // 27: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	19, // 28: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	19, // 29: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	25, // 30: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	27, // 31: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	31, // 32: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	33, // 33: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	33, // 34: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	31, // 35: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	33, // 36: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	34, // 37: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	33, // 38: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	33, // 39: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	33, // 40: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 41: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 42: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 43: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	20, // 44: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	21, // 45: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	21, // 46: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 47: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 48: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 49: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	21, // 50: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	24, // 51: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	24, // 52: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	47, // [47:53] is the sub-list for method output_type
+	41, // [41:47] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -3341,7 +3436,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -45,10 +47,16 @@ Example coordinator.yaml:
   audit:
     nodes: [audit-1.example.org:7600, audit-2.example.org:7600, audit-3.example.org:7600]
     study_record: heart-2026.rec        # signed by an admin: fedledger study sign
+  linger: 24h                           # after the study: keep answering study status
+
+When the study ends the coordinator prints the final model's path and each
+site's accuracy of it, then keeps answering "fedledger study status" (and
+serving the final model) for --linger before it exits; 0 exits at once.
 
 ` + precedence,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var co *coordinator.Coordinator
 			c, err := config.LoadCoordinator(cfgFile, cmd.Flags())
 			if err != nil {
 				return err
@@ -69,7 +77,8 @@ Example coordinator.yaml:
 				defer alog.Close()
 				c.Config.Recorder = &coordinator.AuditRecorder{Log: alog, Identity: c.Identity, StudyRecord: rec, Logger: logger}
 			}
-			co, err := coordinator.New(c.Config, logger)
+			c.Config.OnFinish = func(res coordinator.StudyResult, _ error) { printOutcome(cmd.OutOrStdout(), res, co.FinalModelPath()) }
+			co, err = coordinator.New(c.Config, logger)
 			if err != nil {
 				return err
 			}
@@ -96,5 +105,24 @@ Example coordinator.yaml:
 	f.Int("rounds", 0, "number of rounds (overrides study.rounds)")
 	f.String("strategy", "", "server strategy: fedavg, fedadam, fedyogi or fedadagrad")
 	f.String("mode", "", "secure (default: updates encrypted, threshold decryption) or plaintext (coordinator can read updates)")
+	f.Duration("linger", 0, "after the study ends, keep answering study status for this long (default 24h; 0: exit at once)")
 	return cmd
+}
+
+// printOutcome tells the operator where the final model is and what each
+// site reported of it.
+func printOutcome(w io.Writer, res coordinator.StudyResult, path string) {
+	if res.ModelBytes == nil {
+		return
+	}
+	fmt.Fprintf(w, "study %s finished: %d rounds\n  final model %s\n  sha256 %x\n", res.Study, len(res.Rounds), path, res.Model)
+	var sites []string
+	for s := range res.FinalTest {
+		sites = append(sites, s)
+	}
+	slices.Sort(sites)
+	for _, s := range sites {
+		m := res.FinalTest[s]
+		fmt.Fprintf(w, "  %-20s test accuracy %.3f  AUC %.3f  (%d examples)\n", s, m.Accuracy, m.AUC, m.N)
+	}
 }

@@ -105,7 +105,7 @@ func run(ctx context.Context, g grid, outDir string, progress io.Writer) error {
 	total, start := len(g.params)*len(g.clients), time.Now()
 	study := func(params, clients int, mode string) (*expkit.RunResult, error) {
 		res, err := expkit.Run(ctx, expkit.RunConfig{Clients: clients, Mode: mode, Model: expkit.MLP(params), Rounds: g.rounds,
-			LocalSteps: 10, Seed: 1, Audit: true})
+			LocalSteps: 10, Seed: 1})
 		if err != nil {
 			return nil, fmt.Errorf("%s %d params %d clients: %w", mode, params, clients, err)
 		}

@@ -30,6 +30,7 @@ var (
 		"study.rounds":        "rounds",
 		"study.strategy.name": "strategy",
 		"study.mode":          "mode",
+		"linger":              "linger",
 	}
 	auditNodeFlags = map[string]string{
 		"listen":     "listen",
@@ -96,6 +97,10 @@ func LoadCoordinator(path string, flags *pflag.FlagSet) (*Coordinator, error) {
 	cfg.DataDir = s.path("data_dir", f.DataDir)
 	cfg.Study = study
 	cfg.TLS = tlsCfg
+	if f.Linger < 0 {
+		return nil, s.errorf("linger", "%v: want a duration >= 0 (0: exit when the study ends)", f.Linger)
+	}
+	cfg.Linger = f.Linger
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)
 	}

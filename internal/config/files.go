@@ -100,6 +100,9 @@ type CoordinatorFile struct {
 	Study         StudyFile       `mapstructure:"study"`
 	Audit         AuditClientFile `mapstructure:"audit"`
 	Log           LogFile         `mapstructure:"log"`
+	// Linger keeps answering `study status` and serving the final model
+	// this long after the study ends (0: exit at once).
+	Linger time.Duration `mapstructure:"linger"`
 }
 
 // AuditNodeFile is an audit node's configuration file.
@@ -187,6 +190,7 @@ func DefaultCoordinatorFile() CoordinatorFile {
 		MetricsListen: "127.0.0.1:9464",
 		DataDir:       "fedledger-coordinator",
 		Log:           defaultLog(),
+		Linger:        24 * time.Hour,
 		Study: StudyFile{
 			Model:           ModelFile{Kind: "logreg", Inputs: 13},
 			Training:        TrainingFile{Optimizer: "adam", LearningRate: 1e-3, BatchSize: 4, LocalSteps: 50, Seed: 1},

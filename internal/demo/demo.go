@@ -15,22 +15,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/fedtest"
 	"github.com/fedledger/fedledger/internal/model"
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
-	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
-	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
 // Config is the demo's configuration.
@@ -151,10 +148,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("demo: data directory: %w", err)
 	}
-	pki, err := newDevPKI(filepath.Join(cfg.DataDir, "pki"))
-	if err != nil {
-		return nil, err
-	}
 	strat, err := aggregation.DefaultConfig(cfg.Strategy)
 	if err != nil {
 		return nil, err
@@ -162,21 +155,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	if cfg.ServerLR > 0 {
 		strat.ServerLR = cfg.ServerLR
 	}
-
-	out := cfg.Out
-	fmt.Fprintf(out, "fedledger demo: %d hospitals, %s, %s, %d rounds\n", len(train.Hospitals), cfg.Model.Kind, cfg.Strategy, cfg.Rounds)
-	if cfg.Mode == coordinator.ModeSecure {
-		fmt.Fprintf(out, "  secure mode: updates encrypted under a collective key (%s); any %d of the %d hospitals decrypt the sum, the coordinator alone cannot\n",
-			secure.Default.ID, cfg.Threshold, len(train.Hospitals))
-	} else {
-		fmt.Fprintf(out, "  PLAINTEXT MODE: updates are NOT encrypted; the coordinator reads every hospital's update\n")
-	}
-	fmt.Fprintf(out, "  development CA and certificates: %s\n", pki.dir)
-
-	ccfg := coordinator.DefaultConfig()
-	ccfg.DataDir = filepath.Join(cfg.DataDir, "coordinator")
-	ccfg.TLS = tlsutil.ServerConfig(pki.coordinator, pki.ca.Pool())
-	ccfg.Study = coordinator.StudyConfig{
+	study := coordinator.StudyConfig{
 		ID:              "heart-demo",
 		Model:           cfg.Model,
 		Training:        cfg.Training,
@@ -192,84 +171,45 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		Threshold:       cfg.Threshold,
 		KeySetupTimeout: time.Minute,
 	}
-	ccfg.OnRound = func(r coordinator.RoundReport) { printRound(out, cfg.Rounds, r) }
-
-	// The audit log: three Raft nodes; the consortium admin signs the study
-	// record, the coordinator commits every round, the clients check their
-	// parent model against it.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	alog, err := startAuditCluster(ctx, pki, filepath.Join(cfg.DataDir, "audit"), logger)
+	out := cfg.Out
+	fmt.Fprintf(out, "fedledger demo: %d hospitals, %s, %s, %d rounds\n", len(train.Hospitals), cfg.Model.Kind, cfg.Strategy, cfg.Rounds)
+	if cfg.Mode == coordinator.ModeSecure {
+		fmt.Fprintf(out, "  secure mode: updates encrypted under a collective key (%s); any %d of the %d hospitals decrypt the sum, the coordinator alone cannot\n",
+			secure.Default.ID, cfg.Threshold, len(train.Hospitals))
+	} else {
+		fmt.Fprintf(out, "  PLAINTEXT MODE: updates are NOT encrypted; the coordinator reads every hospital's update\n")
+	}
+	// The audit log has three Raft nodes; the consortium admin signs the
+	// study record, the coordinator commits every round with the
+	// hospitals' signatures, and each hospital checks its tasks against
+	// the log and accepts only studies the admin signed.
+	fed, err := fedtest.Start(ctx, fedtest.Config{
+		Dir: cfg.DataDir, Study: study, AuditNodes: 3, Logger: logger, Expires: time.Now().Add(24 * time.Hour),
+		Data: func(site string) client.DataConfig { return client.DataConfig{Heart: site} },
+		Coordinator: func(cc *coordinator.Config) {
+			cc.OnRound = func(r coordinator.RoundReport) { printRound(out, cfg.Rounds, r) }
+		},
+		Client: func(_ string, kc *client.Config) { kc.Policy.MinK = 2 },
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer alog.close()
-	fmt.Fprintf(out, "  audit log: 3 Raft nodes on %v (mTLS, bbolt); every round is committed before the next starts\n", alog.addrs)
-	_, _, initial, err := coordinator.InitialModel(ccfg.Study)
-	if err != nil {
+	defer fed.Close()
+	fmt.Fprintf(out, "  development CA and certificates: %s\n", fed.PKI.Dir)
+	fmt.Fprintf(out, "  audit log: 3 Raft nodes on %v (mTLS, bbolt); every round is committed, with the hospitals' signatures, before the next starts\n", fed.Audit.Addrs)
+	fmt.Fprintf(out, "  coordinator on %s (mTLS); hospital clients dial out to it\n\n", fed.Addr)
+	if err := fed.StartClients(); err != nil {
 		return nil, err
 	}
-	studyEnv, err := audit.Sign(pki.admin, coordinator.StudyRecord(ccfg.Study, initial, pki.admin.ID, time.Now().Add(24*time.Hour)))
+	res, err := fed.Wait(time.Hour)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("demo: %w", err)
 	}
-	coordLog, err := cluster.Dial(alog.addrs, tlsutil.ClientConfig(pki.coordinator, pki.ca.Pool(), ""))
-	if err != nil {
-		return nil, err
-	}
-	defer coordLog.Close()
-	ccfg.Recorder = &coordinator.AuditRecorder{Log: coordLog, Identity: pki.coordinator, StudyRecord: studyEnv.Marshal(),
-		Logger: logger.With(slog.String("component", "coordinator"))}
-	co, err := coordinator.New(ccfg, logger.With(slog.String("component", "coordinator")))
-	if err != nil {
-		return nil, err
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("demo: listen: %w", err)
-	}
-	fmt.Fprintf(out, "  coordinator on %s (mTLS); hospital clients dial out to it\n\n", lis.Addr())
-
-	clientCtx, stopClients := context.WithCancel(ctx)
-	defer stopClients()
-	var wg sync.WaitGroup
-	clientErrs := make([]error, len(train.Hospitals))
-	for i, h := range train.Hospitals {
-		kcfg := client.DefaultConfig()
-		kcfg.CoordinatorAddr = lis.Addr().String()
-		kcfg.TLS = tlsutil.ClientConfig(pki.clients[h], pki.ca.Pool(), "127.0.0.1")
-		kcfg.Data.Heart = h
-		kcfg.DataDir = filepath.Join(cfg.DataDir, "clients")
-		kcfg.AllowPlaintext = cfg.Mode == coordinator.ModePlaintext
-		kcfg.AuditNodes = alog.addrs
-		// Each hospital accepts only studies the consortium admin signed,
-		// with at least two contributors per round.
-		kcfg.Policy = client.Policy{Admins: []string{pki.admin.ID}, MinK: 2}
-		cl, err := client.New(kcfg, logger.With(slog.String("site", h)))
-		if err != nil {
-			lis.Close()
-			return nil, err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			clientErrs[i] = cl.Run(clientCtx)
-		}()
-	}
-	runErr := co.Run(ctx, lis)
-	// The coordinator has told every client the study finished; give them a
-	// moment to leave on their own, then stop them.
-	waitOrCancel(&wg, stopClients, 10*time.Second)
-	if runErr != nil {
-		return nil, fmt.Errorf("demo: coordinator: %w", runErr)
-	}
-	res := co.Result()
-
 	rep, err := compare(ctx, cfg, res)
 	if err != nil {
 		return nil, err
 	}
-	if rep.Audit, err = verifyFinal(ctx, cfg, pki, alog, res); err != nil {
+	if rep.Audit, err = verifyFinal(ctx, cfg, fed, res); err != nil {
 		return nil, err
 	}
 	rep.Elapsed = time.Since(start)
@@ -284,46 +224,22 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 // verifyFinal is the regulator's check: export the log as an observer,
 // write the model, bundle and trust files, and verify the final model's
 // lineage offline.
-func verifyFinal(ctx context.Context, cfg Config, pki *devPKI, alog *auditCluster, res coordinator.StudyResult) (*audit.Report, error) {
-	reg, err := cluster.Dial(alog.addrs, tlsutil.ClientConfig(pki.regulator, pki.ca.Pool(), ""))
-	if err != nil {
-		return nil, err
-	}
-	defer reg.Close()
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	b, err := reg.Export(ctx, res.Study, 1<<30)
-	if err != nil {
-		return nil, fmt.Errorf("demo: exporting the audit log: %w", err)
-	}
-	for name, data := range map[string][]byte{"final-model.flm": res.ModelBytes, "audit-bundle.bin": b.Marshal()} {
-		if err := os.WriteFile(filepath.Join(cfg.DataDir, name), data, 0o644); err != nil {
+func verifyFinal(ctx context.Context, cfg Config, fed *fedtest.Federation, res coordinator.StudyResult) (*audit.Report, error) {
+	rep, b, err := fed.Verify(ctx, res.Model)
+	if b != nil {
+		for name, data := range map[string][]byte{"final-model.flm": res.ModelBytes, "audit-bundle.bin": b.Marshal()} {
+			if err := os.WriteFile(filepath.Join(cfg.DataDir, name), data, 0o644); err != nil {
+				return nil, err
+			}
+		}
+		if err := fed.Audit.Trust.Write(filepath.Join(cfg.DataDir, "trust.json")); err != nil {
 			return nil, err
 		}
 	}
-	if err := alog.trust.Write(filepath.Join(cfg.DataDir, "trust.json")); err != nil {
-		return nil, err
-	}
-	trust, err := alog.trust.Trust()
-	if err != nil {
-		return nil, err
-	}
-	lin, err := audit.VerifyBundle(b, trust, res.Study, audit.Hash(res.Model))
 	if err != nil {
 		return nil, fmt.Errorf("demo: the final model does not verify: %w", err)
 	}
-	return audit.NewReport(lin, audit.Hash(res.Model)), nil
-}
-
-func waitOrCancel(wg *sync.WaitGroup, cancel context.CancelFunc, grace time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(grace):
-		cancel()
-		<-done
-	}
+	return rep, nil
 }
 
 // compare evaluates the federated model on every hospital's test split and

@@ -18,12 +18,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/fedtest"
 	"github.com/fedledger/fedledger/internal/model"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,12 +33,9 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
-	"github.com/fedledger/fedledger/audit"
-	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
-	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
 // Quiet is a logger that drops everything.
@@ -135,9 +134,6 @@ type RunConfig struct {
 	// Drop[r] lists client indexes that vanish right after uploading
 	// their round-r update (the others upload a second later).
 	Drop map[int][]int
-	// Audit runs the study against a one-node audit log (Raft, bbolt with
-	// fsync, mutual TLS); its per-round append time is measured.
-	Audit bool
 }
 
 // RunResult is what a study measured.
@@ -190,24 +186,6 @@ func (c countingConn) Write(b []byte) (int, error) {
 	return k, err
 }
 
-// timedRecorder measures RecordRound.
-type timedRecorder struct {
-	coordinator.Recorder
-	mu    sync.Mutex
-	total time.Duration
-	n     int
-}
-
-func (r *timedRecorder) RecordRound(ctx context.Context, rep coordinator.RoundReport) error {
-	t0 := time.Now()
-	err := r.Recorder.RecordRound(ctx, rep)
-	r.mu.Lock()
-	r.total += time.Since(t0)
-	r.n++
-	r.mu.Unlock()
-	return err
-}
-
 // histMean is the mean of a histogram series in a registry (by metric name
 // and phase label), or 0.
 func histMean(reg *prometheus.Registry, name, phase string) (sum float64, count uint64) {
@@ -239,21 +217,14 @@ func gauge(reg *prometheus.Registry, name string) float64 {
 
 // Run runs one study in this process: a coordinator and cfg.Clients
 // hospital clients on synthetic data, over gRPC with mutual TLS on
-// loopback.
+// loopback, every round recorded, with the hospitals' signatures, on a
+// one-node audit log (Raft, bbolt with fsync, mutual TLS).
 func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	dir, err := os.MkdirTemp("", "fedledger-exp-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	ca, err := tlsutil.NewCA("experiment consortium", 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	coordID, err := ca.Issue("coordinator", tlsutil.RoleCoordinator, []string{"127.0.0.1"}, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
 	k, t := cfg.MinClients, cfg.Threshold
 	if k == 0 {
 		k = cfg.Clients
@@ -264,80 +235,49 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	var ids []string
 	for i := 0; i < cfg.Clients; i++ {
 		ids = append(ids, fmt.Sprintf("site-%02d", i))
+		if err := SyntheticCSV(filepath.Join(dir, ids[i]+".csv"), i, 200, cfg.Seed); err != nil {
+			return nil, err
+		}
 	}
 	strat, _ := aggregation.DefaultConfig(aggregation.FedAvg)
 	tc := model.DefaultTrainConfig()
 	tc.Epochs, tc.LocalSteps, tc.Seed = 0, max(1, cfg.LocalSteps), cfg.Seed
-	cc := coordinator.DefaultConfig()
-	cc.DataDir = filepath.Join(dir, "coordinator")
-	cc.TLS = tlsutil.ServerConfig(coordID, ca.Pool())
-	cc.Study = coordinator.StudyConfig{
+	st := coordinator.StudyConfig{
 		ID: "experiment", Model: cfg.Model, Training: tc, Rounds: cfg.Rounds, MinClients: k, Clients: ids,
 		RoundDeadline: 10 * time.Minute, StartTimeout: 2 * time.Minute, Strategy: strat, Seed: cfg.Seed,
 		Mode: cfg.Mode, HEPreset: secure.Default.ID, Threshold: t, KeySetupTimeout: 5 * time.Minute,
 	}
-	var rec *timedRecorder
-	if cfg.Audit {
-		r, closeLog, err := auditRecorder(ctx, ca, coordID, cc.Study, filepath.Join(dir, "audit"))
-		if err != nil {
-			return nil, err
-		}
-		defer closeLog()
-		rec = &timedRecorder{Recorder: r}
-		cc.Recorder = rec
-	}
-	co, err := coordinator.New(cc, Quiet())
-	if err != nil {
-		return nil, err
-	}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
 	var wire, wireAtStart atomic.Int64
-	done := make(chan error, 1)
-	go func() { done <- co.Run(ctx, countingListener{raw, &wire}) }()
-
-	cctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var wg sync.WaitGroup
-	var clients []*client.Client
 	var uploadsMu sync.Mutex
 	uploads := map[int]int{} // client -> uploads so far
-	for i, id := range ids {
-		path := filepath.Join(dir, id+".csv")
-		if err := SyntheticCSV(path, i, 200, cfg.Seed); err != nil {
-			return nil, err
-		}
-		kc := client.DefaultConfig()
-		kc.CoordinatorAddr, kc.DataDir = raw.Addr().String(), filepath.Join(dir, "clients")
-		ident, err := ca.Issue(id, tlsutil.RoleClient, nil, 24*time.Hour)
-		if err != nil {
-			return nil, err
-		}
-		kc.TLS = tlsutil.ClientConfig(ident, ca.Pool(), "127.0.0.1")
-		kc.Data.CSV = &train.CSVConfig{Path: path, LabelColumn: "y", PositiveLabels: []string{"1"}, Numeric: Features(),
-			Missing: "drop", TestFraction: 0.25, Seed: cfg.Seed, Standardize: true}
-		kc.AllowPlaintext = cfg.Mode == coordinator.ModePlaintext
-		kc.MaxBackoff = time.Second
-		ctxI, cancelI := context.WithCancel(cctx)
-		defer cancelI()
-		idx := i
-		if len(cfg.Drop) > 0 {
-			kc.DialOptions = []grpc.DialOption{dropHook(cfg.Drop, idx, &uploadsMu, uploads, cancelI)}
-		}
-		c, err := client.New(kc, Quiet())
-		if err != nil {
-			return nil, err
-		}
-		clients = append(clients, c)
-		wg.Add(1)
-		go func() { defer wg.Done(); c.Run(ctxI) }()
+	fed, err := fedtest.Start(ctx, fedtest.Config{Dir: dir, Study: st, AuditNodes: 1, Logger: Quiet(),
+		Listener: func(l net.Listener) net.Listener { return countingListener{l, &wire} },
+		Data: func(site string) client.DataConfig {
+			return client.DataConfig{CSV: &train.CSVConfig{Path: filepath.Join(dir, site+".csv"), LabelColumn: "y", PositiveLabels: []string{"1"},
+				Numeric: Features(), Missing: "drop", TestFraction: 0.25, Seed: cfg.Seed, Standardize: true}}
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
+	defer fed.Close()
+	for i, id := range ids {
+		var opts []grpc.DialOption
+		if len(cfg.Drop) > 0 {
+			idx := i
+			opts = append(opts, dropHook(cfg.Drop, idx, &uploadsMu, uploads, func() { go fed.StopClient(ids[idx]) }))
+		}
+		if _, err := fed.StartClient(id, opts); err != nil {
+			return nil, err
+		}
+	}
+	co := fed.Coordinator()
 	// Key setup's bytes are not a round's: in secure mode the count
 	// restarts when the key-setup gauge is set (within a millisecond).
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
 	go func() {
-		for cc.Study.Secure() && gauge(co.Metrics(), "fedledger_coordinator_key_setup_seconds") == 0 {
+		for st.Secure() && gauge(co.Metrics(), "fedledger_coordinator_key_setup_seconds") == 0 {
 			select {
 			case <-cctx.Done():
 				return
@@ -346,10 +286,8 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		}
 		wireAtStart.Store(wire.Load())
 	}()
-	err = <-done
+	res, err := fed.Wait(time.Hour)
 	stop()
-	wg.Wait()
-	res := co.Result()
 	if err != nil && len(res.Rounds) == 0 {
 		return nil, err
 	}
@@ -363,65 +301,34 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	out.RoundSeconds = total.Seconds() / n
 	out.KeySetupSeconds = gauge(co.Metrics(), "fedledger_coordinator_key_setup_seconds")
 	out.WireBytesPerRound = float64(wire.Load()-wireAtStart.Load()) / n
-	for _, ph := range []string{"aggregate", "decryption_shares", "combine"} {
+	for _, ph := range []string{"aggregate", "decryption_shares", "combine", "countersign", "record"} {
 		s, _ := histMean(co.Metrics(), "fedledger_coordinator_phase_duration_seconds", ph)
 		out.Phases["coordinator_"+ph] = s / n
 	}
-	for _, ph := range []string{"train", "encode", "upload", "decryption_share"} {
-		var sum float64
-		var cnt uint64
-		for _, c := range clients {
-			s, k := histMean(c.Metrics(), "fedledger_client_phase_duration_seconds", ph)
-			sum, cnt = sum+s, cnt+k
-		}
-		if cnt > 0 {
-			out.Phases["client_"+ph] = sum / float64(cnt)
-		}
-	}
-	if rec != nil && rec.n > 0 {
-		out.Phases["audit_append"] = rec.total.Seconds() / float64(rec.n)
-	}
+	out.Phases["audit_append"] = out.Phases["coordinator_record"]
 	return out, nil
 }
 
 // dropHook makes client idx vanish right after its upload in the rounds
 // listed for it, and delays the uploads of the others in those rounds by a
 // second so the vanishing happens first.
-func dropHook(drop map[int][]int, idx int, mu *sync.Mutex, uploads map[int]int, cancel context.CancelFunc) grpc.DialOption {
-	return grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if method != "/fedledger.v1.Federation/SubmitUpdate" {
-			return streamer(ctx, desc, cc, method, opts...)
-		}
+func dropHook(drop map[int][]int, idx int, mu *sync.Mutex, uploads map[int]int, vanish func()) grpc.DialOption {
+	dropping := false // this client's uploads are sequential
+	return fedtest.Hook(fedtest.SubmitUpdate, func() error {
 		mu.Lock()
 		uploads[idx]++
 		round := uploads[idx]
 		mu.Unlock()
-		dropping := false
-		for _, i := range drop[round] {
-			dropping = dropping || i == idx
-		}
+		dropping = slices.Contains(drop[round], idx)
 		if !dropping && len(drop[round]) > 0 {
 			time.Sleep(time.Second)
 		}
-		cs, err := streamer(ctx, desc, cc, method, opts...)
-		if err != nil || !dropping {
-			return cs, err
+		return nil
+	}, func() {
+		if dropping {
+			vanish()
 		}
-		return &afterRecv{ClientStream: cs, after: cancel}, nil
 	})
-}
-
-type afterRecv struct {
-	grpc.ClientStream
-	after func()
-}
-
-func (s *afterRecv) RecvMsg(m any) error {
-	err := s.ClientStream.RecvMsg(m)
-	if err == nil {
-		s.after()
-	}
-	return err
 }
 
 // WriteCSV writes a header and rows.
@@ -457,46 +364,4 @@ func Percentile(d []time.Duration, p float64) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	i := int(math.Ceil(p/100*float64(len(s)))) - 1
 	return s[max(0, min(i, len(s)-1))]
-}
-
-// auditRecorder starts a one-node audit log and returns the coordinator's
-// recorder for it, with the study record signed by an admin.
-func auditRecorder(ctx context.Context, ca *tlsutil.CA, coordID *tlsutil.Identity, st coordinator.StudyConfig, dir string) (coordinator.Recorder, func(), error) {
-	nodeID, err := ca.Issue("audit-1", tlsutil.RoleAuditNode, []string{"127.0.0.1"}, 24*time.Hour)
-	if err != nil {
-		return nil, nil, err
-	}
-	admin, err := ca.Issue("admin", tlsutil.RoleAdmin, nil, 24*time.Hour)
-	if err != nil {
-		return nil, nil, err
-	}
-	nc := cluster.DefaultNodeConfig()
-	nc.Listen, nc.DataDir, nc.Identity, nc.Roots, nc.Bootstrap = "127.0.0.1:0", dir, nodeID, ca.Pool(), true
-	nc.HeartbeatTimeout, nc.ElectionTimeout, nc.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
-	node, err := cluster.StartNode(nc)
-	if err != nil {
-		return nil, nil, err
-	}
-	for deadline := time.Now().Add(10 * time.Second); !node.IsLeader(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			node.Close()
-			return nil, nil, fmt.Errorf("expkit: audit node did not elect itself")
-		}
-	}
-	_, _, initial, err := coordinator.InitialModel(st)
-	if err != nil {
-		node.Close()
-		return nil, nil, err
-	}
-	env, err := audit.Sign(admin, coordinator.StudyRecord(st, initial, admin.ID, time.Time{}))
-	if err != nil {
-		node.Close()
-		return nil, nil, err
-	}
-	cli, err := cluster.Dial([]string{node.Addr()}, tlsutil.ClientConfig(coordID, ca.Pool(), ""))
-	if err != nil {
-		node.Close()
-		return nil, nil, err
-	}
-	return &coordinator.AuditRecorder{Log: cli, Identity: coordID, StudyRecord: env.Marshal()}, func() { cli.Close(); node.Close() }, nil
 }

@@ -1,0 +1,299 @@
+package secure
+
+import (
+	"crypto/ecdh"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/tuneinsight/lattigo/v5/mhe"
+
+	"github.com/fedledger/fedledger/internal/fsutil"
+)
+
+// The hospital's role. A KeySetup takes a hospital through the collective
+// key generation; it ends in a Participant, which holds the hospital's
+// secret material (secret-key share and t-of-N Shamir share, never sent
+// anywhere) with the study's public Setup, encrypts the hospital's
+// contributions and answers decryption tasks through its ShareGuard.
+
+// KeyShare is what a hospital sends at the start of key setup: its
+// public-key share envelope and a fresh X25519 key for receiving Shamir
+// shares. The caller signs both (audit.KeyShareMessage).
+type KeyShare struct {
+	PkShare []byte
+	X25519  []byte
+}
+
+// KeySetup is one hospital's key setup in progress.
+type KeySetup struct {
+	study     string
+	preset    Preset
+	crs       []byte
+	threshold int
+	dim       int
+	self      string
+	point     uint64
+	points    map[string]uint64 // every participant's Shamir point
+	order     []string          // participants by point
+	party     *Party
+	x25519    *ecdh.PrivateKey
+	pkShares  map[string][]byte
+	xkeys     map[string]*ecdh.PublicKey
+	setup     *Setup
+	own       mhe.ShamirSecretShare
+	boxes     map[uint64][]byte
+}
+
+// StartKeySetup begins key setup for self among participants (site →
+// Shamir point) for a model of dim parameters: a fresh secret-key share,
+// its public-key share for the study's CRS, and an X25519 key.
+func StartKeySetup(study, presetID string, crs []byte, threshold, dim int, participants map[string]uint64, self string) (*KeySetup, KeyShare, error) {
+	preset, err := LookupPreset(presetID)
+	if err != nil {
+		return nil, KeyShare{}, err
+	}
+	if threshold < 2 || threshold > len(participants) {
+		return nil, KeyShare{}, fmt.Errorf("%w: threshold t=%d for %d participants; 2 <= t <= N", ErrInput, threshold, len(participants))
+	}
+	k := &KeySetup{study: study, preset: preset, crs: crs, threshold: threshold, dim: dim, self: self, points: map[string]uint64{},
+		pkShares: map[string][]byte{}, xkeys: map[string]*ecdh.PublicKey{}, boxes: map[uint64][]byte{}}
+	seen := map[uint64]bool{}
+	for site, p := range participants {
+		if p == 0 || seen[p] {
+			return nil, KeyShare{}, fmt.Errorf("%w: participant list repeats point %d or uses 0", ErrInput, p)
+		}
+		seen[p] = true
+		k.points[site] = p
+		k.order = append(k.order, site)
+	}
+	slices.SortFunc(k.order, func(a, b string) int { return int(k.points[a]) - int(k.points[b]) })
+	if k.point = k.points[self]; k.point == 0 {
+		return nil, KeyShare{}, fmt.Errorf("%w: %q is not among the key-setup participants", ErrInput, self)
+	}
+	if k.party, err = NewParty(preset, k.point); err != nil {
+		return nil, KeyShare{}, err
+	}
+	share, err := k.party.PublicKeyShare(crs)
+	if err != nil {
+		return nil, KeyShare{}, err
+	}
+	env, err := SealPublicKeyShare(preset, study, share)
+	if err != nil {
+		return nil, KeyShare{}, err
+	}
+	if k.x25519, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
+		return nil, KeyShare{}, err
+	}
+	return k, KeyShare{PkShare: env, X25519: k.x25519.PublicKey().Bytes()}, nil
+}
+
+// Point is this hospital's Shamir point.
+func (k *KeySetup) Point() uint64 { return k.point }
+
+// AddPeer takes one participant's relayed key share (the caller has
+// checked its signature against the participant's certificate). Once every
+// participant's is in, it computes the collective key itself and returns
+// this hospital's Shamir shares for the others, each sealed to its
+// recipient's X25519 key (by recipient point); until then it returns nil.
+func (k *KeySetup) AddPeer(site string, pkShare, x25519 []byte) (map[uint64][]byte, error) {
+	if _, ok := k.points[site]; !ok {
+		return nil, fmt.Errorf("%w: %q is not a participant", ErrInput, site)
+	}
+	if k.setup != nil {
+		return nil, fmt.Errorf("%w: key share of %q after the collective key was computed", ErrInput, site)
+	}
+	if _, dup := k.pkShares[site]; dup {
+		return nil, fmt.Errorf("%w: second key share of %q", ErrInput, site)
+	}
+	if _, err := OpenPublicKeyShare(pkShare, k.preset, k.study); err != nil {
+		return nil, fmt.Errorf("key share of %q: %w", site, err)
+	}
+	xk, err := ecdh.X25519().NewPublicKey(x25519)
+	if err != nil {
+		return nil, fmt.Errorf("X25519 key of %q: %w", site, err)
+	}
+	if site == k.self && !slices.Equal(x25519, k.x25519.PublicKey().Bytes()) {
+		return nil, errors.New("secure: the relayed key share in this site's name is not the one it sent")
+	}
+	k.pkShares[site], k.xkeys[site] = pkShare, xk
+	if len(k.pkShares) < len(k.points) {
+		return nil, nil
+	}
+	shares := make([][]byte, len(k.order))
+	recipients := make([]uint64, len(k.order))
+	for i, site := range k.order {
+		shares[i], recipients[i] = k.pkShares[site], k.points[site]
+	}
+	if k.setup, err = NewSetup(k.study, k.preset.ID, k.crs, k.points, k.order, shares, k.dim); err != nil {
+		return nil, err
+	}
+	shamir, err := k.party.ThresholdShares(k.threshold, recipients)
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64][]byte{}
+	for _, site := range k.order {
+		to := k.points[site]
+		if to == k.point {
+			k.own = shamir[to]
+			continue
+		}
+		if out[to], err = SealShare(k.xkeys[site], k.study, k.point, to, shamir[to]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// KeyHash is the collective key's hash, once every key share is in.
+func (k *KeySetup) KeyHash() ([32]byte, bool) {
+	if k.setup == nil {
+		return [32]byte{}, false
+	}
+	return k.setup.KeyHash(), true
+}
+
+// AddBox takes a sealed Shamir share addressed to this hospital. Once it
+// has one from every other participant (and the collective key), it opens
+// them, derives its t-of-N share and returns the finished Participant;
+// until then nil.
+func (k *KeySetup) AddBox(from uint64, box []byte) (*Participant, error) {
+	if from == k.point || !slices.ContainsFunc(k.order, func(s string) bool { return k.points[s] == from }) {
+		return nil, fmt.Errorf("%w: share box from point %d is not from another participant", ErrInput, from)
+	}
+	if _, dup := k.boxes[from]; dup {
+		return nil, fmt.Errorf("%w: second share box from point %d", ErrInput, from)
+	}
+	k.boxes[from] = box
+	if len(k.boxes) < len(k.points)-1 || k.setup == nil {
+		return nil, nil
+	}
+	received := []mhe.ShamirSecretShare{k.own}
+	for from, box := range k.boxes {
+		sender, share, err := OpenShare(k.x25519, k.study, k.point, box)
+		if err != nil {
+			return nil, fmt.Errorf("share box from point %d: %w", from, err)
+		}
+		if sender != from {
+			return nil, fmt.Errorf("%w: share box relayed as from point %d was sealed by point %d", ErrBox, from, sender)
+		}
+		received = append(received, share)
+	}
+	if err := k.party.SetThresholdShares(k.threshold, received); err != nil {
+		return nil, err
+	}
+	return &Participant{Setup: k.setup, party: k.party, self: k.self}, nil
+}
+
+// Participant is a hospital's finished key material for one study.
+type Participant struct {
+	// Setup is the study's public key material.
+	Setup *Setup
+	party *Party
+	self  string
+	guard *ShareGuard
+}
+
+// Threshold is t.
+func (p *Participant) Threshold() int { return p.party.threshold }
+
+// Point is this hospital's Shamir point.
+func (p *Participant) Point() uint64 { return uint64(p.party.point) }
+
+// Contribute encrypts the hospital's weighted update n·Δ (vector) and its
+// weight n under the collective key: the contribution payload for round.
+func (p *Participant) Contribute(round uint64, vector []float64, weight float64) ([]byte, error) {
+	if len(vector) != p.Setup.dim {
+		return nil, fmt.Errorf("%w: %d values, the study's model has %d", ErrInput, len(vector), p.Setup.dim)
+	}
+	cts, err := Encrypt(p.Setup.preset, p.Setup.pk, vector, weight)
+	if err != nil {
+		return nil, err
+	}
+	return SealPayload(KindContribution, p.Setup.preset, p.Setup.study, round, cts)
+}
+
+// OpenGuard attaches the hospital's decryption rules (see ShareGuard).
+// Count comes from the study's model, not from the coordinator.
+func (p *Participant) OpenGuard(cfg GuardConfig) error {
+	g, err := OpenShareGuard(cfg)
+	p.guard = g
+	return err
+}
+
+// Answer is the hospital's answer to a decryption task: its guard checks
+// the manifest and re-sums the listed contributions (pulled one at a time
+// with fetch), and only then does it compute its decryption shares of
+// aggregate for the active set of exactly t points; it returns the share
+// payload. A refusal is an error wrapping ErrManifest, ErrAlreadyShared or
+// ErrAggregate; any other error leaves the round unanswered.
+func (p *Participant) Answer(m Manifest, active []uint64, aggregate []byte, fetch Fetcher) ([]byte, error) {
+	if p.guard == nil {
+		return nil, fmt.Errorf("%w: no decryption guard is open", ErrInput)
+	}
+	if m.Study != p.Setup.study {
+		return nil, fmt.Errorf("%w: task for study %q, this key is %q's", ErrManifest, m.Study, p.Setup.study)
+	}
+	m.Count = p.Setup.count
+	cts, err := p.guard.Authorize(m.Study, m.Round, m, p.Setup.preset, fetch, aggregate)
+	if err != nil {
+		return nil, err
+	}
+	shares, err := p.party.DecryptionShares(active, cts)
+	if err != nil {
+		return nil, err
+	}
+	return SealSharePayload(p.Setup.preset, p.Setup.study, m.Round, shares)
+}
+
+// Files a participant keeps in its directory: the secret share (0600) and
+// the public setup, written atomically.
+const (
+	secretFile = "share.key"
+	setupFile  = "setup.bin"
+)
+
+// Save writes the participant's secret share (mode 0600) and public setup
+// into dir, replacing those of an earlier key setup.
+func (p *Participant) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	b, err := p.Setup.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	secret := filepath.Join(dir, secretFile)
+	if err := os.Remove(secret); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := p.party.Save(secret); err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(dir, setupFile), b, 0o600)
+}
+
+// LoadParticipant reads a participant saved with Save (after a restart).
+// A missing, unreadable or damaged file is an error naming it.
+func LoadParticipant(dir, self string) (*Participant, error) {
+	party, err := LoadParty(filepath.Join(dir, secretFile))
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, setupFile))
+	if err != nil {
+		return nil, fmt.Errorf("secure: setup file: %w", err)
+	}
+	s, err := UnmarshalSetup(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, setupFile), err)
+	}
+	if s.preset.ID != party.preset.ID || s.points[self] != uint64(party.point) {
+		return nil, fmt.Errorf("%w: the secret share in %s does not belong to the setup beside it", ErrInput, dir)
+	}
+	return &Participant{Setup: s, party: party, self: self}, nil
+}

@@ -1,0 +1,97 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/internal/chunk"
+	pb "github.com/fedledger/fedledger/proto"
+)
+
+// decryptRound answers a decryption task. The round must be the one the
+// audit log has open (the one after its last committed round, from its
+// latest output), so nothing already closed is ever decrypted again; the
+// guard checks the manifest (at least K distinct contributions, each
+// signed by its key holder over this round and parent, in site order) and
+// re-sums the listed contributions itself (always: without it a
+// coordinator could present one hospital's ciphertext as the aggregate);
+// only then is the share computed, signed over the manifest's digest, and
+// submitted.
+func (c *Client) decryptRound(ctx context.Context, coord Coordinator, t *pb.DecryptTask) error {
+	start := time.Now()
+	if c.study == nil || c.study.Mode != modeSecure || t.StudyId != c.study.StudyId {
+		return fmt.Errorf("decryption task for %q, which is not this client's secure study", t.StudyId)
+	}
+	if len(t.AggregateSha256) != sha256.Size || len(t.ParentSha256) != sha256.Size {
+		return fmt.Errorf("decryption task without 32-byte aggregate and parent hashes")
+	}
+	if c.audit == nil {
+		return fmt.Errorf("this site gives decryption shares only for rounds it can check on the audit log (no audit_nodes)")
+	}
+	if err := c.checkOnLog(ctx, t.StudyId, t.Round, t.ParentSha256); err != nil {
+		return err
+	}
+	k, err := c.studyKeys()
+	if err != nil {
+		return err
+	}
+	m, sizes, err := manifestFrom(t.StudyId, t.Round, t.ParentSha256, t.Contributions)
+	if err != nil {
+		return err
+	}
+	m.AggregateHash = [32]byte(t.AggregateSha256)
+	setup := k.participant.Setup
+	aggregate, err := c.fetch(ctx, coord, t.StudyId, t.AggregateSha256, t.AggregateSize, setup.AggregateSize())
+	if err != nil {
+		return fmt.Errorf("aggregate: %w", err)
+	}
+	// The guard pulls the contributions one at a time; this site's own
+	// comes from memory when it is the one it uploaded.
+	rc := c.rounds.at(t.Round)
+	fetched := 0
+	fetch := func(site string, hash [32]byte) ([]byte, error) {
+		if rc.upload != nil && rc.uploadSum == hash {
+			return rc.upload, nil
+		}
+		fetched++
+		c.metrics.resum.Inc()
+		return c.fetch(ctx, coord, t.StudyId, hash[:], sizes[site], setup.ContributionSize())
+	}
+	payload, err := k.participant.Answer(m, t.ActivePoints, aggregate, fetch)
+	if err != nil {
+		return err
+	}
+	ds := audit.DecryptionShare{Site: c.id, ShareHash: sha256.Sum256(payload)}
+	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
+	chunks[0].Share = &pb.ShareHeader{AggregateSha256: t.AggregateSha256, Signature: c.sign(ds.Message(t.StudyId, t.Round, m.AggregateHash, m.Digest()))}
+	if err := coord.SubmitShare(ctx, chunks); err != nil {
+		return fmt.Errorf("decryption share for round %d rejected: %w", t.Round, err)
+	}
+	rc.aggregate, rc.aggSum, rc.share, rc.shareSum = aggregate, m.AggregateHash, payload, ds.ShareHash
+	rc.upload = nil // the guard answers a round once: it is not needed again
+	c.log.Info("decryption share given", slog.Uint64("round", t.Round), slog.Int("contributions", len(m.Contributions)),
+		slog.Int("contributions_downloaded", fetched), slog.Duration("took", time.Since(start)))
+	return nil
+}
+
+// manifestFrom reads the signed contributions of a task (in the order
+// given: the guard and the countersign check require site order) and their
+// payload sizes.
+func manifestFrom(study string, round uint64, parent []byte, cs []*pb.Contribution) (secure.Manifest, map[string]uint64, error) {
+	m := secure.Manifest{Study: study, Round: round, Parent: audit.Hash(parent)}
+	sizes := map[string]uint64{}
+	for _, e := range cs {
+		if len(e.Sha256) != sha256.Size || len(e.DataManifestSha256) != sha256.Size {
+			return m, nil, fmt.Errorf("contribution of %q has a malformed hash", e.ClientId)
+		}
+		m.Contributions = append(m.Contributions, audit.Contribution{Site: e.ClientId, UpdateHash: [32]byte(e.Sha256), Samples: e.Samples,
+			DataManifest: [32]byte(e.DataManifestSha256), Signature: e.Signature})
+		sizes[e.ClientId] = e.Size
+	}
+	return m, sizes, nil
+}

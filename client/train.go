@@ -1,0 +1,189 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/internal/chunk"
+	"github.com/fedledger/fedledger/internal/model"
+	pb "github.com/fedledger/fedledger/proto"
+)
+
+// roundCache is what this site keeps of the round in progress, so the
+// decryption and countersigning steps do not download again what it
+// already has: its parent model, its own upload, the aggregate it checked
+// and the decryption share it gave.
+type roundCache struct {
+	round     uint64
+	parent    [32]byte
+	params    []float64
+	upload    []byte
+	uploadSum [32]byte
+	aggregate []byte
+	aggSum    [32]byte
+	share     []byte
+	shareSum  [32]byte
+}
+
+// at returns the cache for round, emptied if it held another round.
+func (r *roundCache) at(round uint64) *roundCache {
+	if r.round != round {
+		*r = roundCache{round: round}
+	}
+	return r
+}
+
+// trainRound answers a train task: check the parent on the audit log,
+// fetch it, train, and submit n·(w_local − w_parent), encrypted in a
+// secure study, signed over (study, round, parent, this site, payload
+// hash, n, data manifest).
+func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainTask) error {
+	start := time.Now()
+	if c.study == nil || t.StudyId != c.study.StudyId {
+		return fmt.Errorf("train task for %q, which is not this client's study", t.StudyId)
+	}
+	if err := c.checkOnLog(ctx, t.StudyId, t.Round, t.ParentSha256); err != nil {
+		return err
+	}
+	spec, parent, err := c.fetchModel(ctx, coord, t.StudyId, t.ParentSha256, t.ParentSize)
+	if err != nil {
+		return err
+	}
+	want := specFrom(c.study.Model)
+	if spec.String() != want.String() {
+		return fmt.Errorf("parent model is %s, the study says %s", spec, want)
+	}
+	parentTest, err := train.Evaluate(spec, parent, c.test)
+	if err != nil {
+		return err
+	}
+	cfg := trainConfigFrom(c.study.Training)
+	cfg.Seed += int64(t.Round) // a fresh shuffle every round, reproducibly
+	t0 := time.Now()
+	local, st, err := train.Train(ctx, spec, parent, c.train, cfg)
+	if err != nil {
+		return err
+	}
+	c.metrics.phase.WithLabelValues("train").Observe(time.Since(t0).Seconds())
+	n := uint64(c.train.Len())
+	t0 = time.Now()
+	payload, encoding, err := c.encodeUpdate(t.Round, local, parent, n)
+	if err != nil {
+		return err
+	}
+	c.metrics.phase.WithLabelValues("encode").Observe(time.Since(t0).Seconds())
+	stmt := audit.Contribution{Site: c.id, UpdateHash: sha256.Sum256(payload), Samples: n, DataManifest: c.manifest}
+	trainMet, _ := train.Evaluate(spec, local, c.train)
+	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
+	chunks[0].Header = &pb.UpdateHeader{
+		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, DataManifestSha256: c.manifest[:],
+		Signature: c.sign(stmt.Message(t.StudyId, t.Round, audit.Hash(t.ParentSha256))),
+		Train:     &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}, ParentTest: toPB(parentTest),
+	}
+	t0 = time.Now()
+	if err := coord.SubmitUpdate(ctx, chunks); err != nil {
+		return fmt.Errorf("update for round %d rejected: %w", t.Round, err)
+	}
+	rc := c.rounds.at(t.Round)
+	rc.parent, rc.params = [32]byte(t.ParentSha256), parent
+	if encoding == secure.EncodingContribution {
+		rc.upload, rc.uploadSum = payload, stmt.UpdateHash // reused by the re-sum check
+	}
+	c.metrics.phase.WithLabelValues("upload").Observe(time.Since(t0).Seconds())
+	c.metrics.updateSize.Add(float64(len(payload)))
+	c.log.Info("update submitted", slog.Uint64("round", t.Round), slog.Int("steps", st.Steps), slog.Float64("train_loss", st.Loss),
+		slog.Float64("parent_test_acc", parentTest.Accuracy), slog.String("sha256", fmt.Sprintf("%x", stmt.UpdateHash[:8])),
+		slog.String("encoding", encoding), slog.Int("bytes", len(payload)), slog.Duration("took", time.Since(start)))
+	return nil
+}
+
+// checkOnLog confirms, when the site knows the audit log, that round is
+// the one after the study's last committed round and parent its latest
+// committed output, and that the study still has that round to run: a
+// coordinator cannot make hospitals train on, decrypt for, or countersign
+// anything the log does not account for.
+func (c *Client) checkOnLog(ctx context.Context, study string, round uint64, parent []byte) error {
+	if c.audit == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, last, err := c.audit.LatestOutput(ctx, study)
+	if err != nil {
+		return fmt.Errorf("cannot confirm the round on the audit log: %w", err)
+	}
+	switch {
+	case round != last+1:
+		return fmt.Errorf("round %d is not open on the audit log: its last committed round of %q is %d", round, study, last)
+	case c.study != nil && round > uint64(c.study.Rounds):
+		return fmt.Errorf("round %d is beyond the study's %d rounds", round, c.study.Rounds)
+	case !bytes.Equal(out[:], parent):
+		return fmt.Errorf("parent model %x is not the study's latest committed output on the audit log (%x, round %d)", parent[:min(8, len(parent))], out[:8], last)
+	}
+	return nil
+}
+
+// encodeUpdate turns the local model into the update payload: n·Δ in
+// plaintext, or n·Δ and n encrypted under the study's collective key.
+func (c *Client) encodeUpdate(round uint64, local, parent []float64, n uint64) (payload []byte, encoding string, err error) {
+	if c.study.Mode != modeSecure {
+		payload, err = aggregation.EncodeWeightedDelta(local, parent, n)
+		return payload, aggregation.EncodingWeightedDelta, err
+	}
+	k, err := c.studyKeys()
+	if err != nil {
+		return nil, "", err
+	}
+	delta, err := aggregation.WeightedDelta(local, parent, n)
+	if err != nil {
+		return nil, "", err
+	}
+	payload, err = k.participant.Contribute(round, delta, float64(n))
+	return payload, secure.EncodingContribution, err
+}
+
+func (c *Client) evaluate(ctx context.Context, coord Coordinator, t *pb.EvaluateTask) (model.Metrics, error) {
+	spec, params, err := c.fetchModel(ctx, coord, t.StudyId, t.ModelSha256, t.ModelSize)
+	if err != nil {
+		return model.Metrics{}, err
+	}
+	m, err := train.Evaluate(spec, params, c.test)
+	if err == nil {
+		c.log.Info("final model evaluated", slog.Float64("test_acc", m.Accuracy), slog.Float64("test_auc", m.AUC), slog.Int("n", m.N))
+	}
+	return m, err
+}
+
+// fetchModel downloads a model, checks it hashes to what was announced,
+// and decodes it.
+func (c *Client) fetchModel(ctx context.Context, coord Coordinator, study string, sum []byte, size uint64) (model.Spec, []float64, error) {
+	b, err := c.fetch(ctx, coord, study, sum, size, c.cfg.MaxModelBytes)
+	if err != nil {
+		return model.Spec{}, nil, err
+	}
+	return model.Decode(b)
+}
+
+// fetch downloads an object of at most limit bytes and checks it hashes to
+// sum, whatever the transport checked.
+func (c *Client) fetch(ctx context.Context, coord Coordinator, study string, sum []byte, size uint64, limit int64) ([]byte, error) {
+	if len(sum) != sha256.Size {
+		return nil, fmt.Errorf("announced hash has %d bytes", len(sum))
+	}
+	b, err := coord.Fetch(ctx, study, sum, size, limit)
+	if err != nil {
+		return nil, err
+	}
+	if got := sha256.Sum256(b); !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("object %x: the coordinator sent bytes hashing to %x", sum[:8], got[:8])
+	}
+	return b, nil
+}
