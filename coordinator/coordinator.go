@@ -264,4 +264,3 @@ func (c *Coordinator) statusSnapshot() study.Status {
 	defer c.mu.Unlock()
 	return c.status
 }
-

@@ -1,9 +1,9 @@
 package coordinator
 
 import (
-	"github.com/fedledger/fedledger/coordinator/study"
 	"context"
 	"errors"
+	"github.com/fedledger/fedledger/coordinator/study"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
