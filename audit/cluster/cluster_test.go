@@ -143,6 +143,40 @@ func (c *testCluster) appendVia(i int, id *tlsutil.Identity, rec *audit.Record) 
 	return c.nodes[i].Append(ctx, audittest.Must(audit.Sign(id, rec)).Marshal())
 }
 
+// metricValue reads one series of a node's registry (0 if absent); label
+// and value select it (empty label: the series without labels beyond the
+// node's).
+func metricValue(t testing.TB, n *Node, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := n.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					match = true
+				}
+			}
+			if !match {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 func (c *testCluster) running() []int {
 	var out []int
 	for i, n := range c.nodes {
@@ -407,6 +441,18 @@ func TestAuditLogRefusesWrongCallers(t *testing.T) {
 			t.Errorf("%s: append accepted", name)
 		} else {
 			t.Logf("%s: %v", name, err)
+		}
+	}
+	// The node's mux counted both refusals by reason (a Go client from
+	// another CA sends no certificate, since ours is not among the CAs the
+	// node asks for).
+	for _, reason := range []string{tlsutil.ReasonNoCertificate, tlsutil.ReasonExpired} {
+		deadline := time.Now().Add(5 * time.Second)
+		for metricValue(t, c.nodes[0], "fedledger_audit_refused_handshakes_total", "reason", reason) < 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no refused handshake counted with reason %s", reason)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	// Reading is allowed to both.

@@ -12,6 +12,7 @@ type nodeMetrics struct {
 	appends       *prometheus.CounterVec
 	appendSeconds prometheus.Histogram
 	checkpoints   *prometheus.CounterVec
+	handshakes    *prometheus.CounterVec
 }
 
 func newNodeMetrics(n *Node) *nodeMetrics {
@@ -28,11 +29,14 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fedledger_audit_checkpoints_total", Help: "Checkpoints signed (leader) and cosigned or refused (witness).", ConstLabels: labels,
 		}, []string{"result"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_audit_refused_handshakes_total", Help: "TLS handshakes this node refused, by reason (unknown_ca, expired_certificate, no_certificate, ...).", ConstLabels: labels,
+		}, []string{"reason"}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f)
 	}
-	m.reg.MustRegister(m.appends, m.appendSeconds, m.checkpoints,
+	m.reg.MustRegister(m.appends, m.appendSeconds, m.checkpoints, m.handshakes,
 		gauge("fedledger_audit_tree_size", "Entries in this replica's Merkle log.", func() float64 { return float64(n.fsm.Ledger().Log().Size()) }),
 		gauge("fedledger_audit_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if n.raft != nil && n.raft.State() == raft.Leader {

@@ -161,7 +161,8 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 			lis.Close()
 		}
 	}()
-	n.mux = newMux(lis, tlsutil.ServerConfig(cfg.Identity, cfg.Roots), n.log)
+	refused := tlsutil.NewHandshakeLogger(n.log, func(reason string) { n.metrics.handshakes.WithLabelValues(reason).Inc() })
+	n.mux = newMux(lis, tlsutil.ServerConfig(cfg.Identity, cfg.Roots), n.log, refused)
 	go n.mux.serve()
 
 	hlog := raftLogger(n.log, cfg.RaftLogLevel)
