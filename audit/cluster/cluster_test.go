@@ -290,7 +290,8 @@ func TestClusterCatchUpFromSnapshot(t *testing.T) {
 
 // TestClusterRejectsBadRecordsOnEveryNode: records with a bad signature, an
 // unknown signer, a wrong parent or a skipped round are refused whichever
-// node they are sent to, with the reason, and no replica changes.
+// node they are sent to, with the reason, and no replica changes: not even
+// the Raft logs, since the leader checks before proposing.
 func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	study, _ := c.L.Log().Leaf(0)
@@ -316,6 +317,13 @@ func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 		{"skipped round", audittest.Must(audit.Sign(c.Coord, c.Round(3, audittest.Model(1), audittest.Model(3), "site-a", "site-b"))).Marshal(), "round 3, want 2"},
 		{"too few contributors", audittest.Must(audit.Sign(c.Coord, c.Round(2, audittest.Model(1), audittest.Model(2), "site-a"))).Marshal(), "fewer contributors"},
 	}
+	lastIndex := func() (out []uint64) {
+		for _, n := range c.nodes {
+			out = append(out, n.raft.LastIndex())
+		}
+		return out
+	}
+	before := lastIndex()
 	for _, tc := range cases {
 		for i := range c.nodes {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -328,6 +336,11 @@ func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 	}
 	if size := c.converged(); size != 2 {
 		t.Fatalf("tree size %d after rejected appends, want 2", size)
+	}
+	// The leader checked each record before proposing it: none entered any
+	// node's Raft log.
+	if after := lastIndex(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("raft LastIndex per node went from %v to %v after %d rejected appends", before, after, len(cases)*len(c.nodes))
 	}
 }
 

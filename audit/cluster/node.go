@@ -333,6 +333,9 @@ func (n *Node) Append(ctx context.Context, env []byte) (res AppendResult, err er
 		}
 	}()
 	err = n.onLeader(ctx, func() error {
+		if err := n.precheck(ctx, env); err != nil {
+			return err
+		}
 		f := n.raft.Apply(env, n.cfg.ApplyTimeout)
 		if err := f.Error(); err != nil {
 			return err
@@ -357,6 +360,32 @@ func (n *Node) Append(ctx context.Context, env []byte) (res AppendResult, err er
 		return nil
 	})
 	return res, err
+}
+
+// precheck runs the ledger's rules on env on the leader before it is
+// proposed, so a record they refuse never enters the replicated log (the
+// FSM still re-checks it when applying: two appends racing for the same
+// round both pass here, and the second is refused on apply). A refusal
+// that depends on the state (a *RuleError: sequence, parent, conflict) is
+// confirmed once this leader has applied every entry of its log, since a
+// newly elected leader's replica may lag its log by a few entries.
+func (n *Node) precheck(ctx context.Context, env []byte) error {
+	err := n.fsm.Ledger().Check(env)
+	var re *audit.RuleError
+	if err == nil || !errors.As(err, &re) {
+		return err
+	}
+	for target := n.raft.LastIndex(); n.raft.AppliedIndex() < target; {
+		if n.raft.State() != raft.Leader {
+			return raft.ErrNotLeader
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: this leader did not apply its log up to index %d in time", ErrNoLeader, target)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return n.fsm.Ledger().Check(env)
 }
 
 // current makes this (leader) node's reads linearizable: it confirms it is
