@@ -354,6 +354,7 @@ type voteGuard struct {
 	*raft.NetworkTransport
 	id       raft.ServerID
 	blocking atomic.Bool
+	refused  atomic.Int64 // vote and pre-vote requests refused
 	rpcs     chan raft.RPC
 	stop     chan struct{}
 	once     sync.Once
@@ -397,6 +398,7 @@ func (g *voteGuard) refuse(rpc raft.RPC) bool {
 	default:
 		return false
 	}
+	g.refused.Add(1)
 	return true
 }
 

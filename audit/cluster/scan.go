@@ -205,6 +205,10 @@ func checkBolt(path string, rep *stateReport) (err error) {
 		rep.problem(corrupt("raft.db", 0, "%v", err))
 		return nil
 	}
+	if err := checkPages(path); err != nil {
+		rep.problem(corrupt("raft.db", 0, "%v", err))
+		return nil
+	}
 	defer guard(rep, "bbolt")
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: storeLockWait})
 	switch {
