@@ -62,6 +62,9 @@ type NodeConfig struct {
 	Quorum int
 	// ApplyTimeout bounds an append or a membership change.
 	ApplyTimeout time.Duration
+	// JoinTimeout bounds JoinCluster (0: 2 minutes), so a node whose join
+	// address never answers fails instead of waiting forever.
+	JoinTimeout time.Duration
 	// Raft timing and compaction.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	SnapshotInterval                                      time.Duration
@@ -75,7 +78,7 @@ type NodeConfig struct {
 // data directory and identity.
 func DefaultNodeConfig() NodeConfig {
 	return NodeConfig{
-		Origin: "fedledger/audit-log", ApplyTimeout: 10 * time.Second,
+		Origin: "fedledger/audit-log", ApplyTimeout: 10 * time.Second, JoinTimeout: defaultJoinTimeout,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 500 * time.Millisecond,
 		SnapshotInterval: 2 * time.Minute, SnapshotThreshold: 8192, TrailingLogs: 10240, RaftLogLevel: slog.LevelWarn,
 	}
@@ -94,6 +97,9 @@ func (c NodeConfig) Validate() error {
 	}
 	if c.Origin == "" || c.ApplyTimeout <= 0 || c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
 		errs = append(errs, errors.New("audit node: origin and timeouts must be set"))
+	}
+	if c.JoinTimeout < 0 {
+		errs = append(errs, fmt.Errorf("audit node: join timeout %v", c.JoinTimeout))
 	}
 	if c.Quorum < 0 {
 		errs = append(errs, fmt.Errorf("audit node: quorum %d", c.Quorum))
@@ -745,39 +751,64 @@ func (n *Node) Join(ctx context.Context, id, addr string, voter bool) (uint64, e
 	return idx, err
 }
 
+const defaultJoinTimeout = 2 * time.Minute
+
 // JoinCluster makes this (new, unbootstrapped) node a member through any
 // existing member: it joins as a non-voter, waits until it has applied the
-// log up to the join point, and then asks to become a voter.
+// log up to the join point, and then asks to become a voter. It retries
+// while the member is unreachable or has no leader, logging progress, and
+// gives up after NodeConfig.JoinTimeout (or when ctx ends) with an error
+// naming the address and the last error.
 func (n *Node) JoinCluster(ctx context.Context, via string) error {
+	timeout := n.cfg.JoinTimeout
+	if timeout <= 0 {
+		timeout = defaultJoinTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	fail := func(step string, err error) error {
+		return fmt.Errorf("audit: could not join the cluster via %s: %s: %w", via, step, err)
+	}
 	cli, err := n.client(via)
 	if err != nil {
-		return err
+		return fail("address", err)
 	}
-	// The member may still be starting or electing a leader: retry while
-	// it is unavailable.
+	// The member may be down, still starting or electing a leader: retry
+	// while it is unavailable, each call bounded, so a member that accepts
+	// connections and never answers cannot hold the join.
 	var r *pb.JoinResponse
-	for {
-		if r, err = cli.Join(ctx, &pb.JoinRequest{Id: n.id, Address: n.Addr()}); status.Code(err) != codes.Unavailable {
+	lastLog := start
+	for attempt := 1; ; attempt++ {
+		call, cancelCall := context.WithTimeout(ctx, min(5*time.Second, timeout))
+		r, err = cli.Join(call, &pb.JoinRequest{Id: n.id, Address: n.Addr()})
+		cancelCall()
+		if err == nil {
 			break
+		}
+		if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+			return fail("refused", err)
+		}
+		if time.Since(lastLog) >= min(10*time.Second, timeout/4) {
+			lastLog = time.Now()
+			n.log.Warn("joining: no answer yet, retrying", slog.String("via", via), slog.Int("attempts", attempt),
+				slog.Duration("elapsed", time.Since(start).Round(time.Second)), slog.Duration("gives_up_after", timeout), slog.Any("err", err))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("audit: join via %s: %w", via, err)
+			return fail(fmt.Sprintf("no answer in %v (%d attempts); last error", time.Since(start).Round(time.Millisecond), attempt), err)
 		case <-time.After(100 * time.Millisecond):
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("audit: join via %s: %w", via, err)
 	}
 	for n.raft.AppliedIndex() < r.CommitIndex {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("audit: catching up to index %d before voting: %w", r.CommitIndex, ctx.Err())
+			return fail(fmt.Sprintf("catching up to index %d before voting, at %d", r.CommitIndex, n.raft.AppliedIndex()), ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	if _, err := cli.Join(ctx, &pb.JoinRequest{Id: n.id, Address: n.Addr(), Voter: true}); err != nil {
-		return fmt.Errorf("audit: promotion to voter: %w", err)
+		return fail("promotion to voter", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -269,5 +270,54 @@ func TestBadFrameWhileRunningHaltsTheNodes(t *testing.T) {
 		if n.Err() == nil && (n.FSM().Ledger().Log().Size() != 2 || n.raft.AppliedIndex() >= f.Index()) {
 			t.Fatalf("node %d applied past the bad entry without halting", i)
 		}
+	}
+}
+
+// TestJoinGivesUpOnASilentAddress: a node told to join through an address
+// where nothing listens, or where a listener accepts and never answers,
+// logs that it is retrying and then fails with the address and the last
+// error, within its join timeout (plus one bounded call).
+func TestJoinGivesUpOnASilentAddress(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close() // held open, never answered
+		}
+	}()
+	id := audittest.Issue(t, c.CA, "audit-9", tlsutil.RoleAuditNode)
+	for name, addr := range map[string]string{"nobody listens": freePort(t), "never answers": silent.Addr().String()} {
+		t.Run(name, func(t *testing.T) {
+			logs := &logLines{}
+			cfg := DefaultNodeConfig()
+			cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots = freePort(t), t.TempDir(), id, c.CA.Pool()
+			cfg.JoinTimeout, cfg.Logger = 2*time.Second, slog.New(slog.NewJSONHandler(logs, nil))
+			n, err := StartNode(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			start := time.Now()
+			err = n.JoinCluster(context.Background(), addr)
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), "could not join the cluster via "+addr) || !strings.Contains(err.Error(), "last error") {
+				t.Fatalf("join error %v, want one naming %s and the last error", err, addr)
+			}
+			if took > 30*time.Second {
+				t.Fatalf("join gave up after %v, its timeout is %v", took, cfg.JoinTimeout)
+			}
+			if len(logs.find("joining: no answer yet, retrying")) == 0 {
+				t.Fatal("no progress logged while retrying")
+			}
+			t.Logf("%s: gave up after %v: %v", name, took.Round(time.Millisecond), err)
+		})
 	}
 }
