@@ -135,6 +135,7 @@ type Node struct {
 	haltErr    atomic.Value
 	done       chan struct{}
 	stop       chan struct{}
+	background sync.WaitGroup // the recovery loop
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -285,7 +286,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	go n.srv.Serve(n.mux.grpc)
 	ok = true
 	if rs != nil {
-		go n.recoverFromQuorum(rs)
+		n.background.Go(func() { n.recoverFromQuorum(rs) })
 	}
 	n.log.Info("audit node started", slog.String("addr", advertise.String()), slog.Bool("bootstrap", cfg.Bootstrap), slog.String("state", n.State()))
 	return n, nil
@@ -316,6 +317,7 @@ func (n *Node) Close() error {
 	var err error
 	n.closed.Do(func() {
 		close(n.stop)
+		n.background.Wait()
 		if n.raft != nil {
 			err = n.raft.Shutdown().Error()
 		}

@@ -292,6 +292,13 @@ func (n *Node) recoverFromQuorum(rs *recoveryState) {
 func (n *Node) recoveryTarget(addr string) (uint64, *pb.StatusResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	cli, err := n.client(addr)
 	if err != nil {
 		return 0, nil, err
