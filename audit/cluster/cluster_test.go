@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc/codes"
@@ -143,6 +144,40 @@ func (c *testCluster) appendVia(i int, id *tlsutil.Identity, rec *audit.Record) 
 	return c.nodes[i].Append(ctx, audittest.Must(audit.Sign(id, rec)).Marshal())
 }
 
+// metricValue reads one series of a node's registry (0 if absent); label
+// and value select it (empty label: the series without labels beyond the
+// node's).
+func metricValue(t testing.TB, n *Node, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := n.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					match = true
+				}
+			}
+			if !match {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 func (c *testCluster) running() []int {
 	var out []int
 	for i, n := range c.nodes {
@@ -256,7 +291,8 @@ func TestClusterCatchUpFromSnapshot(t *testing.T) {
 
 // TestClusterRejectsBadRecordsOnEveryNode: records with a bad signature, an
 // unknown signer, a wrong parent or a skipped round are refused whichever
-// node they are sent to, with the reason, and no replica changes.
+// node they are sent to, with the reason, and no replica changes: not even
+// the Raft logs, since the leader checks before proposing.
 func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	study, _ := c.L.Log().Leaf(0)
@@ -282,6 +318,13 @@ func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 		{"skipped round", audittest.Must(audit.Sign(c.Coord, c.Round(3, audittest.Model(1), audittest.Model(3), "site-a", "site-b"))).Marshal(), "round 3, want 2"},
 		{"too few contributors", audittest.Must(audit.Sign(c.Coord, c.Round(2, audittest.Model(1), audittest.Model(2), "site-a"))).Marshal(), "fewer contributors"},
 	}
+	lastIndex := func() (out []uint64) {
+		for _, n := range c.nodes {
+			out = append(out, n.raft.LastIndex())
+		}
+		return out
+	}
+	before := lastIndex()
 	for _, tc := range cases {
 		for i := range c.nodes {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -294,6 +337,18 @@ func TestClusterRejectsBadRecordsOnEveryNode(t *testing.T) {
 	}
 	if size := c.converged(); size != 2 {
 		t.Fatalf("tree size %d after rejected appends, want 2", size)
+	}
+	// The leader checked each record before proposing it: none entered any
+	// node's Raft log. (A leader change in between would add a no-op,
+	// which is fine; a command is not.)
+	after := lastIndex()
+	for i, n := range c.nodes {
+		for idx := before[i] + 1; idx <= after[i]; idx++ {
+			var l raft.Log
+			if err := n.store.GetLog(idx, &l); err != nil || l.Type == raft.LogCommand {
+				t.Fatalf("node %d raft index %d after %d rejected appends: %v entry (%v)", i, idx, len(cases)*len(c.nodes), l.Type, err)
+			}
+		}
 	}
 }
 
@@ -407,6 +462,18 @@ func TestAuditLogRefusesWrongCallers(t *testing.T) {
 			t.Errorf("%s: append accepted", name)
 		} else {
 			t.Logf("%s: %v", name, err)
+		}
+	}
+	// The node's mux counted both refusals by reason (a Go client from
+	// another CA sends no certificate, since ours is not among the CAs the
+	// node asks for).
+	for _, reason := range []string{tlsutil.ReasonNoCertificate, tlsutil.ReasonExpired} {
+		deadline := time.Now().Add(5 * time.Second)
+		for metricValue(t, c.nodes[0], "fedledger_audit_refused_handshakes_total", "reason", reason) < 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no refused handshake counted with reason %s", reason)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	// Reading is allowed to both.

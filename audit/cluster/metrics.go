@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"os"
+	"path/filepath"
+
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -12,6 +15,9 @@ type nodeMetrics struct {
 	appends       *prometheus.CounterVec
 	appendSeconds prometheus.Histogram
 	checkpoints   *prometheus.CounterVec
+	handshakes    *prometheus.CounterVec
+	corruption    *prometheus.CounterVec
+	state         *prometheus.GaugeVec
 }
 
 func newNodeMetrics(n *Node) *nodeMetrics {
@@ -28,11 +34,24 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fedledger_audit_checkpoints_total", Help: "Checkpoints signed (leader) and cosigned or refused (witness).", ConstLabels: labels,
 		}, []string{"result"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_audit_refused_handshakes_total", Help: "TLS handshakes this node refused, by reason (unknown_ca, expired_certificate, no_certificate, ...).", ConstLabels: labels,
+		}, []string{"reason"}),
+		corruption: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_audit_corruption_detected_total", Help: "Integrity checks of this node's stored state that failed since it started, by what failed (raft.db, log entry, stable store, snapshot, tree, frame, recovered tree). Any is worth an alert.", ConstLabels: labels,
+		}, []string{"check"}),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fedledger_audit_replica_state", Help: "1 for this node's replica state: healthy, recovering (corruption found at start, catching up from the quorum), halted (corruption found while running: restart it), inconsistent (the quorum contradicts what it cosigned).", ConstLabels: labels,
+		}, []string{"state"}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f)
 	}
-	m.reg.MustRegister(m.appends, m.appendSeconds, m.checkpoints,
+	m.reg.MustRegister(m.appends, m.appendSeconds, m.checkpoints, m.handshakes, m.corruption, m.state,
+		gauge("fedledger_audit_corruption_evidence", "Evidence directories under data_dir/evidence (damaged state this node set aside); stays non-zero until an operator removes them.", func() float64 {
+			entries, _ := os.ReadDir(filepath.Join(n.cfg.DataDir, evidenceDir))
+			return float64(len(entries))
+		}),
 		gauge("fedledger_audit_tree_size", "Entries in this replica's Merkle log.", func() float64 { return float64(n.fsm.Ledger().Log().Size()) }),
 		gauge("fedledger_audit_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if n.raft != nil && n.raft.State() == raft.Leader {

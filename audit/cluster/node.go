@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc"
@@ -60,6 +62,9 @@ type NodeConfig struct {
 	Quorum int
 	// ApplyTimeout bounds an append or a membership change.
 	ApplyTimeout time.Duration
+	// JoinTimeout bounds JoinCluster (0: 2 minutes), so a node whose join
+	// address never answers fails instead of waiting forever.
+	JoinTimeout time.Duration
 	// Raft timing and compaction.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	SnapshotInterval                                      time.Duration
@@ -73,7 +78,7 @@ type NodeConfig struct {
 // data directory and identity.
 func DefaultNodeConfig() NodeConfig {
 	return NodeConfig{
-		Origin: "fedledger/audit-log", ApplyTimeout: 10 * time.Second,
+		Origin: "fedledger/audit-log", ApplyTimeout: 10 * time.Second, JoinTimeout: defaultJoinTimeout,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 500 * time.Millisecond,
 		SnapshotInterval: 2 * time.Minute, SnapshotThreshold: 8192, TrailingLogs: 10240, RaftLogLevel: slog.LevelWarn,
 	}
@@ -93,6 +98,9 @@ func (c NodeConfig) Validate() error {
 	if c.Origin == "" || c.ApplyTimeout <= 0 || c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
 		errs = append(errs, errors.New("audit node: origin and timeouts must be set"))
 	}
+	if c.JoinTimeout < 0 {
+		errs = append(errs, fmt.Errorf("audit node: join timeout %v", c.JoinTimeout))
+	}
 	if c.Quorum < 0 {
 		errs = append(errs, fmt.Errorf("audit node: quorum %d", c.Quorum))
 	}
@@ -108,8 +116,8 @@ type Node struct {
 	log     *slog.Logger
 	fsm     *FSM
 	raft    *raft.Raft
-	store   *raftboltdb.BoltStore
-	trans   *raft.NetworkTransport
+	store   *sealedStore
+	trans   *voteGuard
 	mux     *mux
 	srv     *grpc.Server
 	signer  note.Signer
@@ -117,12 +125,36 @@ type Node struct {
 
 	metrics *nodeMetrics
 
+	// Integrity: state is the replica state (stateHealthy, ...);
+	// recovering is set while it catches up after quarantining damaged
+	// state; haltErr and done report corruption found while running.
+	state      atomic.Value
+	recovering atomic.Bool
+	raftPtr    atomic.Pointer[raft.Raft]
+	haltOnce   sync.Once
+	haltErr    atomic.Value
+	done       chan struct{}
+	stop       chan struct{}
+	background sync.WaitGroup // the recovery loop
+
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed sync.Once
 }
 
 // StartNode opens (or creates) the node's state and starts serving.
+//
+// Before Raft reads anything, it checks the stored state (checkState in
+// scan.go: raft.db's pages and every entry's seal, the stable values, the
+// snapshots, and the rebuilt tree against witness.json). If anything
+// fails, it logs each failure at error level, counts it in
+// fedledger_audit_corruption_detected_total, moves raft.db and snapshots/
+// into data_dir/evidence/<time>/ with a report, and starts with an empty
+// log, keeping its current term and last vote: it takes no part in
+// elections and serves no reads until it has caught up from the quorum
+// (see recoverFromQuorum). It refuses to start instead, leaving the files
+// in place, when it is the configuration's only voter (there is no quorum
+// to recover from), and it fails on a witness.json that does not verify.
 func StartNode(cfg NodeConfig) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -134,7 +166,8 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, id: cfg.Identity.ID, log: log.With(slog.String("node", cfg.Identity.ID)), fsm: NewFSM(cfg.Roots), conns: map[string]*grpc.ClientConn{}}
+	n := &Node{cfg: cfg, id: cfg.Identity.ID, log: log.With(slog.String("node", cfg.Identity.ID)), fsm: NewFSM(cfg.Roots), conns: map[string]*grpc.ClientConn{},
+		done: make(chan struct{}), stop: make(chan struct{})}
 	var err error
 	if n.signer, err = audit.NoteSigner(cfg.Identity); err != nil {
 		return nil, err
@@ -143,6 +176,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n.metrics = newNodeMetrics(n)
+	n.fsm.onCorrupt = n.corruptWhileRunning
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("audit node: listen: %w", err)
@@ -161,21 +195,58 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 			lis.Close()
 		}
 	}()
-	n.mux = newMux(lis, tlsutil.ServerConfig(cfg.Identity, cfg.Roots), n.log)
+	hlog := raftLogger(n.log, cfg.RaftLogLevel)
+
+	rs := n.readRecoveryState()
+	rep, err := checkState(cfg.DataDir, cfg.Roots, n.witness.last, hlog.Named("check"))
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Problems) > 0 {
+		for _, ce := range rep.Problems {
+			n.reportCorruption(ce)
+		}
+		if rep.soleVoter(n.id) {
+			return nil, fmt.Errorf("audit node: %w in %s, and this node is its cluster's only voter: there is no quorum to recover from; restore data_dir from a backup (the files were left in place): %w",
+				ErrCorrupt, cfg.DataDir, errors.Join(errs(rep.Problems)...))
+		}
+		if rs, err = n.quarantine(rep); err != nil {
+			return nil, err
+		}
+		n.log.Error("damaged state moved aside; recovering from the quorum (no votes, no reads until caught up)", slog.String("evidence", rs.Evidence),
+			slog.Bool("stable_values_preserved", rep.CurrentTerm != nil))
+	} else if rs != nil {
+		n.log.Warn("still recovering from the quorum after an earlier restart", slog.String("evidence", rs.Evidence))
+	}
+	n.recovering.Store(rs != nil)
+
+	refused := tlsutil.NewHandshakeLogger(n.log, func(reason string) { n.metrics.handshakes.WithLabelValues(reason).Inc() })
+	n.mux = newMux(lis, tlsutil.ServerConfig(cfg.Identity, cfg.Roots), n.log, refused)
 	go n.mux.serve()
 
-	hlog := raftLogger(n.log, cfg.RaftLogLevel)
 	// raft-boltdb/v2 keeps the log and the stable store in one bbolt file,
-	// fsynced on every write (NoSync is off).
-	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")}); err != nil {
+	// fsynced on every write (NoSync is off); sealedStore seals each entry
+	// and value.
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, raftFile), BoltOptions: &bbolt.Options{Timeout: storeLockWait}})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, errLocked
+	} else if err != nil {
 		return nil, fmt.Errorf("audit node: raft store: %w", err)
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog.Named("snapshots"))
+	n.store = &sealedStore{bolt: bolt, onCorrupt: n.corruptWhileRunning}
+	if rs != nil {
+		if err := restoreStableValues(n.store, rs); err != nil {
+			return nil, fmt.Errorf("audit node: restoring the current term and vote: %w", err)
+		}
+	}
+	files, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog.Named("snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("audit node: snapshot store: %w", err)
 	}
+	snaps := sealedSnapshots{files}
 	layer := &streamLayer{chanListener: n.mux.raft, advertise: advertise, client: tlsutil.ClientConfig(cfg.Identity, cfg.Roots, "")}
-	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport")})
+	n.trans = newVoteGuard(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport")}),
+		raft.ServerID(n.id), rs != nil)
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.id)
@@ -183,7 +254,9 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = 20 * time.Millisecond
 	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = cfg.SnapshotInterval, cfg.SnapshotThreshold, cfg.TrailingLogs
-	if cfg.Bootstrap {
+	// A recovering node never bootstraps: it had a cluster, and a new one
+	// would fork the history.
+	if cfg.Bootstrap && rs == nil {
 		has, err := raft.HasExistingState(n.store, n.store, snaps)
 		if err != nil {
 			return nil, err
@@ -195,17 +268,39 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 			}
 		}
 	}
+	n.setState(stateHealthy)
+	if rs != nil {
+		n.setState(stateRecovering)
+	}
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.store, n.store, snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("audit node: raft: %w", err)
+	}
+	n.raftPtr.Store(n.raft)
+	if n.Err() != nil {
+		// Damage found while NewRaft read the store: halt now.
+		n.raft.Shutdown()
 	}
 
 	n.srv = grpc.NewServer(grpc.Creds(handshaken{}), grpc.MaxRecvMsgSize(4<<20), grpc.MaxSendMsgSize(4<<20))
 	pb.RegisterAuditLogServer(n.srv, &auditServer{n: n})
 	go n.srv.Serve(n.mux.grpc)
 	ok = true
-	n.log.Info("audit node started", slog.String("addr", advertise.String()), slog.Bool("bootstrap", cfg.Bootstrap))
+	if rs != nil {
+		n.background.Go(func() { n.recoverFromQuorum(rs) })
+	}
+	n.log.Info("audit node started", slog.String("addr", advertise.String()), slog.Bool("bootstrap", cfg.Bootstrap), slog.String("state", n.State()))
 	return n, nil
 }
+
+func errs(ces []*CorruptionError) []error {
+	out := make([]error, len(ces))
+	for i, ce := range ces {
+		out[i] = ce
+	}
+	return out
+}
+
+func (n *Node) raftHandle() *raft.Raft { return n.raftPtr.Load() }
 
 // ID is the node's Raft server id.
 func (n *Node) ID() string { return n.id }
@@ -221,6 +316,8 @@ func (n *Node) FSM() *FSM { return n.fsm }
 func (n *Node) Close() error {
 	var err error
 	n.closed.Do(func() {
+		close(n.stop)
+		n.background.Wait()
 		if n.raft != nil {
 			err = n.raft.Shutdown().Error()
 		}
@@ -332,7 +429,10 @@ func (n *Node) Append(ctx context.Context, env []byte) (res AppendResult, err er
 		}
 	}()
 	err = n.onLeader(ctx, func() error {
-		f := n.raft.Apply(env, n.cfg.ApplyTimeout)
+		if err := n.precheck(ctx, env); err != nil {
+			return err
+		}
+		f := n.raft.Apply(frameCommand(env), n.cfg.ApplyTimeout)
 		if err := f.Error(); err != nil {
 			return err
 		}
@@ -356,6 +456,32 @@ func (n *Node) Append(ctx context.Context, env []byte) (res AppendResult, err er
 		return nil
 	})
 	return res, err
+}
+
+// precheck runs the ledger's rules on env on the leader before it is
+// proposed, so a record they refuse never enters the replicated log (the
+// FSM still re-checks it when applying: two appends racing for the same
+// round both pass here, and the second is refused on apply). A refusal
+// that depends on the state (a *RuleError: sequence, parent, conflict) is
+// confirmed once this leader has applied every entry of its log, since a
+// newly elected leader's replica may lag its log by a few entries.
+func (n *Node) precheck(ctx context.Context, env []byte) error {
+	err := n.fsm.Ledger().Check(env)
+	var re *audit.RuleError
+	if err == nil || !errors.As(err, &re) {
+		return err
+	}
+	for target := n.raft.LastIndex(); n.raft.AppliedIndex() < target; {
+		if n.raft.State() != raft.Leader {
+			return raft.ErrNotLeader
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: this leader did not apply its log up to index %d in time", ErrNoLeader, target)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return n.fsm.Ledger().Check(env)
 }
 
 // current makes this (leader) node's reads linearizable: it confirms it is
@@ -612,7 +738,9 @@ func (n *Node) Join(ctx context.Context, id, addr string, voter bool) (uint64, e
 		if err := f.Error(); err != nil {
 			return err
 		}
-		idx = n.raft.AppliedIndex()
+		// The configuration entry is committed in this leader's term, so
+		// its index is at or past every entry committed before it.
+		idx = max(f.Index(), n.raft.AppliedIndex())
 		n.log.Info("member joined", slog.String("id", id), slog.String("addr", addr), slog.Bool("voter", voter))
 		return nil
 	}, func(c pb.AuditLogClient) error {
@@ -625,39 +753,64 @@ func (n *Node) Join(ctx context.Context, id, addr string, voter bool) (uint64, e
 	return idx, err
 }
 
+const defaultJoinTimeout = 2 * time.Minute
+
 // JoinCluster makes this (new, unbootstrapped) node a member through any
 // existing member: it joins as a non-voter, waits until it has applied the
-// log up to the join point, and then asks to become a voter.
+// log up to the join point, and then asks to become a voter. It retries
+// while the member is unreachable or has no leader, logging progress, and
+// gives up after NodeConfig.JoinTimeout (or when ctx ends) with an error
+// naming the address and the last error.
 func (n *Node) JoinCluster(ctx context.Context, via string) error {
+	timeout := n.cfg.JoinTimeout
+	if timeout <= 0 {
+		timeout = defaultJoinTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	fail := func(step string, err error) error {
+		return fmt.Errorf("audit: could not join the cluster via %s: %s: %w", via, step, err)
+	}
 	cli, err := n.client(via)
 	if err != nil {
-		return err
+		return fail("address", err)
 	}
-	// The member may still be starting or electing a leader: retry while
-	// it is unavailable.
+	// The member may be down, still starting or electing a leader: retry
+	// while it is unavailable, each call bounded, so a member that accepts
+	// connections and never answers cannot hold the join.
 	var r *pb.JoinResponse
-	for {
-		if r, err = cli.Join(ctx, &pb.JoinRequest{Id: n.id, Address: n.Addr()}); status.Code(err) != codes.Unavailable {
+	lastLog := start
+	for attempt := 1; ; attempt++ {
+		call, cancelCall := context.WithTimeout(ctx, min(5*time.Second, timeout))
+		r, err = cli.Join(call, &pb.JoinRequest{Id: n.id, Address: n.Addr()})
+		cancelCall()
+		if err == nil {
 			break
+		}
+		if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+			return fail("refused", err)
+		}
+		if time.Since(lastLog) >= min(10*time.Second, timeout/4) {
+			lastLog = time.Now()
+			n.log.Warn("joining: no answer yet, retrying", slog.String("via", via), slog.Int("attempts", attempt),
+				slog.Duration("elapsed", time.Since(start).Round(time.Second)), slog.Duration("gives_up_after", timeout), slog.Any("err", err))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("audit: join via %s: %w", via, err)
+			return fail(fmt.Sprintf("no answer in %v (%d attempts); last error", time.Since(start).Round(time.Millisecond), attempt), err)
 		case <-time.After(100 * time.Millisecond):
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("audit: join via %s: %w", via, err)
 	}
 	for n.raft.AppliedIndex() < r.CommitIndex {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("audit: catching up to index %d before voting: %w", r.CommitIndex, ctx.Err())
+			return fail(fmt.Sprintf("catching up to index %d before voting, at %d", r.CommitIndex, n.raft.AppliedIndex()), ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	if _, err := cli.Join(ctx, &pb.JoinRequest{Id: n.id, Address: n.Addr(), Voter: true}); err != nil {
-		return fmt.Errorf("audit: promotion to voter: %w", err)
+		return fail("promotion to voter", err)
 	}
 	return nil
 }

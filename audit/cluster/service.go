@@ -124,6 +124,9 @@ func (s *auditServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.Entry, e
 	if _, err := s.authorize(ctx, "Get", readers); err != nil {
 		return nil, err
 	}
+	if err := s.n.serving(); err != nil {
+		return nil, err
+	}
 	leaf, err := s.n.fsm.Ledger().Log().Leaf(req.Index)
 	if err != nil {
 		return nil, status.Errorf(codes.NotFound, "audit: no entry %d (log size %d)", req.Index, s.n.fsm.Ledger().Log().Size())
@@ -180,6 +183,9 @@ func (s *auditServer) ListStudies(ctx context.Context, _ *pb.ListStudiesRequest)
 	if _, err := s.authorize(ctx, "ListStudies", readers); err != nil {
 		return nil, err
 	}
+	if err := s.n.serving(); err != nil {
+		return nil, err
+	}
 	out := &pb.ListStudiesResponse{}
 	for _, st := range s.n.fsm.Ledger().Studies() {
 		out.Studies = append(out.Studies, &pb.StudySummary{StudyId: st.ID, CreatedBy: st.CreatedBy, ApprovedSites: st.ApprovedSites,
@@ -191,6 +197,9 @@ func (s *auditServer) ListStudies(ctx context.Context, _ *pb.ListStudiesRequest)
 
 func (s *auditServer) ProveInclusion(ctx context.Context, req *pb.InclusionRequest) (*pb.Proof, error) {
 	if _, err := s.authorize(ctx, "ProveInclusion", readers); err != nil {
+		return nil, err
+	}
+	if err := s.n.serving(); err != nil {
 		return nil, err
 	}
 	lg := s.n.fsm.Ledger().Log()
@@ -206,6 +215,9 @@ func (s *auditServer) ProveInclusion(ctx context.Context, req *pb.InclusionReque
 
 func (s *auditServer) ProveConsistency(ctx context.Context, req *pb.ConsistencyRequest) (*pb.Proof, error) {
 	if _, err := s.authorize(ctx, "ProveConsistency", readers); err != nil {
+		return nil, err
+	}
+	if err := s.n.serving(); err != nil {
 		return nil, err
 	}
 	lg := s.n.fsm.Ledger().Log()
@@ -229,6 +241,9 @@ func proofPB(p []tlog.Hash) *pb.Proof {
 
 func (s *auditServer) Export(req *pb.ExportRequest, stream pb.AuditLog_ExportServer) error {
 	if _, err := s.authorize(stream.Context(), "Export", readers); err != nil {
+		return err
+	}
+	if err := s.n.serving(); err != nil {
 		return err
 	}
 	b, err := s.n.Export(stream.Context())
@@ -286,6 +301,9 @@ func (s *auditServer) Remove(ctx context.Context, req *pb.RemoveRequest) (*pb.Re
 func (s *auditServer) Cosign(ctx context.Context, req *pb.CosignRequest) (*pb.CosignResponse, error) {
 	p, err := s.authorize(ctx, "Cosign", nodeOnly)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.n.serving(); err != nil {
 		return nil, err
 	}
 	out, err := s.n.cosign(req.Note, p)

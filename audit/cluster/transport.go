@@ -27,17 +27,20 @@ const handshakeTimeout = 10 * time.Second
 
 // mux accepts connections and routes them by negotiated protocol.
 type mux struct {
-	lis  net.Listener
-	cfg  *tls.Config
-	log  *slog.Logger
-	raft *chanListener
-	grpc *chanListener
+	lis     net.Listener
+	cfg     *tls.Config
+	log     *slog.Logger
+	refused *tlsutil.HandshakeLogger
+	raft    *chanListener
+	grpc    *chanListener
 }
 
-func newMux(lis net.Listener, serverTLS *tls.Config, log *slog.Logger) *mux {
+// newMux routes lis's connections; refused handshakes go to refused, the
+// same logger every fedledger server uses (tlsutil.LogRefusedHandshakes).
+func newMux(lis net.Listener, serverTLS *tls.Config, log *slog.Logger, refused *tlsutil.HandshakeLogger) *mux {
 	cfg := serverTLS.Clone()
 	cfg.NextProtos = []string{"h2", raftALPN}
-	return &mux{lis: lis, cfg: cfg, log: log, raft: newChanListener(lis.Addr()), grpc: newChanListener(lis.Addr())}
+	return &mux{lis: lis, cfg: cfg, log: log, refused: refused, raft: newChanListener(lis.Addr()), grpc: newChanListener(lis.Addr())}
 }
 
 func (m *mux) serve() {
@@ -57,8 +60,9 @@ func (m *mux) route(c net.Conn) {
 	tc.SetDeadline(time.Now().Add(handshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		// Unknown CAs, expired certificates and port scans end here; the
-		// caller only sees a broken connection, so the reason is logged.
-		m.log.Warn("refused connection: TLS handshake failed", slog.String("remote", c.RemoteAddr().String()), slog.Any("err", err))
+		// caller only sees a broken connection, so the reason is logged
+		// (rate-limited) and counted.
+		m.refused.Refused(c.RemoteAddr(), err)
 		c.Close()
 		return
 	}

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -25,8 +25,16 @@ witness, keeping its witness state (and any inconsistent checkpoint it is
 shown) in data_dir/witness.json.
 
 Start the first node with bootstrap: true, the others with join: <a member's
-address>. Three nodes at three different consortium members tolerate the loss
-of one.
+address>; a node that cannot join within --join-timeout (default 2m) exits
+with status 1, naming the address and the last error. Three nodes at three
+different consortium members tolerate the loss of one.
+
+At every start the node checks its stored state (raft.db, snapshots, the tree
+against the checkpoint it last cosigned) before Raft reads it. Damage is
+logged at error level, counted in fedledger_audit_corruption_detected_total,
+and the damaged files move to data_dir/evidence/<time>/; the node then
+recovers its log from the other nodes, without voting or serving reads until
+it has caught up.
 
 Example audit.yaml:
 
@@ -50,16 +58,19 @@ Example audit.yaml:
 				return err
 			}
 			c.Config.Logger = logger
+			if c.Config.JoinTimeout, err = cmd.Flags().GetDuration("join-timeout"); err != nil || c.Config.JoinTimeout <= 0 {
+				return fmt.Errorf("%w: --join-timeout %v must be positive", config.ErrConfig, c.Config.JoinTimeout)
+			}
 			n, err := cluster.StartNode(c.Config)
 			if err != nil {
 				return err
 			}
 			defer n.Close()
-			if c.File.Join != "" && !n.Member() {
-				ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
-				err := n.JoinCluster(ctx, c.File.Join)
-				cancel()
-				if err != nil {
+			// A node recovering from detected corruption is already a member;
+			// the leader brings it back.
+			if c.File.Join != "" && !n.Member() && !n.Recovering() {
+				logger.Info("joining the audit cluster", slog.String("via", c.File.Join), slog.Duration("gives_up_after", c.Config.JoinTimeout))
+				if err := n.JoinCluster(cmd.Context(), c.File.Join); err != nil {
 					return err
 				}
 				logger.Info("joined the audit cluster", slog.String("via", c.File.Join))
@@ -71,9 +82,15 @@ Example audit.yaml:
 				}
 				defer stop()
 			}
-			<-cmd.Context().Done()
-			logger.Info("shutting down")
-			return nil
+			select {
+			case <-cmd.Context().Done():
+				logger.Info("shutting down")
+				return nil
+			case <-n.Done():
+				// Corruption found while running: exit non-zero so the
+				// service manager restarts it; the restart recovers.
+				return n.Err()
+			}
 		},
 	}
 	f := cmd.Flags()
@@ -82,5 +99,6 @@ Example audit.yaml:
 	f.String("data-dir", "", "directory for the Raft store, snapshots and witness state")
 	f.Bool("bootstrap", false, "start a new cluster with this node as its first voter")
 	f.String("join", "", "address of an existing member to join through")
+	f.Duration("join-timeout", 2*time.Minute, "give up joining (exit status 1) when the join address has not answered in this time")
 	return cmd
 }

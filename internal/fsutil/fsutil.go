@@ -1,5 +1,13 @@
-// Package fsutil holds the one file-writing routine that state which must
-// survive a crash goes through.
+// Package fsutil holds the file routines that state which must survive a
+// crash goes through: [WriteFileAtomic] (a crash leaves the old file or the
+// new one, never a torn mix) and the checked format on top of it,
+// [WriteFileChecked] and [ReadFileChecked] (a SHA-256 header line, so a
+// flipped bit, a truncation or a hand edit is reported as a
+// [*CorruptError] naming the file instead of being parsed).
+//
+// It does not decide what a caller does with a corrupt file; a state file
+// whose loss is dangerous (a witness's memory, key material) should make
+// its process refuse to start rather than reset it.
 package fsutil
 
 import (
