@@ -19,6 +19,7 @@ import (
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/model"
+	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -124,8 +125,11 @@ func (c *Coordinator) FinalModelPath() string {
 // keeps answering StudyAdmin.Status and serving the final model for
 // Config.Linger.
 func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
+	// Refused handshakes (unknown CA, expired or missing certificates) are
+	// logged and counted: the caller only sees a broken connection.
+	refused := tlsutil.NewHandshakeLogger(c.log, func(reason string) { c.metrics.refusedTLS.WithLabelValues(reason).Inc() })
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(c.cfg.TLS)),
+		grpc.Creds(tlsutil.LogRefusedHandshakes(credentials.NewTLS(c.cfg.TLS), refused)),
 		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
 	)
 	pb.RegisterFederationServer(srv, &server{c: c})

@@ -21,6 +21,7 @@ type metrics struct {
 	keySetupSeconds prometheus.Gauge
 	shares          *prometheus.CounterVec
 	countersigs     *prometheus.CounterVec
+	refusedTLS      *prometheus.CounterVec
 }
 
 func newMetrics(study string) *metrics {
@@ -63,7 +64,10 @@ func newMetrics(study string) *metrics {
 	m.countersigs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_coordinator_countersignatures_total", Help: "Hospitals' countersignatures of round outcomes, by result (accepted or rejected).", ConstLabels: labels,
 	}, []string{"result"})
-	m.reg.MustRegister(m.countersigs)
+	m.refusedTLS = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_coordinator_refused_handshakes_total", Help: "TLS handshakes refused, by reason (unknown CA, expired or missing certificate, ...).", ConstLabels: labels,
+	}, []string{"reason"})
+	m.reg.MustRegister(m.countersigs, m.refusedTLS)
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
 		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
