@@ -275,12 +275,12 @@ func (c *Client) countersigned(study string) (*countersignedFile, error) {
 		}
 		return c.csMemory, nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadFileChecked(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return f, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("countersigning state: %w", err)
 	}
 	if err := json.Unmarshal(b, f); err != nil || f.Rounds == nil {
 		return nil, fmt.Errorf("countersigning state %s is damaged: %v", path, err)
@@ -297,5 +297,5 @@ func (c *Client) saveCountersigned(study string, f *countersignedFile) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return fsutil.WriteFileAtomic(path, b, 0o600)
+	return fsutil.WriteFileChecked(path, b, 0o600)
 }

@@ -218,7 +218,7 @@ func (c *Client) saveKeys(k *studyKeys, ks *keySetup) error {
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFileAtomic(filepath.Join(dir, "keys.json"), b, 0o600)
+	return fsutil.WriteFileChecked(filepath.Join(dir, "keys.json"), b, 0o600)
 }
 
 // loadKeys reads the key material a finished key setup left for the study
@@ -229,7 +229,7 @@ func (c *Client) loadKeys(study string) (*studyKeys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key material of study %q: %w", study, err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "keys.json"))
+	b, err := fsutil.ReadFileChecked(filepath.Join(dir, "keys.json"))
 	if err != nil {
 		return nil, fmt.Errorf("key material of study %q: %w", study, err)
 	}

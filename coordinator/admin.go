@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/coordinator/study"
+	"github.com/fedledger/fedledger/internal/grpcauth"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -22,7 +23,7 @@ type adminServer struct {
 }
 
 func (a *adminServer) authorize(ctx context.Context, rpc string, roles ...tlsutil.Role) (tlsutil.Peer, error) {
-	p, err := tlsutil.RequireRole(ctx, rpc, roles...)
+	p, err := grpcauth.RequireRole(ctx, rpc, roles...)
 	if err != nil {
 		a.c.log.Warn("refused caller", slog.String("rpc", rpc), slog.String("peer", p.ID), slog.Any("err", err))
 		return p, status.Error(codes.PermissionDenied, err.Error())

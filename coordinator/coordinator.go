@@ -18,6 +18,7 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/coordinator/study"
+	"github.com/fedledger/fedledger/internal/grpcauth"
 	"github.com/fedledger/fedledger/internal/model"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
@@ -129,7 +130,7 @@ func (c *Coordinator) Run(ctx context.Context, lis net.Listener) error {
 	// logged and counted: the caller only sees a broken connection.
 	refused := tlsutil.NewHandshakeLogger(c.log, func(reason string) { c.metrics.refusedTLS.WithLabelValues(reason).Inc() })
 	srv := grpc.NewServer(
-		grpc.Creds(tlsutil.LogRefusedHandshakes(credentials.NewTLS(c.cfg.TLS), refused)),
+		grpc.Creds(grpcauth.LogRefusedHandshakes(credentials.NewTLS(c.cfg.TLS), refused)),
 		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
 	)
 	pb.RegisterFederationServer(srv, &server{c: c})

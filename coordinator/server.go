@@ -18,6 +18,7 @@ import (
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/chunk"
+	"github.com/fedledger/fedledger/internal/grpcauth"
 	"github.com/fedledger/fedledger/internal/model"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	"github.com/fedledger/fedledger/internal/version"
@@ -70,7 +71,7 @@ func (s *session) push(m *pb.CoordinatorMessage) {
 // authorize returns the verified identity of an approved client, and logs
 // and refuses anyone else.
 func (c *Coordinator) authorize(ctx context.Context, rpc string) (tlsutil.Peer, error) {
-	p, err := tlsutil.PeerFromContext(ctx)
+	p, err := grpcauth.PeerFromContext(ctx)
 	if err == nil && p.Role != tlsutil.RoleClient {
 		err = fmt.Errorf("%w: %q is %q", errNotClient, p.ID, p.Role)
 	} else if err == nil && !c.approved[p.ID] {

@@ -79,7 +79,7 @@ func (c *Coordinator) saveKeySetup(k *study.KeySetup) error {
 	if err := os.MkdirAll(c.stateDir(), 0o700); err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(c.stateDir(), keySetupFile), js, 0o600); err != nil {
+	if err := fsutil.WriteFileChecked(filepath.Join(c.stateDir(), keySetupFile), js, 0o600); err != nil {
 		return fmt.Errorf("coordinator: saving the key setup: %w", err)
 	}
 	c.mu.Lock()
@@ -93,12 +93,12 @@ func (c *Coordinator) saveKeySetup(k *study.KeySetup) error {
 // holder's certificate must parse and carry an Ed25519 key.
 func (c *Coordinator) loadKeySetup() (*study.KeySetup, *secure.Setup, error) {
 	path := filepath.Join(c.stateDir(), keySetupFile)
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadFileChecked(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w: %w", study.ErrResume, err)
 	}
 	bad := func(format string, a ...any) (*study.KeySetup, *secure.Setup, error) {
 		return nil, nil, fmt.Errorf("%w: %s is damaged: %s", study.ErrResume, path, fmt.Sprintf(format, a...))

@@ -76,11 +76,11 @@ func OpenShareGuard(cfg GuardConfig) (*ShareGuard, error) {
 		return nil, fmt.Errorf("%w: guard needs K >= 1, a state file and a signature verifier", ErrInput)
 	}
 	g := &ShareGuard{cfg: cfg, answered: map[string]bool{}}
-	b, err := os.ReadFile(cfg.StateFile)
+	b, err := fsutil.ReadFileChecked(cfg.StateFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("secure: guard state %s: %w", cfg.StateFile, err)
+		return nil, fmt.Errorf("secure: guard state: %w", err)
 	default:
 		var rounds []string
 		if err := json.Unmarshal(b, &rounds); err != nil {
@@ -191,7 +191,7 @@ func (g *ShareGuard) save() error {
 		rounds = append(rounds, r)
 	}
 	b, _ := json.Marshal(rounds)
-	if err := fsutil.WriteFileAtomic(g.cfg.StateFile, b, 0o600); err != nil {
+	if err := fsutil.WriteFileChecked(g.cfg.StateFile, b, 0o600); err != nil {
 		return fmt.Errorf("secure: guard state: %w", err)
 	}
 	return nil

@@ -267,14 +267,10 @@ func (p *Participant) Save(dir string) error {
 	if err != nil {
 		return err
 	}
-	secret := filepath.Join(dir, secretFile)
-	if err := os.Remove(secret); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := p.party.Save(filepath.Join(dir, secretFile)); err != nil {
 		return err
 	}
-	if err := p.party.Save(secret); err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(filepath.Join(dir, setupFile), b, 0o600)
+	return fsutil.WriteFileChecked(filepath.Join(dir, setupFile), b, 0o600)
 }
 
 // LoadParticipant reads a participant saved with Save (after a restart).
@@ -284,7 +280,7 @@ func LoadParticipant(dir, self string) (*Participant, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, setupFile))
+	b, err := fsutil.ReadFileChecked(filepath.Join(dir, setupFile))
 	if err != nil {
 		return nil, fmt.Errorf("secure: setup file: %w", err)
 	}

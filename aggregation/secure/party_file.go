@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/fedledger/fedledger/internal/fsutil"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/mhe"
 )
@@ -33,17 +34,10 @@ func (p *Party) Save(path string) error {
 	binary.Write(&b, binary.BigEndian, uint32(len(sk)))
 	b.Write(sk)
 	b.Write(sh)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := fsutil.WriteFileChecked(path, b.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("secure: secret share file: %w", err)
 	}
-	if _, err := f.Write(b.Bytes()); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return nil
 }
 
 // LoadParty reads a party saved with Save, refusing a file readable by
@@ -56,9 +50,9 @@ func LoadParty(path string) (p *Party, err error) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("secure: secret share file %s has mode %v; it must be 0600", path, fi.Mode().Perm())
 	}
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadFileChecked(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("secure: secret share file: %w", err)
 	}
 	bad := fmt.Errorf("%w: secret share file %s is malformed", ErrInput, path)
 	if len(b) < 6 || string(b[:5]) != "FLSK\x01" {

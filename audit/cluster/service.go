@@ -13,6 +13,7 @@ import (
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/chunk"
+	"github.com/fedledger/fedledger/internal/grpcauth"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -56,7 +57,7 @@ var (
 )
 
 func (s *auditServer) authorize(ctx context.Context, rpc string, roles []tlsutil.Role) (tlsutil.Peer, error) {
-	p, err := tlsutil.RequireRole(ctx, rpc, roles...)
+	p, err := grpcauth.RequireRole(ctx, rpc, roles...)
 	if err != nil {
 		s.n.log.Warn("refused caller", slog.String("rpc", rpc), slog.String("peer", p.ID), slog.Any("err", err))
 		return p, status.Error(codes.PermissionDenied, err.Error())

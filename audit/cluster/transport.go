@@ -36,7 +36,7 @@ type mux struct {
 }
 
 // newMux routes lis's connections; refused handshakes go to refused, the
-// same logger every fedledger server uses (tlsutil.LogRefusedHandshakes).
+// same logger every fedledger server uses (grpcauth.LogRefusedHandshakes).
 func newMux(lis net.Listener, serverTLS *tls.Config, log *slog.Logger, refused *tlsutil.HandshakeLogger) *mux {
 	cfg := serverTLS.Clone()
 	cfg.NextProtos = []string{"h2", raftALPN}

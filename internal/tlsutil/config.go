@@ -1,17 +1,11 @@
 package tlsutil
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"slices"
 	"time"
-
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 )
 
 // ServerConfig is the TLS 1.3 configuration of a server that accepts only
@@ -59,19 +53,6 @@ func PeerFromTLS(cs tls.ConnectionState) (Peer, error) {
 	return peerFromCert(cs.VerifiedChains[0][0])
 }
 
-// PeerFromContext reads the peer's identity in a gRPC handler.
-func PeerFromContext(ctx context.Context) (Peer, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return Peer{}, fmt.Errorf("%w: no peer in context", ErrNoPeerCertificate)
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return Peer{}, fmt.Errorf("%w: connection is not TLS", ErrNoPeerCertificate)
-	}
-	return PeerFromTLS(info.State)
-}
-
 func peerFromCert(c *x509.Certificate) (Peer, error) {
 	if err := ValidID(c.Subject.CommonName); err != nil {
 		return Peer{}, err
@@ -101,20 +82,4 @@ func VerifyPeerCertificate(der []byte, roots *x509.CertPool, at time.Time) (Peer
 		return Peer{}, fmt.Errorf("%w: %q: %v", ErrBadIdentity, c.Subject.CommonName, err)
 	}
 	return peerFromCert(c)
-}
-
-// ErrRole: the caller's certificate role may not call this RPC.
-var ErrRole = errors.New("tlsutil: caller's role may not call this")
-
-// RequireRole reads the verified caller of a gRPC handler and checks its
-// role is one of roles; the error names the caller, its role and rpc.
-func RequireRole(ctx context.Context, rpc string, roles ...Role) (Peer, error) {
-	p, err := PeerFromContext(ctx)
-	if err != nil {
-		return p, err
-	}
-	if !slices.Contains(roles, p.Role) {
-		return p, fmt.Errorf("%w: %q (%s) may not call %s", ErrRole, p.ID, p.Role, rpc)
-	}
-	return p, nil
 }

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"google.golang.org/grpc/credentials"
 )
 
 // Reasons a server refuses a TLS handshake, as [HandshakeReason] names
@@ -122,29 +120,4 @@ func (h *HandshakeLogger) Refused(remote net.Addr, err error) {
 		attrs = append(attrs, slog.Int("not_logged_before", skipped))
 	}
 	h.log.Warn("refused TLS handshake", attrs...)
-}
-
-// LogRefusedHandshakes wraps a gRPC server's transport credentials (e.g.
-// credentials.NewTLS(ServerConfig(...))) so that every handshake they
-// refuse is reported to h; the caller only ever sees a broken connection,
-// so without this the reason is lost.
-func LogRefusedHandshakes(creds credentials.TransportCredentials, h *HandshakeLogger) credentials.TransportCredentials {
-	return loggedCreds{TransportCredentials: creds, h: h}
-}
-
-type loggedCreds struct {
-	credentials.TransportCredentials
-	h *HandshakeLogger
-}
-
-func (c loggedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	out, info, err := c.TransportCredentials.ServerHandshake(conn)
-	if err != nil {
-		c.h.Refused(conn.RemoteAddr(), err)
-	}
-	return out, info, err
-}
-
-func (c loggedCreds) Clone() credentials.TransportCredentials {
-	return loggedCreds{TransportCredentials: c.TransportCredentials.Clone(), h: c.h}
 }
