@@ -152,7 +152,7 @@ func (m *Machine) Done() bool { return m.done }
 
 // Status is a snapshot for StudyAdmin.Status.
 func (m *Machine) Status() Status {
-	s := Status{Phase: m.phase, Round: m.round, Rounds: m.cfg.Rounds, Connected: sortedKeys(m.live), Completed: m.completed,
+	s := Status{Phase: m.phase, Round: min(m.round, uint64(m.cfg.Rounds)), Rounds: m.cfg.Rounds, Connected: sortedKeys(m.live), Completed: m.completed,
 		Failed: m.failed, LastTrainLoss: m.lastLoss, LastParentTestAccuracy: m.lastAcc, LatestModel: m.parent.Hash,
 		WaitingFor: m.waitingFor, Failure: m.failure}
 	if m.r != nil {
