@@ -143,10 +143,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 	if err := stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Accepted{Accepted: &pb.StudyAccepted{StudyId: w.Study.StudyId}}}); err != nil {
 		return true, err
 	}
-	if c.study == nil || c.study.StudyId != w.Study.StudyId {
-		c.keys, c.setup, c.rounds = nil, nil, roundCache{}
-	}
-	c.study = w.Study
+	c.join(w.Study)
 	c.metrics.connected.Set(1)
 	defer c.metrics.connected.Set(0)
 	c.log.Info("joined study", slog.String("study", w.Study.StudyId), slog.String("as", w.ClientId),
@@ -237,6 +234,16 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 			}
 		}
 	}
+}
+
+// join makes s the client's study once it has accepted it. Another study
+// than the one it had starts with no key material or round state in
+// memory (a restarted client loads its key material from data_dir).
+func (c *Client) join(s *pb.StudySpec) {
+	if c.study == nil || c.study.StudyId != s.StudyId {
+		c.keys, c.setup, c.rounds = nil, nil, roundCache{}
+	}
+	c.study = s
 }
 
 // grpcCoordinator is the Coordinator over the Federation service.
