@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math"
 	"os"
@@ -300,6 +301,57 @@ func TestCountersign(t *testing.T) {
 		}
 		if string(again.Signature) != string(first.Signature) {
 			t.Fatal("the same outcome countersigned with another signature")
+		}
+	})
+
+	t.Run("never two outcomes of one round, even with the same model", func(t *testing.T) {
+		e := f.clone(t, "site-c")
+		if _, err := e.c.countersign(t.Context(), e.coord, f.countersignTask()); err != nil {
+			t.Fatal(err)
+		}
+		// The same model and state after, from an optimiser state before
+		// that is the initial one written out instead of left implicit:
+		// another outcome, which the log would not chain, vouched for by
+		// the same site.
+		initial, err := aggregation.NewServerOptimizer(strategyOf(f.spec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := initial.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := f.countersignTask()
+		other.OptimizerBefore = e.coord.put(b)
+		_, err = e.c.countersign(t.Context(), e.coord, other)
+		wantErr(t, err, "round 1: this site already countersigned another outcome")
+		if !errors.Is(err, ErrOutcome) {
+			t.Fatalf("%v is not ErrOutcome", err)
+		}
+	})
+
+	t.Run("a record that names only models", func(t *testing.T) {
+		// As written before outcomes were recorded: still holds the site
+		// to the model, and takes the outcome.
+		e := f.clone(t, "site-c")
+		path := filepath.Join(e.studyDir(), "countersigned.json")
+		if err := os.WriteFile(path, []byte(`{"rounds":{"1":"`+hex.EncodeToString(f.output.Sha256)+`"}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		other := f.countersignTask()
+		other.Output = editModel(t, e.coord, other.Output, func(p []float64) { p[0] = math.Nextafter(p[0], 0) })
+		_, err := e.c.countersign(t.Context(), e.coord, other)
+		wantErr(t, err, "already countersigned model")
+		if _, err := e.c.countersign(t.Context(), e.coord, f.countersignTask()); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec countersignedFile
+		if err := json.Unmarshal(b, &rec); err != nil || len(rec.Outcomes["1"]) != 64 {
+			t.Fatalf("countersigned.json after the countersignature: %s (%v)", b, err)
 		}
 	})
 
