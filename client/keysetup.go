@@ -202,13 +202,19 @@ type keysFile struct {
 }
 
 // saveKeys writes the key material of a finished key setup, replacing any
-// from an earlier key setup of the same study.
+// from an earlier key setup of the same study. The site's round history
+// (guard.json: the rounds it gave a decryption share for;
+// countersigned.json) stays: the audit log takes one key setup per study,
+// and a coordinator that runs another must not get a second share or a
+// second countersignature for a round (with the same training under a
+// new key, two decryptions of one round differ by a site's update).
 func (c *Client) saveKeys(k *studyKeys, ks *keySetup) error {
 	dir := c.studyDir(k.study)
-	if _, err := os.Stat(filepath.Join(dir, "keys.json")); err == nil {
+	keysPath := filepath.Join(dir, "keys.json")
+	if _, err := os.Stat(keysPath); err == nil {
 		c.log.Warn("replacing key material from an earlier key setup of this study", slog.String("dir", dir))
-		for _, f := range []string{"keys.json", "guard.json", "countersigned.json"} {
-			os.Remove(filepath.Join(dir, f))
+		if err := os.Remove(keysPath); err != nil {
+			return err
 		}
 	}
 	if err := k.participant.Save(dir); err != nil {
@@ -218,7 +224,7 @@ func (c *Client) saveKeys(k *studyKeys, ks *keySetup) error {
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFileAtomic(filepath.Join(dir, "keys.json"), b, 0o600)
+	return fsutil.WriteFileAtomic(keysPath, b, 0o600)
 }
 
 // loadKeys reads the key material a finished key setup left for the study
