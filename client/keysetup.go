@@ -3,6 +3,7 @@ package client
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -199,6 +200,27 @@ func (c *Client) openGuard(k *studyKeys) error {
 type keysFile struct {
 	Study        string            `json:"study"`
 	Certificates map[string][]byte `json:"certificates"`
+	// Files are the SHA-256 (hex) of the key files beside it (keyFiles):
+	// neither file's format detects a changed byte of a key, which would
+	// otherwise load as another key. Absent in files written before.
+	Files map[string]string `json:"files,omitempty"`
+}
+
+// keyFiles are the files secure.Participant.Save writes.
+var keyFiles = []string{"share.key", "setup.bin"}
+
+// keyFileDigests hashes the key files in dir.
+func keyFileDigests(dir string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, name := range keyFiles {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(b)
+		out[name] = hex.EncodeToString(sum[:])
+	}
+	return out, nil
 }
 
 // saveKeys writes the key material of a finished key setup, replacing any
@@ -220,7 +242,11 @@ func (c *Client) saveKeys(k *studyKeys, ks *keySetup) error {
 	if err := k.participant.Save(dir); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(keysFile{Study: k.study, Certificates: ks.certs}, "", "  ")
+	files, err := keyFileDigests(dir)
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(keysFile{Study: k.study, Certificates: ks.certs, Files: files}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -228,26 +254,51 @@ func (c *Client) saveKeys(k *studyKeys, ks *keySetup) error {
 }
 
 // loadKeys reads the key material a finished key setup left for the study
-// (after a client restart), re-checking every stored certificate.
+// (after a client restart), checking the key files against the digests in
+// keys.json and re-checking every stored certificate. Damaged or missing
+// key material is an error naming the file.
 func (c *Client) loadKeys(study string) (*studyKeys, error) {
 	dir := c.studyDir(study)
-	p, err := secure.LoadParticipant(dir, c.id)
-	if err != nil {
-		return nil, fmt.Errorf("key material of study %q: %w", study, err)
+	keysPath := filepath.Join(dir, "keys.json")
+	damaged := func(file, format string, a ...any) error {
+		return fmt.Errorf("key material of study %q: %s is damaged: %s", study, file, fmt.Sprintf(format, a...))
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "keys.json"))
+	b, err := os.ReadFile(keysPath)
 	if err != nil {
 		return nil, fmt.Errorf("key material of study %q: %w", study, err)
 	}
 	var f keysFile
-	if err := json.Unmarshal(b, &f); err != nil || f.Study != study {
-		return nil, fmt.Errorf("key material of study %q: %s is damaged (%v)", study, filepath.Join(dir, "keys.json"), err)
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, damaged(keysPath, "%v", err)
+	}
+	if f.Study != study {
+		return nil, damaged(keysPath, "it is for study %q", f.Study)
+	}
+	if f.Files == nil {
+		c.log.Warn("keys.json has no digests of the key files (written by an earlier version): they are not checked", slog.String("file", keysPath))
+	} else {
+		got, err := keyFileDigests(dir)
+		if err != nil {
+			return nil, fmt.Errorf("key material of study %q: %w", study, err)
+		}
+		for _, name := range keyFiles {
+			if got[name] != f.Files[name] {
+				return nil, damaged(filepath.Join(dir, name), "its SHA-256 is %.16s..., keys.json records %.16s...", got[name], f.Files[name])
+			}
+		}
+	}
+	p, err := secure.LoadParticipant(dir, c.id)
+	if err != nil {
+		return nil, fmt.Errorf("key material of study %q: %w", study, err)
 	}
 	k := &studyKeys{study: study, participant: p, peers: map[string]ed25519.PublicKey{}}
 	for site := range p.Setup.Points() {
 		peer, err := tlsutil.VerifyPeerCertificate(f.Certificates[site], c.cfg.TLS.RootCAs, time.Now())
-		if err != nil || peer.ID != site {
-			return nil, fmt.Errorf("stored certificate of key holder %q no longer verifies: %v", site, err)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("key material of study %q: %s: the certificate of key holder %q no longer verifies: %w", study, keysPath, site, err)
+		case peer.ID != site:
+			return nil, damaged(keysPath, "the certificate of key holder %q is %q's", site, peer.ID)
 		}
 		k.peers[site] = peer.PublicKey()
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -353,6 +354,139 @@ func TestResume(t *testing.T) {
 			t.Fatalf("value %d decrypts to %v, want %v", i, sum[i], f.sum[i])
 		}
 	}
+}
+
+// TestDamagedKeyMaterial: damaged or missing key files are an error that
+// names the file, and the files are left as they were (no silent reset).
+func TestDamagedKeyMaterial(t *testing.T) {
+	f := secureFixture(t)
+	otherCA, err := tlsutil.NewCA("another consortium", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip := func(at func(n int) int) func(b []byte) []byte {
+		return func(b []byte) []byte { b[at(len(b))] ^= 0x10; return b }
+	}
+	certs := func(edit func(map[string][]byte)) func(b []byte) []byte {
+		return func(b []byte) []byte {
+			var kf map[string]json.RawMessage
+			if err := json.Unmarshal(b, &kf); err != nil {
+				t.Fatal(err)
+			}
+			var c map[string][]byte
+			if err := json.Unmarshal(kf["certificates"], &c); err != nil {
+				t.Fatal(err)
+			}
+			edit(c)
+			kf["certificates"], _ = json.Marshal(c)
+			out, _ := json.Marshal(kf)
+			return out
+		}
+	}
+	cases := []struct {
+		name, file string
+		edit       func([]byte) []byte // nil: remove the file
+		want       string
+	}{
+		{"setup.bin: a byte of the header", "setup.bin", flip(func(int) int { return 0 }), "setup.bin"},
+		{"setup.bin: a byte of the collective key", "setup.bin", flip(func(n int) int { return n / 2 }), "setup.bin"},
+		{"setup.bin: the last byte", "setup.bin", flip(func(n int) int { return n - 1 }), "setup.bin"},
+		{"setup.bin: truncated", "setup.bin", func(b []byte) []byte { return b[:len(b)-8] }, "setup.bin"},
+		{"setup.bin: missing", "setup.bin", nil, "setup.bin"},
+		{"share.key: a byte of the header", "share.key", flip(func(int) int { return 2 }), "share.key"},
+		{"share.key: a byte of the secret", "share.key", flip(func(n int) int { return n / 2 }), "share.key"},
+		{"share.key: truncated", "share.key", func(b []byte) []byte { return b[:len(b)/2] }, "share.key"},
+		{"share.key: missing", "share.key", nil, "share.key"},
+		{"keys.json: truncated", "keys.json", func(b []byte) []byte { return b[:len(b)/2] }, "keys.json"},
+		{"keys.json: missing", "keys.json", nil, "keys.json"},
+		{"keys.json: another study's", "keys.json", func(b []byte) []byte { return bytes.Replace(b, []byte(studyID), []byte("other-study"), 1) },
+			"keys.json"},
+		{"keys.json: a certificate from another CA", "keys.json", certs(func(c map[string][]byte) {
+			c["site-b"] = audittest.Issue(t, otherCA, "site-b", tlsutil.RoleClient).Cert.Raw
+		}), "keys.json"},
+		{"keys.json: another site's certificate", "keys.json", certs(func(c map[string][]byte) { c["site-b"] = c["site-c"] }), "keys.json"},
+		{"keys.json: a key holder's certificate missing", "keys.json", certs(func(c map[string][]byte) { delete(c, "site-c") }), "keys.json"},
+		{"guard.json: damaged", "guard.json", func([]byte) []byte { return []byte(`["heart-study/1"`) }, "guard.json"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := f.clone(t, "site-a")
+			path := filepath.Join(e.studyDir(), tc.file)
+			if tc.edit == nil {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				b, err := os.ReadFile(path)
+				if errors.Is(err, os.ErrNotExist) {
+					b = nil
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, tc.edit(b), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := readDir(t, e.studyDir())
+			train := &pb.TrainTask{StudyId: studyID, Round: 1, ParentSha256: f.initial.Sha256, ParentSize: f.initial.Size}
+			err := e.c.trainRound(t.Context(), e.coord, train)
+			wantErr(t, err, tc.want)
+			if len(e.coord.updates) != 0 {
+				t.Fatal("an update was submitted")
+			}
+			err = e.c.decryptRound(t.Context(), e.coord, f.decryptTask())
+			wantErr(t, err, tc.want)
+			if after := readDir(t, e.studyDir()); !maps.Equal(before, after) {
+				t.Fatal("the key material directory changed")
+			}
+		})
+	}
+	t.Run("keys.json written before file digests", func(t *testing.T) {
+		e := f.clone(t, "site-a")
+		path := filepath.Join(e.studyDir(), "keys.json")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kf map[string]json.RawMessage
+		if err := json.Unmarshal(b, &kf); err != nil || kf["files"] == nil {
+			t.Fatalf("keys.json without file digests: %s", b)
+		}
+		delete(kf, "files")
+		b, _ = json.Marshal(kf)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.c.studyKeys(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("share.key readable by others", func(t *testing.T) {
+		e := f.clone(t, "site-a")
+		if err := os.Chmod(filepath.Join(e.studyDir(), "share.key"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.c.studyKeys()
+		wantErr(t, err, "share.key", "it must be 0600")
+	})
+}
+
+// readDir returns every file of dir by name.
+func readDir(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = string(b)
+	}
+	return out
 }
 
 // counter is the value of one of the client's counters.
