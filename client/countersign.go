@@ -46,7 +46,8 @@ var ErrOutcome = errors.New("client: countersignature refused")
 // the last-bit differences of floating-point code on different CPUs.
 const tolerance = 1e-9
 
-func close(a, b float64) bool { return math.Abs(a-b) <= tolerance*(1+math.Abs(b)) }
+// near reports whether a is within the tolerance of b.
+func near(a, b float64) bool { return math.Abs(a-b) <= tolerance*(1+math.Abs(b)) }
 
 func (c *Client) countersign(ctx context.Context, coord Coordinator, t *pb.CountersignTask) (*pb.Countersignature, error) {
 	start := time.Now()
@@ -227,7 +228,7 @@ func (c *Client) compareModel(ctx context.Context, coord Coordinator, study stri
 		return fmt.Errorf("%w: the new model is %s, the study's is %s", ErrOutcome, spec, specFrom(c.study.Model))
 	}
 	for i := range want {
-		if !close(got[i], want[i]) {
+		if !near(got[i], want[i]) {
 			return fmt.Errorf("%w: parameter %d of the new model is %v, this site computed %v", ErrOutcome, i, got[i], want[i])
 		}
 	}
@@ -253,7 +254,7 @@ func (c *Client) compareState(ctx context.Context, coord Coordinator, study stri
 		return fmt.Errorf("%w: the optimiser state after the round is not this site's (config, step or size)", ErrOutcome)
 	}
 	for i := range w.M {
-		if !close(got.M[i], w.M[i]) || !close(got.V[i], w.V[i]) {
+		if !near(got.M[i], w.M[i]) || !near(got.V[i], w.V[i]) {
 			return fmt.Errorf("%w: moment %d of the optimiser state differs from this site's computation", ErrOutcome, i)
 		}
 	}
