@@ -36,17 +36,21 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithTransportCredentials(credentials.NewTLS(c.cfg.TLS)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
 	}, c.cfg.DialOptions...)
-	conn, err := grpc.NewClient(c.cfg.CoordinatorAddr, opts...)
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	defer conn.Close()
-	api := pb.NewFederationClient(conn)
 	backoff := c.cfg.MinBackoff
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	certFailures := 0
 	for {
-		connected, err := c.session(ctx, api)
+		// A connection per attempt: on a shared one, gRPC answers the
+		// calls after a failed handshake with that handshake's error and
+		// reconnects on its own backoff (up to two minutes), so attempts
+		// would not be handshakes and MinBackoff..MaxBackoff would not be
+		// the reconnect delay.
+		conn, err := grpc.NewClient(c.cfg.CoordinatorAddr, opts...)
+		if err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+		connected, err := c.session(ctx, pb.NewFederationClient(conn))
+		conn.Close()
 		switch {
 		case errors.Is(err, errFinished):
 			return nil
