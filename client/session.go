@@ -171,12 +171,11 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 		case *pb.CoordinatorMessage_Train:
 			if err := c.trainRound(ctx, coord, msg.Train); err != nil {
 				c.metrics.rounds.WithLabelValues("failed").Inc()
-				err = refuse(msg.Train.StudyId, msg.Train.Round, "round task", err)
+				if err := refuse(msg.Train.StudyId, msg.Train.Round, "round task", err); err != nil {
+					return true, err
+				}
 			} else {
 				c.metrics.rounds.WithLabelValues("submitted").Inc()
-			}
-			if err != nil {
-				return true, err
 			}
 		case *pb.CoordinatorMessage_KeySetup:
 			out, err = c.onKeySetupTask(msg.KeySetup)
