@@ -66,14 +66,17 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.Error("TLS handshake with the coordinator failed on certificates", slog.String("reason", cert),
 				slog.Int("attempt", certFailures), slog.Int("of", c.cfg.CertFailures))
 			if certFailures >= c.cfg.CertFailures {
-				return fmt.Errorf("%w: %d connection attempts failed on certificates (%s); retrying cannot fix a certificate: "+
+				return fmt.Errorf("%w: %d connection attempts failed on certificates (%s) since the last session; retrying cannot fix a certificate: "+
 					"check this site's certificate and the consortium CA bundle, or ask the consortium whether it was revoked", ErrRefused, certFailures, cert)
 			}
-		} else {
-			certFailures = 0
 		}
+		// Only a session clears the count: a failure that does not name a
+		// certificate says nothing about it. Under TLS 1.3 the client's
+		// handshake ends before the coordinator checks its certificate,
+		// and the coordinator's refusal often shows as a broken pipe
+		// rather than its alert.
 		if connected {
-			backoff = c.cfg.MinBackoff
+			backoff, certFailures = c.cfg.MinBackoff, 0
 		}
 		wait := backoff/2 + time.Duration(rng.Int63n(int64(backoff)))
 		c.log.Warn("connection to coordinator lost; retrying", slog.Any("err", err), slog.Duration("in", wait))
