@@ -311,6 +311,34 @@ func keySetupTask(s *pb.StudySpec) *pb.KeySetupTask {
 // to all, every share box to its recipient. It returns every site's
 // KeySetupDone.
 func runKeySetup(pki *audittest.PKI, clients map[string]*Client, task *pb.KeySetupTask) (map[string]*pb.KeySetupDone, error) {
+	peers, err := startKeySetup(pki, clients, task)
+	if err != nil {
+		return nil, err
+	}
+	return relayKeySetup(clients, task, peers)
+}
+
+// startKeySetup gives every participant the task and returns their key
+// shares as the coordinator relays them (by site, with the certificate).
+func startKeySetup(pki *audittest.PKI, clients map[string]*Client, task *pb.KeySetupTask) (map[string]*pb.PeerKey, error) {
+	peers := map[string]*pb.PeerKey{}
+	for _, p := range task.Participants {
+		out, err := clients[p.ClientId].onKeySetupTask(task)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.ClientId, err)
+		}
+		if len(out) != 1 || out[0].GetKeyShare() == nil {
+			return nil, fmt.Errorf("%s: key setup task answered with %v", p.ClientId, out)
+		}
+		peers[p.ClientId] = &pb.PeerKey{ClientId: p.ClientId, Certificate: pki.Hospitals[p.ClientId].Cert.Raw, Share: out[0].GetKeyShare()}
+	}
+	return peers, nil
+}
+
+// relayKeySetup relays every participant's key share to every participant
+// and every share box to its recipient; it returns the KeySetupDone of
+// every site that finished.
+func relayKeySetup(clients map[string]*Client, task *pb.KeySetupTask, peers map[string]*pb.PeerKey) (map[string]*pb.KeySetupDone, error) {
 	byPoint := map[uint64]string{}
 	for _, p := range task.Participants {
 		byPoint[p.Point] = p.ClientId
@@ -333,21 +361,10 @@ func runKeySetup(pki *audittest.PKI, clients map[string]*Client, task *pb.KeySet
 		}
 		return nil
 	}
-	var peers []*pb.PeerKey
-	for _, p := range task.Participants {
-		out, err := clients[p.ClientId].onKeySetupTask(task)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.ClientId, err)
-		}
-		if len(out) != 1 || out[0].GetKeyShare() == nil {
-			return nil, fmt.Errorf("%s: key setup task answered with %v", p.ClientId, out)
-		}
-		peers = append(peers, &pb.PeerKey{ClientId: p.ClientId, Certificate: pki.Hospitals[p.ClientId].Cert.Raw, Share: out[0].GetKeyShare()})
-	}
-	for _, pk := range peers {
-		for _, p := range task.Participants {
-			out, err := clients[p.ClientId].onPeerKey(pk)
-			if err := collect(p.ClientId, out, err); err != nil {
+	for _, from := range task.Participants {
+		for _, to := range task.Participants {
+			out, err := clients[to.ClientId].onPeerKey(peers[from.ClientId])
+			if err := collect(to.ClientId, out, err); err != nil {
 				return nil, err
 			}
 		}

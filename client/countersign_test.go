@@ -231,8 +231,7 @@ func TestCountersign(t *testing.T) {
 			// encrypted; the decryptors signed that manifest.
 			c := task.Contributions[0]
 			c.Samples += 10
-			stmt := audit.Contribution{Site: c.ClientId, UpdateHash: audit.Hash(c.Sha256), Samples: c.Samples, DataManifest: audit.Hash(c.DataManifestSha256)}
-			c.Signature = f.pki.SignAs(c.ClientId, stmt.Message(studyID, 1, audit.Hash(f.initial.Sha256)))
+			c.Signature = f.signContribution(c.ClientId, c)
 			resign(f, task, task.Contributions)
 		}, true, "the aggregate's total weight is 456.000, the contributions declare 466"},
 		{"round not open on the log", func(t *testing.T, e *env, task *pb.CountersignTask) { e.log.at(f.output.Sha256, 1) },

@@ -22,6 +22,13 @@ func manifestDigest(study string, round uint64, parent []byte, cs []*pb.Contribu
 	return m.Digest()
 }
 
+// signContribution signs c's contribution statement for round 1 of the
+// fixture as signer.
+func (f *fixture) signContribution(signer string, c *pb.Contribution) []byte {
+	stmt := audit.Contribution{Site: c.ClientId, UpdateHash: audit.Hash(c.Sha256), Samples: c.Samples, DataManifest: audit.Hash(c.DataManifestSha256)}
+	return f.pki.SignAs(signer, stmt.Message(studyID, 1, audit.Hash(f.initial.Sha256)))
+}
+
 // checkShare checks the decryption share the site submitted for task: it
 // is signed, with the site's certificate key, over
 // audit.DecryptionShare.Message with the task's aggregate and manifest
@@ -103,9 +110,7 @@ func TestDecrypt(t *testing.T) {
 			d.ParentSha256 = otherParent[:]
 		}, secure.ErrManifest, `contribution of "site-a" is not validly signed`},
 		{"a contribution signed by another site", func(d *pb.DecryptTask) {
-			c := d.Contributions[2]
-			stmt := audit.Contribution{Site: c.ClientId, UpdateHash: audit.Hash(c.Sha256), Samples: c.Samples, DataManifest: audit.Hash(c.DataManifestSha256)}
-			c.Signature = f.pki.SignAs("site-a", stmt.Message(studyID, 1, audit.Hash(f.initial.Sha256)))
+			d.Contributions[2].Signature = f.signContribution("site-a", d.Contributions[2])
 		}, secure.ErrManifest, `contribution of "site-c" is not validly signed`},
 		{"a contribution whose samples differ from what its site signed", func(d *pb.DecryptTask) {
 			d.Contributions[0].Samples++
@@ -113,8 +118,7 @@ func TestDecrypt(t *testing.T) {
 		{"a contribution of a site that holds no key", func(d *pb.DecryptTask) {
 			c := &pb.Contribution{ClientId: "site-z", Sha256: d.Contributions[0].Sha256, Size: d.Contributions[0].Size, Samples: 5,
 				DataManifestSha256: d.Contributions[0].DataManifestSha256}
-			stmt := audit.Contribution{Site: "site-z", UpdateHash: audit.Hash(c.Sha256), Samples: 5, DataManifest: audit.Hash(c.DataManifestSha256)}
-			c.Signature = f.pki.SignAs("site-a", stmt.Message(studyID, 1, audit.Hash(f.initial.Sha256)))
+			c.Signature = f.signContribution("site-a", c)
 			d.Contributions = append(d.Contributions, c)
 		}, secure.ErrManifest, `"site-z" is not a key holder of this study`},
 		{"a contribution served with other bytes", func(d *pb.DecryptTask) {

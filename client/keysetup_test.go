@@ -137,13 +137,9 @@ func TestKeySetup(t *testing.T) {
 	})
 
 	// The genuine key shares.
-	peers := map[string]*pb.PeerKey{}
-	for _, site := range sites {
-		out, err := clients[site].onKeySetupTask(task)
-		if err != nil {
-			t.Fatal(err)
-		}
-		peers[site] = &pb.PeerKey{ClientId: site, Certificate: f.pki.Hospitals[site].Cert.Raw, Share: out[0].GetKeyShare()}
+	peers, err := startKeySetup(f.pki, clients, task)
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	t.Run("relayed key share refused", func(t *testing.T) {
@@ -226,7 +222,7 @@ func TestKeySetup(t *testing.T) {
 	})
 
 	t.Run("completed after the refusals", func(t *testing.T) {
-		done, err := relayKeySetup(f, clients, task, peers)
+		done, err := relayKeySetup(clients, task, peers)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,35 +260,6 @@ func TestKeySetup(t *testing.T) {
 			}
 		}
 	})
-}
-
-// relayKeySetup relays the key shares peers (by site) to every client and
-// then the share boxes, as runKeySetup does after the task.
-func relayKeySetup(f *fixture, clients map[string]*Client, task *pb.KeySetupTask, peers map[string]*pb.PeerKey) (map[string]*pb.KeySetupDone, error) {
-	done := map[string]*pb.KeySetupDone{}
-	var boxes []*pb.ShareBox
-	for _, from := range sites {
-		for _, to := range sites {
-			out, err := clients[to].onPeerKey(peers[from])
-			if err != nil {
-				return nil, err
-			}
-			for _, m := range out {
-				boxes = append(boxes, m.GetShareBox())
-			}
-		}
-	}
-	for _, b := range boxes {
-		to := sites[b.ToPoint-1]
-		out, err := clients[to].onShareBox(b)
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range out {
-			done[to] = m.GetKeyDone()
-		}
-	}
-	return done, nil
 }
 
 // TestResume: a restarted client (a new Client over the same data_dir and
