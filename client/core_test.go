@@ -139,20 +139,15 @@ func (f *fakeCoord) receive(chunks []*pb.Chunk) (submitted, error) {
 }
 
 func (f *fakeCoord) SubmitUpdate(_ context.Context, chunks []*pb.Chunk) error {
-	if f.reject != nil {
-		return f.reject
-	}
-	u, err := f.receive(chunks)
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	f.updates = append(f.updates, u)
-	f.mu.Unlock()
-	return nil
+	return f.take(chunks, &f.updates)
 }
 
 func (f *fakeCoord) SubmitShare(_ context.Context, chunks []*pb.Chunk) error {
+	return f.take(chunks, &f.shares)
+}
+
+// take receives an upload into list, unless the coordinator rejects it.
+func (f *fakeCoord) take(chunks []*pb.Chunk, list *[]submitted) error {
 	if f.reject != nil {
 		return f.reject
 	}
@@ -161,7 +156,7 @@ func (f *fakeCoord) SubmitShare(_ context.Context, chunks []*pb.Chunk) error {
 		return err
 	}
 	f.mu.Lock()
-	f.shares = append(f.shares, u)
+	*list = append(*list, u)
 	f.mu.Unlock()
 	return nil
 }

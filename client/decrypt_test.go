@@ -53,16 +53,24 @@ func checkShare(t *testing.T, e *env, f *fixture, task *pb.DecryptTask) {
 		t.Fatal(err)
 	}
 	siteA := f.objects[[32]byte(f.shares[0].Payload.Sha256)]
-	sum, weight, err := f.setup.Combine(task.Round, f.objects[[32]byte(task.AggregateSha256)], [][]byte{siteA, u.payload}, 2)
+	f.wantDecrypts(t, f.objects[[32]byte(task.AggregateSha256)], siteA, u.payload)
+}
+
+// wantDecrypts checks the decryption shares decrypt a round-1 aggregate to
+// the fixture's sum and total weight (up to CKKS noise): the round's
+// updates are seeded, the same whichever encryption of them is summed.
+func (f *fixture) wantDecrypts(t *testing.T, aggregate []byte, shares ...[]byte) {
+	t.Helper()
+	sum, weight, err := f.setup.Combine(1, aggregate, shares, int(f.spec.Threshold))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if math.Abs(weight-f.weight) > 1e-3 {
-		t.Fatalf("the share decrypts a total weight of %v, want %v", weight, f.weight)
+		t.Fatalf("the shares decrypt a total weight of %v, want %v", weight, f.weight)
 	}
 	for i := range sum {
 		if math.Abs(sum[i]-f.sum[i]) > 1e-3 {
-			t.Fatalf("the share decrypts value %d to %v, want %v", i, sum[i], f.sum[i])
+			t.Fatalf("the shares decrypt value %d to %v, want %v", i, sum[i], f.sum[i])
 		}
 	}
 }

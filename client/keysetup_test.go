@@ -306,21 +306,9 @@ func TestResume(t *testing.T) {
 	if err := b.c.decryptRound(t.Context(), b.coord, task); err != nil {
 		t.Fatal(err)
 	}
-	shares := [][]byte{a.coord.shares[0].payload, a.coord.shares[1].payload}
-	sum, weight, err := f.setup.Combine(1, agg, shares, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Training is seeded: the restarted site's update is the one it made
 	// before, under fresh encryption.
-	if math.Abs(weight-f.weight) > 1e-3 {
-		t.Fatalf("total weight %v, want %v", weight, f.weight)
-	}
-	for i := range sum {
-		if math.Abs(sum[i]-f.sum[i]) > 1e-3 {
-			t.Fatalf("value %d decrypts to %v, want %v", i, sum[i], f.sum[i])
-		}
-	}
+	f.wantDecrypts(t, agg, a.coord.shares[0].payload, a.coord.shares[1].payload)
 }
 
 // TestDamagedKeyMaterial: damaged or missing key files are an error that
