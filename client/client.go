@@ -56,10 +56,10 @@ type Config struct {
 	// Reconnect backoff: starts at MinBackoff, doubles to MaxBackoff, with
 	// jitter.
 	MinBackoff, MaxBackoff time.Duration
-	// CertFailures is how many connection attempts in a row may fail on
+	// CertFailures is how many connection attempts may fail on
 	// certificates (the coordinator refuses this site's, or this site
-	// cannot verify the coordinator's) before the client gives up and
-	// says so: retrying cannot fix a certificate.
+	// cannot verify the coordinator's) with no session in between before
+	// the client gives up and says so: retrying cannot fix a certificate.
 	CertFailures int
 	// MaxModelBytes bounds a model the client will download.
 	MaxModelBytes int64

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -45,7 +46,8 @@ var ErrOutcome = errors.New("client: countersignature refused")
 // the last-bit differences of floating-point code on different CPUs.
 const tolerance = 1e-9
 
-func close(a, b float64) bool { return math.Abs(a-b) <= tolerance*(1+math.Abs(b)) }
+// near reports whether a is within the tolerance of b.
+func near(a, b float64) bool { return math.Abs(a-b) <= tolerance*(1+math.Abs(b)) }
 
 func (c *Client) countersign(ctx context.Context, coord Coordinator, t *pb.CountersignTask) (*pb.Countersignature, error) {
 	start := time.Now()
@@ -90,8 +92,15 @@ func (c *Client) countersign(ctx context.Context, coord Coordinator, t *pb.Count
 	if err != nil {
 		return nil, err
 	}
-	if prev, ok := signed.Rounds[strconv.FormatUint(t.Round, 10)]; ok && prev != hex.EncodeToString(outSum) {
+	round := strconv.FormatUint(t.Round, 10)
+	msg := audit.CountersignMessage(c.id, outcome)
+	digest := sha256.Sum256(msg)
+	if prev, ok := signed.Rounds[round]; ok && prev != hex.EncodeToString(outSum) {
 		return nil, fmt.Errorf("%w: round %d: this site already countersigned model %s for it", ErrOutcome, t.Round, prev[:12])
+	}
+	if prev, ok := signed.Outcomes[round]; ok && prev != hex.EncodeToString(digest[:]) {
+		return nil, fmt.Errorf("%w: round %d: this site already countersigned another outcome for it, with the same model "+
+			"(the parent, aggregate or optimiser states differ)", ErrOutcome, t.Round)
 	}
 	m, _, err := manifestFrom(t.StudyId, t.Round, parentSum, t.Contributions)
 	if err != nil {
@@ -155,13 +164,13 @@ func (c *Client) countersign(ctx context.Context, coord Coordinator, t *pb.Count
 	if err := c.compareState(ctx, coord, t.StudyId, afterSum, afterSize, after); err != nil {
 		return nil, err
 	}
-	signed.Rounds[strconv.FormatUint(t.Round, 10)] = hex.EncodeToString(outSum)
+	signed.Rounds[round], signed.Outcomes[round] = hex.EncodeToString(outSum), hex.EncodeToString(digest[:])
 	if err := c.saveCountersigned(t.StudyId, signed); err != nil {
 		return nil, err
 	}
 	c.log.Info("round countersigned", slog.Uint64("round", t.Round), slog.String("model", hex.EncodeToString(outSum[:8])),
 		slog.Duration("took", time.Since(start)))
-	return &pb.Countersignature{StudyId: t.StudyId, Round: t.Round, OutputSha256: outSum, Signature: c.sign(audit.CountersignMessage(c.id, outcome))}, nil
+	return &pb.Countersignature{StudyId: t.StudyId, Round: t.Round, OutputSha256: outSum, Signature: c.sign(msg)}, nil
 }
 
 // combineShares decrypts the aggregate with the decryptors' shares, after
@@ -219,7 +228,7 @@ func (c *Client) compareModel(ctx context.Context, coord Coordinator, study stri
 		return fmt.Errorf("%w: the new model is %s, the study's is %s", ErrOutcome, spec, specFrom(c.study.Model))
 	}
 	for i := range want {
-		if !close(got[i], want[i]) {
+		if !near(got[i], want[i]) {
 			return fmt.Errorf("%w: parameter %d of the new model is %v, this site computed %v", ErrOutcome, i, got[i], want[i])
 		}
 	}
@@ -245,18 +254,23 @@ func (c *Client) compareState(ctx context.Context, coord Coordinator, study stri
 		return fmt.Errorf("%w: the optimiser state after the round is not this site's (config, step or size)", ErrOutcome)
 	}
 	for i := range w.M {
-		if !close(got.M[i], w.M[i]) || !close(got.V[i], w.V[i]) {
+		if !near(got.M[i], w.M[i]) || !near(got.V[i], w.V[i]) {
 			return fmt.Errorf("%w: moment %d of the optimiser state differs from this site's computation", ErrOutcome, i)
 		}
 	}
 	return nil
 }
 
-// countersignedFile records, per study, the model this site countersigned
-// for each round, so it never vouches for two outcomes of one round (a
+// countersignedFile records, per study, what this site countersigned for
+// each round, so it never vouches for two outcomes of one round (a
 // restarted coordinator re-running a round gets the same answer or none).
+// The model alone does not identify an outcome: the same model can come
+// with other optimiser states (FedAvg's differ only in their step count).
 type countersignedFile struct {
 	Rounds map[string]string `json:"rounds"` // round → model SHA-256
+	// Outcomes are the SHA-256 of the countersignature's message, which
+	// binds the whole outcome (absent in files written before it).
+	Outcomes map[string]string `json:"outcomes"` // round → SHA-256
 }
 
 func (c *Client) countersignedPath(study string) string {
@@ -267,7 +281,7 @@ func (c *Client) countersignedPath(study string) string {
 }
 
 func (c *Client) countersigned(study string) (*countersignedFile, error) {
-	f := &countersignedFile{Rounds: map[string]string{}}
+	f := &countersignedFile{Rounds: map[string]string{}, Outcomes: map[string]string{}}
 	path := c.countersignedPath(study)
 	if path == "" {
 		if c.csMemory == nil {
@@ -282,7 +296,7 @@ func (c *Client) countersigned(study string) (*countersignedFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("countersigning state: %w", err)
 	}
-	if err := json.Unmarshal(b, f); err != nil || f.Rounds == nil {
+	if err := json.Unmarshal(b, f); err != nil || f.Rounds == nil || f.Outcomes == nil {
 		return nil, fmt.Errorf("countersigning state %s is damaged: %v", path, err)
 	}
 	return f, nil

@@ -195,20 +195,28 @@ func (c *Client) openGuard(k *studyKeys) error {
 }
 
 // keysFile is the identities part of the key material, next to the
-// secret share and public setup that secure.Participant keeps.
+// secret share and public setup that secure.Participant keeps; all three
+// are checked files (fsutil), so a damaged byte is an error naming the
+// file, never another key.
 type keysFile struct {
 	Study        string            `json:"study"`
 	Certificates map[string][]byte `json:"certificates"`
 }
 
 // saveKeys writes the key material of a finished key setup, replacing any
-// from an earlier key setup of the same study.
+// from an earlier key setup of the same study. The site's round history
+// (guard.json: the rounds it gave a decryption share for;
+// countersigned.json) stays: the audit log takes one key setup per study,
+// and a coordinator that runs another must not get a second share or a
+// second countersignature for a round (with the same training under a
+// new key, two decryptions of one round differ by a site's update).
 func (c *Client) saveKeys(k *studyKeys, ks *keySetup) error {
 	dir := c.studyDir(k.study)
-	if _, err := os.Stat(filepath.Join(dir, "keys.json")); err == nil {
+	keysPath := filepath.Join(dir, "keys.json")
+	if _, err := os.Stat(keysPath); err == nil {
 		c.log.Warn("replacing key material from an earlier key setup of this study", slog.String("dir", dir))
-		for _, f := range []string{"keys.json", "guard.json", "countersigned.json"} {
-			os.Remove(filepath.Join(dir, f))
+		if err := os.Remove(keysPath); err != nil {
+			return err
 		}
 	}
 	if err := k.participant.Save(dir); err != nil {
@@ -218,30 +226,41 @@ func (c *Client) saveKeys(k *studyKeys, ks *keySetup) error {
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFileChecked(filepath.Join(dir, "keys.json"), b, 0o600)
+	return fsutil.WriteFileChecked(keysPath, b, 0o600)
 }
 
 // loadKeys reads the key material a finished key setup left for the study
-// (after a client restart), re-checking every stored certificate.
+// (after a client restart), re-checking every stored certificate. Damaged
+// or missing key material is an error naming the file.
 func (c *Client) loadKeys(study string) (*studyKeys, error) {
 	dir := c.studyDir(study)
-	p, err := secure.LoadParticipant(dir, c.id)
-	if err != nil {
-		return nil, fmt.Errorf("key material of study %q: %w", study, err)
+	keysPath := filepath.Join(dir, "keys.json")
+	damaged := func(file, format string, a ...any) error {
+		return fmt.Errorf("key material of study %q: %s is damaged: %s", study, file, fmt.Sprintf(format, a...))
 	}
-	b, err := fsutil.ReadFileChecked(filepath.Join(dir, "keys.json"))
+	b, err := fsutil.ReadFileChecked(keysPath)
 	if err != nil {
 		return nil, fmt.Errorf("key material of study %q: %w", study, err)
 	}
 	var f keysFile
-	if err := json.Unmarshal(b, &f); err != nil || f.Study != study {
-		return nil, fmt.Errorf("key material of study %q: %s is damaged (%v)", study, filepath.Join(dir, "keys.json"), err)
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, damaged(keysPath, "%v", err)
+	}
+	if f.Study != study {
+		return nil, damaged(keysPath, "it is for study %q", f.Study)
+	}
+	p, err := secure.LoadParticipant(dir, c.id)
+	if err != nil {
+		return nil, fmt.Errorf("key material of study %q: %w", study, err)
 	}
 	k := &studyKeys{study: study, participant: p, peers: map[string]ed25519.PublicKey{}}
 	for site := range p.Setup.Points() {
 		peer, err := tlsutil.VerifyPeerCertificate(f.Certificates[site], c.cfg.TLS.RootCAs, time.Now())
-		if err != nil || peer.ID != site {
-			return nil, fmt.Errorf("stored certificate of key holder %q no longer verifies: %v", site, err)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("key material of study %q: %s: the certificate of key holder %q no longer verifies: %w", study, keysPath, site, err)
+		case peer.ID != site:
+			return nil, damaged(keysPath, "the certificate of key holder %q is %q's", site, peer.ID)
 		}
 		k.peers[site] = peer.PublicKey()
 	}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -139,5 +140,32 @@ func TestDataManifestHeart(t *testing.T) {
 	}
 	if _, _, err := dataManifest(Config{Data: DataConfig{Heart: "va"}}, &train.Dataset{}, &train.Dataset{}); err == nil {
 		t.Fatal("a manifest of datasets without a preprocessing record")
+	}
+}
+
+// TestDataSummary: the summary is the manifest the client signs with, and
+// a data file changed since it was loaded is an error, not another hash.
+func TestDataSummary(t *testing.T) {
+	path := manifestCSV(t, t.TempDir(), "")
+	cfg := testConfig(t)
+	cfg.Data.CSV = &train.CSVConfig{Path: path, LabelColumn: "outcome", PositiveLabels: []string{"1", "2"}, Numeric: []string{"age", "chol"},
+		Categorical: []string{"sex", "cp"}, TestFraction: 0.25, Seed: 1}
+	c, err := New(cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.DataSummary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ManifestSHA256 != c.manifest || sha256.Sum256(s.Manifest) != c.manifest || s.Source != "csv:export.csv" {
+		t.Fatalf("summary %+v does not describe the manifest %x", s, c.manifest)
+	}
+	if err := os.WriteFile(path, append([]byte(nil), "id,age\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.DataSummary()
+	if err == nil || !strings.Contains(err.Error(), "the data file changed since it was loaded") {
+		t.Fatalf("summary of a changed file: %v", err)
 	}
 }

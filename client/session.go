@@ -36,17 +36,21 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithTransportCredentials(credentials.NewTLS(c.cfg.TLS)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
 	}, c.cfg.DialOptions...)
-	conn, err := grpc.NewClient(c.cfg.CoordinatorAddr, opts...)
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	defer conn.Close()
-	api := pb.NewFederationClient(conn)
 	backoff := c.cfg.MinBackoff
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	certFailures := 0
 	for {
-		connected, err := c.session(ctx, api)
+		// A connection per attempt: on a shared one, gRPC answers the
+		// calls after a failed handshake with that handshake's error and
+		// reconnects on its own backoff (up to two minutes), so attempts
+		// would not be handshakes and MinBackoff..MaxBackoff would not be
+		// the reconnect delay.
+		conn, err := grpc.NewClient(c.cfg.CoordinatorAddr, opts...)
+		if err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+		connected, err := c.session(ctx, pb.NewFederationClient(conn))
+		conn.Close()
 		switch {
 		case errors.Is(err, errFinished):
 			return nil
@@ -62,14 +66,17 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.Error("TLS handshake with the coordinator failed on certificates", slog.String("reason", cert),
 				slog.Int("attempt", certFailures), slog.Int("of", c.cfg.CertFailures))
 			if certFailures >= c.cfg.CertFailures {
-				return fmt.Errorf("%w: %d connection attempts failed on certificates (%s); retrying cannot fix a certificate: "+
+				return fmt.Errorf("%w: %d connection attempts failed on certificates (%s) since the last session; retrying cannot fix a certificate: "+
 					"check this site's certificate and the consortium CA bundle, or ask the consortium whether it was revoked", ErrRefused, certFailures, cert)
 			}
-		} else {
-			certFailures = 0
 		}
+		// Only a session clears the count: a failure that does not name a
+		// certificate says nothing about it. Under TLS 1.3 the client's
+		// handshake ends before the coordinator checks its certificate,
+		// and the coordinator's refusal often shows as a broken pipe
+		// rather than its alert.
 		if connected {
-			backoff = c.cfg.MinBackoff
+			backoff, certFailures = c.cfg.MinBackoff, 0
 		}
 		wait := backoff/2 + time.Duration(rng.Int63n(int64(backoff)))
 		c.log.Warn("connection to coordinator lost; retrying", slog.Any("err", err), slog.Duration("in", wait))
@@ -143,10 +150,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 	if err := stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Accepted{Accepted: &pb.StudyAccepted{StudyId: w.Study.StudyId}}}); err != nil {
 		return true, err
 	}
-	if c.study == nil || c.study.StudyId != w.Study.StudyId {
-		c.keys, c.setup, c.rounds = nil, nil, roundCache{}
-	}
-	c.study = w.Study
+	c.join(w.Study)
 	c.metrics.connected.Set(1)
 	defer c.metrics.connected.Set(0)
 	c.log.Info("joined study", slog.String("study", w.Study.StudyId), slog.String("as", w.ClientId),
@@ -170,12 +174,11 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 		case *pb.CoordinatorMessage_Train:
 			if err := c.trainRound(ctx, coord, msg.Train); err != nil {
 				c.metrics.rounds.WithLabelValues("failed").Inc()
-				err = refuse(msg.Train.StudyId, msg.Train.Round, "round task", err)
+				if err := refuse(msg.Train.StudyId, msg.Train.Round, "round task", err); err != nil {
+					return true, err
+				}
 			} else {
 				c.metrics.rounds.WithLabelValues("submitted").Inc()
-			}
-			if err != nil {
-				return true, err
 			}
 		case *pb.CoordinatorMessage_KeySetup:
 			out, err = c.onKeySetupTask(msg.KeySetup)
@@ -237,6 +240,16 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 			}
 		}
 	}
+}
+
+// join makes s the client's study once it has accepted it. Another study
+// than the one it had starts with no key material or round state in
+// memory (a restarted client loads its key material from data_dir).
+func (c *Client) join(s *pb.StudySpec) {
+	if c.study == nil || c.study.StudyId != s.StudyId {
+		c.keys, c.setup, c.rounds = nil, nil, roundCache{}
+	}
+	c.study = s
 }
 
 // grpcCoordinator is the Coordinator over the Federation service.
