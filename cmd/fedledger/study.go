@@ -24,9 +24,11 @@ import (
 )
 
 // signStudy signs, as the admin holding cert and key, the study-created
-// record of the study in a coordinator configuration.
+// record of the study in a coordinator configuration. Only the file's
+// study section is read: the admin needs neither the coordinator's
+// certificate nor its key.
 func signStudy(cfgFile, cert, key string, validFor time.Duration) (study string, admin *tlsutil.Identity, initial [32]byte, env *audit.Envelope, err error) {
-	c, err := config.LoadCoordinator(cfgFile, nil)
+	st, err := config.LoadStudy(cfgFile)
 	if err != nil {
 		return "", nil, initial, nil, err
 	}
@@ -36,15 +38,15 @@ func signStudy(cfgFile, cert, key string, validFor time.Duration) (study string,
 	if admin.Role != tlsutil.RoleAdmin {
 		return "", nil, initial, nil, fmt.Errorf("%w: %q has role %s; study records are signed by an admin", config.ErrConfig, admin.ID, admin.Role)
 	}
-	if _, _, initial, err = coordinator.InitialModel(c.Config.Study); err != nil {
+	if _, _, initial, err = coordinator.InitialModel(st); err != nil {
 		return "", nil, initial, nil, err
 	}
 	var expires time.Time
 	if validFor > 0 {
 		expires = time.Now().Add(validFor)
 	}
-	env, err = audit.Sign(admin, coordinator.StudyRecord(c.Config.Study, initial, admin.ID, expires))
-	return c.Config.Study.ID, admin, initial, env, err
+	env, err = audit.Sign(admin, coordinator.StudyRecord(st, initial, admin.ID, expires))
+	return st.ID, admin, initial, env, err
 }
 
 func newStudyCmd() *cobra.Command {
@@ -69,7 +71,11 @@ study configured with start: manual.`,
 coordinator configuration: approved sites, K, the initial model's SHA-256, the
 strategy and hyperparameters, the HE parameter set. The coordinator appends it
 to the audit log (audit.study_record) before round 1; the log accepts it only
-with an admin's signature, and every later round is checked against it.`,
+with an admin's signature, and every later round is checked against it.
+
+Only the configuration's study section is read (and checked as the
+coordinator checks it): the coordinator's certificate and key are not
+needed, so sign a copy of coordinator.yaml wherever the admin key is.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cert == "" || key == "" || out == "" {
@@ -87,7 +93,7 @@ with an admin's signature, and every later round is checked against it.`,
 		},
 	}
 	sf := sign.Flags()
-	sf.StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (its study section)")
+	sf.StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (only its study section is read)")
 	sf.StringVar(&cert, "cert", "", "admin certificate")
 	sf.StringVar(&key, "key", "", "admin key")
 	sf.StringVar(&out, "out", "", "file to write the signed record to")
@@ -146,7 +152,7 @@ with an admin's signature, and every later round is checked against it.`,
 			return nil
 		},
 	}
-	create.Flags().StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (its study section)")
+	create.Flags().StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (only its study section is read)")
 	create.Flags().StringSliceVar(&nodes, "audit", nil, "audit node addresses")
 	create.Flags().DurationVar(&validFor, "valid-for", 0, "study expiry from now (0: none)")
 	identity(create)
