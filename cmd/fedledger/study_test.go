@@ -193,14 +193,24 @@ audit_nodes: [%s]
 	default:
 	}
 	// It still answers study status: finished, the final model's path and
-	// every site's accuracy of it.
-	out, err = run(t, append([]string{"study", "status", "--coordinator", addr, "--json"}, as("regulator")...)...)
-	if err != nil {
-		t.Fatalf("study status after the study: %v\n%s", err, out)
-	}
+	// every site's accuracy of it, and no one connected once the
+	// hospitals have hung up.
 	var st statusJSON
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("study status --json: %v\n%s", err, out)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err = run(t, append([]string{"study", "status", "--coordinator", addr, "--json"}, as("regulator")...)...)
+		if err != nil {
+			t.Fatalf("study status after the study: %v\n%s", err, out)
+		}
+		st = statusJSON{}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("study status --json: %v\n%s", err, out)
+		}
+		if len(st.Connected) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hospitals have exited, yet study status says %v are connected", st.Connected)
+		}
 	}
 	finalPath := filepath.Join(dir, "coordinator-state", "models", st.LatestModel)
 	if st.Phase != "finished" || st.RoundsCompleted != 2 || st.WaitingFor != "" || st.Failure != "" || st.FinalModelPath != finalPath {
