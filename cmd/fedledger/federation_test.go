@@ -117,14 +117,31 @@ allow_plaintext: true
 	}
 }
 
+var (
+	addrsMu sync.Mutex
+	given   = map[string]bool{}
+)
+
+// freeAddr returns a loopback address that was free just now and that it
+// has not returned before in this test binary (the kernel may hand a
+// just-closed port out again, and two servers of one test on the same
+// port fail it).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrsMu.Lock()
+	defer addrsMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := l.Addr().String()
+		l.Close()
+		if !given[a] {
+			given[a] = true
+			return a
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func write(t *testing.T, path, content string) {
