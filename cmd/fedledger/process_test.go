@@ -473,10 +473,10 @@ func (tc *testConsortium) verifyLongest(t *testing.T, bundle string) (report, in
 // of the three audit nodes are killed: the log has no quorum, so the
 // coordinator cannot record the round, and `study status` says it is
 // waiting for the audit log (and answers meanwhile); the nodes are
-// restarted from their kits and the study carries on. After the study the coordinator lingers and
-// `study status` gives the final model's path and every site's accuracy of
-// it; the regulator verifies that model. SIGTERM then stops the lingering
-// coordinator cleanly.
+// restarted from their kits and the study carries on. After the study the
+// coordinator lingers and `study status` gives the final model's path and
+// every site's accuracy of it; the regulator verifies that model. SIGTERM
+// then stops the lingering coordinator cleanly.
 func TestProcessesRunAProvisionedSecureStudy(t *testing.T) {
 	const rounds = 3
 	tc := newConsortium(t, rounds)
@@ -663,6 +663,9 @@ func TestCoordinatorKilledAtEveryPhase(t *testing.T) {
 	if rep.TreeSize != 2+rounds {
 		t.Fatalf("log has %d entries, want %d (study, key setup, %d rounds)", rep.TreeSize, 2+rounds, rounds)
 	}
+	if got := co.log.find("final model"); len(got) != 1 || got[0]["sha256"] != rep.Model {
+		t.Fatalf("the coordinator's final model %v is not the one with the longest verified lineage, %s", got, rep.Model)
+	}
 	if !rep.Verified || len(rep.Rounds) == 0 || rep.Mode != "secure" || rep.Threshold != 3 || len(rep.KeyHolders) != 4 {
 		t.Fatalf("final lineage %+v", rep)
 	}
@@ -749,8 +752,6 @@ func TestProcessesRefuseAForgedRound(t *testing.T) {
 	co.kill()
 
 	coordID, cli := tc.dialAs(t, "coordinator")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	recs := tc.exportRecords(t, cli)
 	if len(recs) != 3 || recs[1].Kind != audit.KindKeySetupDone || recs[2].Kind != audit.KindRoundCompleted || recs[2].Round != 1 {
 		t.Fatalf("log after round 1: %d records", len(recs))
@@ -820,12 +821,17 @@ func TestProcessesRefuseAForgedRound(t *testing.T) {
 			t.Fatalf("%s: %v\n%s", c.name, err, c.log.tail(10))
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	final, last, err := cli.LatestOutput(ctx, "first-study")
 	if err != nil || last != rounds {
 		t.Fatalf("latest output after the study: round %d, %v", last, err)
 	}
 	recs = tc.exportRecords(t, cli)
 	lastRec := recs[len(recs)-1]
+	if lastRec.Kind != audit.KindRoundCompleted || lastRec.OutputModel != final {
+		t.Fatalf("the last record is %s round %d, want the completed round %d that output the latest model", lastRec.Kind, lastRec.Round, rounds)
+	}
 
 	// After the study: round N+1, and a second round N.
 	beyond, path := forge("beyond-the-limit", rounds+1, final, lastRec.OptimizerAfter)
