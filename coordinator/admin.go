@@ -48,6 +48,13 @@ func (c *Coordinator) statusProto() *pb.StudyStatus {
 		Connected: s.Connected, Reported: s.Reported, RoundsCompleted: uint32(s.Completed), RoundsFailed: uint32(s.Failed),
 		LastTrainLoss: s.LastTrainLoss, LastParentTestAccuracy: s.LastParentTestAccuracy, LatestModelSha256: s.LatestModel[:],
 		Failure: s.Failure, WaitingFor: s.WaitingFor, FinalModelPath: c.FinalModelPath()}
+	// Once the study is over the machine hears of no more (dis)connections:
+	// who is connected is who still has a session.
+	c.mu.Lock()
+	if c.finished != nil {
+		out.Connected = sortedSites(c.sessions)
+	}
+	c.mu.Unlock()
 	for _, site := range sortedSites(s.FinalTest) {
 		m := s.FinalTest[site]
 		out.FinalTest = append(out.FinalTest, &pb.SiteMetrics{Site: site, Test: &pb.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, Auc: m.AUC, N: uint64(m.N)}})

@@ -1110,20 +1110,40 @@ func (*ListStudiesRequest) Descriptor() ([]byte, []int) {
 	return file_audit_proto_rawDescGZIP(), []int{21}
 }
 
+// StudySummary is one study as the log knows it: the rules its admin
+// signed (study-created record), its key setup and where its rounds stand.
 type StudySummary struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	StudyId           string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
-	CreatedBy         string                 `protobuf:"bytes,2,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
-	ApprovedSites     []string               `protobuf:"bytes,3,rep,name=approved_sites,json=approvedSites,proto3" json:"approved_sites,omitempty"`
-	MinContributors   uint32                 `protobuf:"varint,4,opt,name=min_contributors,json=minContributors,proto3" json:"min_contributors,omitempty"`
-	ExpiresUnixNanos  int64                  `protobuf:"varint,5,opt,name=expires_unix_nanos,json=expiresUnixNanos,proto3" json:"expires_unix_nanos,omitempty"`
-	LastRound         uint64                 `protobuf:"varint,6,opt,name=last_round,json=lastRound,proto3" json:"last_round,omitempty"`
-	LatestModelSha256 []byte                 `protobuf:"bytes,7,opt,name=latest_model_sha256,json=latestModelSha256,proto3" json:"latest_model_sha256,omitempty"`
-	RoundsCompleted   uint32                 `protobuf:"varint,8,opt,name=rounds_completed,json=roundsCompleted,proto3" json:"rounds_completed,omitempty"`
-	RoundsFailed      uint32                 `protobuf:"varint,9,opt,name=rounds_failed,json=roundsFailed,proto3" json:"rounds_failed,omitempty"`
-	KeySetupDone      bool                   `protobuf:"varint,10,opt,name=key_setup_done,json=keySetupDone,proto3" json:"key_setup_done,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StudyId       string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,2,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	ApprovedSites []string               `protobuf:"bytes,3,rep,name=approved_sites,json=approvedSites,proto3" json:"approved_sites,omitempty"`
+	// K: a completed round needs at least this many contributions.
+	MinContributors  uint32 `protobuf:"varint,4,opt,name=min_contributors,json=minContributors,proto3" json:"min_contributors,omitempty"`
+	ExpiresUnixNanos int64  `protobuf:"varint,5,opt,name=expires_unix_nanos,json=expiresUnixNanos,proto3" json:"expires_unix_nanos,omitempty"`
+	// The last recorded round, completed or failed.
+	LastRound uint64 `protobuf:"varint,6,opt,name=last_round,json=lastRound,proto3" json:"last_round,omitempty"`
+	// The latest completed round's output (the initial model before the
+	// first).
+	LatestModelSha256 []byte `protobuf:"bytes,7,opt,name=latest_model_sha256,json=latestModelSha256,proto3" json:"latest_model_sha256,omitempty"`
+	RoundsCompleted   uint32 `protobuf:"varint,8,opt,name=rounds_completed,json=roundsCompleted,proto3" json:"rounds_completed,omitempty"`
+	RoundsFailed      uint32 `protobuf:"varint,9,opt,name=rounds_failed,json=roundsFailed,proto3" json:"rounds_failed,omitempty"`
+	KeySetupDone      bool   `protobuf:"varint,10,opt,name=key_setup_done,json=keySetupDone,proto3" json:"key_setup_done,omitempty"`
+	// How many rounds the study may run (failed ones count).
+	Rounds uint32 `protobuf:"varint,11,opt,name=rounds,proto3" json:"rounds,omitempty"`
+	// A secure study runs under he_params with threshold t; a plaintext one
+	// has neither.
+	Secure    bool   `protobuf:"varint,12,opt,name=secure,proto3" json:"secure,omitempty"`
+	HeParams  string `protobuf:"bytes,13,opt,name=he_params,json=heParams,proto3" json:"he_params,omitempty"`
+	Threshold uint32 `protobuf:"varint,14,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// Once the key setup is done: the key holders (by Shamir point) and the
+	// collective public key's SHA-256.
+	KeyHolders          []string `protobuf:"bytes,15,rep,name=key_holders,json=keyHolders,proto3" json:"key_holders,omitempty"`
+	CollectiveKeySha256 []byte   `protobuf:"bytes,16,opt,name=collective_key_sha256,json=collectiveKeySha256,proto3" json:"collective_key_sha256,omitempty"`
+	// The server optimiser's state after the latest completed round (empty
+	// before the first).
+	OptimizerStateSha256 []byte `protobuf:"bytes,17,opt,name=optimizer_state_sha256,json=optimizerStateSha256,proto3" json:"optimizer_state_sha256,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *StudySummary) Reset() {
@@ -1224,6 +1244,55 @@ func (x *StudySummary) GetKeySetupDone() bool {
 		return x.KeySetupDone
 	}
 	return false
+}
+
+func (x *StudySummary) GetRounds() uint32 {
+	if x != nil {
+		return x.Rounds
+	}
+	return 0
+}
+
+func (x *StudySummary) GetSecure() bool {
+	if x != nil {
+		return x.Secure
+	}
+	return false
+}
+
+func (x *StudySummary) GetHeParams() string {
+	if x != nil {
+		return x.HeParams
+	}
+	return ""
+}
+
+func (x *StudySummary) GetThreshold() uint32 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *StudySummary) GetKeyHolders() []string {
+	if x != nil {
+		return x.KeyHolders
+	}
+	return nil
+}
+
+func (x *StudySummary) GetCollectiveKeySha256() []byte {
+	if x != nil {
+		return x.CollectiveKeySha256
+	}
+	return nil
+}
+
+func (x *StudySummary) GetOptimizerStateSha256() []byte {
+	if x != nil {
+		return x.OptimizerStateSha256
+	}
+	return nil
 }
 
 type ListStudiesResponse struct {
@@ -1333,7 +1402,7 @@ const file_audit_proto_rawDesc = "" +
 	"\x04root\x18\x06 \x01(\fR\x04root\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12.\n" +
 	"\amembers\x18\b \x03(\v2\x14.fedledger.v1.MemberR\amembers\"\x14\n" +
-	"\x12ListStudiesRequest\"\x8d\x03\n" +
+	"\x12ListStudiesRequest\"\x83\x05\n" +
 	"\fStudySummary\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x1d\n" +
 	"\n" +
@@ -1347,7 +1416,15 @@ const file_audit_proto_rawDesc = "" +
 	"\x10rounds_completed\x18\b \x01(\rR\x0froundsCompleted\x12#\n" +
 	"\rrounds_failed\x18\t \x01(\rR\froundsFailed\x12$\n" +
 	"\x0ekey_setup_done\x18\n" +
-	" \x01(\bR\fkeySetupDone\"K\n" +
+	" \x01(\bR\fkeySetupDone\x12\x16\n" +
+	"\x06rounds\x18\v \x01(\rR\x06rounds\x12\x16\n" +
+	"\x06secure\x18\f \x01(\bR\x06secure\x12\x1b\n" +
+	"\the_params\x18\r \x01(\tR\bheParams\x12\x1c\n" +
+	"\tthreshold\x18\x0e \x01(\rR\tthreshold\x12\x1f\n" +
+	"\vkey_holders\x18\x0f \x03(\tR\n" +
+	"keyHolders\x122\n" +
+	"\x15collective_key_sha256\x18\x10 \x01(\fR\x13collectiveKeySha256\x124\n" +
+	"\x16optimizer_state_sha256\x18\x11 \x01(\fR\x14optimizerStateSha256\"K\n" +
 	"\x13ListStudiesResponse\x124\n" +
 	"\astudies\x18\x01 \x03(\v2\x1a.fedledger.v1.StudySummaryR\astudies2\x9c\a\n" +
 	"\bAuditLog\x12C\n" +

@@ -10,7 +10,6 @@ import (
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/audit/audittest"
-	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
 // BenchmarkClusterAppend measures appends to a three-node cluster over
@@ -24,28 +23,20 @@ func BenchmarkClusterAppend(b *testing.B) {
 	const sequential, writers, perWriter = 300, 16, 40
 	c := newCluster(b, 3, nil)
 	lead := c.leader()
-	sign := func(id *tlsutil.Identity, rec *audit.Record) []byte {
-		return audittest.Must(audit.Sign(id, rec)).Marshal()
-	}
-	study := func(name string) []byte {
-		r := *c.Study
-		r.StudyID = name
-		return sign(c.Admin, &r)
-	}
-	rounds := func(name string, n int) [][]byte {
-		var out [][]byte
-		parent := audittest.Model(0)
-		for r := 1; r <= n; r++ {
-			rec := c.Round(uint64(r), parent, audit.Hash{byte(r), byte(r >> 8), 7}, "site-a", "site-b")
-			rec.StudyID = name
-			out = append(out, sign(c.Coord, rec))
-			parent = rec.OutputModel
+	// Each study is built whole by the audittest builder under its own id:
+	// the hospitals' signatures cover the study id, so a record cannot be
+	// renamed after it is built.
+	studyEnvs := func(name string, rounds int) [][]byte {
+		sb := c.PKI.NewBuilder(audittest.Options{ID: name, Rounds: uint32(rounds)}, time.Now().UnixNano())
+		envs := [][]byte{audittest.Leaf(c.Admin, sb.Study)}
+		for _, rec := range sb.Chain(rounds, "site-a", "site-b") {
+			envs = append(envs, audittest.Leaf(c.Coord, rec))
 		}
-		return out
+		return envs
 	}
 	for b.Loop() {
 		name := fmt.Sprintf("seq-%d", time.Now().UnixNano())
-		envs := append([][]byte{study(name)}, rounds(name, sequential)...)
+		envs := studyEnvs(name, sequential)
 		// Baseline: in-memory ledger.
 		mem := audit.NewLedger(c.CA.Pool())
 		t0 := time.Now()
@@ -71,7 +62,7 @@ func BenchmarkClusterAppend(b *testing.B) {
 		t0 = time.Now()
 		for w := 0; w < writers; w++ {
 			name := fmt.Sprintf("par-%d-%d", w, time.Now().UnixNano())
-			envs := append([][]byte{study(name)}, rounds(name, perWriter)...)
+			envs := studyEnvs(name, perWriter)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

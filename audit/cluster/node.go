@@ -766,9 +766,9 @@ func (n *Node) JoinCluster(ctx context.Context, via string) error {
 	if timeout <= 0 {
 		timeout = defaultJoinTimeout
 	}
+	start := time.Now() // before the deadline is set: "no answer in" is never short of the timeout
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	start := time.Now()
 	fail := func(step string, err error) error {
 		return fmt.Errorf("audit: could not join the cluster via %s: %s: %w", via, step, err)
 	}

@@ -189,11 +189,26 @@ func (s *auditServer) ListStudies(ctx context.Context, _ *pb.ListStudiesRequest)
 	}
 	out := &pb.ListStudiesResponse{}
 	for _, st := range s.n.fsm.Ledger().Studies() {
-		out.Studies = append(out.Studies, &pb.StudySummary{StudyId: st.ID, CreatedBy: st.CreatedBy, ApprovedSites: st.ApprovedSites,
-			MinContributors: st.MinContributors, ExpiresUnixNanos: st.ExpiresAtUnixNs, LastRound: st.LastRound,
-			LatestModelSha256: st.LatestModel[:], RoundsCompleted: st.Completed, RoundsFailed: st.Failed, KeySetupDone: st.KeySetupDone})
+		out.Studies = append(out.Studies, studySummaryPB(st))
 	}
 	return out, nil
+}
+
+// studySummaryPB is a study's summary on the wire. Hashes that are not
+// there yet (the collective key before the key setup, the optimizer state
+// before the first completed round) are left empty, not zero.
+func studySummaryPB(st audit.StudySummary) *pb.StudySummary {
+	out := &pb.StudySummary{StudyId: st.ID, CreatedBy: st.CreatedBy, ApprovedSites: st.ApprovedSites,
+		MinContributors: st.MinContributors, ExpiresUnixNanos: st.ExpiresAtUnixNs, LastRound: st.LastRound,
+		LatestModelSha256: st.LatestModel[:], RoundsCompleted: st.Completed, RoundsFailed: st.Failed, KeySetupDone: st.KeySetupDone,
+		Rounds: st.Rounds, Secure: st.Secure, HeParams: st.HEParams, Threshold: st.Threshold, KeyHolders: st.KeyHolders}
+	if st.KeySetupDone {
+		out.CollectiveKeySha256 = st.CollectiveKeyHash[:]
+	}
+	if st.OptimizerState != (audit.Hash{}) {
+		out.OptimizerStateSha256 = st.OptimizerState[:]
+	}
+	return out
 }
 
 func (s *auditServer) ProveInclusion(ctx context.Context, req *pb.InclusionRequest) (*pb.Proof, error) {

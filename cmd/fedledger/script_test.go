@@ -2,13 +2,26 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testscript.RunMain(m, map[string]func() int{"fedledger": runMain}))
+	// RunMain exits the process itself: the binary the process tests built
+	// is removed when the tests have run, inside it.
+	os.Exit(testscript.RunMain(cleanup{m}, map[string]func() int{"fedledger": runMain}))
+}
+
+type cleanup struct{ m *testing.M }
+
+func (c cleanup) Run() int {
+	code := c.m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	return code
 }
 
 // TestScripts runs the CLI scripts in testdata/script: what an operator

@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,9 +22,11 @@ import (
 )
 
 // signStudy signs, as the admin holding cert and key, the study-created
-// record of the study in a coordinator configuration.
+// record of the study in a coordinator configuration. Only the file's
+// study section is read: the admin needs neither the coordinator's
+// certificate nor its key.
 func signStudy(cfgFile, cert, key string, validFor time.Duration) (study string, admin *tlsutil.Identity, initial [32]byte, env *audit.Envelope, err error) {
-	c, err := config.LoadCoordinator(cfgFile, nil)
+	st, err := config.LoadStudy(cfgFile)
 	if err != nil {
 		return "", nil, initial, nil, err
 	}
@@ -36,15 +36,15 @@ func signStudy(cfgFile, cert, key string, validFor time.Duration) (study string,
 	if admin.Role != tlsutil.RoleAdmin {
 		return "", nil, initial, nil, fmt.Errorf("%w: %q has role %s; study records are signed by an admin", config.ErrConfig, admin.ID, admin.Role)
 	}
-	if _, _, initial, err = coordinator.InitialModel(c.Config.Study); err != nil {
+	if _, _, initial, err = coordinator.InitialModel(st); err != nil {
 		return "", nil, initial, nil, err
 	}
 	var expires time.Time
 	if validFor > 0 {
 		expires = time.Now().Add(validFor)
 	}
-	env, err = audit.Sign(admin, coordinator.StudyRecord(c.Config.Study, initial, admin.ID, expires))
-	return c.Config.Study.ID, admin, initial, env, err
+	env, err = audit.Sign(admin, coordinator.StudyRecord(st, initial, admin.ID, expires))
+	return st.ID, admin, initial, env, err
 }
 
 func newStudyCmd() *cobra.Command {
@@ -56,9 +56,13 @@ described by a coordinator configuration (sites, K, model, strategy, secure
 parameters, purpose, expiry) and appends it to the audit log, where every
 later round is checked against it ('study sign' writes the signed record to a
 file instead, for the coordinator's audit.study_record). 'study list' reads
-every study from the log; 'study status' asks the coordinator for the phase,
-the round, who has reported and the metrics so far; 'study start' starts a
-study configured with start: manual.`,
+every study from the log: its rules (sites, K, rounds allowed), its mode
+(HE parameters and t, or plaintext), its key holders, how many rounds
+completed and failed, and its latest model. 'study status' asks the
+coordinator for the phase, the round, who has reported, the metrics so far
+and what it is waiting for; after the study (the coordinator keeps
+answering for its linger time) the final model's path and each site's
+accuracy of it. 'study start' starts a study configured with start: manual.`,
 	}
 	var cfgFile, cert, key, out string
 	var validFor time.Duration
@@ -69,7 +73,11 @@ study configured with start: manual.`,
 coordinator configuration: approved sites, K, the initial model's SHA-256, the
 strategy and hyperparameters, the HE parameter set. The coordinator appends it
 to the audit log (audit.study_record) before round 1; the log accepts it only
-with an admin's signature, and every later round is checked against it.`,
+with an admin's signature, and every later round is checked against it.
+
+Only the configuration's study section is read (and checked as the
+coordinator checks it): the coordinator's certificate and key are not
+needed, so sign a copy of coordinator.yaml wherever the admin key is.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cert == "" || key == "" || out == "" {
@@ -87,7 +95,7 @@ with an admin's signature, and every later round is checked against it.`,
 		},
 	}
 	sf := sign.Flags()
-	sf.StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (its study section)")
+	sf.StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (only its study section is read)")
 	sf.StringVar(&cert, "cert", "", "admin certificate")
 	sf.StringVar(&key, "key", "", "admin key")
 	sf.StringVar(&out, "out", "", "file to write the signed record to")
@@ -146,14 +154,14 @@ with an admin's signature, and every later round is checked against it.`,
 			return nil
 		},
 	}
-	create.Flags().StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (its study section)")
+	create.Flags().StringVar(&cfgFile, "config", "", "the coordinator's YAML configuration (only its study section is read)")
 	create.Flags().StringSliceVar(&nodes, "audit", nil, "audit node addresses")
 	create.Flags().DurationVar(&validFor, "valid-for", 0, "study expiry from now (0: none)")
 	identity(create)
 
 	list := &cobra.Command{
 		Use:   "list --audit ADDR,... --cert C --key K --ca CA [--json]",
-		Short: "List the studies on the audit log",
+		Short: "List the studies on the audit log: rules, mode, key holders, rounds, latest model",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(nodes) == 0 {
@@ -172,18 +180,7 @@ with an admin's signature, and every later round is checked against it.`,
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				e := json.NewEncoder(w)
-				e.SetIndent("", "  ")
-				return e.Encode(studies)
-			}
-			fmt.Fprintf(w, "%-20s %-18s %5s %6s %6s %3s  %-12s %s\n", "STUDY", "CREATED BY", "ROUND", "DONE", "FAILED", "K", "LATEST MODEL", "SITES")
-			for _, s := range studies {
-				fmt.Fprintf(w, "%-20s %-18s %5d %6d %6d %3d  %-12s %s\n", s.StudyId, s.CreatedBy, s.LastRound, s.RoundsCompleted, s.RoundsFailed,
-					s.MinContributors, hex.EncodeToString(s.LatestModelSha256)[:12], strings.Join(s.ApprovedSites, ","))
-			}
-			return nil
+			return printStudies(cmd.OutOrStdout(), studies, asJSON)
 		},
 	}
 	list.Flags().StringSliceVar(&nodes, "audit", nil, "audit node addresses")
@@ -209,28 +206,9 @@ with an admin's signature, and every later round is checked against it.`,
 		}
 		return pb.NewStudyAdminClient(conn), func() { conn.Close() }, nil
 	}
-	printStatus := func(cmd *cobra.Command, s *pb.StudyStatus) error {
-		w := cmd.OutOrStdout()
-		if asJSON {
-			e := json.NewEncoder(w)
-			e.SetIndent("", "  ")
-			return e.Encode(s)
-		}
-		fmt.Fprintf(w, "study %q (%s): %s, round %d of %d\n", s.StudyId, s.Mode, s.Phase, s.Round, s.Rounds)
-		fmt.Fprintf(w, "  connected: %s\n  reported this round: %s\n", strings.Join(s.Connected, ", "), strings.Join(s.Reported, ", "))
-		fmt.Fprintf(w, "  rounds completed %d, failed %d; last train loss %.4f, last start-model test accuracy %.3f\n",
-			s.RoundsCompleted, s.RoundsFailed, s.LastTrainLoss, s.LastParentTestAccuracy)
-		if len(s.LatestModelSha256) > 0 {
-			fmt.Fprintf(w, "  latest model %s\n", hex.EncodeToString(s.LatestModelSha256))
-		}
-		if s.Failure != "" {
-			fmt.Fprintf(w, "  failure: %s\n", s.Failure)
-		}
-		return nil
-	}
 	statusCmd := &cobra.Command{
 		Use:   "status --coordinator ADDR --cert C --key K --ca CA [--json]",
-		Short: "Show a running study: phase, round, who has reported, metrics so far",
+		Short: "Show a study: phase, round, who has reported, what it waits for; at the end the final model and each site's accuracy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			api, done, err := admin(cmd)
@@ -242,7 +220,7 @@ with an admin's signature, and every later round is checked against it.`,
 			if err != nil {
 				return err
 			}
-			return printStatus(cmd, s)
+			return printStatus(cmd.OutOrStdout(), s, asJSON)
 		},
 	}
 	statusCmd.Flags().StringVar(&coordAddr, "coordinator", "", "coordinator address")
@@ -262,7 +240,7 @@ with an admin's signature, and every later round is checked against it.`,
 			if err != nil {
 				return err
 			}
-			return printStatus(cmd, s)
+			return printStatus(cmd.OutOrStdout(), s, asJSON)
 		},
 	}
 	start.Flags().StringVar(&coordAddr, "coordinator", "", "coordinator address")

@@ -2,22 +2,31 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/coordinator"
+	"github.com/fedledger/fedledger/internal/config"
+	"github.com/fedledger/fedledger/internal/model"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
 // TestCommandsRunAnAuditedStudy drives a whole audited, secure study
 // through the commands only: three `audit-node`s (one bootstraps, two
-// join), `study sign` by an admin, `trust`, the `coordinator` and four
-// `client`s with audit sections, then `verify` against the live nodes and
+// join), `study create` by an admin, `study list` before and after,
+// `trust`, the `coordinator` and four `client`s with audit sections, `study
+// status` while the finished coordinator lingers (the final model's path
+// and each site's accuracy), then `verify` against the live nodes and
 // offline against the saved bundle, and a tampered bundle that must fail.
 func TestCommandsRunAnAuditedStudy(t *testing.T) {
 	dir := t.TempDir()
@@ -77,6 +86,7 @@ study:
   purpose: cardiac risk model, CLI test
 audit:
   nodes: [%s]
+linger: 10m
 `, addr, strings.Join(auditAddrs, ", ")))
 	for _, h := range hospitals {
 		write(t, filepath.Join(dir, h+".yaml"), fmt.Sprintf(`
@@ -122,15 +132,35 @@ audit_nodes: [%s]
 		!strings.Contains(err.Error(), `"cleveland" has role client; study records are signed by an admin`) {
 		t.Fatalf("study create by a hospital: %v", err)
 	}
+	// Before the study runs the log has its rules and its initial model,
+	// and no key setup.
+	_, _, initial, err := coordinatorInitialModel(filepath.Join(dir, "coordinator.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, append([]string{"study", "list", "--audit", audits}, as("regulator")...)...)
+	if err != nil {
+		t.Fatalf("study list: %v\n%s", err, out)
+	}
+	if row := listRow(t, out, "audited-study"); row["ROUND"] != "0/2" || row["DONE"] != "0" || row["K"] != "3" ||
+		row["MODE"] != "secure:ckks-n14-q120-flood30/v1,t=3" || row["KEY HOLDERS"] != "pending" ||
+		row["LATEST MODEL"] != hex.EncodeToString(initial[:6]) || row["SITES"] != "cleveland,hungary,switzerland,va" {
+		t.Fatalf("study list before the study: %v\n%s", row, out)
+	}
 	trust := filepath.Join(dir, "trust.json")
 	if out, err := run(t, "trust", "--ca", filepath.Join(dir, "ca.pem"), "--origin", "test/audit-log", "--quorum", "2", "--out", trust,
 		filepath.Join(dir, "audit-1.pem"), filepath.Join(dir, "audit-2.pem"), filepath.Join(dir, "audit-3.pem")); err != nil {
 		t.Fatalf("trust: %v\n%s", err, out)
 	}
 
-	var study sync.WaitGroup
-	errs := make(chan error, 5)
-	start(ctx, &study, errs, "coordinator", "--config", filepath.Join(dir, "coordinator.yaml"))
+	// The coordinator lingers after the study: it has its own context, to
+	// stop it once its status has been read.
+	coordCtx, stopCoord := context.WithCancel(ctx)
+	defer stopCoord()
+	var coord, study sync.WaitGroup
+	coordErr := make(chan error, 1)
+	start(coordCtx, &coord, coordErr, "coordinator", "--config", filepath.Join(dir, "coordinator.yaml"))
+	errs := make(chan error, 4)
 	for _, h := range hospitals {
 		start(ctx, &study, errs, "client", "--config", filepath.Join(dir, h+".yaml"))
 	}
@@ -151,38 +181,115 @@ audit_nodes: [%s]
 	if out, err := run(t, append([]string{"study", "start", "audited-study", "--coordinator", addr}, as("admin")...)...); err != nil {
 		t.Fatalf("study start: %v\n%s", err, out)
 	}
+	// The hospitals exit when the study ends; the coordinator stays.
 	study.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
-	out, err := run(t, append([]string{"study", "list", "--audit", audits}, as("regulator")...)...)
-	if err != nil || !strings.Contains(out, "audited-study") || !strings.Contains(out, "cleveland,hungary,switzerland,va") {
+	select {
+	case err := <-coordErr:
+		t.Fatalf("the coordinator exited after the study instead of lingering: %v", err)
+	default:
+	}
+	// It still answers study status: finished, the final model's path and
+	// every site's accuracy of it, and no one connected once the
+	// hospitals have hung up.
+	var st statusJSON
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err = run(t, append([]string{"study", "status", "--coordinator", addr, "--json"}, as("regulator")...)...)
+		if err != nil {
+			t.Fatalf("study status after the study: %v\n%s", err, out)
+		}
+		st = statusJSON{}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("study status --json: %v\n%s", err, out)
+		}
+		if len(st.Connected) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hospitals have exited, yet study status says %v are connected", st.Connected)
+		}
+	}
+	finalPath := filepath.Join(dir, "coordinator-state", "models", st.LatestModel)
+	if st.Phase != "finished" || st.RoundsCompleted != 2 || st.WaitingFor != "" || st.Failure != "" || st.FinalModelPath != finalPath {
+		t.Fatalf("status after the study: %+v; want finished, 2 rounds, final model %s", st, finalPath)
+	}
+	if b, err := os.ReadFile(st.FinalModelPath); err != nil || hex.EncodeToString(sha256Sum(b)) != st.LatestModel {
+		t.Fatalf("final model %s: %v, or it does not hash to %s", st.FinalModelPath, err, st.LatestModel)
+	}
+	if len(st.FinalTest) != len(hospitals) {
+		t.Fatalf("final test results of %d sites, want %d: %+v", len(st.FinalTest), len(hospitals), st.FinalTest)
+	}
+	for i, m := range st.FinalTest {
+		if m.Site != hospitals[i] || m.N == 0 || m.Accuracy < 0 || m.Accuracy > 1 || m.AUC < 0 || m.AUC > 1 {
+			t.Fatalf("final test result %d: %+v", i, m)
+		}
+	}
+	text, err := run(t, append([]string{"study", "status", "--coordinator", addr}, as("regulator")...)...)
+	if err != nil || !strings.Contains(text, `study "audited-study" (secure): finished, round 2 of 2`) ||
+		!strings.Contains(text, "final model (on the coordinator's host): "+finalPath) {
+		t.Fatalf("study status after the study: %v\n%s", err, text)
+	}
+	for _, m := range st.FinalTest {
+		if want := fmt.Sprintf("%-20s test accuracy %.3f  AUC %.3f  (%d examples)", m.Site, m.Accuracy, m.AUC, m.N); !strings.Contains(text, want) {
+			t.Fatalf("study status does not show %q:\n%s", want, text)
+		}
+	}
+	t.Logf("study status while the coordinator lingers:\n%s", text)
+	stopCoord()
+	coord.Wait()
+	select {
+	case err := <-coordErr:
+		t.Fatalf("coordinator stopped while lingering: %v", err)
+	default:
+	}
+
+	// The log: 2 rounds of 2, the key setup's holders, the final model.
+	out, err = run(t, append([]string{"study", "list", "--audit", audits}, as("regulator")...)...)
+	if err != nil {
 		t.Fatalf("study list: %v\n%s", err, out)
 	}
-	if f := strings.Fields(strings.Split(out, "\n")[1]); len(f) < 5 || f[2] != "2" || f[3] != "2" {
-		t.Fatalf("study list row %v, want round 2 with 2 completed", f)
+	if row := listRow(t, out, "audited-study"); row["ROUND"] != "2/2" || row["DONE"] != "2" || row["FAILED"] != "0" ||
+		row["KEY HOLDERS"] != "cleveland,hungary,switzerland,va" || row["LATEST MODEL"] != st.LatestModel[:12] {
+		t.Fatalf("study list after the study: %v\n%s", row, out)
 	}
-	models, _ := filepath.Glob(filepath.Join(dir, "coordinator-state", "models", "*"))
-	if len(models) != 3 {
-		t.Fatalf("%d models, want 3 (initial + 2 rounds)", len(models))
+	t.Logf("study list after the study:\n%s", out)
+	out, err = run(t, append([]string{"study", "list", "--audit", audits, "--json"}, as("regulator")...)...)
+	var listed []studyJSON
+	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 1 {
+		t.Fatalf("study list --json: %v\n%s", err, out)
 	}
-	// The final model is the one verify accepts with 2 rounds of lineage.
+	if l := listed[0]; l.Study != "audited-study" || l.CreatedBy != "admin" || l.RoundsAllowed != 2 || l.MinContributors != 3 ||
+		l.Mode != "secure" || l.HEParams != "ckks-n14-q120-flood30/v1" || l.Threshold != 3 || !l.KeySetupDone ||
+		strings.Join(l.KeyHolders, ",") != "cleveland,hungary,switzerland,va" || len(l.CollectiveKey) != 64 ||
+		l.LastRound != 2 || l.RoundsCompleted != 2 || l.RoundsFailed != 0 || l.LatestModel != st.LatestModel || len(l.OptimizerState) != 64 {
+		t.Fatalf("study list --json: %+v", l)
+	}
+	// The store keeps the models (and the server optimizer's states):
+	// every model verifies against the live log, the initial one with no
+	// round of lineage, the final one with 2.
+	stored, _ := filepath.Glob(filepath.Join(dir, "coordinator-state", "models", "*"))
 	saved := filepath.Join(dir, "bundle.bin")
-	var final string
-	for _, m := range models {
+	lineage := map[string]string{}
+	for _, m := range stored {
+		if b, err := os.ReadFile(m); err != nil {
+			t.Fatal(err)
+		} else if _, _, err := model.Decode(b); err != nil {
+			continue // an optimizer state
+		}
 		out, err := run(t, "verify", m, "--trust", trust, "--audit", strings.Join(auditAddrs, ","), "--cert", filepath.Join(dir, "regulator.pem"),
 			"--key", filepath.Join(dir, "regulator-key.pem"), "--ca", filepath.Join(dir, "ca.pem"), "--save-bundle", saved)
 		if err != nil {
 			t.Fatalf("verify --audit %s: %v", filepath.Base(m), err)
 		}
-		if strings.Contains(out, "2 completed rounds") {
-			final = m
-		}
+		lineage[regexp.MustCompile(`[0-9]+ completed rounds`).FindString(out)] = m
 	}
-	if final == "" {
-		t.Fatal("no model has a 2-round lineage")
+	if len(lineage) != 3 || lineage["2 completed rounds"] != finalPath || lineage["0 completed rounds"] != filepath.Join(filepath.Dir(finalPath), hex.EncodeToString(initial[:])) {
+		t.Fatalf("stored models by lineage %v; want the initial model with 0 rounds, one with 1, the final model %s with 2", lineage, finalPath)
 	}
+	final := finalPath
 	out, err = run(t, "verify", final, "--trust", trust, "--bundle", saved, "--json")
 	if err != nil || !strings.Contains(out, `"verified": true`) || !strings.Contains(out, "audited-study") {
 		t.Fatalf("offline verify: %v\n%s", err, out)
@@ -200,4 +307,37 @@ audit_nodes: [%s]
 		t.Fatalf("audit node: %v", err)
 	default:
 	}
+}
+
+// listRow returns the row of study in `study list`'s table, by column.
+func listRow(t *testing.T, table, study string) map[string]string {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
+	// Column names hold single spaces; columns are two or more apart.
+	cols := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(lines[0]), -1)
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if len(f) == len(cols) && f[0] == study {
+			row := map[string]string{}
+			for i, c := range cols {
+				row[c] = f[i]
+			}
+			return row
+		}
+	}
+	t.Fatalf("study list has no row for %q:\n%s", study, table)
+	return nil
+}
+
+func coordinatorInitialModel(path string) ([]float64, []byte, [32]byte, error) {
+	st, err := config.LoadStudy(path)
+	if err != nil {
+		return nil, nil, [32]byte{}, err
+	}
+	return coordinator.InitialModel(st)
+}
+
+func sha256Sum(b []byte) []byte {
+	h := sha256.Sum256(b)
+	return h[:]
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 
 	"github.com/fedledger/fedledger/internal/model"
 
@@ -94,7 +95,13 @@ func LoadCoordinator(path string, flags *pflag.FlagSet) (*Coordinator, error) {
 		return nil, err
 	}
 	cfg := coordinator.DefaultConfig()
-	cfg.DataDir = s.path("data_dir", f.DataDir)
+	// Absolute: the coordinator reports paths under it (the final model's,
+	// in study status) to people who do not know its working directory.
+	if cfg.DataDir = s.path("data_dir", f.DataDir); cfg.DataDir != "" {
+		if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+			return nil, s.errorf("data_dir", "%v", err)
+		}
+	}
 	cfg.Study = study
 	cfg.TLS = tlsCfg
 	if f.Linger < 0 {

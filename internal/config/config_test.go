@@ -163,6 +163,22 @@ func TestGoodCoordinatorConfig(t *testing.T) {
 	}
 }
 
+// TestCoordinatorDataDirIsAbsolute: a relative data_dir in a file named by
+// a relative path (a coordinator started in its kit directory) becomes an
+// absolute path, so what the coordinator reports under it (the final
+// model's path in study status) means something to a reader elsewhere.
+func TestCoordinatorDataDirIsAbsolute(t *testing.T) {
+	path := kit(t, "testdata/good/coordinator.yaml")
+	t.Chdir(filepath.Dir(path))
+	c, err := LoadCoordinator(filepath.Base(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(filepath.Dir(path), "state"); c.Config.DataDir != want {
+		t.Fatalf("data dir %q, want %q", c.Config.DataDir, want)
+	}
+}
+
 // TestLoadStudyNeedsNoIdentity: the study section loads as the
 // coordinator's does, from the file alone (an admin has no coordinator
 // key), and a bad study is still a configuration error.

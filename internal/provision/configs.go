@@ -160,11 +160,13 @@ Verify a model against the live log (saving the bundle for offline use):
 or offline: fedledger verify MODEL_FILE --trust trust.json --bundle bundle.bin`, nodes, p.id, p.id)
 	if p.role == tlsutil.RoleAdmin {
 		return `
-Put a study on the audit log before the coordinator runs it. Offline, in the
-coordinator's kit directory (study sign loads coordinator.yaml and the
-certificate files it names), writing the record the coordinator appends:
+Put a study on the audit log before the coordinator runs it. Offline, in
+this kit directory, with a copy of the coordinator's coordinator.yaml (study
+sign reads only its study section: it needs neither the coordinator's
+certificate nor its key), writing the record the coordinator appends (put
+study.rec next to coordinator.yaml, where audit.study_record points):
 
-  fedledger study sign --config coordinator.yaml --cert ../` + p.id + `/` + p.id + `.pem --key ../` + p.id + `/` + p.id + `-key.pem --out study.rec
+  fedledger study sign --config coordinator.yaml --cert ` + p.id + `.pem --key ` + p.id + `-key.pem --out study.rec
 
 or online, appending it yourself (then remove audit.study_record from
 coordinator.yaml):
