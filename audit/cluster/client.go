@@ -52,6 +52,9 @@ func fromStatus(err error, notFound error) error {
 	case codes.Unavailable:
 		return fmt.Errorf("%w: %s", ErrNoLeader, msg)
 	case codes.DeadlineExceeded:
+		if msg == context.DeadlineExceeded.Error() {
+			return context.DeadlineExceeded
+		}
 		return fmt.Errorf("%w: %s", context.DeadlineExceeded, msg)
 	case codes.Canceled:
 		return fmt.Errorf("%w: %s", context.Canceled, msg)

@@ -126,6 +126,14 @@ func New(cfg Config, start Start, now time.Time) (*Machine, []Action, error) {
 	if start.Round > 0 {
 		acts = append(acts, logf(slog.LevelWarn, "resuming after a restart", "last_committed_round", start.Round, "model", short(start.Model.Hash)))
 	}
+	if start.Round == uint64(cfg.Rounds) && start.Round > 0 {
+		// Every round is on the log: the study is over. A coordinator
+		// restarted after the last record must not wait for hospitals that
+		// have already been told it finished.
+		acts = append(acts, logf(slog.LevelInfo, "every round of the study is on the audit log; nothing left to run", "rounds", start.Round,
+			"model", short(start.Model.Hash)))
+		return m, append(acts, m.finish()...), nil
+	}
 	if cfg.ManualStart && !start.Started && start.Round == 0 {
 		m.setPhase(PhaseCreated)
 		acts = append(acts, logf(slog.LevelInfo, "study created; waiting for an admin to start it (fedledger study start)"))
@@ -296,10 +304,6 @@ func (m *Machine) stepWaiting(ev Event) ([]Action, error) {
 func (m *Machine) begin() []Action {
 	acts := []Action{logf(slog.LevelInfo, "study ready", "connected", len(m.live), "rounds", m.cfg.Rounds, "min_clients", m.cfg.K,
 		"next_round", m.round)}
-	if m.round > uint64(m.cfg.Rounds) {
-		// Every round is on the log: only the final evaluation is left.
-		return append(acts, m.beginFinal()...)
-	}
 	if !m.cfg.Secure {
 		return append(acts, m.beginRound()...)
 	}
