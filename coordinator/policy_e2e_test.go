@@ -3,6 +3,8 @@ package coordinator_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +22,8 @@ import (
 func TestPolicyRefusalIsVisible(t *testing.T) {
 	st := secureStudy(t, aggregation.FedAvg, 2, 3, 3)
 	st.StartTimeout = 2 * time.Second
-	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Client: func(site string, kc *client.Config) {
+	var logs syncBuffer
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Client: func(site string, kc *client.Config) {
 		if site == "va" {
 			kc.Policy.MaxRounds = 1
 		}
@@ -39,8 +42,15 @@ func TestPolicyRefusalIsVisible(t *testing.T) {
 			t.Fatalf("round %d: failed=%v contributors=%v", r.Round, r.Failed, r.Contributors)
 		}
 	}
-	if got := metricValue(t, fed.Coordinator(), "fedledger_coordinator_task_refusals_total"); got < 1 {
-		t.Fatalf("refusals counted: %v", got)
+	// The coordinator counts the refusal and logs who refused and why.
+	if got := metricValue(t, fed.Coordinator(), "fedledger_coordinator_task_refusals_total"); got != 1 {
+		t.Errorf("refusals counted: %v, want 1", got)
+	}
+	if !slices.ContainsFunc(strings.Split(logs.String(), "\n"), func(l string) bool {
+		return strings.Contains(l, "component=coordinator") && strings.Contains(l, `msg="client refused a task"`) && strings.Contains(l, "client=va") &&
+			strings.Contains(l, "this site allows at most 1")
+	}) {
+		t.Errorf("the coordinator did not log va's refusal:\n%s", logs.String())
 	}
 	// The hospitals' own metrics say the same.
 	for name, want := range map[string]float64{
