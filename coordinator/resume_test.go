@@ -2,13 +2,18 @@ package coordinator_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/fedledger/fedledger/aggregation"
+	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/internal/fedtest"
+	pb "github.com/fedledger/fedledger/proto"
 )
 
 // restartAfterRound makes fed's coordinator restart once round n is
@@ -147,5 +152,103 @@ func TestResumedStudyEndsWithTheUninterruptedModel(t *testing.T) {
 	}
 	if len(rep.Rounds) != 4 || len(studyRecords(t, b, st.ID)) != 5 {
 		t.Fatalf("lineage of %d rounds, %d records of the study; want 4 and 5", len(rep.Rounds), len(studyRecords(t, b, st.ID)))
+	}
+}
+
+// TestSecureRestartsKeepTheStudysKeyOnEveryRecord restarts the coordinator
+// of a secure study at three points: once key setup is committed and
+// round 1 is open (its updates held back at the hospitals), in the middle
+// of round 2 (its decryption shares held back), and right after round 3
+// is committed. Whatever each resumed coordinator does with the round it
+// finds open, the regulator's report of the final model names the study's
+// HE parameter set and collective key, the log holds one key setup, and
+// every round record of the study (completed or failed) carries the HE
+// parameter id and the key-setup record's collective-key hash: no record
+// of a secure study reads as unencrypted.
+func TestSecureRestartsKeepTheStudysKeyOnEveryRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four coordinators in one secure study; runs without -short")
+	}
+	st := secureStudy(t, aggregation.FedAvg, 4, 3, 3)
+	st.RoundDeadline = 30 * time.Second
+	updates, shares := newGate(), newGate()
+	updates.close() // round 1's updates wait at the hospitals
+	after3 := newRestartAfterRound(3)
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 3, Coordinator: func(cc *coordinator.Config) {
+		cc.OnRound = func(r coordinator.RoundReport) {
+			if r.Round == 1 {
+				shares.close() // round 2's decryption shares wait at the hospitals
+			}
+			after3.onRound(r)
+		}
+	}})
+	hooks := []grpc.DialOption{fedtest.Hook(fedtest.SubmitUpdate, updates.pass, nil), fedtest.Hook(fedtest.SubmitShare, shares.pass, nil)}
+	for _, h := range fed.Sites() {
+		startClient(t, fed, h, hooks...)
+	}
+	restart := func(what string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := fed.RestartCoordinator(ctx); err != nil {
+			t.Fatalf("restart %s: %v", what, err)
+		}
+		t.Logf("coordinator restarted %s", what)
+	}
+	// 1. Key setup is on the log, round 1 is open, nothing uploaded yet.
+	waitStatus(t, fed, 2*time.Minute, "round 1 open", func(s *pb.StudyStatus) bool { return s.Phase == "round_open" && s.Round == 1 })
+	restart("after key setup, before round 1")
+	updates.reopen()
+	// 2. Round 2 is decrypting; no share has reached the coordinator.
+	waitStatus(t, fed, 2*time.Minute, "round 2 decrypting", func(s *pb.StudyStatus) bool { return s.Phase == "decrypting" && s.Round == 2 })
+	restart("mid-round 2, while decrypting")
+	shares.reopen()
+	// 3. Round 3 is committed.
+	after3.restart(t, fed)
+	res := wait(t, fed)
+	if len(res.Rounds) != 1 || res.Rounds[0].Round != 4 || res.Rounds[0].Failed {
+		t.Fatalf("the last coordinator ran %+v, want round 4 completed", res.Rounds)
+	}
+	if metric := metricValue(t, fed.Coordinator(), "fedledger_coordinator_key_setup_seconds"); metric != 0 {
+		t.Fatalf("a resumed coordinator ran key setup again (%v s)", metric)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, b, err := fed.Verify(ctx, res.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keySetup *audit.Record
+	var rounds []uint64
+	var roundRecs []*audit.Record
+	for _, rec := range studyRecords(t, b, st.ID) {
+		switch rec.Kind {
+		case audit.KindKeySetupDone:
+			if keySetup != nil {
+				t.Fatal("two key setups on the log")
+			}
+			keySetup = rec
+		case audit.KindRoundCompleted, audit.KindRoundFailed:
+			rounds = append(rounds, rec.Round)
+			roundRecs = append(roundRecs, rec)
+			t.Logf("round %d: %s %v", rec.Round, rec.Kind, rec.Hyperparameters[len(rec.Hyperparameters)-1])
+		}
+	}
+	if keySetup == nil || keySetup.HEParamsID != secure.Default.ID {
+		t.Fatalf("key setup on the log: %+v", keySetup)
+	}
+	if !slices.Equal(rounds, []uint64{1, 2, 3, 4}) {
+		t.Fatalf("the log holds rounds %v, want 1..4 once each", rounds)
+	}
+	for _, rec := range roundRecs {
+		if rec.HEParamsID != secure.Default.ID || rec.CollectiveKeyHash != keySetup.CollectiveKeyHash {
+			t.Errorf("round %d (%s) carries HE parameters %q and collective key %x; the study's are %q and %x",
+				rec.Round, rec.Kind, rec.HEParamsID, rec.CollectiveKeyHash[:8], secure.Default.ID, keySetup.CollectiveKeyHash[:8])
+		}
+	}
+	if rep.Mode != "secure" || rep.HEParams != secure.Default.ID || rep.CollectiveKey != hexOf(keySetup.CollectiveKeyHash) ||
+		!slices.Equal(rep.KeyHolders, fed.Sites()) || len(rep.Rounds) < 2 {
+		t.Fatalf("verify report: mode %s, HE parameters %q, collective key %s, key holders %v, %d rounds",
+			rep.Mode, rep.HEParams, rep.CollectiveKey, rep.KeyHolders, len(rep.Rounds))
 	}
 }
