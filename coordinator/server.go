@@ -212,6 +212,11 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 				continue
 			}
 			if err := c.post(ev, true); err != nil {
+				if _, ok := ev.(study.CountersignIn); ok {
+					// Counted here, as SubmitUpdate and SubmitShare count
+					// theirs: a rejected event's actions are not performed.
+					c.metrics.countersigs.WithLabelValues("rejected").Inc()
+				}
 				c.log.Warn("message refused", slog.String("client", p.ID), slog.String("message", fmt.Sprintf("%T", ev)), slog.Any("err", err))
 			}
 		}
