@@ -29,7 +29,7 @@ import (
 // over, and refuses the status to a hospital.
 func TestStatusAnswersAfterTheStudyEnded(t *testing.T) {
 	finished := make(chan coordinator.StudyResult, 1)
-	fed := startFed(t, fedtest.Config{Study: plainStudy(t, aggregation.FedAvg, 2, 4), Coordinator: func(cc *coordinator.Config) {
+	fed := startFed(t, fedtest.Config{Study: plainStudy(t, aggregation.FedAvg, 2, 4), AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
 		cc.Linger = 5 * time.Minute // ended by the test's cleanup
 		cc.OnFinish = func(res coordinator.StudyResult, err error) {
 			if err != nil {
@@ -87,9 +87,10 @@ func TestStatusAnswersAfterTheStudyEnded(t *testing.T) {
 	if !slices.Equal(sites, fed.Sites()) {
 		t.Fatalf("final metrics from %v, want every site in order", sites)
 	}
-	// A hospital that connects now is told the study is over.
+	// A hospital that connects now is told the study is over, at once
+	// (not after retrying until it happens to win a race).
 	startClient(t, fed, "cleveland")
-	if err := fed.ClientErr("cleveland", time.Minute); err != nil {
+	if err := fed.ClientErr("cleveland", 10*time.Second); err != nil {
 		t.Fatalf("a late client: %v", err)
 	}
 	// The final model is still served.
