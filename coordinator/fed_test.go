@@ -348,3 +348,14 @@ func (r heldRecorder) Record(ctx context.Context, rec study.Record) error {
 	}
 	return r.Recorder.Record(ctx, rec)
 }
+
+// slowUnderRace skips a test of several secure rounds in -short mode: the
+// race detector makes Lattigo's arithmetic about ten times slower, and
+// `make test` runs this package with -race -short on two cores. The full
+// run (without -short) always runs it.
+func slowUnderRace(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("several secure rounds (key setup, decryption and countersigning recompute the model): runs without -short")
+	}
+}

@@ -50,6 +50,7 @@ func rewriteCountersign(round uint64, f func(*pb.Countersignature) *pb.ClientMes
 // study goes on: round 3 completes from the initial model. The log never
 // had to refuse anything the coordinator submitted.
 func TestCountersignRefusalsFailTheRoundCleanly(t *testing.T) {
+	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 3, 3, 3)
 	st.PhaseTimeout = 5 * time.Second // how long the rejected countersignature is waited for
 	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
@@ -125,6 +126,7 @@ func TestCountersignRefusalsFailTheRoundCleanly(t *testing.T) {
 // study's own round 2 is then committed, and the regulator's verification
 // of the fabricated round's claimed output fails.
 func TestFabricatedRoundIsRefused(t *testing.T) {
+	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 2, 3, 3)
 	var fed *fedtest.Federation
 	random := func() (h audit.Hash) { rand.Read(h[:]); return h }

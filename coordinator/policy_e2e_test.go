@@ -20,6 +20,7 @@ import (
 // and the coordinator sees and counts the refusal; the study runs with the
 // others.
 func TestPolicyRefusalIsVisible(t *testing.T) {
+	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 2, 3, 3)
 	st.StartTimeout = 2 * time.Second
 	var logs syncBuffer

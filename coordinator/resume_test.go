@@ -61,6 +61,7 @@ func (r *restartAfterRound) restart(t testing.TB, fed *fedtest.Federation) {
 // the study; the log ends with the final model as the study's latest
 // output after exactly 4 rounds.
 func TestCoordinatorResumesFromTheLog(t *testing.T) {
+	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAdam, 4, 4, 3)
 	r := newRestartAfterRound(2)
 	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 3, Coordinator: func(cc *coordinator.Config) { cc.OnRound = r.onRound }})
@@ -166,9 +167,7 @@ func TestResumedStudyEndsWithTheUninterruptedModel(t *testing.T) {
 // parameter id and the key-setup record's collective-key hash: no record
 // of a secure study reads as unencrypted.
 func TestSecureRestartsKeepTheStudysKeyOnEveryRecord(t *testing.T) {
-	if testing.Short() {
-		t.Skip("four coordinators in one secure study; runs without -short")
-	}
+	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 4, 3, 3)
 	st.RoundDeadline = 30 * time.Second
 	updates, shares := newGate(), newGate()

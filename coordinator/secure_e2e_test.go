@@ -47,13 +47,17 @@ func siteStudyDir(t testing.TB, fed *fedtest.Federation, site, study string) str
 // over real gRPC + mTLS, and checks its outcome, its metrics, where the
 // secrets live, and the regulator's verification.
 func TestSecureStudyOverMTLS(t *testing.T) {
-	st := secureStudy(t, aggregation.FedAdam, 3, 3, 3)
+	rounds := 3
+	if testing.Short() {
+		rounds = 1 // see slowUnderRace
+	}
+	st := secureStudy(t, aggregation.FedAdam, rounds, 3, 3)
 	dir := t.TempDir()
 	fed := startFed(t, fedtest.Config{Dir: dir, Study: st, AuditNodes: 3})
 	startClients(t, fed, nil)
 	res := wait(t, fed)
-	if len(res.Rounds) != 3 {
-		t.Fatalf("%d rounds, want 3", len(res.Rounds))
+	if len(res.Rounds) != rounds {
+		t.Fatalf("%d rounds, want %d", len(res.Rounds), rounds)
 	}
 	for _, r := range res.Rounds {
 		if r.Failed || len(r.Contributors) != 4 || len(r.Decryptors) != 3 || len(r.Countersignatures) != 3 {
@@ -73,10 +77,10 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 	}
 	co := fed.Coordinator()
 	for name, want := range map[string]float64{
-		`fedledger_coordinator_rounds_total{outcome="aggregated"}`:         3,
-		`fedledger_coordinator_updates_total{result="accepted"}`:           12,
-		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 9,
-		`fedledger_coordinator_countersignatures_total{result="accepted"}`: 9,
+		`fedledger_coordinator_rounds_total{outcome="aggregated"}`:         float64(rounds),
+		`fedledger_coordinator_updates_total{result="accepted"}`:           4 * float64(rounds),
+		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 3 * float64(rounds),
+		`fedledger_coordinator_countersignatures_total{result="accepted"}`: 3 * float64(rounds),
 		`fedledger_coordinator_plaintext_mode`:                             0,
 	} {
 		if got := metricValue(t, co, name); got != want {
@@ -91,8 +95,8 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 	// holds its secret share in a 0600 file.
 	coordDir := filepath.Join(dir, "coordinator")
 	cts, _ := filepath.Glob(filepath.Join(coordDir, "ciphertexts", "*"))
-	if len(cts) != 3*(4+1+3) {
-		t.Errorf("coordinator stores %d ciphertext payloads, want 24", len(cts))
+	if len(cts) != rounds*(4+1+3) {
+		t.Errorf("coordinator stores %d ciphertext payloads, want %d", len(cts), rounds*(4+1+3))
 	}
 	filepath.WalkDir(coordDir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && strings.HasSuffix(p, ".key") {
@@ -115,7 +119,7 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rep.Mode != "secure" || rep.HEParams != secure.Default.ID || rep.Threshold != 3 || !slices.Equal(rep.KeyHolders, train.Hospitals) ||
-		rep.CollectiveKey != hexOf(res.Rounds[0].CollectiveKey) || len(rep.Rounds) != 3 {
+		rep.CollectiveKey != hexOf(res.Rounds[0].CollectiveKey) || len(rep.Rounds) != rounds {
 		t.Fatalf("verify report: mode %s, HE %q, t=%d, key holders %v, key %s (rounds say %x), %d rounds", rep.Mode, rep.HEParams, rep.Threshold,
 			rep.KeyHolders, rep.CollectiveKey, res.Rounds[0].CollectiveKey, len(rep.Rounds))
 	}
@@ -132,6 +136,7 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 // active set and countersigners, and the next round must complete with
 // them alone.
 func TestSecureRoundSurvivesDropoutAfterUpload(t *testing.T) {
+	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 2, 2, 2)
 	st.RoundDeadline = 30 * time.Second
 	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
@@ -181,6 +186,7 @@ func TestSecureRoundSurvivesDropoutAfterUpload(t *testing.T) {
 // (the parent model stays; the log records the failure), and the next
 // round decrypts with the others.
 func TestSecureRoundFailsWhenADecryptorVanishes(t *testing.T) {
+	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 2, 3, 3)
 	st.RoundDeadline = 30 * time.Second
 	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
@@ -327,6 +333,7 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 // its peers and the log would refuse its signatures: identities are bound
 // at key setup, see docs/DESIGN.md.)
 func TestSecureClientRestartsFromItsKeyMaterial(t *testing.T) {
+	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 3, 4, 4) // every round needs all four, and all four decrypt
 	st.RoundDeadline = 30 * time.Second
 	const site = "switzerland"
