@@ -230,7 +230,11 @@ func TestSecureRestartsKeepTheStudysKeyOnEveryRecord(t *testing.T) {
 		case audit.KindRoundCompleted, audit.KindRoundFailed:
 			rounds = append(rounds, rec.Round)
 			roundRecs = append(roundRecs, rec)
-			t.Logf("round %d: %s %v", rec.Round, rec.Kind, rec.Hyperparameters[len(rec.Hyperparameters)-1])
+			why := ""
+			if i := slices.IndexFunc(rec.Hyperparameters, func(p audit.Param) bool { return p.Name == "failure" }); i >= 0 {
+				why = ": " + rec.Hyperparameters[i].Value
+			}
+			t.Logf("round %d: %s%s", rec.Round, rec.Kind, why)
 		}
 	}
 	if keySetup == nil || keySetup.HEParamsID != secure.Default.ID {
