@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -109,14 +110,15 @@ func TestClientDiesMidStudy(t *testing.T) {
 	st := plainStudy(t, aggregation.FedAvg, 5, 3)
 	st.RoundDeadline = 5 * time.Second
 	const after, gone = 2, "switzerland"
-	var fed *fedtest.Federation
-	fed = startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
+	var ref fedRef
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
 		cc.OnRound = func(r coordinator.RoundReport) {
 			if r.Round == after {
-				fed.StopClient(gone) // before round 3 is announced
+				ref.Load().StopClient(gone) // before round 3 is announced
 			}
 		}
 	}})
+	ref.Store(fed)
 	startClients(t, fed, nil)
 	res := wait(t, fed)
 	if len(res.Rounds) != 5 {
@@ -135,7 +137,7 @@ func TestClientDiesMidStudy(t *testing.T) {
 		}
 	}
 	if _, ok := res.FinalTest[gone]; ok || len(res.FinalTest) != 3 {
-		t.Errorf("final evaluations from %v, want the three remaining sites", slices.Sorted(mapsKeys(res.FinalTest)))
+		t.Errorf("final evaluations from %v, want the three remaining sites", slices.Sorted(maps.Keys(res.FinalTest)))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -149,16 +151,6 @@ func TestClientDiesMidStudy(t *testing.T) {
 	for i, r := range rep.Rounds {
 		if !slices.Equal(r.Sites, res.Rounds[i].Contributors) || slices.Contains(r.Countersigners, gone) != (r.Round <= after) {
 			t.Errorf("round %d on the log: contributors %v, countersigners %v", r.Round, r.Sites, r.Countersigners)
-		}
-	}
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,6 +101,11 @@ func startClients(t testing.TB, fed *fedtest.Federation, hooks map[string][]grpc
 	}
 	return out
 }
+
+// fedRef hands the federation to callbacks the coordinator runs (OnRound,
+// a recorder), which are configured before fedtest.Start returns it: an
+// atomic pointer orders the handover for the race detector.
+type fedRef = atomic.Pointer[fedtest.Federation]
 
 // wait waits for the study to finish successfully.
 func wait(t testing.TB, fed *fedtest.Federation) coordinator.StudyResult {

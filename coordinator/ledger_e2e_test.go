@@ -128,17 +128,18 @@ func TestCountersignRefusalsFailTheRoundCleanly(t *testing.T) {
 func TestFabricatedRoundIsRefused(t *testing.T) {
 	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 2, 3, 3)
-	var fed *fedtest.Federation
+	var ref fedRef
 	random := func() (h audit.Hash) { rand.Read(h[:]); return h }
 	forged := func() []byte { b := make([]byte, ed25519.SignatureSize); rand.Read(b); return b }
 	claimed := random()
 	var unvouched, forgedCS error
 	appended := make(chan struct{})
-	fed = startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
 		cc.OnRound = func(r coordinator.RoundReport) {
 			if r.Round != 1 {
 				return
 			}
+			fed := ref.Load()
 			// Before the coordinator announces round 2.
 			defer close(appended)
 			rec := &audit.Record{Kind: audit.KindRoundCompleted, StudyID: st.ID, Round: 2, ParentModel: r.Model, OutputModel: claimed,
@@ -157,6 +158,7 @@ func TestFabricatedRoundIsRefused(t *testing.T) {
 			forgedCS = appendRecord(fed, rec)
 		}
 	}})
+	ref.Store(fed)
 	startClients(t, fed, nil)
 	res := wait(t, fed)
 	select {

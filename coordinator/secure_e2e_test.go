@@ -337,12 +337,13 @@ func TestSecureClientRestartsFromItsKeyMaterial(t *testing.T) {
 	st := secureStudy(t, aggregation.FedAvg, 3, 4, 4) // every round needs all four, and all four decrypt
 	st.RoundDeadline = 30 * time.Second
 	const site = "switzerland"
-	var fed *fedtest.Federation
+	var ref fedRef
 	var shareBefore []byte
 	restartErr := make(chan error, 1)
-	fed = startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
 		cc.OnRound = func(r coordinator.RoundReport) {
 			if r.Round == 1 {
+				fed := ref.Load()
 				// Before round 2 is announced: the process goes, a new
 				// one starts on the same directory.
 				fed.StopClient(site)
@@ -352,6 +353,7 @@ func TestSecureClientRestartsFromItsKeyMaterial(t *testing.T) {
 			}
 		}
 	}})
+	ref.Store(fed)
 	startClients(t, fed, nil)
 	res := wait(t, fed)
 	select {
