@@ -147,7 +147,16 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 		stream.CloseSend()
 		return true, fmt.Errorf("%w: %s", ErrRefused, reason)
 	}
-	if err := stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Accepted{Accepted: &pb.StudyAccepted{StudyId: w.Study.StudyId}}}); err != nil {
+	// A Send that fails with io.EOF means the coordinator has ended the
+	// stream; what it sent before (a study already finished tells a late
+	// site so right after Welcome) and why it ended are read by Recv.
+	send := func(m *pb.ClientMessage) error {
+		if err := stream.Send(m); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		return nil
+	}
+	if err := send(&pb.ClientMessage{Msg: &pb.ClientMessage_Accepted{Accepted: &pb.StudyAccepted{StudyId: w.Study.StudyId}}}); err != nil {
 		return true, err
 	}
 	c.join(w.Study)
@@ -159,7 +168,6 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 		c.log.Warn("PLAINTEXT MODE: this hospital's updates are readable by the coordinator (allowed by allow_plaintext)")
 	}
 	coord := grpcCoordinator{api: api, chunkSize: c.cfg.ChunkSize}
-	send := func(m *pb.ClientMessage) error { return stream.Send(m) }
 	refuse := func(study string, round uint64, what string, err error) error {
 		c.log.Error(what+" refused", slog.String("study", study), slog.Uint64("round", round), slog.Any("err", err))
 		return send(&pb.ClientMessage{Msg: &pb.ClientMessage_Refusal{Refusal: &pb.TaskRefusal{StudyId: study, Round: round, Reason: err.Error()}}})

@@ -48,13 +48,12 @@ func (c *Coordinator) statusProto() *pb.StudyStatus {
 		Connected: s.Connected, Reported: s.Reported, RoundsCompleted: uint32(s.Completed), RoundsFailed: uint32(s.Failed),
 		LastTrainLoss: s.LastTrainLoss, LastParentTestAccuracy: s.LastParentTestAccuracy, LatestModelSha256: s.LatestModel[:],
 		Failure: s.Failure, WaitingFor: s.WaitingFor, FinalModelPath: c.FinalModelPath()}
-	// Once the study is over the machine hears of no more (dis)connections:
-	// who is connected is who still has a session.
-	c.mu.Lock()
-	if c.finished != nil {
-		out.Connected = sortedSites(c.sessions)
+	if c.over() {
+		// The study machine takes no more events once the study is over,
+		// so its view of who is connected stops there; while the
+		// coordinator lingers, its own sessions say who still is.
+		out.Connected = c.liveSessions()
 	}
-	c.mu.Unlock()
 	for _, site := range sortedSites(s.FinalTest) {
 		m := s.FinalTest[site]
 		out.FinalTest = append(out.FinalTest, &pb.SiteMetrics{Site: site, Test: &pb.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, Auc: m.AUC, N: uint64(m.N)}})
@@ -75,4 +74,18 @@ func (a *adminServer) Start(ctx context.Context, req *pb.StartStudyRequest) (*pb
 		return nil, toStatus(err)
 	}
 	return a.c.statusProto(), nil
+}
+
+// over reports whether the study has ended (successfully or not).
+func (c *Coordinator) over() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.finished != nil
+}
+
+// liveSessions are the sites with a Participate stream open, sorted.
+func (c *Coordinator) liveSessions() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return sortedSites(c.sessions)
 }

@@ -4,21 +4,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedledger/fedledger/internal/model"
-
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
+	"github.com/fedledger/fedledger/internal/fedtest"
+	"github.com/fedledger/fedledger/internal/model"
 )
 
-// BenchmarkFullRound runs whole studies over real gRPC + mTLS on loopback,
-// four hospital clients on the heart data, once in plaintext and once in
-// secure mode (t = 3), on the same model and clients, and reports the mean
-// wall time of a round (announce → train → upload → aggregate → decrypt →
-// new model published; key setup excluded) and the secure/plaintext ratio.
-// Two models: the study's logistic regression (14 parameters, fixed costs
-// dominate) and an MLP of about 10^6 parameters.
+// BenchmarkFullRound runs whole studies on the fedtest federation (real
+// gRPC + mTLS on loopback, four hospital clients on the heart data, every
+// round countersigned and committed to a one-node audit log), once in
+// plaintext and once in secure mode (t = 3), on the same model and
+// clients, and reports the mean wall time of a round (announce → train →
+// upload → aggregate → decrypt → combine → countersign → record; key
+// setup excluded) and the secure/plaintext ratio. Two models: the study's
+// logistic regression (14 parameters, fixed costs dominate) and an MLP of
+// about 10^6 parameters.
 func BenchmarkFullRound(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
@@ -32,11 +34,13 @@ func BenchmarkFullRound(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				mean := map[string]time.Duration{}
 				for _, mode := range []string{coordinator.ModePlaintext, coordinator.ModeSecure} {
-					cfg := benchConfig(b, bc.model, rounds, mode)
-					f := startFederation(b, cfg)
-					wait := f.runClients(nil, nil)
-					res := f.wait()
-					wait()
+					fed := startFed(b, fedtest.Config{Study: benchStudy(bc.model, rounds, mode), AuditNodes: 1})
+					startClients(b, fed, nil)
+					res, err := fed.Wait(30 * time.Minute)
+					if err != nil {
+						b.Fatal(err)
+					}
+					fed.Close()
 					var total time.Duration
 					for _, r := range res.Rounds {
 						if r.Failed {
@@ -55,16 +59,13 @@ func BenchmarkFullRound(b *testing.B) {
 	}
 }
 
-func benchConfig(b *testing.B, spec model.Spec, rounds int, mode string) coordinator.Config {
+func benchStudy(spec model.Spec, rounds int, mode string) coordinator.StudyConfig {
 	strat, _ := aggregation.DefaultConfig(aggregation.FedAvg)
 	tc := model.DefaultTrainConfig()
 	tc.Epochs, tc.LocalSteps = 0, 20
-	cfg := coordinator.DefaultConfig()
-	cfg.DataDir = b.TempDir()
-	cfg.Study = coordinator.StudyConfig{
+	return coordinator.StudyConfig{
 		ID: "bench", Model: spec, Training: tc, Rounds: rounds, MinClients: 4, Clients: train.Hospitals,
 		RoundDeadline: 10 * time.Minute, StartTimeout: time.Minute, Strategy: strat, Seed: 1, Mode: mode,
 		HEPreset: secure.Default.ID, Threshold: 3, KeySetupTimeout: 5 * time.Minute,
 	}
-	return cfg
 }

@@ -4,20 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"crypto/tls"
-	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"strings"
-	"sync"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
-	"github.com/fedledger/fedledger/audit"
-	"github.com/fedledger/fedledger/internal/model"
-
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -25,155 +16,32 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/aggregation"
-	"github.com/fedledger/fedledger/aggregation/secure"
-	"github.com/fedledger/fedledger/client"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/internal/chunk"
+	"github.com/fedledger/fedledger/internal/fedtest"
+	"github.com/fedledger/fedledger/internal/model"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// federation is a coordinator on a loopback listener with mTLS and the
-// consortium CA that issued its certificate.
-type federation struct {
-	t    testing.TB
-	ca   *tlsutil.CA
-	addr string
-	co   *coordinator.Coordinator
-	cfg  coordinator.Config
-	done chan error
-
-	mu         sync.Mutex
-	clientDirs map[string]string
-}
-
-func studyConfig(t *testing.T, strategy string, rounds, k int) coordinator.Config {
-	strat, err := aggregation.DefaultConfig(strategy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := model.DefaultTrainConfig()
-	tc.Epochs, tc.LocalSteps = 0, 50
-	cfg := coordinator.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.Study = coordinator.StudyConfig{
-		ID: "heart-e2e", Model: model.Spec{Kind: model.KindLogReg, Inputs: 13}, Training: tc, Rounds: rounds,
-		MinClients: k, Clients: train.Hospitals, RoundDeadline: 20 * time.Second, StartTimeout: 20 * time.Second,
-		Strategy: strat, Seed: 1, Mode: coordinator.ModePlaintext,
-	}
-	return cfg
-}
-
-// secureStudyConfig is studyConfig in secure mode with threshold t.
-func secureStudyConfig(t *testing.T, strategy string, rounds, k, threshold int) coordinator.Config {
-	cfg := studyConfig(t, strategy, rounds, k)
-	cfg.Study.Mode, cfg.Study.HEPreset, cfg.Study.Threshold = coordinator.ModeSecure, secure.Default.ID, threshold
-	cfg.Study.KeySetupTimeout = time.Minute
-	return cfg
-}
-
-func startFederation(t testing.TB, cfg coordinator.Config) *federation {
-	t.Helper()
-	ca, err := tlsutil.NewCA("e2e consortium", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvID, err := ca.Issue("coordinator", tlsutil.RoleCoordinator, []string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return startFederationWith(t, cfg, ca, srvID)
-}
-
-// startFederationWith starts the coordinator with a given CA and identity.
-func startFederationWith(t testing.TB, cfg coordinator.Config, ca *tlsutil.CA, srvID *tlsutil.Identity) *federation {
-	t.Helper()
-	cfg.TLS = tlsutil.ServerConfig(srvID, ca.Pool())
-	co, err := coordinator.New(cfg, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &federation{t: t, ca: ca, addr: lis.Addr().String(), co: co, cfg: cfg, done: make(chan error, 1), clientDirs: map[string]string{}}
-	go func() { f.done <- co.Run(context.Background(), lis) }()
-	return f
-}
-
-func (f *federation) clientTLS(id string, role tlsutil.Role) *tls.Config {
-	ident, err := f.ca.Issue(id, role, nil, time.Hour)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return tlsutil.ClientConfig(ident, f.ca.Pool(), "127.0.0.1")
-}
-
-func (f *federation) newClient(hospital string, opts ...grpc.DialOption) *client.Client {
-	return f.newClientWith(hospital, f.clientTLS(hospital, tlsutil.RoleClient), f.t.TempDir(), opts...)
-}
-
-// newClientWith makes a hospital client with the given identity whose
-// state lives in dir.
-func (f *federation) newClientWith(hospital string, id *tls.Config, dir string, opts ...grpc.DialOption) *client.Client {
-	cfg := client.DefaultConfig()
-	cfg.CoordinatorAddr = f.addr
-	cfg.TLS = id
-	cfg.Data.Heart = hospital
-	cfg.DataDir = dir
-	f.mu.Lock()
-	f.clientDirs[hospital] = cfg.DataDir
-	f.mu.Unlock()
-	cfg.AllowPlaintext = !f.cfg.Study.Secure()
-	cfg.DialOptions = opts
-	c, err := client.New(cfg, quiet())
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return c
-}
-
-func (f *federation) wait() coordinator.StudyResult {
-	select {
-	case err := <-f.done:
-		if err != nil {
-			f.t.Fatalf("coordinator: %v", err)
-		}
-	case <-time.After(3 * time.Minute):
-		f.t.Fatal("study did not finish")
-	}
-	return f.co.Result()
-}
-
 // TestFedAdamOverMTLS is the foundation's acceptance test: four hospital
-// clients and a coordinator over real gRPC + mTLS on loopback; FedAdam on
-// logistic regression reaches a mean per-hospital test accuracy >= 0.70
-// within 20 rounds.
+// clients and a coordinator over real gRPC + mTLS on loopback, every round
+// countersigned by the hospitals and committed to a three-node audit log;
+// FedAdam on logistic regression reaches a mean per-hospital test
+// accuracy >= 0.70 within 20 rounds, and the regulator verifies the final
+// model's 20-round lineage offline.
 func TestFedAdamOverMTLS(t *testing.T) {
-	f := startFederation(t, studyConfig(t, aggregation.FedAdam, 20, 4))
-	var wg sync.WaitGroup
-	for _, h := range train.Hospitals {
-		c := f.newClient(h)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Run(context.Background()); err != nil {
-				t.Errorf("client %s: %v", h, err)
-			}
-		}()
-	}
-	res := f.wait()
-	wg.Wait()
+	fed := startFed(t, fedtest.Config{Study: plainStudy(t, aggregation.FedAdam, 20, 4), AuditNodes: 3})
+	startClients(t, fed, nil)
+	res := wait(t, fed)
 	if len(res.Rounds) != 20 {
 		t.Fatalf("%d rounds, want 20", len(res.Rounds))
 	}
 	for _, r := range res.Rounds {
-		if r.Failed || len(r.Contributors) != 4 {
-			t.Fatalf("round %d: failed=%v contributors=%v", r.Round, r.Failed, r.Contributors)
+		if r.Failed || len(r.Contributors) != 4 || len(r.Countersignatures) != 4 {
+			t.Fatalf("round %d: failed=%v (%s) contributors=%v countersignatures=%d", r.Round, r.Failed, r.Reason, r.Contributors, len(r.Countersignatures))
 		}
 	}
 	// Check the final model ourselves against every hospital's test split,
@@ -199,95 +67,60 @@ func TestFedAdamOverMTLS(t *testing.T) {
 		mean += m.Accuracy / float64(len(train.Hospitals))
 	}
 	t.Logf("mean per-hospital test accuracy after 20 FedAdam rounds: %.4f", mean)
+	co := fed.Coordinator()
 	for name, want := range map[string]float64{
-		`fedledger_coordinator_rounds_total{outcome="aggregated"}`: 20,
-		`fedledger_coordinator_updates_total{result="accepted"}`:   80,
-		`fedledger_coordinator_plaintext_mode`:                     1,
+		`fedledger_coordinator_rounds_total{outcome="aggregated"}`:         20,
+		`fedledger_coordinator_updates_total{result="accepted"}`:           80,
+		`fedledger_coordinator_update_bytes_total`:                         80 * 8 * 14, // n·Δ: 8 bytes for each of 14 parameters
+		`fedledger_coordinator_countersignatures_total{result="accepted"}`: 80,
+		`fedledger_coordinator_plaintext_mode`:                             1,
+		`fedledger_coordinator_key_setup_seconds`:                          0,
+		`fedledger_coordinator_task_refusals_total`:                        0,
 	} {
-		if got := metricValue(t, f.co, name); got != want {
+		if got := metricValue(t, co, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
 	if mean < 0.70 {
 		t.Fatalf("mean per-hospital accuracy %.4f < 0.70", mean)
 	}
-}
-
-// metricValue reads one series from the coordinator's registry; name is
-// the metric name with at most one {label="value"} selector.
-func metricValue(t *testing.T, co *coordinator.Coordinator, name string) float64 {
-	t.Helper()
-	return registryValue(t, co.Metrics(), name)
-}
-
-// registryValue reads one series from a Prometheus registry.
-func registryValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	metric, label, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
-	families, err := reg.Gather()
+	// The regulator's offline check: 20 rounds from the initial model,
+	// each contributed and countersigned by all four, not encrypted.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, _, err := fed.Verify(ctx, res.Model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range families {
-		if mf.GetName() != metric {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			ok := label == ""
-			for _, lp := range m.GetLabel() {
-				ok = ok || fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()) == label
-			}
-			if !ok {
-				continue
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			}
+	if !rep.Verified || len(rep.Rounds) != 20 || rep.Mode != "plaintext" || rep.HEParams != "" || !slices.Equal(rep.Sites, fed.Sites()) {
+		t.Fatalf("verify report: verified=%v rounds=%d mode=%s he=%q sites=%v", rep.Verified, len(rep.Rounds), rep.Mode, rep.HEParams, rep.Sites)
+	}
+	for _, r := range rep.Rounds {
+		if !slices.Equal(r.Countersigners, fed.Sites()) || !slices.Equal(r.Sites, fed.Sites()) {
+			t.Fatalf("round %d on the log: contributors %v, countersigners %v", r.Round, r.Sites, r.Countersigners)
 		}
 	}
-	t.Fatalf("no series %s", name)
-	return 0
 }
 
-// TestClientDiesMidStudy: with K = 3, one hospital's client is killed after
-// two rounds; every later round completes with the other three, and the
-// dead client is listed as dropped, not as a contributor.
+// TestClientDiesMidStudy: with K = 3, one hospital's client is stopped
+// once round 2 is committed; every later round completes with the other
+// three, the stopped site is no contributor, and the audit log holds the
+// five rounds with exactly those contributors and countersigners.
 func TestClientDiesMidStudy(t *testing.T) {
-	cfg := studyConfig(t, aggregation.FedAvg, 5, 3)
-	cfg.Study.RoundDeadline = 3 * time.Second
-	var (
-		mu    sync.Mutex
-		kill  context.CancelFunc
-		after = 2
-	)
-	cfg.OnRound = func(r coordinator.RoundReport) {
-		mu.Lock()
-		defer mu.Unlock()
-		if r.Round == after && kill != nil {
-			kill()
+	st := plainStudy(t, aggregation.FedAvg, 5, 3)
+	st.RoundDeadline = 5 * time.Second
+	const after, gone = 2, "switzerland"
+	var ref fedRef
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
+		cc.OnRound = func(r coordinator.RoundReport) {
+			if r.Round == after {
+				ref.Load().StopClient(gone) // before round 3 is announced
+			}
 		}
-	}
-	rec := &collectRecorder{}
-	cfg.Recorder = rec
-	f := startFederation(t, cfg)
-	var wg sync.WaitGroup
-	for _, h := range train.Hospitals {
-		c := f.newClient(h)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		if h == "switzerland" {
-			mu.Lock()
-			kill = cancel
-			mu.Unlock()
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); c.Run(ctx) }()
-	}
-	res := f.wait()
-	wg.Wait()
+	}})
+	ref.Store(fed)
+	startClients(t, fed, nil)
+	res := wait(t, fed)
 	if len(res.Rounds) != 5 {
 		t.Fatalf("%d rounds", len(res.Rounds))
 	}
@@ -295,84 +128,101 @@ func TestClientDiesMidStudy(t *testing.T) {
 		if r.Failed {
 			t.Fatalf("round %d failed: %s", r.Round, r.Reason)
 		}
-		want := 4
+		want := train.Hospitals
 		if r.Round > after {
-			want = 3
+			want = slices.DeleteFunc(slices.Clone(train.Hospitals), func(s string) bool { return s == gone })
 		}
-		if len(r.Contributors) != want {
-			t.Errorf("round %d: contributors %v, want %d", r.Round, r.Contributors, want)
+		if !slices.Equal(r.Contributors, want) {
+			t.Errorf("round %d: contributors %v, want %v", r.Round, r.Contributors, want)
 		}
 	}
-	if got := rec.rounds(); len(got) != 5 || got[4] != 5 {
-		t.Fatalf("recorder saw rounds %v, want 1..5", got)
+	if _, ok := res.FinalTest[gone]; ok || len(res.FinalTest) != 3 {
+		t.Errorf("final evaluations from %v, want the three remaining sites", slices.Sorted(maps.Keys(res.FinalTest)))
 	}
-}
-
-// collectRecorder is a Recorder that remembers the rounds it was told
-// about.
-type collectRecorder struct {
-	coordinator.LogRecorder
-	mu   sync.Mutex
-	seen []int
-}
-
-func (c *collectRecorder) RecordRound(_ context.Context, rep coordinator.RoundReport) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.seen = append(c.seen, rep.Round)
-	return nil
-}
-
-func (c *collectRecorder) rounds() []int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]int(nil), c.seen...)
-}
-
-// dial opens a raw Federation client with the given TLS identity.
-func dial(t *testing.T, addr string, cfg *tls.Config) pb.FederationClient {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, _, err := fed.Verify(ctx, res.Model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return pb.NewFederationClient(conn)
+	if len(rep.Rounds) != 5 {
+		t.Fatalf("the log's lineage has %d rounds, want 5", len(rep.Rounds))
+	}
+	for i, r := range rep.Rounds {
+		if !slices.Equal(r.Sites, res.Rounds[i].Contributors) || slices.Contains(r.Countersigners, gone) != (r.Round <= after) {
+			t.Errorf("round %d on the log: contributors %v, countersigners %v", r.Round, r.Sites, r.Countersigners)
+		}
+	}
 }
 
 // TestServerRefusesBadCallers: wrong roles, unapproved ids and certificates
-// from another CA are refused on every RPC.
+// from another CA are refused on every RPC; health checking answers on the
+// same mutual-TLS port.
 func TestServerRefusesBadCallers(t *testing.T) {
-	cfg := studyConfig(t, aggregation.FedAvg, 1, 1)
-	cfg.Study.Clients = []string{"va"}
-	f := startFederation(t, cfg)
+	st := plainStudy(t, aggregation.FedAvg, 1, 1)
+	st.Clients = []string{"va"}
+	fed := startFed(t, fedtest.Config{Study: st})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	other, _ := tlsutil.NewCA("another consortium", time.Hour)
-	foreign, _ := other.Issue("cleveland", tlsutil.RoleClient, nil, time.Hour)
-	cases := map[string]struct {
-		tls  *tls.Config
+	mayo, err := fed.PKI.Issue("mayo", tlsutil.RoleClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := tlsutil.NewCA("another consortium", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.Issue("va", tlsutil.RoleClient, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		id   *tlsutil.Identity
 		code codes.Code
 	}{
-		"observer role":     {f.clientTLS("regulator", tlsutil.RoleObserver), codes.PermissionDenied},
-		"unapproved client": {f.clientTLS("mayo", tlsutil.RoleClient), codes.PermissionDenied},
-		"another CA":        {tlsutil.ClientConfig(foreign, f.ca.Pool(), "127.0.0.1"), codes.Unavailable},
-	}
-	for name, tc := range cases {
-		api := dial(t, f.addr, tc.tls)
-		_, err := api.FetchModel(ctx, &pb.FetchModelRequest{StudyId: "heart-e2e", Sha256: make([]byte, 32)})
-		if err == nil {
-			var s pb.Federation_FetchModelClient
-			s, err = api.FetchModel(ctx, &pb.FetchModelRequest{StudyId: "heart-e2e", Sha256: make([]byte, 32)})
-			if err == nil {
-				_, err = s.Recv()
-			}
+		"observer role":     {fed.PKI.Regulator, codes.PermissionDenied},
+		"admin role":        {fed.PKI.Admin, codes.PermissionDenied},
+		"unapproved client": {mayo, codes.PermissionDenied},
+		"another CA":        {foreign, codes.Unavailable},
+	} {
+		api := rawAPI(t, fed, tc.id)
+		var err error
+		if s, e := api.FetchModel(ctx, &pb.FetchModelRequest{StudyId: st.ID, Sha256: make([]byte, 32)}); e != nil {
+			err = e
+		} else {
+			_, err = s.Recv()
 		}
 		if status.Code(err) != tc.code {
-			t.Errorf("%s: got %v, want %v", name, err, tc.code)
+			t.Errorf("%s: FetchModel: got %v, want %v", name, err, tc.code)
+		}
+		p, err := api.Participate(ctx)
+		if err == nil {
+			p.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Hello{Hello: &pb.Hello{}}})
+			_, err = p.Recv()
+		}
+		if status.Code(err) != tc.code {
+			t.Errorf("%s: Participate: got %v, want %v", name, err, tc.code)
+		}
+		for _, share := range []bool{false, true} {
+			if err := upload(ctx, api, share, chunk.Split(st.ID, 1, []byte("x"), 1024)); status.Code(err) != tc.code {
+				t.Errorf("%s: upload (share %v): got %v, want %v", name, share, err, tc.code)
+			}
 		}
 	}
-	// Health checking answers on the same mTLS port.
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(f.clientTLS("va", tlsutil.RoleClient))))
+	// The coordinator counts the handshakes it refused, by reason (a Go
+	// client whose certificate is not from a CA the server asks for sends
+	// none: no_certificate). The caller may see its call fail before the
+	// server has counted it.
+	for deadline := time.Now().Add(10 * time.Second); sumSeries(t, fed.Coordinator().Metrics(), "fedledger_coordinator_refused_handshakes_total") < 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the handshakes from another CA were not counted")
+		}
+	}
+	va, err := fed.PKI.Site("va")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(fed.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsutil.ClientConfig(va, fed.PKI.CA.Pool(), "127.0.0.1"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,27 +231,63 @@ func TestServerRefusesBadCallers(t *testing.T) {
 	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: %v %v", hr, err)
 	}
-	// Let the study end: one approved client runs it.
-	c := f.newClient("va")
-	go c.Run(ctx)
-	f.wait()
+	// Let the study end: the one approved client runs it.
+	startClient(t, fed, "va")
+	if res := wait(t, fed); len(res.Rounds) != 1 || res.Rounds[0].Failed {
+		t.Fatalf("rounds %+v", res.Rounds)
+	}
 }
 
-// TestServerRejectsBadUpdatesOnTheWire sends hand-made updates over the
-// real stream: a chunk whose data does not match the announced hash, an
-// update for the wrong round and one for the wrong study, then a good one
-// and its duplicate. Each bad one gets a clear status; the good one is
-// accepted and completes the round.
+// upload streams chunks on a new SubmitUpdate or SubmitShare call and
+// returns the coordinator's verdict.
+func upload(ctx context.Context, api pb.FederationClient, share bool, chunks []*pb.Chunk) error {
+	var s interface {
+		Send(*pb.Chunk) error
+		CloseAndRecv() (*pb.SubmitReceipt, error)
+	}
+	var err error
+	if share {
+		s, err = api.SubmitShare(ctx)
+	} else {
+		s, err = api.SubmitUpdate(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	for _, c := range chunks {
+		if s.Send(c) != nil {
+			break
+		}
+	}
+	_, err = s.CloseAndRecv()
+	return err
+}
+
+// TestServerRejectsBadUpdatesOnTheWire: the test is the study's one
+// hospital and speaks the protocol itself over the real stream. It sends
+// hand-made updates: a chunk whose data does not match the announced
+// hash, updates for the wrong round and study, of the wrong size, without
+// a header, unsigned, signed for other samples or another parent, without
+// a data manifest. Each gets its status code and none is counted; then a
+// good one completes the round and its duplicate is refused. The test
+// countersigns the round's outcome as a hospital would (only its
+// signature makes the round recordable), answers the final evaluation, and
+// the round is on the audit log, vouched for by that countersignature.
 func TestServerRejectsBadUpdatesOnTheWire(t *testing.T) {
-	cfg := studyConfig(t, aggregation.FedAvg, 1, 1)
-	cfg.Study.Clients = []string{"va"}
-	f := startFederation(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	st := plainStudy(t, aggregation.FedAvg, 1, 1)
+	st.Clients = []string{"va"}
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	va := f.clientTLS("va", tlsutil.RoleClient)
-	api := dial(t, f.addr, va)
-	signer := va.Certificates[0].PrivateKey.(ed25519.PrivateKey)
-	stream, err := api.Participate(ctx)
+	va, err := fed.PKI.Site("va")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := rawAPI(t, fed, va)
+	signer := va.TLSCert.PrivateKey.(ed25519.PrivateKey)
+	sctx, hangUp := context.WithCancel(ctx)
+	defer hangUp()
+	stream, err := api.Participate(sctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,81 +295,115 @@ func TestServerRejectsBadUpdatesOnTheWire(t *testing.T) {
 	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
 		t.Fatalf("welcome: %v %v", m, err)
 	}
-	stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Accepted{Accepted: &pb.StudyAccepted{StudyId: "heart-e2e"}}})
+	stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Accepted{Accepted: &pb.StudyAccepted{StudyId: st.ID}}})
 	m, err := stream.Recv()
 	if err != nil || m.GetTrain() == nil {
 		t.Fatalf("train task: %v %v", m, err)
 	}
 	task := m.GetTrain()
-	n := cfg.Study.Model.NumParams()
-	payload, _ := aggregation.EncodeWeightedDelta(make([]float64, n), make([]float64, n), 1)
-	payload[0] = 1 // a tiny, valid, non-zero delta
+	n := st.Model.NumParams()
+	local := make([]float64, n)
+	for i := range local {
+		local[i] = 0.01
+	}
+	payload, err := aggregation.EncodeWeightedDelta(local, make([]float64, n), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := sha256.Sum256([]byte("va's data"))
 
 	send := func(study string, round uint64, mutate func([]*pb.Chunk)) error {
 		chunks := chunk.Split(study, round, payload, 16)
-		stmt := audit.Contribution{Site: "va", UpdateHash: sha256.Sum256(payload), Samples: 10}
+		stmt := audit.Contribution{Site: "va", UpdateHash: sha256.Sum256(payload), Samples: 10, DataManifest: manifest}
 		chunks[0].Header = &pb.UpdateHeader{ParentSha256: task.ParentSha256, NumSamples: 10, Encoding: aggregation.EncodingWeightedDelta,
-			Signature: ed25519.Sign(signer, stmt.Message(study, round, audit.Hash(task.ParentSha256))), DataManifestSha256: make([]byte, 32)}
+			Signature: ed25519.Sign(signer, stmt.Message(study, round, audit.Hash(task.ParentSha256))), DataManifestSha256: manifest[:]}
 		if mutate != nil {
 			mutate(chunks)
 		}
-		up, err := api.SubmitUpdate(ctx)
-		if err != nil {
-			return err
-		}
-		for _, c := range chunks {
-			if up.Send(c) != nil {
-				break
-			}
-		}
-		_, err = up.CloseAndRecv()
-		return err
+		return upload(ctx, api, false, chunks)
 	}
-	checks := []struct {
+	for _, c := range []struct {
 		name   string
 		study  string
 		round  uint64
 		mutate func([]*pb.Chunk)
 		code   codes.Code
 	}{
-		{"hash mismatch", "heart-e2e", 1, func(c []*pb.Chunk) { c[2].Data = append([]byte{0xff}, c[2].Data[1:]...) }, codes.InvalidArgument},
-		{"wrong round", "heart-e2e", 2, nil, codes.FailedPrecondition},
+		{"hash mismatch", st.ID, 1, func(c []*pb.Chunk) { c[2].Data = append([]byte{0xff}, c[2].Data[1:]...) }, codes.InvalidArgument},
+		{"wrong round", st.ID, 2, nil, codes.FailedPrecondition},
 		{"wrong study", "other-study", 1, nil, codes.InvalidArgument},
-		{"wrong size", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].TotalSize = 9 }, codes.InvalidArgument},
-		{"no header", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].Header = nil }, codes.InvalidArgument},
-		{"unsigned", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].Header.Signature = nil }, codes.InvalidArgument},
-		{"signed for other samples", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].Header.NumSamples = 11 }, codes.InvalidArgument},
-		{"no data manifest", "heart-e2e", 1, func(c []*pb.Chunk) { c[0].Header.DataManifestSha256 = nil }, codes.InvalidArgument},
-	}
-	for _, c := range checks {
+		{"wrong size", st.ID, 1, func(c []*pb.Chunk) { c[0].TotalSize = 9 }, codes.InvalidArgument},
+		{"no header", st.ID, 1, func(c []*pb.Chunk) { c[0].Header = nil }, codes.InvalidArgument},
+		{"wrong encoding", st.ID, 1, func(c []*pb.Chunk) { c[0].Header.Encoding = "secure-v1" }, codes.InvalidArgument},
+		{"unsigned", st.ID, 1, func(c []*pb.Chunk) { c[0].Header.Signature = nil }, codes.InvalidArgument},
+		{"signed for other samples", st.ID, 1, func(c []*pb.Chunk) { c[0].Header.NumSamples = 11 }, codes.InvalidArgument},
+		{"signed for another data manifest", st.ID, 1, func(c []*pb.Chunk) { c[0].Header.DataManifestSha256 = make([]byte, 32) }, codes.InvalidArgument},
+		{"no data manifest", st.ID, 1, func(c []*pb.Chunk) { c[0].Header.DataManifestSha256 = nil }, codes.InvalidArgument},
+		{"trained from another parent", st.ID, 1, func(c []*pb.Chunk) { c[0].Header.ParentSha256 = make([]byte, 32) }, codes.FailedPrecondition},
+		{"zero samples", st.ID, 1, func(c []*pb.Chunk) { c[0].Header.NumSamples = 0 }, codes.InvalidArgument},
+	} {
 		if err := send(c.study, c.round, c.mutate); status.Code(err) != c.code {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.code)
 		} else {
-			t.Logf("%s: %v", c.name, err)
+			t.Logf("%s: %v", c.name, status.Convert(err).Message())
 		}
 	}
-	if err := send("heart-e2e", 1, nil); err != nil {
+	co := fed.Coordinator()
+	if got := metricValue(t, co, `fedledger_coordinator_updates_total{result="rejected"}`); got != 12 {
+		t.Errorf("%v updates counted as rejected, want 12", got)
+	}
+	if got, ok := lookupValue(t, co.Metrics(), `fedledger_coordinator_updates_total{result="accepted"}`); ok && got != 0 {
+		t.Errorf("%v bad updates accepted", got)
+	}
+	if err := send(st.ID, 1, nil); err != nil {
 		t.Fatalf("good update rejected: %v", err)
 	}
-	// The round closed with the good update; the same update again is late.
-	if err := send("heart-e2e", 1, nil); status.Code(err) != codes.FailedPrecondition && status.Code(err) != codes.AlreadyExists {
+	// The round closed with the good update; the same update again is
+	// refused.
+	if err := send(st.ID, 1, nil); status.Code(err) != codes.FailedPrecondition && status.Code(err) != codes.AlreadyExists {
 		t.Errorf("resubmission: got %v", err)
 	}
-	// Answer the final evaluation so the study ends promptly.
+	// Countersign the outcome as a hospital would (without recomputing
+	// it), and answer the final evaluation so the study ends promptly.
+	countersigned := false
 	for {
 		m, err := stream.Recv()
 		if err != nil {
-			break
+			t.Fatalf("stream: %v", err)
+		}
+		if cs := m.GetCountersign(); cs != nil {
+			out := audit.Outcome{Study: cs.StudyId, Round: cs.Round, Parent: audit.Hash(cs.Parent.Sha256), Aggregate: audit.Hash(cs.Aggregate.Sha256),
+				Output: audit.Hash(cs.Output.Sha256), OptimizerAfter: audit.Hash(cs.OptimizerAfter.Sha256)}
+			if cs.OptimizerBefore != nil {
+				out.OptimizerBefore = audit.Hash(cs.OptimizerBefore.Sha256)
+			}
+			stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Countersign{Countersign: &pb.Countersignature{StudyId: cs.StudyId, Round: cs.Round,
+				OutputSha256: cs.Output.Sha256, Signature: ed25519.Sign(signer, audit.CountersignMessage("va", out))}}})
+			countersigned = true
 		}
 		if e := m.GetEvaluate(); e != nil {
 			stream.Send(&pb.ClientMessage{Msg: &pb.ClientMessage_Eval{Eval: &pb.EvalReport{StudyId: e.StudyId, ModelSha256: e.ModelSha256, Test: &pb.Metrics{N: 1}}}})
 		}
-		if m.GetFinished() != nil {
+		if f := m.GetFinished(); f != nil {
+			if f.Failure != "" {
+				t.Fatalf("study failed: %s", f.Failure)
+			}
+			hangUp()
 			break
 		}
 	}
-	res := f.wait()
-	if len(res.Rounds) != 1 || res.Rounds[0].Failed || len(res.Rounds[0].Contributors) != 1 {
-		t.Fatalf("round outcome %+v", res.Rounds)
+	res := wait(t, fed)
+	if !countersigned || len(res.Rounds) != 1 || res.Rounds[0].Failed || !slices.Equal(res.Rounds[0].Contributors, []string{"va"}) {
+		t.Fatalf("countersigned %v, round outcome %+v", countersigned, res.Rounds)
+	}
+	if got := metricValue(t, co, `fedledger_coordinator_updates_total{result="accepted"}`); got != 1 {
+		t.Errorf("%v updates accepted, want 1", got)
+	}
+	rep, _, err := fed.Verify(ctx, res.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rounds) != 1 || !slices.Equal(rep.Rounds[0].Countersigners, []string{"va"}) || rep.Rounds[0].Contributions[0].DataManifest != hexOf(manifest) {
+		t.Fatalf("the log's round: %+v", rep.Rounds)
 	}
 }

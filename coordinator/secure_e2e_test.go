@@ -1,10 +1,10 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,93 +15,53 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedledger/fedledger/audit"
-	"github.com/fedledger/fedledger/internal/model"
-
-	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/internal/chunk"
-	"github.com/fedledger/fedledger/internal/tlsutil"
+	"github.com/fedledger/fedledger/internal/fedtest"
+	"github.com/fedledger/fedledger/internal/model"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
-const (
-	submitUpdate = "/fedledger.v1.Federation/SubmitUpdate"
-	submitShare  = "/fedledger.v1.Federation/SubmitShare"
-)
-
-// hook is a client-side stream interceptor for fault injection: before
-// runs before the stream opens (an error aborts the call), after runs once
-// the server's reply has been received.
-func hook(method string, before func() error, after func()) grpc.DialOption {
-	return grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, m string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if m != method {
-			return streamer(ctx, desc, cc, m, opts...)
-		}
-		if before != nil {
-			if err := before(); err != nil {
-				return nil, err
-			}
-		}
-		cs, err := streamer(ctx, desc, cc, m, opts...)
-		if err != nil || after == nil {
-			return cs, err
-		}
-		return &afterRecv{ClientStream: cs, after: after}, nil
-	})
-}
-
-type afterRecv struct {
-	grpc.ClientStream
-	after func()
-}
-
-func (s *afterRecv) RecvMsg(m any) error {
-	err := s.ClientStream.RecvMsg(m)
-	if err == nil {
-		s.after()
+// siteStudyDir is where fedtest's client of site keeps its key material
+// for the study.
+func siteStudyDir(t testing.TB, fed *fedtest.Federation, site, study string) string {
+	t.Helper()
+	kc, err := fed.ClientConfig(site)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return err
+	return filepath.Join(kc.DataDir, "sites", site, "studies", study)
 }
 
-// runClients starts one client per hospital with its own context and dial
-// options and returns a wait function.
-func (f *federation) runClients(opts map[string][]grpc.DialOption, cancels map[string]context.CancelFunc) func() {
-	var wg sync.WaitGroup
-	for _, h := range train.Hospitals {
-		c := f.newClient(h, opts[h]...)
-		ctx, cancel := context.WithCancel(context.Background())
-		if cancels != nil {
-			cancels[h] = cancel
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); defer cancel(); c.Run(ctx) }()
-	}
-	return wg.Wait
-}
-
-// TestSecureStudyOverMTLS runs a secure study (collective key setup, encrypted
-// signed updates, threshold decryption by t=3 of 4) over real gRPC + mTLS
-// and checks its outcome, its metrics, and where the secrets live.
+// TestSecureStudyOverMTLS runs a secure study (collective key setup,
+// encrypted signed updates, threshold decryption by t=3 of 4, every round
+// countersigned by its decryptors and committed to a three-node audit log)
+// over real gRPC + mTLS, and checks its outcome, its metrics, where the
+// secrets live, and the regulator's verification.
 func TestSecureStudyOverMTLS(t *testing.T) {
-	cfg := secureStudyConfig(t, aggregation.FedAdam, 3, 3, 3)
-	f := startFederation(t, cfg)
-	wait := f.runClients(nil, nil)
-	res := f.wait()
-	wait()
-	if len(res.Rounds) != 3 {
-		t.Fatalf("%d rounds, want 3", len(res.Rounds))
+	rounds := 3
+	if testing.Short() {
+		rounds = 1 // see slowUnderRace
+	}
+	st := secureStudy(t, aggregation.FedAdam, rounds, 3, 3)
+	dir := t.TempDir()
+	fed := startFed(t, fedtest.Config{Dir: dir, Study: st, AuditNodes: 3})
+	startClients(t, fed, nil)
+	res := wait(t, fed)
+	if len(res.Rounds) != rounds {
+		t.Fatalf("%d rounds, want %d", len(res.Rounds), rounds)
 	}
 	for _, r := range res.Rounds {
-		if r.Failed || len(r.Contributors) != 4 || len(r.Decryptors) != 3 {
-			t.Fatalf("round %d: failed=%v (%s) contributors=%v decryptors=%v", r.Round, r.Failed, r.Reason, r.Contributors, r.Decryptors)
+		if r.Failed || len(r.Contributors) != 4 || len(r.Decryptors) != 3 || len(r.Countersignatures) != 3 {
+			t.Fatalf("round %d: failed=%v (%s) contributors=%v decryptors=%v countersignatures=%d", r.Round, r.Failed, r.Reason, r.Contributors, r.Decryptors, len(r.Countersignatures))
 		}
 	}
 	spec, params, err := model.Decode(res.ModelBytes)
@@ -115,40 +75,57 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 			t.Errorf("%s reported %+v, recomputed %+v", h, rep, m)
 		}
 	}
+	co := fed.Coordinator()
 	for name, want := range map[string]float64{
-		`fedledger_coordinator_rounds_total{outcome="aggregated"}`:         3,
-		`fedledger_coordinator_updates_total{result="accepted"}`:           12,
-		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 9,
+		`fedledger_coordinator_rounds_total{outcome="aggregated"}`:         float64(rounds),
+		`fedledger_coordinator_updates_total{result="accepted"}`:           4 * float64(rounds),
+		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 3 * float64(rounds),
+		`fedledger_coordinator_countersignatures_total{result="accepted"}`: 3 * float64(rounds),
 		`fedledger_coordinator_plaintext_mode`:                             0,
 	} {
-		if got := metricValue(t, f.co, name); got != want {
+		if got := metricValue(t, co, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if metricValue(t, f.co, "fedledger_coordinator_key_setup_seconds") <= 0 {
+	if metricValue(t, co, "fedledger_coordinator_key_setup_seconds") <= 0 {
 		t.Error("key setup duration not recorded")
 	}
-	// The coordinator stored ciphertexts (4 contributions and 1 aggregate
-	// a round) and no key material; every hospital holds its secret share
-	// in a 0600 file.
-	cts, _ := filepath.Glob(filepath.Join(cfg.DataDir, "ciphertexts", "*"))
-	if len(cts) != 15 {
-		t.Errorf("coordinator stores %d ciphertext payloads, want 15", len(cts))
+	// The coordinator stores ciphertexts (4 contributions, 1 aggregate and
+	// 3 decryption shares a round) and no key material; every hospital
+	// holds its secret share in a 0600 file.
+	coordDir := filepath.Join(dir, "coordinator")
+	cts, _ := filepath.Glob(filepath.Join(coordDir, "ciphertexts", "*"))
+	if len(cts) != rounds*(4+1+3) {
+		t.Errorf("coordinator stores %d ciphertext payloads, want %d", len(cts), rounds*(4+1+3))
 	}
-	filepath.WalkDir(cfg.DataDir, func(p string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(coordDir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && strings.HasSuffix(p, ".key") {
 			t.Errorf("coordinator data dir holds key file %s", p)
 		}
 		return nil
 	})
-	for h, dir := range f.clientDirs {
-		shares, _ := filepath.Glob(filepath.Join(dir, "sites", h, "studies", cfg.Study.ID, "share.key"))
-		if len(shares) != 1 {
-			t.Errorf("%s: no secret share file in %s", h, dir)
-			continue
+	for _, h := range train.Hospitals {
+		share := filepath.Join(siteStudyDir(t, fed, h, st.ID), "share.key")
+		if fi, err := os.Stat(share); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: secret share file: %v (%v)", h, fi, err)
 		}
-		if fi, err := os.Stat(shares[0]); err != nil || fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s: secret share file mode %v (%v)", h, fi.Mode().Perm(), err)
+	}
+	// The regulator's offline check names the parameter set, the key
+	// holders and the collective key, and who decrypted and countersigned.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, _, err := fed.Verify(ctx, res.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != "secure" || rep.HEParams != secure.Default.ID || rep.Threshold != 3 || !slices.Equal(rep.KeyHolders, train.Hospitals) ||
+		rep.CollectiveKey != hexOf(res.Rounds[0].CollectiveKey) || len(rep.Rounds) != rounds {
+		t.Fatalf("verify report: mode %s, HE %q, t=%d, key holders %v, key %s (rounds say %x), %d rounds", rep.Mode, rep.HEParams, rep.Threshold,
+			rep.KeyHolders, rep.CollectiveKey, res.Rounds[0].CollectiveKey, len(rep.Rounds))
+	}
+	for i, r := range rep.Rounds {
+		if !slices.Equal(r.Decryptors, res.Rounds[i].Decryptors) || !slices.Equal(r.Countersigners, res.Rounds[i].Decryptors) {
+			t.Errorf("round %d on the log: decryptors %v, countersigners %v", r.Round, r.Decryptors, r.Countersigners)
 		}
 	}
 }
@@ -156,25 +133,23 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 // TestSecureRoundSurvivesDropoutAfterUpload: N = 4, t = 2. Two hospitals
 // upload their round-1 update and vanish; the two others (slower) upload
 // after that. The round must still decrypt, with the two survivors as the
-// active set, and the next round must complete with them alone.
+// active set and countersigners, and the next round must complete with
+// them alone.
 func TestSecureRoundSurvivesDropoutAfterUpload(t *testing.T) {
-	cfg := secureStudyConfig(t, aggregation.FedAvg, 2, 2, 2)
-	cfg.Study.RoundDeadline = 30 * time.Second
-	f := startFederation(t, cfg)
+	slowUnderRace(t)
+	st := secureStudy(t, aggregation.FedAvg, 2, 2, 2)
+	st.RoundDeadline = 30 * time.Second
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
 	vanish := []string{"hungary", "va"}
-	cancels := map[string]context.CancelFunc{}
-	var mu sync.Mutex
-	opts := map[string][]grpc.DialOption{}
+	hooks := map[string][]grpc.DialOption{}
 	for _, h := range train.Hospitals {
-		var uploads atomic.Int32
 		if slices.Contains(vanish, h) {
-			opts[h] = []grpc.DialOption{hook(submitUpdate, nil, func() {
-				mu.Lock()
-				defer mu.Unlock()
-				cancels[h]() // gone right after the receipt
+			hooks[h] = []grpc.DialOption{fedtest.Hook(fedtest.SubmitUpdate, nil, func() {
+				go fed.StopClient(h) // gone right after the receipt
 			})}
 		} else {
-			opts[h] = []grpc.DialOption{hook(submitUpdate, func() error {
+			var uploads atomic.Int32
+			hooks[h] = []grpc.DialOption{fedtest.Hook(fedtest.SubmitUpdate, func() error {
 				if uploads.Add(1) == 1 {
 					time.Sleep(1500 * time.Millisecond) // upload after the others have vanished
 				}
@@ -182,150 +157,128 @@ func TestSecureRoundSurvivesDropoutAfterUpload(t *testing.T) {
 			}, nil)}
 		}
 	}
-	mu.Lock()
-	wait := f.runClients(opts, cancels)
-	mu.Unlock()
-	res := f.wait()
-	wait()
+	startClients(t, fed, hooks)
+	res := wait(t, fed)
 	if len(res.Rounds) != 2 {
 		t.Fatalf("%d rounds", len(res.Rounds))
 	}
+	survivors := []string{"cleveland", "switzerland"}
 	r1, r2 := res.Rounds[0], res.Rounds[1]
-	if r1.Failed || len(r1.Contributors) != 4 || !slices.Equal(r1.Decryptors, []string{"cleveland", "switzerland"}) {
+	if r1.Failed || len(r1.Contributors) != 4 || !slices.Equal(r1.Decryptors, survivors) {
 		t.Fatalf("round 1: failed=%v (%s) contributors=%v decryptors=%v", r1.Failed, r1.Reason, r1.Contributors, r1.Decryptors)
 	}
-	if r2.Failed || !slices.Equal(r2.Contributors, []string{"cleveland", "switzerland"}) {
+	if r2.Failed || !slices.Equal(r2.Contributors, survivors) {
 		t.Fatalf("round 2: failed=%v (%s) contributors=%v", r2.Failed, r2.Reason, r2.Contributors)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, _, err := fed.Verify(ctx, res.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rounds) != 2 || len(rep.Rounds[0].Sites) != 4 || !slices.Equal(rep.Rounds[0].Countersigners, survivors) {
+		t.Fatalf("the log's rounds: %+v", rep.Rounds)
 	}
 }
 
 // TestSecureRoundFailsWhenADecryptorVanishes: a member of the active set
 // disconnects instead of giving its share. The round fails with the reason
-// (the parent model stays), and the next round decrypts with the others.
+// (the parent model stays; the log records the failure), and the next
+// round decrypts with the others.
 func TestSecureRoundFailsWhenADecryptorVanishes(t *testing.T) {
-	cfg := secureStudyConfig(t, aggregation.FedAvg, 2, 3, 3)
-	cfg.Study.RoundDeadline = 30 * time.Second
-	f := startFederation(t, cfg)
-	cancels := map[string]context.CancelFunc{}
-	var mu sync.Mutex
-	opts := map[string][]grpc.DialOption{"hungary": {hook(submitShare, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		cancels["hungary"]()
+	slowUnderRace(t)
+	st := secureStudy(t, aggregation.FedAvg, 2, 3, 3)
+	st.RoundDeadline = 30 * time.Second
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
+	startClients(t, fed, map[string][]grpc.DialOption{"hungary": {fedtest.Hook(fedtest.SubmitShare, func() error {
+		go fed.StopClient("hungary")
 		return context.Canceled
-	}, nil)}}
-	mu.Lock()
-	wait := f.runClients(opts, cancels)
-	mu.Unlock()
-	res := f.wait()
-	wait()
+	}, nil)}})
+	res := wait(t, fed)
 	if len(res.Rounds) != 2 {
 		t.Fatalf("%d rounds", len(res.Rounds))
 	}
 	r1, r2 := res.Rounds[0], res.Rounds[1]
-	if !r1.Failed || !strings.Contains(r1.Reason, `"hungary"`) {
+	if !r1.Failed || !strings.Contains(r1.Reason, `"hungary"`) || r1.Model != r1.Parent {
 		t.Fatalf("round 1: failed=%v reason %q, want a failure naming hungary", r1.Failed, r1.Reason)
 	}
-	if r2.Failed || len(r2.Contributors) != 3 || slices.Contains(r2.Decryptors, "hungary") {
+	if r2.Failed || len(r2.Contributors) != 3 || slices.Contains(r2.Decryptors, "hungary") || r2.Parent != r1.Parent {
 		t.Fatalf("round 2: failed=%v (%s) contributors=%v decryptors=%v", r2.Failed, r2.Reason, r2.Contributors, r2.Decryptors)
 	}
 	if r1.Model == r2.Model {
 		t.Fatal("round 2 did not produce a new model")
 	}
-}
-
-// loadStudyKey reads the collective public key a hospital stored at key
-// setup.
-func loadStudyKey(t *testing.T, dir, site, study string) *rlwe.PublicKey {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "sites", site, "studies", study, "keys.json"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, b, err := fed.Verify(ctx, res.Model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var f struct {
-		Key []byte `json:"collective_public_key"`
-	}
-	if err := json.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
-	params, _ := secure.Default.Params()
-	pk := rlwe.NewPublicKey(params)
-	if err := pk.UnmarshalBinary(f.Key); err != nil {
-		t.Fatal(err)
-	}
-	return pk
-}
-
-// upload streams chunks on a new SubmitUpdate or SubmitShare call.
-func upload(ctx context.Context, api pb.FederationClient, share bool, chunks []*pb.Chunk) error {
-	var s interface {
-		Send(*pb.Chunk) error
-		CloseAndRecv() (*pb.SubmitReceipt, error)
-	}
-	var err error
-	if share {
-		s, err = api.SubmitShare(ctx)
-	} else {
-		s, err = api.SubmitUpdate(ctx)
-	}
-	if err != nil {
-		return err
-	}
-	for _, c := range chunks {
-		if s.Send(c) != nil {
-			break
+	var kinds []audit.Kind
+	for _, rec := range studyRecords(t, b, st.ID) {
+		kinds = append(kinds, rec.Kind)
+		if rec.Kind == audit.KindRoundFailed && !slices.ContainsFunc(rec.Hyperparameters, func(p audit.Param) bool {
+			return p.Name == "failure" && strings.Contains(p.Value, `"hungary"`)
+		}) {
+			t.Errorf("the failed round's record does not say why: %v", rec.Hyperparameters)
 		}
 	}
-	_, err = s.CloseAndRecv()
-	return err
+	if want := []audit.Kind{audit.KindStudyCreated, audit.KindKeySetupDone, audit.KindRoundFailed, audit.KindRoundCompleted}; !slices.Equal(kinds, want) {
+		t.Fatalf("the log holds %v, want %v", kinds, want)
+	}
 }
 
 // TestSecureServerRejectsBadCiphertextsOnTheWire: while round 1 is open, a
-// second connection holding a valid certificate for an approved hospital
-// sends malformed, truncated, wrong-round, unsigned and plaintext updates,
-// and a decryption share nobody asked for. Each gets a clear status, none
-// is counted, and the study then completes normally.
+// second connection with cleveland's own certificate (the one bound at key
+// setup) sends malformed, truncated, wrong-round, unsigned, mis-signed,
+// plaintext and wrong-parent updates, made with cleveland's real key
+// material, and a decryption share nobody asked for. Each gets its status
+// code, none is counted, and the study then completes normally with
+// cleveland's real update.
 func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
-	cfg := secureStudyConfig(t, aggregation.FedAvg, 1, 4, 2)
-	f := startFederation(t, cfg)
+	st := secureStudy(t, aggregation.FedAvg, 1, 4, 2)
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	study := cfg.Study.ID
-	ident, err := f.ca.Issue("cleveland", tlsutil.RoleClient, nil, time.Hour)
+	ident, err := fed.PKI.Site("cleveland")
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := dial(t, f.addr, tlsutil.ClientConfig(ident, f.ca.Pool(), "127.0.0.1"))
+	api := rawAPI(t, fed, ident)
 	signer := ident.TLSCert.PrivateKey.(ed25519.PrivateKey)
+	_, _, initial, err := coordinator.InitialModel(st)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var once sync.Once
 	attack := func() error {
 		once.Do(func() {
-			f.mu.Lock()
-			dir := f.clientDirs["cleveland"]
-			f.mu.Unlock()
-			pk := loadStudyKey(t, dir, "cleveland", study)
-			cts, err := secure.Encrypt(secure.Default, pk, make([]float64, cfg.Study.Model.NumParams()), 199)
+			p, err := secure.LoadParticipant(siteStudyDir(t, fed, "cleveland", st.ID), "cleveland")
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			good, _ := secure.SealPayload(secure.KindContribution, secure.Default, study, 1, cts)
-			round2, _ := secure.SealPayload(secure.KindContribution, secure.Default, study, 2, cts)
-			sign := func(round uint64, p []byte) []byte {
-				c := audit.Contribution{Site: "cleveland", UpdateHash: sha256.Sum256(p), Samples: 199}
-				return ed25519.Sign(signer, c.Message(study, round, audit.Hash{}))
+			good, err := p.Contribute(1, make([]float64, st.Model.NumParams()), 199)
+			if err != nil {
+				t.Error(err)
+				return
 			}
-			update := func(round uint64, p []byte, enc string, sig []byte) []*pb.Chunk {
-				ch := chunk.Split(study, round, p, chunk.DefaultSize)
-				ch[0].Header = &pb.UpdateHeader{ParentSha256: make([]byte, 32), NumSamples: 199, Encoding: enc, Signature: sig, DataManifestSha256: make([]byte, 32)}
+			round2, _ := p.Contribute(2, make([]float64, st.Model.NumParams()), 199)
+			sign := func(round uint64, parent [32]byte, b []byte) []byte {
+				c := audit.Contribution{Site: "cleveland", UpdateHash: sha256.Sum256(b), Samples: 199}
+				return ed25519.Sign(signer, c.Message(st.ID, round, parent))
+			}
+			update := func(round uint64, parent [32]byte, b []byte, enc string, sig []byte) []*pb.Chunk {
+				ch := chunk.Split(st.ID, round, b, chunk.DefaultSize)
+				ch[0].Header = &pb.UpdateHeader{ParentSha256: parent[:], NumSamples: 199, Encoding: enc, Signature: sig, DataManifestSha256: make([]byte, 32)}
 				return ch
 			}
-			garbage := append([]byte(nil), good...)
+			garbage := bytes.Clone(good)
 			copy(garbage[4:], "JUNK") // framing intact, envelope magic wrong
 			plain, _ := aggregation.EncodeWeightedDelta(make([]float64, 14), make([]float64, 14), 1)
-			shareSize, _ := secure.PayloadSize(secure.KindDecryptionShare, secure.Default, study, 1)
-			share := chunk.Split(study, 1, make([]byte, shareSize), chunk.DefaultSize)
+			share := chunk.Split(st.ID, 1, make([]byte, p.Setup.ShareSize()), chunk.DefaultSize)
 			share[0].Share = &pb.ShareHeader{AggregateSha256: make([]byte, 32)}
+			enc := secure.EncodingContribution
 			for _, c := range []struct {
 				name   string
 				share  bool
@@ -333,14 +286,16 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 				code   codes.Code
 				msg    string
 			}{
-				{"plaintext update in a secure study", false, update(1, plain, aggregation.EncodingWeightedDelta, sign(1, plain)), codes.InvalidArgument, "encoding"},
-				{"malformed ciphertext", false, update(1, garbage, secure.EncodingContribution, sign(1, garbage)), codes.InvalidArgument, "magic"},
-				{"truncated ciphertext", false, update(1, good[:len(good)-64], secure.EncodingContribution, sign(1, good[:len(good)-64])), codes.InvalidArgument, "bytes"},
-				{"envelopes of another round", false, update(1, round2, secure.EncodingContribution, sign(1, round2)), codes.InvalidArgument, "round 2"},
-				{"unsigned contribution", false, update(1, good, secure.EncodingContribution, nil), codes.InvalidArgument, "signature"},
-				{"signed for another round", false, update(1, good, secure.EncodingContribution, sign(2, good)), codes.InvalidArgument, "signature"},
-				{"update for the wrong round", false, update(2, round2, secure.EncodingContribution, sign(2, round2)), codes.FailedPrecondition, "round"},
-				{"malformed decryption share", true, share, codes.InvalidArgument, "decryption share"},
+				{"plaintext update in a secure study", false, update(1, initial, plain, aggregation.EncodingWeightedDelta, sign(1, initial, plain)), codes.InvalidArgument, "encoding"},
+				{"malformed ciphertext", false, update(1, initial, garbage, enc, sign(1, initial, garbage)), codes.InvalidArgument, "magic"},
+				{"truncated ciphertext", false, update(1, initial, good[:len(good)-64], enc, sign(1, initial, good[:len(good)-64])), codes.InvalidArgument, "bytes"},
+				{"envelopes of another round", false, update(1, initial, round2, enc, sign(1, initial, round2)), codes.InvalidArgument, "round 2"},
+				{"unsigned contribution", false, update(1, initial, good, enc, nil), codes.InvalidArgument, "signature"},
+				{"signed for another round", false, update(1, initial, good, enc, sign(2, initial, good)), codes.InvalidArgument, "signature"},
+				{"signed for another parent", false, update(1, initial, good, enc, sign(1, [32]byte{}, good)), codes.InvalidArgument, "signature"},
+				{"trained from another parent", false, update(1, [32]byte{1}, good, enc, sign(1, [32]byte{1}, good)), codes.FailedPrecondition, "parent"},
+				{"update for the wrong round", false, update(2, initial, round2, enc, sign(2, initial, round2)), codes.FailedPrecondition, "round"},
+				{"malformed decryption share", true, share, codes.InvalidArgument, "envelope"},
 			} {
 				err := upload(ctx, api, c.share, c.chunks)
 				if status.Code(err) != c.code || !strings.Contains(err.Error(), c.msg) {
@@ -352,70 +307,88 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 		})
 		return nil
 	}
-	wait := f.runClients(map[string][]grpc.DialOption{"cleveland": {hook(submitUpdate, attack, nil)}}, nil)
-	res := f.wait()
-	wait()
+	startClients(t, fed, map[string][]grpc.DialOption{"cleveland": {fedtest.Hook(fedtest.SubmitUpdate, attack, nil)}})
+	res := wait(t, fed)
 	if len(res.Rounds) != 1 || res.Rounds[0].Failed || len(res.Rounds[0].Contributors) != 4 {
 		t.Fatalf("round outcome %+v", res.Rounds)
 	}
-	if got := metricValue(t, f.co, `fedledger_coordinator_updates_total{result="accepted"}`); got != 4 {
-		t.Errorf("%v updates accepted, want 4", got)
+	co := fed.Coordinator()
+	for name, want := range map[string]float64{
+		`fedledger_coordinator_updates_total{result="accepted"}`:           4,
+		`fedledger_coordinator_updates_total{result="rejected"}`:           9,
+		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 2,
+		`fedledger_coordinator_decryption_shares_total{result="rejected"}`: 1,
+	} {
+		if got := metricValue(t, co, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
 	}
 }
 
 // TestSecureClientRestartsFromItsKeyMaterial: a hospital's client process
 // is stopped after round 1 and a new one (same certificate, same data
 // directory) takes its place. It must load its secret share and the
-// collective key from disk and keep contributing and decrypting. (With a
-// new certificate its peers would refuse its contributions: identities are
-// bound at key setup, see docs/DESIGN.md.)
+// study's public setup from disk, without a second key setup, and keep
+// contributing, decrypting and countersigning. (With a new certificate
+// its peers and the log would refuse its signatures: identities are bound
+// at key setup, see docs/DESIGN.md.)
 func TestSecureClientRestartsFromItsKeyMaterial(t *testing.T) {
-	cfg := secureStudyConfig(t, aggregation.FedAvg, 3, 4, 4) // every round needs all four, and all four decrypt
-	cfg.Study.RoundDeadline = 30 * time.Second
-	restarted := make(chan struct{})
-	var stop context.CancelFunc
-	var mu sync.Mutex
-	cfg.OnRound = func(r coordinator.RoundReport) {
-		mu.Lock()
-		defer mu.Unlock()
-		if r.Round == 1 {
-			stop()
-			close(restarted)
+	slowUnderRace(t)
+	st := secureStudy(t, aggregation.FedAvg, 3, 4, 4) // every round needs all four, and all four decrypt
+	st.RoundDeadline = 30 * time.Second
+	const site = "switzerland"
+	var ref fedRef
+	var shareBefore []byte
+	restartErr := make(chan error, 1)
+	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Coordinator: func(cc *coordinator.Config) {
+		cc.OnRound = func(r coordinator.RoundReport) {
+			if r.Round == 1 {
+				fed := ref.Load()
+				// Before round 2 is announced: the process goes, a new
+				// one starts on the same directory.
+				fed.StopClient(site)
+				shareBefore, _ = os.ReadFile(filepath.Join(siteStudyDir(t, fed, site, st.ID), "share.key"))
+				_, err := fed.StartClient(site, nil)
+				restartErr <- err
+			}
 		}
+	}})
+	ref.Store(fed)
+	startClients(t, fed, nil)
+	res := wait(t, fed)
+	select {
+	case err := <-restartErr:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatal("the client was not restarted")
 	}
-	f := startFederation(t, cfg)
-	dir := t.TempDir()
-	swiss := f.clientTLS("switzerland", tlsutil.RoleClient)
-	var wg sync.WaitGroup
-	for _, h := range train.Hospitals {
-		var c interface{ Run(context.Context) error }
-		if h == "switzerland" {
-			c = f.newClientWith(h, swiss, dir)
-		} else {
-			c = f.newClient(h)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		if h == "switzerland" {
-			mu.Lock()
-			stop = cancel
-			mu.Unlock()
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); c.Run(ctx) }()
-	}
-	<-restarted
-	again := f.newClientWith("switzerland", swiss, dir)
-	wg.Add(1)
-	go func() { defer wg.Done(); again.Run(context.Background()) }()
-	res := f.wait()
-	wg.Wait()
 	if len(res.Rounds) != 3 {
 		t.Fatalf("%d rounds", len(res.Rounds))
 	}
-	for _, r := range res.Rounds[1:] {
-		if r.Failed || len(r.Contributors) != 4 || !slices.Contains(r.Decryptors, "switzerland") {
+	for _, r := range res.Rounds {
+		if r.Failed || len(r.Contributors) != 4 || !slices.Contains(r.Decryptors, site) || !slices.ContainsFunc(r.Countersignatures, func(c audit.Countersignature) bool { return c.Site == site }) {
 			t.Errorf("round %d: failed=%v (%s) contributors=%v decryptors=%v", r.Round, r.Failed, r.Reason, r.Contributors, r.Decryptors)
 		}
+	}
+	shareAfter, err := os.ReadFile(filepath.Join(siteStudyDir(t, fed, site, st.ID), "share.key"))
+	if err != nil || len(shareBefore) == 0 || !bytes.Equal(shareBefore, shareAfter) {
+		t.Fatalf("the restarted client's secret share changed (or is missing: %v)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, b, err := fed.Verify(ctx, res.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keySetups := 0
+	for _, rec := range studyRecords(t, b, st.ID) {
+		if rec.Kind == audit.KindKeySetupDone {
+			keySetups++
+		}
+	}
+	if keySetups != 1 {
+		t.Fatalf("%d key setups on the log, want 1", keySetups)
 	}
 }

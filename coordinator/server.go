@@ -202,10 +202,21 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 			case *pb.ClientMessage_Countersign:
 				ev = c.countersignIn(p, msg.Countersign)
 			}
-			if ev == nil || !joined {
+			if ev == nil {
+				continue
+			}
+			if _, refusal := ev.(study.Refused); !joined && !refusal {
+				// Before it joins, a site can only refuse the study; the
+				// machine logs and counts that (it acts only on refusals
+				// of the tasks it gave).
 				continue
 			}
 			if err := c.post(ev, true); err != nil {
+				if _, ok := ev.(study.CountersignIn); ok {
+					// Counted here, as SubmitUpdate and SubmitShare count
+					// theirs: a rejected event's actions are not performed.
+					c.metrics.countersigs.WithLabelValues("rejected").Inc()
+				}
 				c.log.Warn("message refused", slog.String("client", p.ID), slog.String("message", fmt.Sprintf("%T", ev)), slog.Any("err", err))
 			}
 		}

@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/internal/tlsutil"
+	pb "github.com/fedledger/fedledger/proto"
 )
 
 // Config describes a federation.
@@ -37,6 +39,10 @@ type Config struct {
 	Client      func(site string, cfg *client.Config)
 	// Listener wraps the coordinator's listener (e.g. to count bytes).
 	Listener func(net.Listener) net.Listener
+	// Recorder, when set, wraps the recorder each coordinator is given
+	// (the audit log's, or a LogRecorder without one): to watch or delay
+	// what it records.
+	Recorder func(coordinator.Recorder) coordinator.Recorder
 	// Expires, when set, is the study record's expiry.
 	Expires time.Time
 	Logger  *slog.Logger
@@ -134,6 +140,12 @@ func (f *Federation) startCoordinator(lis net.Listener) error {
 			return err
 		}
 		cc.Recorder = &coordinator.AuditRecorder{Log: cli, Identity: f.PKI.Coordinator, StudyRecord: f.StudyRecord, Logger: logger}
+	}
+	if f.cfg.Recorder != nil {
+		if cc.Recorder == nil {
+			cc.Recorder = coordinator.LogRecorder{Logger: logger}
+		}
+		cc.Recorder = f.cfg.Recorder(cc.Recorder)
 	}
 	co, err := coordinator.New(cc, logger)
 	if err != nil {
@@ -356,6 +368,23 @@ func (f *Federation) Verify(ctx context.Context, model [32]byte) (*audit.Report,
 		return nil, b, err
 	}
 	return audit.NewReport(lin, audit.Hash(model)), b, nil
+}
+
+// Dial opens a raw connection to the coordinator as id (mutual TLS), for
+// tests that speak the protocol themselves.
+func (f *Federation) Dial(id *tlsutil.Identity) (*grpc.ClientConn, error) {
+	return grpc.NewClient(f.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsutil.ClientConfig(id, f.PKI.CA.Pool(), "127.0.0.1"))))
+}
+
+// Status is the study's StudyAdmin.Status, asked as the regulator (an
+// observer).
+func (f *Federation) Status(ctx context.Context) (*pb.StudyStatus, error) {
+	conn, err := f.Dial(f.PKI.Regulator)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return pb.NewStudyAdminClient(conn).Status(ctx, &pb.StudyStatusRequest{})
 }
 
 // AuditClient dials the audit log as id.

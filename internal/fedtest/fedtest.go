@@ -108,6 +108,7 @@ func (p *PKI) Site(id string) (*tlsutil.Identity, error) {
 
 // AuditCluster is a real audit log on loopback.
 type AuditCluster struct {
+	// Nodes are the running nodes (nil for one stopped with StopNode).
 	Nodes []*cluster.Node
 	Addrs []string
 	// Trust is what a regulator needs to verify offline (CA, the nodes'
@@ -115,6 +116,7 @@ type AuditCluster struct {
 	Trust  *audit.TrustFile
 	Origin string
 	pki    *PKI
+	cfgs   []cluster.NodeConfig // to restart a stopped node as it was
 }
 
 // AuditOptions tune an audit cluster.
@@ -153,6 +155,10 @@ func StartAuditCluster(ctx context.Context, pki *PKI, dir string, o AuditOptions
 			return nil, err
 		}
 		c.Nodes, c.Addrs, certs = append(c.Nodes, n), append(c.Addrs, n.Addr()), append(certs, id.Cert)
+		// A restart listens where the others know the node to be, and
+		// never bootstraps again.
+		cfg.Listen, cfg.Bootstrap = n.Addr(), false
+		c.cfgs = append(c.cfgs, cfg)
 		if i == 0 {
 			if err := waitLeader(ctx, n); err != nil {
 				c.Close()
@@ -192,6 +198,36 @@ func waitLeader(ctx context.Context, n *cluster.Node) error {
 // Client dials the cluster as id.
 func (c *AuditCluster) Client(id *tlsutil.Identity) (*cluster.Client, error) {
 	return cluster.Dial(c.Addrs, tlsutil.ClientConfig(id, c.pki.CA.Pool(), ""))
+}
+
+// StopNode stops node i as a crash of its process would (its store stays
+// on disk); StartNode brings it back.
+func (c *AuditCluster) StopNode(i int) {
+	if n := c.Nodes[i]; n != nil {
+		n.Close()
+		c.Nodes[i] = nil
+	}
+}
+
+// StartNode restarts node i, stopped with StopNode, from its store on the
+// same address; it rejoins the cluster on its own.
+func (c *AuditCluster) StartNode(i int) error {
+	if c.Nodes[i] != nil {
+		return fmt.Errorf("fedtest: audit node %s is running", c.cfgs[i].Identity.ID)
+	}
+	var n *cluster.Node
+	var err error
+	// The address may take a moment to be free again after the stop.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if n, err = cluster.StartNode(c.cfgs[i]); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("fedtest: restarting audit node %s: %w", c.cfgs[i].Identity.ID, err)
+	}
+	c.Nodes[i] = n
+	return nil
 }
 
 // Close stops every node (their stores stay on disk).

@@ -261,15 +261,18 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		return nil, err
 	}
 	defer fed.Close()
+	var clients []*client.Client
 	for i, id := range ids {
 		var opts []grpc.DialOption
 		if len(cfg.Drop) > 0 {
 			idx := i
 			opts = append(opts, dropHook(cfg.Drop, idx, &uploadsMu, uploads, func() { go fed.StopClient(ids[idx]) }))
 		}
-		if _, err := fed.StartClient(id, opts); err != nil {
+		c, err := fed.StartClient(id, opts)
+		if err != nil {
 			return nil, err
 		}
+		clients = append(clients, c)
 	}
 	co := fed.Coordinator()
 	// Key setup's bytes are not a round's: in secure mode the count
@@ -304,6 +307,18 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	for _, ph := range []string{"aggregate", "decryption_shares", "combine", "countersign", "record"} {
 		s, _ := histMean(co.Metrics(), "fedledger_coordinator_phase_duration_seconds", ph)
 		out.Phases["coordinator_"+ph] = s / n
+	}
+	// Client phases: the mean over every client's observations.
+	for _, ph := range []string{"train", "encode", "upload", "decryption_share", "countersign"} {
+		var sum float64
+		var cnt uint64
+		for _, c := range clients {
+			s, k := histMean(c.Metrics(), "fedledger_client_phase_duration_seconds", ph)
+			sum, cnt = sum+s, cnt+k
+		}
+		if cnt > 0 {
+			out.Phases["client_"+ph] = sum / float64(cnt)
+		}
 	}
 	out.Phases["audit_append"] = out.Phases["coordinator_record"]
 	return out, nil
