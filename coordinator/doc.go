@@ -1,27 +1,30 @@
 // Package coordinator runs a study: it serves the Federation gRPC API to
-// hospital clients (mutual TLS only), drives the rounds, aggregates the
-// updates and keeps every global model in a content-addressed store.
+// hospital clients and the StudyAdmin API to admins and observers (mutual
+// TLS only), drives the study's protocol, adds the hospitals' updates and
+// keeps every global model and server-optimiser state in a
+// content-addressed store.
 //
 // # Shape
 //
-// The round protocol is a pure, deterministic state machine, [Round]: it
-// takes events (a client joined, left, refused, submitted an update; time
-// passed) with explicit times and returns actions (send this client a task,
-// aggregate these updates, fail the round). It does no I/O and owns no
-// goroutine, so every corner of the protocol is tested without a network.
-// The [Coordinator] is the thin driver: one goroutine owns the study and the
-// current Round and feeds it events from the gRPC handlers.
-//
-// Two seams are left for what comes next: an [Aggregator] turns a round's
-// opaque update payloads into the next model ([PlaintextAggregator] today,
-// secure aggregation later), and a [RoundRecorder] is told about every
-// finished round before the study moves on ([LogRecorder] today, the audit
-// log later).
+// The protocol itself is package [github.com/fedledger/fedledger/coordinator/study]:
+// a pure machine that takes events and returns actions. This package is
+// its driver (driver.go): one goroutine owns the machine and feeds it the
+// events the gRPC handlers (server.go) decode and check, ticks, and the
+// results of work; a worker goroutine does the work the machine asks for
+// (work.go: the collective key, the sum of updates, decrypting the sum and
+// applying the server optimiser; saving the key setup; appending records
+// to the audit log through a [Recorder]). Messages go to sessions without
+// ever blocking the driver. A restarted coordinator reads where the study
+// stands from the audit log ([AuditRecorder.Begin]) and reloads the
+// objects the log names (state.go).
 //
 // # What it does not do
 //
-// It never sees patient data, only updates. It does not decide whether an
-// update payload is plaintext or encrypted beyond checking its size and
-// hash; aggregation owns that. It trusts no client-supplied identity: the
-// client id is the CommonName of its verified certificate.
+// It never sees patient data, only updates, and in a secure study only
+// ciphertexts and the decrypted sum of at least K of them: it holds no key
+// material (aggregation/secure's Setup is public). It vouches for nothing
+// on its own: the audit log's rules accept a round only with the
+// hospitals' signatures, which the machine checks before it submits one.
+// It trusts no client-supplied identity: a client is the CommonName of its
+// verified certificate.
 package coordinator

@@ -140,6 +140,11 @@ func (c *Coordinator) worker(ctx context.Context, work <-chan study.Action) {
 			return
 		case a := <-work:
 			ev := c.do(ctx, a)
+			if ctx.Err() != nil {
+				// Shutting down: an append cut short is not the log's
+				// refusal, and nothing more is recorded.
+				return
+			}
 			select {
 			case c.results <- ev:
 			case <-ctx.Done():

@@ -211,14 +211,8 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 				// of the tasks it gave).
 				continue
 			}
-			if err := c.post(ev, true); err != nil {
-				if _, ok := ev.(study.CountersignIn); ok {
-					// Counted here, as SubmitUpdate and SubmitShare count
-					// theirs: a rejected event's actions are not performed.
-					c.metrics.countersigs.WithLabelValues("rejected").Inc()
-				}
-				c.log.Warn("message refused", slog.String("client", p.ID), slog.String("message", fmt.Sprintf("%T", ev)), slog.Any("err", err))
-			}
+			// The machine logs and counts what it refuses.
+			c.post(ev, true)
 		}
 	}()
 	defer wg.Wait()
@@ -347,12 +341,14 @@ func (s *server) SubmitUpdate(stream pb.Federation_SubmitUpdateServer) error {
 		return err
 	}
 	ev, err := c.receiveUpdate(p, stream)
-	if err == nil {
-		err = c.post(ev, true)
-	}
 	if err != nil {
+		// Refused before it reached the round (the machine logs and
+		// counts what it refuses itself).
 		c.metrics.updates.WithLabelValues("rejected").Inc()
 		c.log.Warn("update rejected", slog.String("client", p.ID), slog.Any("err", err))
+		return toStatus(err)
+	}
+	if err := c.post(ev, true); err != nil {
 		return toStatus(err)
 	}
 	return stream.SendAndClose(&pb.SubmitReceipt{StudyId: c.cfg.Study.ID, Round: ev.Round, ContentSha256: ev.Update.UpdateHash[:]})
@@ -418,12 +414,12 @@ func (s *server) SubmitShare(stream pb.Federation_SubmitShareServer) error {
 		return err
 	}
 	ev, err := c.receiveShare(p, stream)
-	if err == nil {
-		err = c.post(ev, true)
-	}
 	if err != nil {
 		c.metrics.shares.WithLabelValues("rejected").Inc()
 		c.log.Warn("decryption share rejected", slog.String("client", p.ID), slog.Any("err", err))
+		return toStatus(err)
+	}
+	if err := c.post(ev, true); err != nil {
 		return toStatus(err)
 	}
 	return stream.SendAndClose(&pb.SubmitReceipt{StudyId: c.cfg.Study.ID, Round: ev.Round, ContentSha256: ev.Share.ShareHash[:]})

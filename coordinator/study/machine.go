@@ -181,8 +181,9 @@ func (m *Machine) Result() *Result {
 }
 
 // Step applies ev, which happened at now. An error rejects ev (a
-// hospital's message, an admin's request) and changes nothing else; the
-// driver tells the sender.
+// hospital's message, an admin's request) and changes nothing in the
+// study; the actions returned with it only log and count the rejection,
+// and the driver tells the sender.
 func (m *Machine) Step(now time.Time, ev Event) ([]Action, error) {
 	if m.done {
 		return nil, ErrStudyOver
@@ -236,9 +237,26 @@ func (m *Machine) Step(now time.Time, ev Event) ([]Action, error) {
 		more, err = m.stepFinal(ev)
 	}
 	if err != nil {
-		return nil, err
+		return rejected(ev, err), err
 	}
 	return append(acts, more...), nil
+}
+
+// rejected logs and counts a refused hospital message: the only actions
+// that come with a Step error.
+func rejected(ev Event, err error) []Action {
+	var what, site, metric string
+	switch e := ev.(type) {
+	case UpdateIn:
+		what, site, metric = "update", e.From.Site, "updates"
+	case ShareIn:
+		what, site, metric = "decryption share", e.Site, "shares"
+	case CountersignIn:
+		what, site, metric = "countersignature", e.From.Site, "countersignatures"
+	default:
+		return nil
+	}
+	return []Action{logf(slog.LevelWarn, what+" rejected", "client", site, "err", err.Error()), Observe{Metric: metric, Label: "rejected", Value: 1}}
 }
 
 // refuseOutOfPhase rejects hospital messages that belong to a phase the

@@ -135,8 +135,7 @@ func (m *Machine) stepCollect(ev Event) ([]Action, error) {
 		return m.checkCollect(), nil
 	case UpdateIn:
 		if err := m.accept(e); err != nil {
-			return []Action{logf(slog.LevelWarn, "update rejected", "round", r.n, "client", e.From.Site, "err", err.Error()),
-				Observe{Metric: "updates", Label: "rejected", Value: 1}}, err
+			return nil, err
 		}
 		return append([]Action{
 			Store{Payload: e.Payload},
@@ -300,8 +299,7 @@ func (m *Machine) stepDecrypt(ev Event) ([]Action, error) {
 		}
 	case ShareIn:
 		if err := m.acceptShare(e); err != nil {
-			return []Action{logf(slog.LevelWarn, "decryption share rejected", "round", r.n, "client", e.Site, "err", err.Error()),
-				Observe{Metric: "shares", Label: "rejected", Value: 1}}, err
+			return nil, err
 		}
 		acts := []Action{Store{Payload: e.Payload},
 			logf(slog.LevelInfo, "decryption share accepted", "round", r.n, "client", e.Site, "have", len(r.shares), "need", len(r.active)),
@@ -414,8 +412,7 @@ func (m *Machine) stepCountersign(ev Event) ([]Action, error) {
 		}
 	case CountersignIn:
 		if err := m.acceptCountersign(e); err != nil {
-			return []Action{logf(slog.LevelWarn, "countersignature rejected", "round", r.n, "client", e.From.Site, "err", err.Error()),
-				Observe{Metric: "countersignatures", Label: "rejected", Value: 1}}, err
+			return nil, err
 		}
 		return append([]Action{logf(slog.LevelInfo, "countersignature accepted", "round", r.n, "client", e.From.Site, "have", len(r.countered), "need", r.need),
 			Observe{Metric: "countersignatures", Label: "accepted", Value: 1}}, m.checkCountersign()...), nil
