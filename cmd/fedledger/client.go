@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedledger/fedledger/client"
-	"github.com/fedledger/fedledger/internal/config"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 )
 
 func newClientCmd() *cobra.Command {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
-	"github.com/fedledger/fedledger/internal/config"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/fsutil"
 )
 

@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedledger/fedledger/audit/cluster"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 	"github.com/fedledger/fedledger/coordinator"
-	"github.com/fedledger/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/version"
 )
 

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/fedledger/fedledger/internal/config"
-	"github.com/fedledger/fedledger/internal/provision"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/provision"
 )
 
 // Docs are code. TestDocs reads every fenced block of README.md and

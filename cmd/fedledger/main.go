@@ -4,7 +4,7 @@
 // status, start), trust, verify (a regulator's offline check) and demo.
 //
 // This package only parses flags and configuration and calls the packages'
-// Run functions; see internal/config for how files, FEDLEDGER_* variables
+// Run functions; see cmd/fedledger/internal/config for how files, FEDLEDGER_* variables
 // and flags combine.
 package main
 
@@ -16,7 +16,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/fedledger/fedledger/internal/config"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 )
 
 func main() { os.Exit(runMain()) }

@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fedledger/fedledger/internal/config"
-	"github.com/fedledger/fedledger/internal/provision"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/provision"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 	"github.com/fedledger/fedledger/coordinator"
-	"github.com/fedledger/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/model"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedledger/fedledger/audit"
-	"github.com/fedledger/fedledger/internal/config"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/audit/cluster"
-	"github.com/fedledger/fedledger/internal/config"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/fedledger/fedledger/audit"
-	"github.com/fedledger/fedledger/internal/config"
+	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
