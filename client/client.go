@@ -32,6 +32,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/chunk"
@@ -169,11 +170,13 @@ type Coordinator interface {
 }
 
 // AuditLog is what the client needs of the audit log (*cluster.Client is
-// one): the study's latest committed output and round, and its study
-// record.
+// one, through logClient): the study's latest committed output and round,
+// its study record, and the collective key of its committed key setup
+// (done false while there is none).
 type AuditLog interface {
 	LatestOutput(ctx context.Context, study string) ([32]byte, uint64, error)
 	StudyRecord(ctx context.Context, study string) ([]byte, error)
+	KeySetup(ctx context.Context, study string) (key [32]byte, done bool, err error)
 }
 
 // Client is one hospital's participant.
@@ -237,6 +240,22 @@ type logClient struct{ *cluster.Client }
 func (l logClient) LatestOutput(ctx context.Context, study string) ([32]byte, uint64, error) {
 	h, r, err := l.Client.LatestOutput(ctx, study)
 	return [32]byte(h), r, err
+}
+
+func (l logClient) KeySetup(ctx context.Context, study string) ([32]byte, bool, error) {
+	studies, err := l.Client.ListStudies(ctx)
+	if err != nil {
+		return [32]byte{}, false, err
+	}
+	for _, s := range studies {
+		if s.StudyId == study {
+			if !s.KeySetupDone || len(s.CollectiveKeySha256) != 32 {
+				return [32]byte{}, false, nil
+			}
+			return [32]byte(s.CollectiveKeySha256), true, nil
+		}
+	}
+	return [32]byte{}, false, fmt.Errorf("%w: %q", audit.ErrUnknownStudy, study)
 }
 
 // sign signs msg with the hospital's identity (certificate) key.

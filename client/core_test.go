@@ -166,8 +166,18 @@ type fakeLog struct {
 	mu     sync.Mutex
 	output [32]byte
 	round  uint64
-	record []byte // the study-created envelope
+	record []byte    // the study-created envelope
+	key    *[32]byte // the key-setup record's collective key (nil: none)
 	err    error
+}
+
+func (l *fakeLog) KeySetup(context.Context, string) ([32]byte, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil || l.key == nil {
+		return [32]byte{}, false, l.err
+	}
+	return *l.key, true, nil
 }
 
 func (l *fakeLog) LatestOutput(context.Context, string) ([32]byte, uint64, error) {
@@ -482,6 +492,10 @@ func buildFixture(dir string) (*fixture, error) {
 		}
 	}
 	f.setup = clients["site-a"].keys.participant.Setup
+	key := f.setup.KeyHash()
+	log.mu.Lock()
+	log.key = &key // the coordinator has recorded the key setup
+	log.mu.Unlock()
 
 	// Round 1: every site trains and submits.
 	ctx := context.Background()
@@ -587,7 +601,8 @@ func (f *fixture) clone(t *testing.T, site string) *env {
 	if err := copyDir(f.dirs[site], dir); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{pki: f.pki, spec: f.spec, site: site, dir: dir, coord: newFakeCoord(f.objects), log: &fakeLog{}}
+	key := f.setup.KeyHash()
+	e := &env{pki: f.pki, spec: f.spec, site: site, dir: dir, coord: newFakeCoord(f.objects), log: &fakeLog{key: &key}}
 	e.log.at(f.initial.Sha256, 0)
 	e.c = e.restart(t)
 	return e

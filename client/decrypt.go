@@ -40,6 +40,9 @@ func (c *Client) decryptRound(ctx context.Context, coord Coordinator, t *pb.Decr
 	if err != nil {
 		return err
 	}
+	if err := c.checkKeyOnLog(ctx, t.StudyId, k); err != nil {
+		return err
+	}
 	m, sizes, err := manifestFrom(t.StudyId, t.Round, t.ParentSha256, t.Contributions)
 	if err != nil {
 		return err
@@ -77,6 +80,35 @@ func (c *Client) decryptRound(ctx context.Context, coord Coordinator, t *pb.Decr
 	c.log.Info("decryption share given", slog.Uint64("round", t.Round), slog.Int("contributions", len(m.Contributions)),
 		slog.Int("contributions_downloaded", fetched), slog.Duration("took", time.Since(start)))
 	return nil
+}
+
+// checkKeyOnLog confirms that this site's collective key is the one the
+// audit log's key-setup record names: a coordinator that ran a key setup
+// the log does not hold gets no decryption under it. The key setup was
+// committed before round 1, long before any decryption; a replica that has
+// not caught up yet is asked again a few times.
+func (c *Client) checkKeyOnLog(ctx context.Context, study string, k *studyKeys) error {
+	mine := k.participant.Setup.KeyHash()
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		logged, done, err := c.audit.KeySetup(cctx, study)
+		cancel()
+		switch {
+		case err != nil:
+			return fmt.Errorf("cannot confirm the study's key setup on the audit log: %w", err)
+		case done && logged != mine:
+			return fmt.Errorf("this site's collective key %x is not the one the audit log's key setup names (%x)", mine[:8], logged[:8])
+		case done:
+			return nil
+		case attempt >= 4:
+			return fmt.Errorf("the audit log has no key setup for study %q: this site gives no decryption share under a key the log does not hold", study)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // manifestFrom reads the signed contributions of a task (in the order

@@ -141,15 +141,20 @@ func TestDecrypt(t *testing.T) {
 			nil, "is not the study's latest committed output on the audit log"},
 		{"audit log unreachable", func(d *pb.DecryptTask) { e.log.err = errors.New("no audit node answers") },
 			nil, "cannot confirm the round on the audit log"},
+		{"a key setup the audit log does not hold", func(d *pb.DecryptTask) { e.log.key = nil },
+			nil, "the audit log has no key setup for study"},
+		{"another collective key on the audit log", func(d *pb.DecryptTask) { e.log.key = &otherParent },
+			nil, "is not the one the audit log's key setup names"},
 		{"task for another study", func(d *pb.DecryptTask) { d.StudyId = "other-study" }, nil, `decryption task for "other-study"`},
 		{"malformed aggregate hash", func(d *pb.DecryptTask) { d.AggregateSha256 = d.AggregateSha256[:31] },
 			nil, "without 32-byte aggregate and parent hashes"},
 		{"malformed contribution hash", func(d *pb.DecryptTask) { d.Contributions[1].Sha256 = nil }, nil, `contribution of "site-b" has a malformed hash`},
 	}
+	key := f.setup.KeyHash()
 	for _, tc := range refusals {
 		t.Run("refused/"+tc.name, func(t *testing.T) {
 			e.coord.wrong = map[[32]byte][]byte{}
-			e.log.err = nil
+			e.log.err, e.log.key = nil, &key
 			e.log.at(f.initial.Sha256, 0)
 			task := f.decryptTask()
 			tc.edit(task)
@@ -188,7 +193,7 @@ func TestDecrypt(t *testing.T) {
 
 	t.Run("given for a correct task after the refusals", func(t *testing.T) {
 		e.coord.wrong = map[[32]byte][]byte{}
-		e.log.err = nil
+		e.log.err, e.log.key = nil, &key
 		e.log.at(f.initial.Sha256, 0)
 		task := f.decryptTask()
 		if err := e.c.decryptRound(t.Context(), e.coord, task); err != nil {

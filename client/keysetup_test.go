@@ -243,6 +243,13 @@ func TestKeySetup(t *testing.T) {
 		if old := f.setup.KeyHash(); bytes.Equal(key, old[:]) {
 			t.Fatal("the second key setup made the same key")
 		}
+		// The coordinator records the second key setup (the first never
+		// reached the log, or there would be no second).
+		for _, e := range envs {
+			e.log.mu.Lock()
+			e.log.key = (*[32]byte)(key)
+			e.log.mu.Unlock()
+		}
 	})
 
 	t.Run("a second key setup keeps the round history", func(t *testing.T) {
