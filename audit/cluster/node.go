@@ -463,23 +463,25 @@ func (n *Node) Append(ctx context.Context, env []byte) (res AppendResult, err er
 // FSM still re-checks it when applying: two appends racing for the same
 // round both pass here, and the second is refused on apply). A refusal
 // that depends on the state (a *RuleError: sequence, parent, conflict) is
-// confirmed once this leader has applied every entry of its log, since a
-// newly elected leader's replica may lag its log by a few entries.
+// confirmed once this leader's FSM has applied every entry of its log (a
+// Barrier: raft's AppliedIndex runs ahead of the FSM, which applies
+// asynchronously), since a newly elected leader's replica may lag its log
+// by a few entries.
 func (n *Node) precheck(ctx context.Context, env []byte) error {
 	err := n.fsm.Ledger().Check(env)
 	var re *audit.RuleError
 	if err == nil || !errors.As(err, &re) {
 		return err
 	}
-	for target := n.raft.LastIndex(); n.raft.AppliedIndex() < target; {
-		if n.raft.State() != raft.Leader {
-			return raft.ErrNotLeader
+	timeout := n.cfg.ApplyTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if err := n.raft.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrEnqueueTimeout) {
+			return fmt.Errorf("%w: this leader did not apply its log in time", ErrNoLeader)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: this leader did not apply its log up to index %d in time", ErrNoLeader, target)
-		case <-time.After(5 * time.Millisecond):
-		}
+		return err
 	}
 	return n.fsm.Ledger().Check(env)
 }

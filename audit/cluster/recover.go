@@ -257,8 +257,12 @@ func (n *Node) recoverFromQuorum(rs *recoveryState) {
 			progress("recovering: cannot get the leader's log position yet", slog.String("leader", string(id)), slog.Any("err", err))
 			continue
 		}
-		for n.raft.AppliedIndex() < target {
-			progress("recovering: catching up from the leader", slog.Uint64("applied", n.raft.AppliedIndex()), slog.Uint64("target", target))
+		// Raft's AppliedIndex runs ahead of the FSM (which applies
+		// asynchronously), so the tree's own size is waited for too: the
+		// leader's, read before the Join, is the least it must reach.
+		for n.raft.AppliedIndex() < target || n.fsm.Ledger().Log().Size() < st.TreeSize {
+			progress("recovering: catching up from the leader", slog.Uint64("applied", n.raft.AppliedIndex()), slog.Uint64("target", target),
+				slog.Int64("tree_size", n.fsm.Ledger().Log().Size()), slog.Int64("leader_tree_size", st.TreeSize))
 			select {
 			case <-n.stop:
 				return

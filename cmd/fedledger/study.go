@@ -123,27 +123,31 @@ needed, so sign a copy of coordinator.yaml wherever the admin key is.`,
 		}
 		return tlsutil.ClientConfig(id, pool, ""), nil
 	}
+	// dialLog connects to the audit nodes of --audit as the --cert identity.
+	dialLog := func(command string) (*cluster.Client, error) {
+		if len(nodes) == 0 {
+			return nil, fmt.Errorf("%w: %s needs --audit", config.ErrConfig, command)
+		}
+		tc, err := dialTLS()
+		if err != nil {
+			return nil, err
+		}
+		return cluster.Dial(nodes, tc)
+	}
 	create := &cobra.Command{
 		Use:   "create --config coordinator.yaml --audit ADDR,... --cert admin.pem --key admin-key.pem --ca ca.pem",
 		Short: "Sign a study as an admin and append it to the audit log",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(nodes) == 0 {
-				return fmt.Errorf("%w: study create needs --audit", config.ErrConfig)
-			}
-			tc, err := dialTLS()
-			if err != nil {
-				return err
-			}
-			study, admin, initial, env, err := signStudy(cfgFile, cert, key, validFor)
-			if err != nil {
-				return err
-			}
-			cli, err := cluster.Dial(nodes, tc)
+			cli, err := dialLog("study create")
 			if err != nil {
 				return err
 			}
 			defer cli.Close()
+			study, admin, initial, env, err := signStudy(cfgFile, cert, key, validFor)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 			defer cancel()
 			r, err := cli.Append(ctx, env.Marshal())
@@ -164,14 +168,7 @@ needed, so sign a copy of coordinator.yaml wherever the admin key is.`,
 		Short: "List the studies on the audit log: rules, mode, key holders, rounds, latest model",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(nodes) == 0 {
-				return fmt.Errorf("%w: study list needs --audit", config.ErrConfig)
-			}
-			tc, err := dialTLS()
-			if err != nil {
-				return err
-			}
-			cli, err := cluster.Dial(nodes, tc)
+			cli, err := dialLog("study list")
 			if err != nil {
 				return err
 			}
