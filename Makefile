@@ -39,7 +39,7 @@ bench-secure:
 
 ## bench-audit: audit-log append latency/throughput on 3 nodes (fsync) and verify time for 10,000 rounds.
 bench-audit:
-	$(GO) test -run '^$$' -bench 'ClusterAppend|VerifyBundle' -benchtime 1x -timeout 30m ./audit
+	$(GO) test -run '^$$' -bench 'ClusterAppend|VerifyBundle' -benchtime 1x -timeout 30m ./audit/...
 
 proto-tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
