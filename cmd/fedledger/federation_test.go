@@ -23,26 +23,11 @@ import (
 // hospitals must allow that.
 func TestCommandsRunAStudyFromConfigFiles(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := tlsutil.NewCA("test consortium", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.WriteFiles(filepath.Join(dir, "ca.pem"), ""); err != nil {
-		t.Fatal(err)
-	}
-	issue := func(id string, role tlsutil.Role, hosts []string) {
-		ident, err := ca.Issue(id, role, hosts, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ident.WriteFiles(filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	issue("coordinator", tlsutil.RoleCoordinator, []string{"127.0.0.1"})
+	issue := pemIssuer(t, dir)
+	issue("coordinator", tlsutil.RoleCoordinator, "127.0.0.1")
 	hospitals := []string{"cleveland", "hungary", "switzerland", "va"}
 	for _, h := range hospitals {
-		issue(h, tlsutil.RoleClient, nil)
+		issue(h, tlsutil.RoleClient)
 	}
 	addr := freeAddr(t)
 	write(t, filepath.Join(dir, "coordinator.yaml"), fmt.Sprintf(`
@@ -148,5 +133,29 @@ func write(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// pemIssuer writes a new test CA to dir/ca.pem and returns a function that
+// issues an identity of role for hosts into dir/ID.pem and dir/ID-key.pem,
+// as an operator's files on disk.
+func pemIssuer(t *testing.T, dir string) func(id string, role tlsutil.Role, hosts ...string) {
+	t.Helper()
+	ca, err := tlsutil.NewCA("test consortium", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteFiles(filepath.Join(dir, "ca.pem"), ""); err != nil {
+		t.Fatal(err)
+	}
+	return func(id string, role tlsutil.Role, hosts ...string) {
+		t.Helper()
+		ident, err := ca.Issue(id, role, hosts, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ident.WriteFiles(filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem")); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

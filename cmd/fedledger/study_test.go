@@ -30,18 +30,7 @@ import (
 // offline against the saved bundle, and a tampered bundle that must fail.
 func TestCommandsRunAnAuditedStudy(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := tlsutil.NewCA("test consortium", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca.WriteFiles(filepath.Join(dir, "ca.pem"), "")
-	issue := func(id string, role tlsutil.Role, hosts ...string) {
-		ident, err := ca.Issue(id, role, hosts, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ident.WriteFiles(filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem"))
-	}
+	issue := pemIssuer(t, dir)
 	issue("coordinator", tlsutil.RoleCoordinator, "127.0.0.1")
 	issue("admin", tlsutil.RoleAdmin)
 	issue("regulator", tlsutil.RoleObserver)
