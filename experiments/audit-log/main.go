@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,6 +26,7 @@ import (
 	"github.com/fedledger/fedledger/audit/audittest"
 	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/experiments/internal/expkit"
+	"github.com/fedledger/fedledger/internal/fedtest"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
@@ -80,51 +80,30 @@ func (p *pki) records(study string, n int) ([][]byte, audit.Hash, error) {
 	return out, audittest.Output(uint64(n)), nil
 }
 
-// cluster starts n audit nodes on loopback.
-func (p *pki) cluster(ctx context.Context, n int) ([]*cluster.Node, func(), error) {
+// startCluster starts n audit nodes on loopback (internal/fedtest's
+// cluster, with the production Raft timeouts) and issues, from the same CA,
+// the consortium whose records they log.
+func startCluster(ctx context.Context, n int) (*pki, []*cluster.Node, func(), error) {
 	dir, err := os.MkdirTemp("", "fedledger-audit-exp-")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	var nodes []*cluster.Node
-	stop := func() {
-		for _, nd := range nodes {
-			nd.Close()
-		}
+	fp, err := fedtest.NewPKI("", n)
+	if err != nil {
 		os.RemoveAll(dir)
+		return nil, nil, nil, err
 	}
-	for i := 0; i < n; i++ {
-		id, err := p.CA.Issue(fmt.Sprintf("audit-%d", i), tlsutil.RoleAuditNode, []string{"127.0.0.1"}, 24*time.Hour)
-		if err != nil {
-			stop()
-			return nil, nil, err
-		}
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		addr := l.Addr().String()
-		l.Close()
-		cfg := cluster.DefaultNodeConfig()
-		cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots, cfg.Bootstrap = addr, filepath.Join(dir, id.ID), id, p.CA.Pool(), i == 0
-		nd, err := cluster.StartNode(cfg)
-		if err != nil {
-			stop()
-			return nil, nil, err
-		}
-		nodes = append(nodes, nd)
-		if i == 0 {
-			for !nd.IsLeader() {
-				time.Sleep(10 * time.Millisecond)
-			}
-			continue
-		}
-		jctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err = nd.JoinCluster(jctx, nodes[0].Addr())
-		cancel()
-		if err != nil {
-			stop()
-			return nil, nil, err
-		}
+	ap, err := audittest.IssuePKI(fp.CA)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
 	}
-	return nodes, stop, nil
+	ac, err := fedtest.StartAuditCluster(ctx, fp, dir, fedtest.AuditOptions{})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	return &pki{ap}, ac.Nodes, func() { ac.Close(); os.RemoveAll(dir) }, nil
 }
 
 type appendRow struct {
@@ -151,7 +130,7 @@ func run(ctx context.Context, quick bool, outDir string, progress io.Writer) err
 	}
 	var appends []appendRow
 	for _, n := range sizes {
-		nodes, stop, err := p.cluster(ctx, n)
+		cp, nodes, stop, err := startCluster(ctx, n)
 		if err != nil {
 			return err
 		}
@@ -161,7 +140,7 @@ func run(ctx context.Context, quick bool, outDir string, progress io.Writer) err
 				leader = nd
 			}
 		}
-		envs, _, err := p.records(fmt.Sprintf("seq-%d", n), sequential)
+		envs, _, err := cp.records(fmt.Sprintf("seq-%d", n), sequential)
 		if err != nil {
 			stop()
 			return err
@@ -180,7 +159,7 @@ func run(ctx context.Context, quick bool, outDir string, progress io.Writer) err
 		var batches [][][]byte
 		total := 0
 		for w := 0; w < writers; w++ {
-			envs, _, err := p.records(fmt.Sprintf("par-%d-%d", n, w), perWriter)
+			envs, _, err := cp.records(fmt.Sprintf("par-%d-%d", n, w), perWriter)
 			if err != nil {
 				stop()
 				return err
