@@ -1,7 +1,6 @@
 package coordinator_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -299,24 +298,6 @@ func (g *gate) waiting() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.blocked
-}
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func hexOf(h [32]byte) string { return fmt.Sprintf("%x", h) }

@@ -20,6 +20,7 @@ import (
 	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/fedtest"
+	"github.com/fedledger/fedledger/internal/logtest"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -221,7 +222,7 @@ func appendRecord(fed *fedtest.Federation, rec *audit.Record) error {
 // round on the log.
 func TestAuditLogQuorumLossPausesTheStudy(t *testing.T) {
 	st := plainStudy(t, aggregation.FedAvg, 3, 4)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	stopNodes, stopped := make(chan struct{}), make(chan struct{})
 	var once bool
 	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 3, Logger: slog.New(slog.NewTextHandler(&logs, nil)),

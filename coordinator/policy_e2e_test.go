@@ -13,6 +13,7 @@ import (
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/internal/fedtest"
+	"github.com/fedledger/fedledger/internal/logtest"
 )
 
 // TestPolicyRefusalIsVisible: a hospital whose policy forbids the study
@@ -23,7 +24,7 @@ func TestPolicyRefusalIsVisible(t *testing.T) {
 	slowUnderRace(t)
 	st := secureStudy(t, aggregation.FedAvg, 2, 3, 3)
 	st.StartTimeout = 2 * time.Second
-	var logs syncBuffer
+	var logs logtest.Buffer
 	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Client: func(site string, kc *client.Config) {
 		if site == "va" {
 			kc.Policy.MaxRounds = 1

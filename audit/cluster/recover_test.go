@@ -3,14 +3,12 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,35 +18,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/audit/audittest"
+	"github.com/fedledger/fedledger/internal/logtest"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
-
-// logLines collects a node's JSON log lines.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// find returns the lines whose msg is msg.
-func (l *logLines) find(msg string) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range bytes.Split(l.buf.Bytes(), []byte("\n")) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil && m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
-}
 
 // firstCommand returns the raft index of the first command entry in dir's
 // raft.db.
@@ -98,7 +71,7 @@ func TestCorruptFollowerRecoversFromTheQuorum(t *testing.T) {
 	editLog(t, c.dirs[f], idx, func(l *raft.Log) { l.Data[len(l.Data)-1] ^= 1 })
 	damaged, _ := os.ReadFile(filepath.Join(c.dirs[f], raftFile))
 
-	logs := &logLines{}
+	logs := &logtest.Buffer{}
 	c.tweak = func(cfg *NodeConfig) {
 		if cfg.Identity.ID == c.ids[f].ID {
 			cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
@@ -106,7 +79,7 @@ func TestCorruptFollowerRecoversFromTheQuorum(t *testing.T) {
 	}
 	c.start(f, false)
 	n := c.nodes[f]
-	lines := logs.find("corruption detected")
+	lines := logs.Find("corruption detected")
 	if len(lines) != 1 || lines[0]["level"] != "ERROR" || lines[0]["check"] != "log entry" || lines[0]["raft_index"] != float64(idx) {
 		t.Fatalf("corruption log lines %v, want one error naming raft index %d", lines, idx)
 	}
@@ -152,7 +125,7 @@ func TestCorruptFollowerRecoversFromTheQuorum(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "recovery finished", func() bool { return n.State() == stateHealthy && !n.Recovering() })
-	if len(logs.find("recovered from the quorum")) != 1 {
+	if len(logs.Find("recovered from the quorum")) != 1 {
 		t.Fatal("no 'recovered from the quorum' log line")
 	}
 	if _, err := os.Stat(filepath.Join(c.dirs[f], recoveryMarker)); !os.IsNotExist(err) {
@@ -296,7 +269,7 @@ func TestJoinGivesUpOnASilentAddress(t *testing.T) {
 	id := audittest.Issue(t, c.CA, "audit-9", tlsutil.RoleAuditNode)
 	for name, addr := range map[string]string{"nobody listens": freePort(t), "never answers": silent.Addr().String()} {
 		t.Run(name, func(t *testing.T) {
-			logs := &logLines{}
+			logs := &logtest.Buffer{}
 			cfg := DefaultNodeConfig()
 			cfg.Listen, cfg.DataDir, cfg.Identity, cfg.Roots = freePort(t), t.TempDir(), id, c.CA.Pool()
 			cfg.JoinTimeout, cfg.Logger = 2*time.Second, slog.New(slog.NewJSONHandler(logs, nil))
@@ -314,7 +287,7 @@ func TestJoinGivesUpOnASilentAddress(t *testing.T) {
 			if took > 30*time.Second {
 				t.Fatalf("join gave up after %v, its timeout is %v", took, cfg.JoinTimeout)
 			}
-			if len(logs.find("joining: no answer yet, retrying")) == 0 {
+			if len(logs.Find("joining: no answer yet, retrying")) == 0 {
 				t.Fatal("no progress logged while retrying")
 			}
 			t.Logf("%s: gave up after %v: %v", name, took.Round(time.Millisecond), err)

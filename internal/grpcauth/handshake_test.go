@@ -1,9 +1,7 @@
 package grpcauth
 
 import (
-	"bytes"
 	"crypto/tls"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -11,39 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedledger/fedledger/internal/logtest"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
-
-// syncBuffer collects log lines written from server goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
-		if len(l) == 0 {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal(l, &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // refusals counts the hook's calls by reason.
 type refusals struct {
@@ -115,7 +85,7 @@ func TestRefusedHandshakesAreLoggedWithTheReason(t *testing.T) {
 	good, _ := ca.Issue("cleveland", tlsutil.RoleClient, nil, time.Hour)
 	foreign, _ := other.Issue("cleveland", tlsutil.RoleClient, nil, time.Hour)
 	expired, _ := ca.Issue("hungary", tlsutil.RoleClient, nil, -time.Minute)
-	var out syncBuffer
+	var out logtest.Buffer
 	counts := &refusals{n: map[string]int{}}
 	h := tlsutil.NewHandshakeLogger(slog.New(slog.NewJSONHandler(&out, nil)), counts.add)
 	addr := grpcServer(t, tlsutil.ServerConfig(srvID, ca.Pool()), h)
@@ -153,7 +123,7 @@ func TestRefusedHandshakesAreLoggedWithTheReason(t *testing.T) {
 		// A good client first: it must not be logged or counted.
 		dial(addr, tlsutil.ClientConfig(good, ca.Pool(), "127.0.0.1"))
 		tc.connect()
-		waitFor(t, tc.name, func() bool { return counts.total() == i+1 && len(out.lines(t)) == i+1 })
+		waitFor(t, tc.name, func() bool { return counts.total() == i+1 && len(mustLines(t, &out)) == i+1 })
 		counts.mu.Lock()
 		n := counts.n[tc.reason]
 		counts.n = map[string]int{"earlier": i + 1}
@@ -161,7 +131,7 @@ func TestRefusedHandshakesAreLoggedWithTheReason(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s: not counted as %q", tc.name, tc.reason)
 		}
-		lines := out.lines(t)
+		lines := mustLines(t, &out)
 		if len(lines) != i+1 {
 			t.Fatalf("%s: %d log lines, want %d", tc.name, len(lines), i+1)
 		}
@@ -179,4 +149,13 @@ func TestHandshakeReasonOfNil(t *testing.T) {
 	if r := tlsutil.HandshakeReason(nil); r != "" {
 		t.Fatalf("HandshakeReason(nil) = %q", r)
 	}
+}
+
+func mustLines(t *testing.T, b *logtest.Buffer) []map[string]any {
+	t.Helper()
+	lines, err := b.Lines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lines
 }

@@ -82,7 +82,7 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s imports %s: only cmd/ reads flags and configuration files", path, dep)
 			}
 		}
-		if under(path, "internal/chunk", "internal/fsutil", "internal/version", "internal/datasets", "internal/model", "internal/tlsutil", "internal/grpcauth") {
+		if under(path, "internal/chunk", "internal/fsutil", "internal/version", "internal/datasets", "internal/model", "internal/tlsutil", "internal/grpcauth", "internal/logtest") {
 			if dep := hasPrefix(p.Imports, mod+"/coordinator", mod+"/client", mod+"/aggregation", mod+"/audit", mod+"/experiments", mod+"/cmd"); dep != "" {
 				t.Errorf("%s imports %s: ground-floor internal packages import no domain package", path, dep)
 			}
