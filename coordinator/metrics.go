@@ -77,25 +77,25 @@ func newMetrics(study string) *metrics {
 // observe applies a study machine's measurement.
 func (m *metrics) observe(o study.Observe) {
 	switch o.Metric {
-	case "connected":
+	case study.MetricConnected:
 		m.connected.Set(o.Value)
-	case "refusals":
+	case study.MetricRefusals:
 		m.refusals.Add(o.Value)
-	case "updates":
+	case study.MetricUpdates:
 		m.updates.WithLabelValues(o.Label).Add(o.Value)
-	case "update_bytes":
+	case study.MetricUpdateBytes:
 		m.updateBytes.Add(o.Value)
-	case "shares":
+	case study.MetricShares:
 		m.shares.WithLabelValues(o.Label).Add(o.Value)
-	case "countersignatures":
+	case study.MetricCountersignatures:
 		m.countersigs.WithLabelValues(o.Label).Add(o.Value)
-	case "rounds":
+	case study.MetricRounds:
 		m.rounds.WithLabelValues(o.Label).Add(o.Value)
-	case "round_seconds":
+	case study.MetricRoundSeconds:
 		m.roundSeconds.Observe(o.Value)
-	case "phase_seconds":
+	case study.MetricPhaseSeconds:
 		m.phaseSeconds.WithLabelValues(o.Label).Observe(o.Value)
-	case "key_setup_seconds":
+	case study.MetricKeySetupSeconds:
 		m.keySetupSeconds.Set(o.Value)
 	}
 }

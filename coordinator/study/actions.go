@@ -147,7 +147,7 @@ type (
 	}
 	// Observe a measurement: a phase's duration, a counter's increment.
 	Observe struct {
-		Metric string
+		Metric Metric
 		Label  string
 		Value  float64
 	}
@@ -218,3 +218,20 @@ type Result struct {
 	// split, as it reported them.
 	FinalTest map[string]model.Metrics
 }
+
+// Metric names what an Observe measures; the driver maps each to its
+// Prometheus series.
+type Metric string
+
+const (
+	MetricConnected         Metric = "connected"         // gauge: live hospitals
+	MetricRefusals          Metric = "refusals"          // counter: hospitals that refused the study
+	MetricUpdates           Metric = "updates"           // counter by result (accepted, rejected)
+	MetricUpdateBytes       Metric = "update_bytes"      // counter: accepted update bytes
+	MetricShares            Metric = "shares"            // counter by result
+	MetricCountersignatures Metric = "countersignatures" // counter by result
+	MetricRounds            Metric = "rounds"            // counter by outcome
+	MetricRoundSeconds      Metric = "round_seconds"     // histogram: a round's duration
+	MetricPhaseSeconds      Metric = "phase_seconds"     // histogram by phase
+	MetricKeySetupSeconds   Metric = "key_setup_seconds" // gauge: the key setup's duration
+)

@@ -192,7 +192,7 @@ func (m *Machine) onKeyDone(e KeyDoneIn) []Action {
 	return []Action{
 		logf(slog.LevelInfo, "key setup done", "collective_key", fmt.Sprintf("%x", ks.key[:]), "participants", len(ks.points),
 			"threshold", m.cfg.Threshold),
-		Observe{Metric: "key_setup_seconds", Value: m.now.Sub(m.phaseAt).Seconds()},
+		Observe{Metric: MetricKeySetupSeconds, Value: m.now.Sub(m.phaseAt).Seconds()},
 		SaveKeySetup{KeySetup: k},
 	}
 }

@@ -199,17 +199,17 @@ func (m *Machine) Step(now time.Time, ev Event) ([]Action, error) {
 		}
 		m.live[e.Site] = true
 		acts = append(acts, logf(slog.LevelInfo, "client connected", "client", e.Site, "connected", len(m.live)),
-			Observe{Metric: "connected", Value: float64(len(m.live))})
+			Observe{Metric: MetricConnected, Value: float64(len(m.live))})
 	case Left:
 		if !m.live[e.Site] {
 			return nil, nil
 		}
 		delete(m.live, e.Site)
 		acts = append(acts, logf(slog.LevelWarn, "client disconnected", "client", e.Site, "connected", len(m.live)),
-			Observe{Metric: "connected", Value: float64(len(m.live))})
+			Observe{Metric: MetricConnected, Value: float64(len(m.live))})
 	case Refused:
 		acts = append(acts, logf(slog.LevelWarn, "client refused a task", "client", e.Site, "round", e.Round, "reason", e.Reason),
-			Observe{Metric: "refusals", Value: 1})
+			Observe{Metric: MetricRefusals, Value: 1})
 	case Tick:
 		if m.recording != nil && !m.retryAt.IsZero() && !m.now.Before(m.retryAt) {
 			m.retryAt = time.Time{}
@@ -245,14 +245,15 @@ func (m *Machine) Step(now time.Time, ev Event) ([]Action, error) {
 // rejected logs and counts a refused hospital message: the only actions
 // that come with a Step error.
 func rejected(ev Event, err error) []Action {
-	var what, site, metric string
+	var what, site string
+	var metric Metric
 	switch e := ev.(type) {
 	case UpdateIn:
-		what, site, metric = "update", e.From.Site, "updates"
+		what, site, metric = "update", e.From.Site, MetricUpdates
 	case ShareIn:
-		what, site, metric = "decryption share", e.Site, "shares"
+		what, site, metric = "decryption share", e.Site, MetricShares
 	case CountersignIn:
-		what, site, metric = "countersignature", e.From.Site, "countersignatures"
+		what, site, metric = "countersignature", e.From.Site, MetricCountersignatures
 	default:
 		return nil
 	}
@@ -388,7 +389,7 @@ func (m *Machine) stepRecording(ev Event) ([]Action, error) {
 		return m.fail(fmt.Errorf("%w: %w", ErrRecord, rec.Err)), nil
 	}
 	m.recording, m.waitingFor = nil, ""
-	acts := []Action{Observe{Metric: "phase_seconds", Label: "record", Value: m.now.Sub(m.phaseAt).Seconds()}}
+	acts := []Action{Observe{Metric: MetricPhaseSeconds, Label: "record", Value: m.now.Sub(m.phaseAt).Seconds()}}
 	if m.afterKeys {
 		acts = append(acts, logf(slog.LevelInfo, "key setup committed to the audit log", "collective_key", short(m.keys.CollectiveKey)))
 		return append(acts, m.beginRound()...), nil

@@ -140,8 +140,8 @@ func (m *Machine) stepCollect(ev Event) ([]Action, error) {
 		return append([]Action{
 			Store{Payload: e.Payload},
 			logf(slog.LevelInfo, "update accepted", "round", r.n, "client", e.From.Site, "samples", e.Update.Samples, "sha256", short(e.Update.UpdateHash)),
-			Observe{Metric: "updates", Label: "accepted", Value: 1},
-			Observe{Metric: "update_bytes", Value: float64(len(e.Payload))},
+			Observe{Metric: MetricUpdates, Label: "accepted", Value: 1},
+			Observe{Metric: MetricUpdateBytes, Value: float64(len(e.Payload))},
 		}, m.checkCollect()...), nil
 	case Tick:
 		if m.now.Before(m.deadline) {
@@ -251,7 +251,7 @@ func (m *Machine) onAggregated(e Aggregated) []Action {
 	}
 	r := m.r
 	r.aggregate = e.Aggregate
-	acts := []Action{Observe{Metric: "phase_seconds", Label: "aggregate", Value: m.now.Sub(m.phaseAt).Seconds()}}
+	acts := []Action{Observe{Metric: MetricPhaseSeconds, Label: "aggregate", Value: m.now.Sub(m.phaseAt).Seconds()}}
 	if !m.cfg.Secure {
 		return append(acts, m.combine()...)
 	}
@@ -303,9 +303,9 @@ func (m *Machine) stepDecrypt(ev Event) ([]Action, error) {
 		}
 		acts := []Action{Store{Payload: e.Payload},
 			logf(slog.LevelInfo, "decryption share accepted", "round", r.n, "client", e.Site, "have", len(r.shares), "need", len(r.active)),
-			Observe{Metric: "shares", Label: "accepted", Value: 1}}
+			Observe{Metric: MetricShares, Label: "accepted", Value: 1}}
 		if len(r.shares) == len(r.active) {
-			acts = append(acts, Observe{Metric: "phase_seconds", Label: "decryption_shares", Value: m.now.Sub(m.phaseAt).Seconds()})
+			acts = append(acts, Observe{Metric: MetricPhaseSeconds, Label: "decryption_shares", Value: m.now.Sub(m.phaseAt).Seconds()})
 			acts = append(acts, m.combine()...)
 		}
 		return acts, nil
@@ -354,7 +354,7 @@ func (m *Machine) onCombined(e Combined) []Action {
 	}
 	r := m.r
 	r.output, r.optAfter = e.Output, e.Optimizer
-	acts := []Action{Observe{Metric: "phase_seconds", Label: "combine", Value: m.now.Sub(m.phaseAt).Seconds()}}
+	acts := []Action{Observe{Metric: MetricPhaseSeconds, Label: "combine", Value: m.now.Sub(m.phaseAt).Seconds()}}
 	// Who vouches: the decryptors (t) in a secure study; in a plaintext
 	// one any K live sites (they need not have contributed).
 	if m.cfg.Secure {
@@ -415,7 +415,7 @@ func (m *Machine) stepCountersign(ev Event) ([]Action, error) {
 			return nil, err
 		}
 		return append([]Action{logf(slog.LevelInfo, "countersignature accepted", "round", r.n, "client", e.From.Site, "have", len(r.countered), "need", r.need),
-			Observe{Metric: "countersignatures", Label: "accepted", Value: 1}}, m.checkCountersign()...), nil
+			Observe{Metric: MetricCountersignatures, Label: "accepted", Value: 1}}, m.checkCountersign()...), nil
 	default:
 		return nil, m.refuseOutOfPhase(ev)
 	}
@@ -520,9 +520,9 @@ func (m *Machine) recordRound() []Action {
 		}
 	}
 	acts := []Action{
-		Observe{Metric: "phase_seconds", Label: "countersign", Value: m.now.Sub(m.phaseAt).Seconds()},
-		Observe{Metric: "rounds", Label: "aggregated", Value: 1},
-		Observe{Metric: "round_seconds", Value: rep.Duration.Seconds()},
+		Observe{Metric: MetricPhaseSeconds, Label: "countersign", Value: m.now.Sub(m.phaseAt).Seconds()},
+		Observe{Metric: MetricRounds, Label: "aggregated", Value: 1},
+		Observe{Metric: MetricRoundSeconds, Value: rep.Duration.Seconds()},
 		logf(slog.LevelInfo, "round aggregated", "round", r.n, "updates", len(rep.Contributions), "dropped", rep.Dropped,
 			"decryptors", rep.Decryptors, "model", short(rep.Model), "train_loss", rep.TrainLoss, "took", rep.Duration),
 	}
@@ -534,8 +534,8 @@ func (m *Machine) failRound(reason string) []Action {
 	rep := m.report()
 	rep.Failed, rep.Reason = true, reason
 	acts := []Action{
-		Observe{Metric: "rounds", Label: "failed", Value: 1},
-		Observe{Metric: "round_seconds", Value: rep.Duration.Seconds()},
+		Observe{Metric: MetricRounds, Label: "failed", Value: 1},
+		Observe{Metric: MetricRoundSeconds, Value: rep.Duration.Seconds()},
 		logf(slog.LevelError, "round failed", "round", m.r.n, "reason", reason),
 	}
 	return append(acts, m.record(Record{Round: rep}, false)...)
