@@ -20,7 +20,7 @@ func TestReport(t *testing.T) {
 		{"secure", audittest.NewSecureFixture(t), 2, []string{
 			`study "heart", 2 completed rounds from initial model 00aa00000000`,
 			"study rules (log #0, created by admin): approved sites site-a, site-b, site-c; K=2 contributors per round; at most 64 rounds",
-			"updates encrypted under ckks-n14-q120-flood30/v1 (secure aggregation, t=2 of 3 key holders)",
+			"updates encrypted under ckks-n14-q2x60-seeded/v2 (secure aggregation, t=2 of 3 key holders)",
 			"key setup (log #1): collective key ",
 			"key holders site-a, site-b, site-c",
 			"round 2 (log #3, ",
@@ -34,7 +34,7 @@ func TestReport(t *testing.T) {
 		// initial model, with no round yet, still says it is encrypted.
 		{"secure, initial model", audittest.NewSecureFixture(t), 0, []string{
 			"0 completed rounds",
-			"updates encrypted under ckks-n14-q120-flood30/v1 (secure aggregation, t=2 of 3 key holders)",
+			"updates encrypted under ckks-n14-q2x60-seeded/v2 (secure aggregation, t=2 of 3 key holders)",
 		}},
 		{"plaintext", audittest.NewFixture(t), 1, []string{
 			"updates were NOT encrypted (plaintext study)",

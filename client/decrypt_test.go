@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
@@ -201,11 +202,15 @@ func TestDecrypt(t *testing.T) {
 		}
 		checkShare(t, e, f, task)
 
-		// Once per round: asked again, for the same or another
-		// aggregate, by this process or after a restart.
-		err := e.c.decryptRound(t.Context(), e.coord, f.decryptTask())
-		if !errors.Is(err, secure.ErrAlreadyShared) {
-			t.Fatalf("second share of round 1: %v", err)
+		// Once per round: the same task again (a retry) gets the same
+		// share, byte for byte, never a second one; another aggregate is
+		// refused, by this process or after a restart.
+		first := e.coord.shares[0].payload
+		if err := e.c.decryptRound(t.Context(), e.coord, f.decryptTask()); err != nil {
+			t.Fatalf("retried task: %v", err)
+		}
+		if n := len(e.coord.shares); n != 2 || !bytes.Equal(e.coord.shares[1].payload, first) {
+			t.Fatalf("a retried task got another share (%d submitted)", n)
 		}
 		again := f.decryptTask()
 		o := e.coord.put(single)
@@ -214,11 +219,14 @@ func TestDecrypt(t *testing.T) {
 			t.Fatalf("share of another aggregate of round 1: %v", err)
 		}
 		restarted := e.restart(t)
-		if err := restarted.decryptRound(t.Context(), e.coord, f.decryptTask()); !errors.Is(err, secure.ErrAlreadyShared) {
-			t.Fatalf("second share of round 1 after a restart: %v", err)
+		if err := restarted.decryptRound(t.Context(), e.coord, again); !errors.Is(err, secure.ErrAlreadyShared) {
+			t.Fatalf("share of another aggregate of round 1 after a restart: %v", err)
 		}
-		if len(e.coord.shares) != 1 {
-			t.Fatalf("%d shares submitted", len(e.coord.shares))
+		if err := restarted.decryptRound(t.Context(), e.coord, f.decryptTask()); err != nil {
+			t.Fatalf("retried task after a restart: %v", err)
+		}
+		if n := len(e.coord.shares); n != 3 || !bytes.Equal(e.coord.shares[2].payload, first) {
+			t.Fatalf("after a restart, a retried task got another share (%d submitted)", n)
 		}
 	})
 

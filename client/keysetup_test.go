@@ -111,7 +111,7 @@ func TestKeySetup(t *testing.T) {
 			{"too few participants for K and t", func(k *pb.KeySetupTask) { k.Participants = k.Participants[:1] },
 				"1 participants; the study's K=2 and t=2 need more"},
 			{"another threshold than the study's", func(k *pb.KeySetupTask) { k.Threshold = 3 },
-				`key setup with preset "ckks-n14-q120-flood30/v1" and t=3, the study says "ckks-n14-q120-flood30/v1" and t=2`},
+				`key setup with preset "ckks-n14-q2x60-seeded/v2" and t=3, the study says "ckks-n14-q2x60-seeded/v2" and t=2`},
 			{"another HE preset than the study's", func(k *pb.KeySetupTask) { k.HePreset = "ckks-toy/v0" }, `key setup with preset "ckks-toy/v0"`},
 			{"another study", func(k *pb.KeySetupTask) { k.StudyId = "other-study" }, `key setup for "other-study"`},
 			{"this site not a participant", func(k *pb.KeySetupTask) { k.Participants = slices.Delete(k.Participants, 0, 1) },
@@ -253,8 +253,14 @@ func TestKeySetup(t *testing.T) {
 	})
 
 	t.Run("a second key setup keeps the round history", func(t *testing.T) {
+		// Round 1 was answered under the first key: another aggregate of
+		// it is refused under the second, by this process or after a
+		// restart (the same task again resends the share given).
+		other1 := f.decryptTask()
+		o := envs["site-b"].coord.put([]byte("another aggregate of round 1"))
+		other1.AggregateSha256, other1.AggregateSize = o.Sha256, o.Size
 		for _, c := range []*Client{clients["site-b"], envs["site-b"].restart(t)} {
-			err := c.decryptRound(t.Context(), envs["site-b"].coord, f.decryptTask())
+			err := c.decryptRound(t.Context(), envs["site-b"].coord, other1)
 			if !errors.Is(err, secure.ErrAlreadyShared) {
 				t.Fatalf("a second decryption share of round 1 after a second key setup: %v", err)
 			}

@@ -140,12 +140,12 @@ func TestCheckStudy(t *testing.T) {
 			log: func(s *pb.StudySpec) []byte {
 				return record(pki.Admin, s, func(s *pb.StudySpec) { s.HePreset = "ckks-n15/v1" })
 			},
-			want: `its HE parameters are "ckks-n15/v1", announced "ckks-n14-q120-flood30/v1"`},
+			want: `its HE parameters are "ckks-n15/v1", announced "ckks-n14-q2x60-seeded/v2"`},
 		{name: "admins: secure study announced as plaintext", spec: plaintextSpec, config: func(c *Config) { admins(c); c.AllowPlaintext = true },
 			log: func(s *pb.StudySpec) []byte {
 				return record(pki.Admin, s, func(r *pb.StudySpec) { r.Mode, r.HePreset, r.Threshold = modeSecure, secureSpec().HePreset, 2 })
 			},
-			want: "it is a secure study (ckks-n14-q120-flood30/v1), announced as plaintext"},
+			want: "it is a secure study (ckks-n14-q2x60-seeded/v2), announced as plaintext"},
 		{name: "admins: threshold differs", spec: secureSpec, config: admins,
 			log:  func(s *pb.StudySpec) []byte { return record(pki.Admin, s, func(s *pb.StudySpec) { s.Threshold = 3 }) },
 			want: "its decryption threshold is t=3, announced 2"},

@@ -75,7 +75,7 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	c.metrics.phase.WithLabelValues("train").Observe(time.Since(t0).Seconds())
 	n := uint64(c.train.Len())
 	t0 = time.Now()
-	payload, encoding, err := c.encodeUpdate(t.Round, local, parent, n)
+	payload, encoding, err := c.encodeUpdate(t.Round, t.ParentSha256, local, parent, n)
 	if err != nil {
 		return err
 	}
@@ -132,8 +132,9 @@ func (c *Client) checkOnLog(ctx context.Context, study string, round uint64, par
 }
 
 // encodeUpdate turns the local model into the update payload: n·Δ in
-// plaintext, or n·Δ and n encrypted under the study's collective key.
-func (c *Client) encodeUpdate(round uint64, local, parent []float64, n uint64) (payload []byte, encoding string, err error) {
+// plaintext, or n·Δ and n encrypted under the study's collective key (a
+// retried round gets the contribution already sent for it, byte for byte).
+func (c *Client) encodeUpdate(round uint64, parentHash []byte, local, parent []float64, n uint64) (payload []byte, encoding string, err error) {
 	if c.study.Mode != modeSecure {
 		payload, err = aggregation.EncodeWeightedDelta(local, parent, n)
 		return payload, aggregation.EncodingWeightedDelta, err
@@ -146,7 +147,7 @@ func (c *Client) encodeUpdate(round uint64, local, parent []float64, n uint64) (
 	if err != nil {
 		return nil, "", err
 	}
-	payload, err = k.participant.Contribute(round, delta, float64(n))
+	payload, err = k.participant.Contribute(round, parentHash, delta, float64(n))
 	return payload, secure.EncodingContribution, err
 }
 

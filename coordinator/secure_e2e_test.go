@@ -41,6 +41,23 @@ func siteStudyDir(t testing.TB, fed *fedtest.Federation, site, study string) str
 	return filepath.Join(kc.DataDir, "sites", site, "studies", study)
 }
 
+// copyKeyDir copies a site's key directory (secret share and setup) to a
+// fresh directory.
+func copyKeyDir(t testing.TB, dir string) string {
+	t.Helper()
+	out := t.TempDir()
+	for _, name := range []string{"share.key", "setup.bin"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
 // TestSecureStudyOverMTLS runs a secure study (collective key setup,
 // encrypted signed updates, threshold decryption by t=3 of 4, every round
 // countersigned by its decryptors and committed to a three-node audit log)
@@ -253,17 +270,19 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 	var once sync.Once
 	attack := func() error {
 		once.Do(func() {
-			p, err := secure.LoadParticipant(siteStudyDir(t, fed, "cleveland", st.ID), "cleveland")
+			// The attacker holds a copy of cleveland's key material (the
+			// real client keeps its own contributions beside the original).
+			p, err := secure.LoadParticipant(copyKeyDir(t, siteStudyDir(t, fed, "cleveland", st.ID)), "cleveland")
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			good, err := p.Contribute(1, make([]float64, st.Model.NumParams()), 199)
+			good, err := p.Contribute(1, initial[:], make([]float64, st.Model.NumParams()), 199)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			round2, _ := p.Contribute(2, make([]float64, st.Model.NumParams()), 199)
+			round2, _ := p.Contribute(2, initial[:], make([]float64, st.Model.NumParams()), 199)
 			sign := func(round uint64, parent [32]byte, b []byte) []byte {
 				c := audit.Contribution{Site: "cleveland", UpdateHash: sha256.Sum256(b), Samples: 199}
 				return ed25519.Sign(signer, c.Message(st.ID, round, parent))

@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
 	"github.com/tuneinsight/lattigo/v5/mhe"
+	"github.com/tuneinsight/lattigo/v5/ring"
 )
 
 // Envelope kinds.
 const (
-	KindContribution    byte = 1 // one client's encrypted update chunk
+	KindContribution    byte = 1 // one client's encrypted update chunk (c0)
 	KindAggregate       byte = 2 // the coordinator's sum
 	KindDecryptionShare byte = 3 // one client's key-switch share of an aggregate chunk
 	KindPublicKeyShare  byte = 4 // one party's collective-public-key (CKG) share, round 0, one chunk
@@ -39,7 +39,8 @@ var (
 //	u64 BE  round
 //	u32 BE  chunk index
 //	u32 BE  chunk count
-//	u32 BE  body length, then the body (Lattigo binary encoding)
+//	u32 BE  body length, then the body: one polynomial's residues, u64
+//	        little endian, or (public-key share) Lattigo's encoding
 type Envelope struct {
 	Kind   byte
 	Preset string
@@ -141,79 +142,75 @@ func OpenEnvelope(b []byte, want Expect) (Envelope, error) {
 	case int(hdr.Len) != r.Len():
 		return e, fmt.Errorf("%w: body of %d bytes announced, %d present", ErrEnvelope, hdr.Len, r.Len())
 	}
-	params, err := want.Preset.Params()
+	size, err := bodySize(want.Preset, e.Kind)
 	if err != nil {
 		return e, err
 	}
-	if size := bodySize(want.Preset, params, e.Kind); int(hdr.Len) != size {
+	if int(hdr.Len) != size {
 		return e, fmt.Errorf("%w: body of %d bytes, a %s one is %d", ErrParams, hdr.Len, want.Preset.ID, size)
 	}
 	e.Body = b[len(b)-r.Len():]
 	return e, nil
 }
 
-// bodySizes memoises the encoded size of one body: it is fixed by the ring
-// degree, the levels and the kind, and finding it means allocating a whole
-// ciphertext or share.
-var bodySizes sync.Map // bodySizeKey -> int
-
-type bodySizeKey struct {
-	logN, levelQ, levelP int
-	kind                 byte
+// bodySize is the exact encoded size of one envelope body of kind under the
+// preset: one polynomial for a contribution, an aggregate or a decryption
+// share; Lattigo's encoding of a CKG share for a public-key share.
+func bodySize(preset Preset, kind byte) (int, error) {
+	if kind == KindPublicKeyShare {
+		params, err := preset.Params()
+		if err != nil {
+			return 0, err
+		}
+		return pkShareSize(params), nil
+	}
+	k, err := preset.kit()
+	if err != nil {
+		return 0, err
+	}
+	return k.polyBytes(), nil
 }
 
-// bodySize is the exact encoded size of one envelope body of kind under the
-// preset's parameters.
-func bodySize(preset Preset, params hefloat.Parameters, kind byte) int {
-	key := bodySizeKey{params.LogN(), params.MaxLevelQ(), params.MaxLevelP(), kind}
-	if n, ok := bodySizes.Load(key); ok {
+// pkShareSizes memoises the CKG share size per preset (finding it means
+// allocating a share).
+var pkShareSizes sync.Map // log N, levels -> int
+
+func pkShareSize(params hefloat.Parameters) int {
+	key := [3]int{params.LogN(), params.MaxLevelQ(), params.MaxLevelP()}
+	if n, ok := pkShareSizes.Load(key); ok {
 		return n.(int)
 	}
-	var n int
-	switch kind {
-	case KindDecryptionShare:
-		cks, _ := mhe.NewKeySwitchProtocol(params, preset.flooding())
-		n = cks.AllocateShare(params.MaxLevel()).BinarySize()
-	case KindPublicKeyShare:
-		n = mhe.NewPublicKeyGenProtocol(params).AllocateShare().BinarySize()
-	default:
-		n = hefloat.NewCiphertext(params, 1, params.MaxLevel()).BinarySize()
-	}
-	bodySizes.Store(key, n)
+	n := mhe.NewPublicKeyGenProtocol(params).AllocateShare().BinarySize()
+	pkShareSizes.Store(key, n)
 	return n
 }
 
-// Ciphertext decodes an opened ciphertext envelope and checks its degree,
-// level and ring degree.
-func (e Envelope) Ciphertext(preset Preset) (ct *rlwe.Ciphertext, err error) {
-	params, err := preset.Params()
+// Poly decodes an opened contribution, aggregate or decryption-share
+// envelope: one polynomial of the preset, every residue below its modulus.
+func (e Envelope) Poly(preset Preset) (ring.Poly, error) {
+	if e.Kind == KindPublicKeyShare {
+		return ring.Poly{}, fmt.Errorf("%w: kind %d does not carry a polynomial", ErrEnvelope, e.Kind)
+	}
+	k, err := preset.kit()
+	if err != nil {
+		return ring.Poly{}, err
+	}
+	return k.readPoly(e.Body)
+}
+
+// SealPolys wraps a payload's polynomials (a contribution, an aggregate or
+// a party's decryption shares) in envelopes of kind.
+func SealPolys(kind byte, preset Preset, study string, round uint64, polys []ring.Poly) ([][]byte, error) {
+	k, err := preset.kit()
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if r := recover(); r != nil { // third-party decoder on untrusted bytes
-			ct, err = nil, fmt.Errorf("%w: ciphertext body: %v", ErrEnvelope, r)
+	out := make([][]byte, len(polys))
+	for i, p := range polys {
+		if err := k.checkPoly(p); err != nil {
+			return nil, fmt.Errorf("chunk %d: %w", i, err)
 		}
-	}()
-	ct = new(rlwe.Ciphertext)
-	if err := ct.UnmarshalBinary(e.Body); err != nil {
-		return nil, fmt.Errorf("%w: ciphertext body: %v", ErrEnvelope, err)
-	}
-	if err := checkCiphertext(params, ct); err != nil {
-		return nil, err
-	}
-	return ct, nil
-}
-
-// SealCiphertexts wraps a payload's ciphertexts in envelopes.
-func SealCiphertexts(kind byte, preset Preset, study string, round uint64, cts []*rlwe.Ciphertext) ([][]byte, error) {
-	out := make([][]byte, len(cts))
-	for i, ct := range cts {
-		body, err := ct.MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		if out[i], err = (Envelope{Kind: kind, Preset: preset.ID, Study: study, Round: round, Index: uint32(i), Count: uint32(len(cts)), Body: body}).Marshal(); err != nil {
+		if out[i], err = (Envelope{Kind: kind, Preset: preset.ID, Study: study, Round: round, Index: uint32(i), Count: uint32(len(polys)), Body: k.appendPoly(make([]byte, 0, k.polyBytes()), p)}).Marshal(); err != nil {
 			return nil, err
 		}
 	}

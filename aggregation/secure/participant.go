@@ -1,13 +1,16 @@
 package secure
 
 import (
+	"bytes"
 	"crypto/ecdh"
+	"encoding/binary"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/tuneinsight/lattigo/v5/mhe"
 
@@ -172,7 +175,7 @@ func (k *KeySetup) AddBox(from uint64, box []byte) (*Participant, error) {
 	if len(k.boxes) < len(k.points)-1 || k.setup == nil {
 		return nil, nil
 	}
-	received := []mhe.ShamirSecretShare{k.own}
+	received := map[uint64]mhe.ShamirSecretShare{k.point: k.own}
 	for from, box := range k.boxes {
 		sender, share, err := OpenShare(k.x25519, k.study, k.point, box)
 		if err != nil {
@@ -181,7 +184,7 @@ func (k *KeySetup) AddBox(from uint64, box []byte) (*Participant, error) {
 		if sender != from {
 			return nil, fmt.Errorf("%w: share box relayed as from point %d was sealed by point %d", ErrBox, from, sender)
 		}
-		received = append(received, share)
+		received[from] = share
 	}
 	if err := k.party.SetThresholdShares(k.threshold, received); err != nil {
 		return nil, err
@@ -196,6 +199,10 @@ type Participant struct {
 	party *Party
 	self  string
 	guard *ShareGuard
+	// dir is where Save wrote (or LoadParticipant read) the key material;
+	// the contribution last sent is kept there too.
+	dir string
+	mu  sync.Mutex
 }
 
 // Threshold is t.
@@ -204,17 +211,56 @@ func (p *Participant) Threshold() int { return p.party.threshold }
 // Point is this hospital's Shamir point.
 func (p *Participant) Point() uint64 { return uint64(p.party.point) }
 
+// nonce is round's nonce: the public polynomials of its chunks.
+func (p *Participant) nonce(round uint64) Nonce {
+	return Nonce{KeyHash: p.Setup.keyHash, Study: p.Setup.study, Round: round}
+}
+
 // Contribute encrypts the hospital's weighted update n·Δ (vector) and its
-// weight n under the collective key: the contribution payload for round.
-func (p *Participant) Contribute(round uint64, vector []float64, weight float64) ([]byte, error) {
+// weight n for round, trained from parent: the contribution payload.
+//
+// A round's public polynomials are fixed by (key, study, round), so a
+// second, different update for the same round would give away the
+// difference of the two. The participant therefore keeps the contribution
+// it sent (before returning it): asked again for the same round and
+// parent, it returns the same bytes whatever vector it is given; for the
+// same round and another parent, or an earlier round, it refuses.
+func (p *Participant) Contribute(round uint64, parent []byte, vector []float64, weight float64) ([]byte, error) {
 	if len(vector) != p.Setup.dim {
 		return nil, fmt.Errorf("%w: %d values, the study's model has %d", ErrInput, len(vector), p.Setup.dim)
 	}
-	cts, err := Encrypt(p.Setup.preset, p.Setup.pk, vector, weight)
+	if p.dir == "" {
+		return nil, fmt.Errorf("%w: the participant has no directory to keep its contributions in; Save it first", ErrInput)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	path := filepath.Join(p.dir, contributionFile)
+	last, err := readContribution(path)
 	if err != nil {
 		return nil, err
 	}
-	return SealPayload(KindContribution, p.Setup.preset, p.Setup.study, round, cts)
+	if last != nil {
+		switch {
+		case last.round == round && bytes.Equal(last.parent, parent):
+			return last.payload, nil
+		case last.round == round:
+			return nil, fmt.Errorf("%w: round %d was already encrypted for parent %x; a second update under the same public polynomials would reveal both", ErrInput, round, last.parent[:min(8, len(last.parent))])
+		case last.round > round:
+			return nil, fmt.Errorf("%w: round %d is behind round %d, already contributed to", ErrInput, round, last.round)
+		}
+	}
+	polys, err := p.party.Encrypt(p.nonce(round), vector, weight)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := SealPayload(KindContribution, p.Setup.preset, p.Setup.study, round, polys)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeContribution(path, contribution{round: round, parent: parent, payload: payload}); err != nil {
+		return nil, err
+	}
+	return payload, nil
 }
 
 // OpenGuard attaches the hospital's decryption rules (see ShareGuard).
@@ -227,10 +273,12 @@ func (p *Participant) OpenGuard(cfg GuardConfig) error {
 
 // Answer is the hospital's answer to a decryption task: its guard checks
 // the manifest and re-sums the listed contributions (pulled one at a time
-// with fetch), and only then does it compute its decryption shares of
-// aggregate for the active set of exactly t points; it returns the share
-// payload. A refusal is an error wrapping ErrManifest, ErrAlreadyShared or
-// ErrAggregate; any other error leaves the round unanswered.
+// with fetch), and only then does it compute its decryption shares for
+// the listed contributors and the active set of exactly t points; it
+// returns the share payload (the same bytes again if asked again for the
+// same aggregate and active set). A refusal is an error wrapping
+// ErrManifest, ErrAlreadyShared or ErrAggregate; any other error leaves
+// the round unanswered.
 func (p *Participant) Answer(m Manifest, active []uint64, aggregate []byte, fetch Fetcher) ([]byte, error) {
 	if p.guard == nil {
 		return nil, fmt.Errorf("%w: no decryption guard is open", ErrInput)
@@ -239,22 +287,29 @@ func (p *Participant) Answer(m Manifest, active []uint64, aggregate []byte, fetc
 		return nil, fmt.Errorf("%w: task for study %q, this key is %q's", ErrManifest, m.Study, p.Setup.study)
 	}
 	m.Count = p.Setup.count
-	cts, err := p.guard.Authorize(m.Study, m.Round, m, p.Setup.preset, fetch, aggregate)
-	if err != nil {
-		return nil, err
+	contributors := make([]uint64, len(m.Contributions))
+	for i, c := range m.Contributions {
+		point, ok := p.Setup.points[c.Site]
+		if !ok {
+			return nil, fmt.Errorf("%w: %q is not a key holder of this study", ErrManifest, c.Site)
+		}
+		contributors[i] = point
 	}
-	shares, err := p.party.DecryptionShares(active, cts)
-	if err != nil {
-		return nil, err
-	}
-	return SealSharePayload(p.Setup.preset, p.Setup.study, m.Round, shares)
+	return p.guard.Answer(m, p.Setup.preset, active, fetch, aggregate, func() ([]byte, error) {
+		shares, err := p.party.DecryptionShares(p.nonce(m.Round), contributors, active, p.Setup.count)
+		if err != nil {
+			return nil, err
+		}
+		return SealPayload(KindDecryptionShare, p.Setup.preset, p.Setup.study, m.Round, shares)
+	})
 }
 
 // Files a participant keeps in its directory: the secret share (0600) and
 // the public setup, written atomically.
 const (
-	secretFile = "share.key"
-	setupFile  = "setup.bin"
+	secretFile       = "share.key"
+	setupFile        = "setup.bin"
+	contributionFile = "contribution.bin"
 )
 
 // Save writes the participant's secret share (mode 0600) and public setup
@@ -270,7 +325,54 @@ func (p *Participant) Save(dir string) error {
 	if err := p.party.Save(filepath.Join(dir, secretFile)); err != nil {
 		return err
 	}
-	return fsutil.WriteFileChecked(filepath.Join(dir, setupFile), b, 0o600)
+	if err := fsutil.WriteFileChecked(filepath.Join(dir, setupFile), b, 0o600); err != nil {
+		return err
+	}
+	// A new key's rounds start afresh.
+	if err := os.Remove(filepath.Join(dir, contributionFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	p.dir = dir
+	return nil
+}
+
+// contribution is the last contribution a participant sent.
+type contribution struct {
+	round   uint64
+	parent  []byte
+	payload []byte
+}
+
+// The contribution file: "FLCB\x01" | u64 round | u8 len, parent | payload.
+const contributionMagic = "FLCB\x01"
+
+func writeContribution(path string, c contribution) error {
+	if len(c.parent) > 255 {
+		return fmt.Errorf("%w: parent id of %d bytes", ErrInput, len(c.parent))
+	}
+	b := binary.BigEndian.AppendUint64([]byte(contributionMagic), c.round)
+	b = append(append(b, byte(len(c.parent))), c.parent...)
+	if err := fsutil.WriteFileChecked(path, append(b, c.payload...), 0o600); err != nil {
+		return fmt.Errorf("secure: keeping the contribution: %w", err)
+	}
+	return nil
+}
+
+// readContribution reads the contribution file; nil if there is none.
+func readContribution(path string) (*contribution, error) {
+	b, err := fsutil.ReadFileChecked(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("secure: contribution file: %w", err)
+	}
+	n := len(contributionMagic)
+	if len(b) < n+9 || string(b[:n]) != contributionMagic || len(b) < n+9+int(b[n+8]) {
+		return nil, fmt.Errorf("%w: contribution file %s is malformed", ErrInput, path)
+	}
+	l := int(b[n+8])
+	return &contribution{round: binary.BigEndian.Uint64(b[n:]), parent: b[n+9 : n+9+l], payload: b[n+9+l:]}, nil
 }
 
 // LoadParticipant reads a participant saved with Save (after a restart).
@@ -291,5 +393,5 @@ func LoadParticipant(dir, self string) (*Participant, error) {
 	if s.preset.ID != party.preset.ID || s.points[self] != uint64(party.point) {
 		return nil, fmt.Errorf("%w: the secret share in %s does not belong to the setup beside it", ErrInput, dir)
 	}
-	return &Participant{Setup: s, party: party, self: self}, nil
+	return &Participant{Setup: s, party: party, self: self, dir: dir}, nil
 }

@@ -6,14 +6,14 @@ import (
 	"fmt"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
-	"github.com/tuneinsight/lattigo/v5/mhe"
+	"github.com/tuneinsight/lattigo/v5/ring"
 )
 
 // Encoding names of secure payloads on the wire (UpdateHeader.encoding).
 const (
 	// EncodingContribution is a client's encrypted weighted update: a
 	// payload of KindContribution envelopes.
-	EncodingContribution = "ckks-contribution/v1"
+	EncodingContribution = "ckks-contribution/v2"
 )
 
 // A payload is what crosses the network as one blob (an update, an
@@ -42,12 +42,12 @@ func EncodePayload(envs [][]byte) []byte {
 
 // envelopeSize is the exact encoded size of one envelope.
 func envelopeSize(kind byte, preset Preset, study string) (int, error) {
-	params, err := preset.Params()
+	body, err := bodySize(preset, kind)
 	if err != nil {
 		return 0, err
 	}
 	// magic, version, kind, preset, study, round, index, count, body length.
-	return 4 + 1 + 1 + 1 + len(preset.ID) + 1 + len(study) + 8 + 4 + 4 + 4 + bodySize(preset, params, kind), nil
+	return 4 + 1 + 1 + 1 + len(preset.ID) + 1 + len(study) + 8 + 4 + 4 + 4 + body, nil
 }
 
 // PayloadSize is the exact size of a payload of count envelopes.
@@ -62,11 +62,11 @@ func PayloadSize(kind byte, preset Preset, study string, count int) (int64, erro
 // CiphertextCount is how many ciphertexts carry a vector of dim values plus
 // its weight.
 func CiphertextCount(preset Preset, dim int) (int, error) {
-	params, err := preset.Params()
+	k, err := preset.kit()
 	if err != nil {
 		return 0, err
 	}
-	return (dim + 1 + Slots(params) - 1) / Slots(params), nil
+	return (dim + 1 + k.slots() - 1) / k.slots(), nil
 }
 
 // OpenPayload splits a payload and opens every envelope strictly against
@@ -102,53 +102,29 @@ func OpenPayload(b []byte, want Expect) ([]Envelope, error) {
 	return out, nil
 }
 
-// SealPayload seals ciphertexts (a contribution or an aggregate) into one
-// payload.
-func SealPayload(kind byte, preset Preset, study string, round uint64, cts []*rlwe.Ciphertext) ([]byte, error) {
-	envs, err := SealCiphertexts(kind, preset, study, round, cts)
+// SealPayload seals polynomials (a contribution, an aggregate or a party's
+// decryption shares) into one payload.
+func SealPayload(kind byte, preset Preset, study string, round uint64, polys []ring.Poly) ([]byte, error) {
+	envs, err := SealPolys(kind, preset, study, round, polys)
 	if err != nil {
 		return nil, err
 	}
 	return EncodePayload(envs), nil
 }
 
-// OpenCiphertexts opens a payload of ciphertext envelopes (contribution or
-// aggregate) and decodes every ciphertext.
-func OpenCiphertexts(b []byte, want Expect) ([]*rlwe.Ciphertext, error) {
-	if want.Kind != KindContribution && want.Kind != KindAggregate {
-		return nil, fmt.Errorf("%w: kind %d does not carry ciphertexts", ErrEnvelope, want.Kind)
+// OpenPolys opens a payload of contribution, aggregate or decryption-share
+// envelopes and decodes every polynomial.
+func OpenPolys(b []byte, want Expect) ([]ring.Poly, error) {
+	if want.Kind != KindContribution && want.Kind != KindAggregate && want.Kind != KindDecryptionShare {
+		return nil, fmt.Errorf("%w: kind %d does not carry polynomials", ErrEnvelope, want.Kind)
 	}
 	envs, err := OpenPayload(b, want)
 	if err != nil {
 		return nil, err
 	}
-	cts := make([]*rlwe.Ciphertext, len(envs))
+	out := make([]ring.Poly, len(envs))
 	for i, e := range envs {
-		if cts[i], err = e.Ciphertext(want.Preset); err != nil {
-			return nil, fmt.Errorf("envelope %d: %w", i, err)
-		}
-	}
-	return cts, nil
-}
-
-// SealSharePayload seals a party's decryption shares into one payload.
-func SealSharePayload(preset Preset, study string, round uint64, shares []mhe.KeySwitchShare) ([]byte, error) {
-	envs, err := SealDecryptionShares(preset, study, round, shares)
-	if err != nil {
-		return nil, err
-	}
-	return EncodePayload(envs), nil
-}
-
-// OpenSharePayload opens a payload of decryption-share envelopes.
-func OpenSharePayload(b []byte, preset Preset, study string, round uint64, count int) ([]mhe.KeySwitchShare, error) {
-	envs, err := OpenPayload(b, Expect{Kind: KindDecryptionShare, Preset: preset, Study: study, Round: round, Count: uint32(count)})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]mhe.KeySwitchShare, len(envs))
-	for i, e := range envs {
-		if out[i], err = e.DecryptionShare(preset); err != nil {
+		if out[i], err = e.Poly(want.Preset); err != nil {
 			return nil, fmt.Errorf("envelope %d: %w", i, err)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 
 func TestPayloadRoundTripAndRejections(t *testing.T) {
 	s := setup(t, 2, 2)
-	cts, err := Encrypt(Default, s.pk, make([]float64, 20000), 3)
+	cts, err := s.parties[0].Encrypt(s.nonce(4), make([]float64, 20000), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,12 +25,12 @@ func TestPayloadRoundTripAndRejections(t *testing.T) {
 		t.Fatalf("payload of %d bytes, PayloadSize says %d", len(p), size)
 	}
 	want := Expect{Kind: KindContribution, Preset: Default, Study: "heart", Round: 4, Count: 2}
-	got, err := OpenCiphertexts(p, want)
+	got, err := OpenPolys(p, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hashCiphertexts(got) != hashCiphertexts(cts) {
-		t.Fatal("ciphertexts changed in the payload")
+	if hashPolys(got) != hashPolys(cts) {
+		t.Fatal("polynomials changed in the payload")
 	}
 
 	half := len(p) / 2
@@ -58,68 +58,75 @@ func TestPayloadRoundTripAndRejections(t *testing.T) {
 		"wrong count":      {p, oneMore, ErrEnvelope},
 		"wrong kind":       {p, Expect{Kind: KindAggregate, Preset: Default, Study: "heart", Round: 4, Count: 2}, ErrEnvelope},
 	} {
-		if _, err := OpenCiphertexts(tc.b, tc.want); !errors.Is(err, tc.err) {
+		if _, err := OpenPolys(tc.b, tc.want); !errors.Is(err, tc.err) {
 			t.Errorf("%s: got %v, want %v", name, err, tc.err)
 		}
 	}
 	// A different study id changes the envelope size, so the framing
 	// already refuses it; either way it names the problem.
-	if _, err := OpenCiphertexts(p, wrongStudy); err == nil {
+	if _, err := OpenPolys(p, wrongStudy); err == nil {
 		t.Error("accepted a payload for another study")
 	}
 }
 
 func TestSharePayloadRoundTrip(t *testing.T) {
 	s := setup(t, 3, 2)
-	cts, _ := Encrypt(Default, s.pk, []float64{1, 2, 3}, 100)
-	shares, err := s.parties[0].DecryptionShares([]uint64{1, 2}, cts)
+	shares, err := s.parties[0].DecryptionShares(s.nonce(2), []uint64{1, 2}, []uint64{1, 2}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := SealSharePayload(Default, "heart", 2, shares)
+	p, err := SealPayload(KindDecryptionShare, Default, "heart", 2, shares)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := OpenSharePayload(p, Default, "heart", 2, 1)
+	want := Expect{Kind: KindDecryptionShare, Preset: Default, Study: "heart", Round: 2, Count: 1}
+	got, err := OpenPolys(p, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got[0].Value.Equal(&shares[0].Value) {
+	if !got[0].Equal(&shares[0]) {
 		t.Fatal("share changed in the payload")
 	}
-	if _, err := OpenSharePayload(p, Default, "heart", 3, 1); !errors.Is(err, ErrRound) {
+	other := want
+	other.Round = 3
+	if _, err := OpenPolys(p, other); !errors.Is(err, ErrRound) {
 		t.Fatalf("share for round 2 opened as round 3: %v", err)
 	}
-	if _, err := OpenSharePayload(p[:len(p)-3], Default, "heart", 2, 1); !errors.Is(err, ErrEnvelope) {
+	if _, err := OpenPolys(p[:len(p)-3], want); !errors.Is(err, ErrEnvelope) {
 		t.Fatalf("truncated share payload: %v", err)
+	}
+	other = want
+	other.Kind = KindContribution
+	if _, err := OpenPolys(p, other); !errors.Is(err, ErrEnvelope) {
+		t.Fatalf("share payload opened as a contribution: %v", err)
 	}
 }
 
 func FuzzOpenPayload(f *testing.F) {
 	s := setup(f, 1, 1)
-	cts, _ := Encrypt(Default, s.pk, []float64{1, 2, 3}, 4)
+	cts, _ := s.parties[0].Encrypt(s.nonce(4), []float64{1, 2, 3}, 4)
 	p, _ := SealPayload(KindContribution, Default, "heart", 4, cts)
 	f.Add(p)
 	f.Add(p[:100])
 	f.Add([]byte{0, 0, 0, 1, 'F'})
 	want := Expect{Kind: KindContribution, Preset: Default, Study: "heart", Round: 4, Count: 1}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, err := OpenCiphertexts(b, want)
+		got, err := OpenPolys(b, want)
 		if err == nil && len(got) != 1 {
-			t.Fatalf("opened %d ciphertexts, want 1", len(got))
+			t.Fatalf("opened %d polynomials, want 1", len(got))
 		}
 	})
 }
 
 func FuzzOpenSharePayload(f *testing.F) {
 	s := setup(f, 2, 2)
-	cts, _ := Encrypt(Default, s.pk, []float64{1}, 4)
-	shares, _ := s.parties[0].DecryptionShares([]uint64{1, 2}, cts)
-	p, _ := SealSharePayload(Default, "heart", 1, shares)
+	shares, _ := s.parties[0].DecryptionShares(s.nonce(1), []uint64{1}, []uint64{1, 2}, 1)
+	p, _ := SealPayload(KindDecryptionShare, Default, "heart", 1, shares)
 	f.Add(p)
 	f.Add(p[:50])
+	want := Expect{Kind: KindDecryptionShare, Preset: Default, Study: "heart", Round: 1, Count: 1}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, err := OpenSharePayload(b, Default, "heart", 1, 1)
+		got, err := OpenPolys(b, want)
 		if err == nil && len(got) != 1 {
 			t.Fatalf("opened %d shares, want 1", len(got))
 		}

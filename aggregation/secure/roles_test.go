@@ -59,8 +59,51 @@ func roleStudy(t *testing.T, sites []string, threshold, dim int) []*Participant 
 		if out[i] == nil {
 			t.Fatalf("%s did not finish key setup", sites[i])
 		}
+		if err := out[i].Save(t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return out
+}
+
+// TestContributionIsKept: a round's public polynomials are fixed, so a
+// participant encrypts one update per round, ever: asked again for the
+// same round and parent (a retry, also after a restart) it returns the
+// bytes it sent, whatever vector it is given; for another parent or an
+// earlier round it refuses. A participant that was never saved has nowhere
+// to keep its contribution and refuses to make one.
+func TestContributionIsKept(t *testing.T) {
+	ps := roleStudy(t, []string{"a", "b"}, 2, 3)
+	p := ps[0]
+	first, err := p.Contribute(4, []byte("parent"), []float64{1, 2, 3}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := p.Contribute(4, []byte("parent"), []float64{9, 9, 9}, 11)
+	if err != nil || !bytes.Equal(again, first) {
+		t.Fatalf("retry: %v, same bytes %v", err, bytes.Equal(again, first))
+	}
+	if _, err := p.Contribute(4, []byte("other parent"), []float64{1, 2, 3}, 10); !errors.Is(err, ErrInput) {
+		t.Fatalf("same round, another parent: %v", err)
+	}
+	if _, err := p.Contribute(3, []byte("parent"), []float64{1, 2, 3}, 10); !errors.Is(err, ErrInput) {
+		t.Fatalf("an earlier round: %v", err)
+	}
+	reloaded, err := LoadParticipant(p.dir, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err = reloaded.Contribute(4, []byte("parent"), []float64{5, 5, 5}, 1); err != nil || !bytes.Equal(again, first) {
+		t.Fatalf("retry after a restart: %v", err)
+	}
+	next, err := reloaded.Contribute(5, []byte("next"), []float64{1, 2, 3}, 10)
+	if err != nil || bytes.Equal(next, first) {
+		t.Fatalf("next round: %v", err)
+	}
+	unsaved := &Participant{Setup: ps[1].Setup, party: ps[1].party, self: "b"}
+	if _, err := unsaved.Contribute(1, []byte("parent"), []float64{1, 2, 3}, 10); !errors.Is(err, ErrInput) {
+		t.Fatalf("unsaved participant: %v", err)
+	}
 }
 
 // TestRolesRunASecureRound: hospitals set up a key with the participant
@@ -116,7 +159,7 @@ func TestRolesRunASecureRound(t *testing.T) {
 			vec[j] = float64((i+1)*(j+1)) * 10
 			want[j] += vec[j]
 		}
-		payload, err := p.Contribute(1, vec, 10)
+		payload, err := p.Contribute(1, parent[:], vec, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,8 +193,11 @@ func TestRolesRunASecureRound(t *testing.T) {
 		if err := coord.CheckShare(1, share); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.Answer(m, active, agg, fetch); !errors.Is(err, ErrAlreadyShared) {
-			t.Fatalf("second answer for the round: %v", err)
+		if again, err := p.Answer(m, active, agg, fetch); err != nil || !bytes.Equal(again, share) {
+			t.Fatalf("a retried task got another answer (%v): a share is given once and resent as is", err)
+		}
+		if _, err := p.Answer(m, []uint64{1, 2}, agg, fetch); !errors.Is(err, ErrAlreadyShared) {
+			t.Fatalf("second answer for the round, another active set: %v", err)
 		}
 		answers = append(answers, share)
 	}

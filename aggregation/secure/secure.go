@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
 	"github.com/tuneinsight/lattigo/v5/mhe"
+	"github.com/tuneinsight/lattigo/v5/ring"
 	"github.com/tuneinsight/lattigo/v5/utils/sampling"
 )
 
@@ -20,13 +23,17 @@ var (
 )
 
 // Party is one hospital's side of the protocol. Its secret-key share and
-// Shamir share never leave it.
+// the Shamir shares it received never leave it.
 type Party struct {
-	preset    Preset
-	params    hefloat.Parameters
-	point     mhe.ShamirPublicPoint
-	sk        *rlwe.SecretKey
-	shamir    *mhe.ShamirSecretShare
+	preset Preset
+	params hefloat.Parameters
+	point  mhe.ShamirPublicPoint
+	sk     *rlwe.SecretKey
+	// shares holds the Shamir share of every participant's secret-key
+	// share that this party received, by sender point (its own included):
+	// summing those of a round's contributors gives its share of exactly
+	// the key that round's sum is encrypted under.
+	shares    map[uint64]mhe.ShamirSecretShare
 	threshold int
 }
 
@@ -118,31 +125,73 @@ func (p *Party) ThresholdShares(t int, recipients []uint64) (map[uint64]mhe.Sham
 	return out, nil
 }
 
-// SetThresholdShares sums the Shamir shares addressed to this party, one
-// from every party, into its t-of-N share of the collective secret key.
-func (p *Party) SetThresholdShares(t int, received []mhe.ShamirSecretShare) error {
+// SetThresholdShares keeps the Shamir shares addressed to this party, one
+// from every participant by sender point (its own included).
+func (p *Party) SetThresholdShares(t int, received map[uint64]mhe.ShamirSecretShare) error {
 	if len(received) < t {
 		return fmt.Errorf("%w: %d shares received, threshold %d", ErrThreshold, len(received), t)
 	}
-	thr := mhe.NewThresholdizer(p.params)
-	agg := thr.AllocateThresholdSecretShare()
-	for _, s := range received {
-		if err := thr.AggregateShares(agg, s, &agg); err != nil {
-			return fmt.Errorf("%w: %v", ErrParams, err)
+	if _, ok := received[uint64(p.point)]; !ok {
+		return fmt.Errorf("%w: no share of this party's own key among those received", ErrInput)
+	}
+	want := p.params.RingQP().NewPoly()
+	for from, s := range received {
+		if from == 0 || s.LevelQ() != want.LevelQ() || s.LevelP() != want.LevelP() || s.Q.N() != want.Q.N() {
+			return fmt.Errorf("%w: Shamir share from point %d does not fit the preset", ErrParams, from)
 		}
 	}
-	p.shamir, p.threshold = &agg, t
+	p.shares, p.threshold = received, t
 	return nil
 }
 
 // Slots is how many reals one ciphertext carries.
 func Slots(params hefloat.Parameters) int { return 2 * params.MaxSlots() }
 
-// Encrypt encrypts weight·Δ... as given: vector (already multiplied by the
-// weight) followed by the weight itself, packed two reals per complex slot,
-// into as many ciphertexts as needed.
-func Encrypt(preset Preset, pk *rlwe.PublicKey, vector []float64, weight float64) ([]*rlwe.Ciphertext, error) {
-	params, err := preset.Params()
+// workers bounds how many goroutines one call spreads its chunks over:
+// every core the process may use, and no more goroutines than chunks.
+func workers(chunks int) int { return max(1, min(runtime.GOMAXPROCS(0), chunks)) }
+
+// forChunks runs do(worker, chunk) for every chunk, spread over workers
+// goroutines, each with its own state from newState; the first error wins.
+func forChunks[S any](chunks int, newState func() S, do func(s S, chunk int) error) error {
+	n := workers(chunks)
+	next := make(chan int)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := newState()
+			for c := range next {
+				if err := do(st, c); err != nil {
+					errs <- err
+					for range next { // drain
+					}
+					return
+				}
+			}
+		}()
+	}
+	for c := 0; c < chunks; c++ {
+		next <- c
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// Encrypt encrypts vector (already multiplied by the weight) followed by
+// the weight itself, two reals per complex slot, into as many chunks as
+// needed: chunk i is c0 = -a_i·s + e + m_i under this party's key share s,
+// with a_i regenerated from nonce by whoever needs it. Only c0 is
+// returned; it is all that travels.
+//
+// The caller must never encrypt two different vectors under one nonce
+// (Participant.Contribute enforces this).
+func (p *Party) Encrypt(nonce Nonce, vector []float64, weight float64) ([]ring.Poly, error) {
+	k, err := p.preset.kit()
 	if err != nil {
 		return nil, err
 	}
@@ -155,37 +204,38 @@ func Encrypt(preset Preset, pk *rlwe.PublicKey, vector []float64, weight float64
 			return nil, fmt.Errorf("%w: value %d is %v", ErrInput, i, v)
 		}
 	}
-	enc := rlwe.NewEncryptor(params, pk)
-	ecd := hefloat.NewEncoder(params)
-	per := Slots(params)
-	var out []*rlwe.Ciphertext
-	slots := make([]complex128, params.MaxSlots())
-	for lo := 0; lo < len(vals); lo += per {
-		clear(slots)
-		chunk := vals[lo:min(lo+per, len(vals))]
-		for i := 0; i < len(chunk); i += 2 {
-			re, im := chunk[i], 0.0
-			if i+1 < len(chunk) {
-				im = chunk[i+1]
-			}
-			slots[i/2] = complex(re, im)
-		}
-		pt := hefloat.NewPlaintext(params, params.MaxLevel())
-		if err := ecd.Encode(slots, pt); err != nil {
-			return nil, err
-		}
-		ct, err := enc.EncryptNew(pt)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ct)
+	per := k.slots()
+	count := (len(vals) + per - 1) / per
+	out := make([]ring.Poly, count)
+	type state struct {
+		ecd *encoder
+		xe  ring.Sampler
+		a   ring.Poly
 	}
-	return out, nil
+	err = forChunks(count, func() *state {
+		xe, err := ring.NewSampler(secretPRNG(), k.ringQ, k.params.Xe(), false)
+		if err != nil {
+			panic(err) // the preset's error distribution is valid
+		}
+		return &state{ecd: k.encoder(), xe: xe, a: k.ringQ.NewPoly()}
+	}, func(st *state, c int) error {
+		m := k.ringQ.NewPoly()
+		if err := st.ecd.encode(vals[c*per:min((c+1)*per, len(vals))], m); err != nil {
+			return err
+		}
+		st.xe.ReadAndAdd(m)
+		k.ringQ.NTT(m, m)
+		k.crp(nonce, c, st.a)
+		k.ringQ.MulCoeffsMontgomeryThenSub(st.a, p.sk.Value.Q, m)
+		out[c] = m
+		return nil
+	})
+	return out, err
 }
 
-// Sum adds contributions ciphertext-wise. Every contribution must have the
-// same number of ciphertexts, at the preset's degree and level.
-func Sum(preset Preset, contributions [][]*rlwe.Ciphertext) ([]*rlwe.Ciphertext, error) {
+// Sum adds contributions chunk-wise. Every contribution must have the
+// same number of chunks, each a polynomial of the preset.
+func Sum(preset Preset, contributions [][]ring.Poly) ([]ring.Poly, error) {
 	if len(contributions) == 0 {
 		return nil, fmt.Errorf("%w: nothing to sum", ErrInput)
 	}
@@ -205,78 +255,78 @@ func Sum(preset Preset, contributions [][]*rlwe.Ciphertext) ([]*rlwe.Ciphertext,
 // the memory of one contribution whatever their number (a decryptor
 // re-summing 32 hospitals' 10^6-parameter updates holds 2 of them, not 32).
 type Accumulator struct {
-	params hefloat.Parameters
-	eval   *hefloat.Evaluator
-	count  int
-	sum    []*rlwe.Ciphertext
+	k     *kit
+	count int
+	sum   []ring.Poly
 }
 
-// NewAccumulator starts an empty sum of contributions of count ciphertexts.
+// NewAccumulator starts an empty sum of contributions of count chunks.
 func NewAccumulator(preset Preset, count int) (*Accumulator, error) {
-	params, err := preset.Params()
+	k, err := preset.kit()
 	if err != nil {
 		return nil, err
 	}
 	if count < 1 {
-		return nil, fmt.Errorf("%w: a contribution has at least one ciphertext, not %d", ErrInput, count)
+		return nil, fmt.Errorf("%w: a contribution has at least one chunk, not %d", ErrInput, count)
 	}
-	return &Accumulator{params: params, eval: hefloat.NewEvaluator(params, nil), count: count}, nil
+	return &Accumulator{k: k, count: count}, nil
 }
 
-// Add checks a contribution's shape (count ciphertexts of the preset's
-// degree and level) and adds it to the sum. A rejected contribution leaves
-// the sum unchanged. The first contribution is copied, not aliased.
-func (a *Accumulator) Add(contribution []*rlwe.Ciphertext) error {
+// Add checks a contribution's shape (count chunks of the preset's ring)
+// and adds it to the sum. A rejected contribution leaves the sum
+// unchanged. The first contribution is copied, not aliased.
+func (a *Accumulator) Add(contribution []ring.Poly) error {
 	if len(contribution) != a.count {
-		return fmt.Errorf("%w: %d ciphertexts, want %d", ErrParams, len(contribution), a.count)
+		return fmt.Errorf("%w: %d chunks, want %d", ErrParams, len(contribution), a.count)
 	}
-	for j, ct := range contribution {
-		if err := checkCiphertext(a.params, ct); err != nil {
-			return fmt.Errorf("ciphertext %d: %w", j, err)
+	for j, p := range contribution {
+		if err := a.k.checkPoly(p); err != nil {
+			return fmt.Errorf("chunk %d: %w", j, err)
 		}
 	}
 	if a.sum == nil {
-		a.sum = make([]*rlwe.Ciphertext, a.count)
-		for j, ct := range contribution {
-			a.sum[j] = ct.CopyNew()
+		a.sum = make([]ring.Poly, a.count)
+		for j, p := range contribution {
+			a.sum[j] = *p.CopyNew()
 		}
 		return nil
 	}
-	for j, ct := range contribution {
-		if err := a.eval.Add(a.sum[j], ct, a.sum[j]); err != nil {
-			return err
-		}
+	for j, p := range contribution {
+		a.k.ringQ.Add(a.sum[j], p, a.sum[j])
 	}
 	return nil
 }
 
 // Sum is the running sum (nil before the first Add). It is the
 // accumulator's own storage: later Adds change it.
-func (a *Accumulator) Sum() []*rlwe.Ciphertext { return a.sum }
+func (a *Accumulator) Sum() []ring.Poly { return a.sum }
 
-func checkCiphertext(params hefloat.Parameters, ct *rlwe.Ciphertext) error {
+func (k *kit) checkPoly(p ring.Poly) error {
 	switch {
-	case ct == nil:
-		return fmt.Errorf("%w: nil ciphertext", ErrInput)
-	case ct.Degree() != 1:
-		return fmt.Errorf("%w: degree %d, want 1", ErrParams, ct.Degree())
-	case ct.Level() != params.MaxLevel():
-		return fmt.Errorf("%w: level %d, want %d", ErrParams, ct.Level(), params.MaxLevel())
-	case ct.Value[0].N() != params.N():
-		return fmt.Errorf("%w: ring degree %d, want %d", ErrParams, ct.Value[0].N(), params.N())
+	case len(p.Coeffs) != len(k.q):
+		return fmt.Errorf("%w: %d residues, want %d", ErrParams, len(p.Coeffs), len(k.q))
+	case p.N() != k.params.N():
+		return fmt.Errorf("%w: ring degree %d, want %d", ErrParams, p.N(), k.params.N())
 	}
 	return nil
 }
 
-// DecryptionShares produces the party's key-switch shares of the aggregate
-// towards the zero key, with noise flooding, for the given active set of
-// exactly t parties (including this one).
-func (p *Party) DecryptionShares(active []uint64, aggregate []*rlwe.Ciphertext) ([]mhe.KeySwitchShare, error) {
-	if p.shamir == nil {
+// DecryptionShares produces the party's key-switch shares towards the zero
+// key, with noise flooding, for count chunks of round nonce summed over
+// the contributions of the given Shamir points, for the active set of
+// exactly t parties (including this one). A share is a_i·s'_C + e_flood,
+// where s'_C is this party's additive share, for the active set, of the
+// sum of the contributors' key shares: it depends on the round's public
+// polynomials and on who contributed, not on the aggregate's bytes.
+func (p *Party) DecryptionShares(nonce Nonce, contributors, active []uint64, count int) ([]ring.Poly, error) {
+	if p.shares == nil {
 		return nil, fmt.Errorf("%w: key setup not finished", ErrInput)
 	}
 	if len(active) != p.threshold {
 		return nil, fmt.Errorf("%w: active set of %d, threshold %d", ErrThreshold, len(active), p.threshold)
+	}
+	if count < 1 {
+		return nil, fmt.Errorf("%w: %d chunks", ErrInput, count)
 	}
 	points := make([]mhe.ShamirPublicPoint, 0, len(active))
 	self := false
@@ -292,6 +342,21 @@ func (p *Party) DecryptionShares(active []uint64, aggregate []*rlwe.Ciphertext) 
 	if !self {
 		return nil, fmt.Errorf("%w: party %d is not in the active set", ErrInput, p.point)
 	}
+	// This party's Shamir share of s_C = sum of the contributors' keys.
+	ringQP := p.params.RingQP()
+	sC := mhe.ShamirSecretShare{Poly: ringQP.NewPoly()}
+	counted := map[uint64]bool{}
+	for _, c := range contributors {
+		sh, ok := p.shares[c]
+		if !ok || counted[c] {
+			return nil, fmt.Errorf("%w: contributor point %d is not a key holder of this study, or is listed twice", ErrInput, c)
+		}
+		counted[c] = true
+		ringQP.Add(sC.Poly, sh.Poly, sC.Poly)
+	}
+	if len(counted) == 0 {
+		return nil, fmt.Errorf("%w: no contributors", ErrInput)
+	}
 	sort.Slice(points, func(i, j int) bool { return points[i] < points[j] })
 	others := make([]mhe.ShamirPublicPoint, 0, len(points)-1)
 	for _, q := range points {
@@ -301,65 +366,81 @@ func (p *Party) DecryptionShares(active []uint64, aggregate []*rlwe.Ciphertext) 
 	}
 	cmb := mhe.NewCombiner(*p.params.GetRLWEParameters(), p.point, others, p.threshold)
 	tsk := rlwe.NewSecretKey(p.params)
-	if err := cmb.GenAdditiveShare(points, p.point, *p.shamir, tsk); err != nil {
+	if err := cmb.GenAdditiveShare(points, p.point, sC, tsk); err != nil {
 		return nil, err
 	}
-	cks, err := mhe.NewKeySwitchProtocol(p.params, p.preset.flooding())
+	return p.keySwitchShares(nonce, tsk, count)
+}
+
+// keySwitchShares is a_i·sk + e_flood for the count chunks of nonce, sk an
+// additive share of the key the chunks' sum is encrypted under.
+func (p *Party) keySwitchShares(nonce Nonce, sk *rlwe.SecretKey, count int) ([]ring.Poly, error) {
+	k, err := p.preset.kit()
 	if err != nil {
 		return nil, err
 	}
-	zero := rlwe.NewSecretKey(p.params)
-	out := make([]mhe.KeySwitchShare, len(aggregate))
-	for i, ct := range aggregate {
-		if err := checkCiphertext(p.params, ct); err != nil {
-			return nil, fmt.Errorf("aggregate ciphertext %d: %w", i, err)
-		}
-		out[i] = cks.AllocateShare(ct.Level())
-		cks.GenShare(tsk, zero, ct, &out[i])
+	out := make([]ring.Poly, count)
+	type state struct {
+		flood ring.Sampler
+		a     ring.Poly
 	}
-	return out, nil
+	err = forChunks(count, func() *state {
+		fl, err := ring.NewSampler(secretPRNG(), k.ringQ, p.preset.flooding(), false)
+		if err != nil {
+			panic(err) // the preset's flooding distribution is valid
+		}
+		return &state{flood: fl, a: k.ringQ.NewPoly()}
+	}, func(st *state, c int) error {
+		sh := k.ringQ.NewPoly()
+		st.flood.Read(sh)
+		k.ringQ.NTT(sh, sh)
+		k.crp(nonce, c, st.a)
+		k.ringQ.MulCoeffsMontgomeryThenAdd(st.a, sk.Value.Q, sh)
+		out[c] = sh
+		return nil
+	})
+	return out, err
 }
 
 // Decrypt combines exactly t parties' decryption shares of the aggregate
 // and returns the decoded sum vector and the total weight (the last
 // encrypted value). dim is the length of the clients' vectors.
-func Decrypt(preset Preset, aggregate []*rlwe.Ciphertext, shares [][]mhe.KeySwitchShare, threshold, dim int) (sum []float64, weight float64, err error) {
-	params, err := preset.Params()
+func Decrypt(preset Preset, aggregate []ring.Poly, shares [][]ring.Poly, threshold, dim int) (sum []float64, weight float64, err error) {
+	k, err := preset.kit()
 	if err != nil {
 		return nil, 0, err
 	}
 	if len(shares) < threshold {
 		return nil, 0, fmt.Errorf("%w: %d decryption shares, threshold %d", ErrThreshold, len(shares), threshold)
 	}
-	if want := (dim + 1 + Slots(params) - 1) / Slots(params); len(aggregate) != want {
-		return nil, 0, fmt.Errorf("%w: %d ciphertexts for %d values, want %d", ErrParams, len(aggregate), dim, want)
+	per := k.slots()
+	if want := (dim + 1 + per - 1) / per; len(aggregate) != want {
+		return nil, 0, fmt.Errorf("%w: %d chunks for %d values, want %d", ErrParams, len(aggregate), dim, want)
 	}
-	cks, err := mhe.NewKeySwitchProtocol(params, preset.flooding())
+	for j, s := range shares {
+		if len(s) != len(aggregate) {
+			return nil, 0, fmt.Errorf("%w: decryption share %d covers %d chunks, want %d", ErrParams, j, len(s), len(aggregate))
+		}
+		for i := range s {
+			if err := k.checkPoly(s[i]); err != nil {
+				return nil, 0, fmt.Errorf("decryption share %d, chunk %d: %w", j, i, err)
+			}
+		}
+	}
+	vals := make([]float64, len(aggregate)*per)
+	err = forChunks(len(aggregate), k.encoder, func(ecd *encoder, c int) error {
+		if err := k.checkPoly(aggregate[c]); err != nil {
+			return fmt.Errorf("aggregate chunk %d: %w", c, err)
+		}
+		m := *aggregate[c].CopyNew()
+		for _, s := range shares {
+			k.ringQ.Add(m, s[c], m)
+		}
+		k.ringQ.INTT(m, m)
+		return ecd.decode(m, preset.LogPrec, vals[c*per:(c+1)*per])
+	})
 	if err != nil {
 		return nil, 0, err
-	}
-	ecd := hefloat.NewEncoder(params)
-	dec := rlwe.NewDecryptor(params, rlwe.NewSecretKey(params))
-	vals := make([]float64, 0, dim+1)
-	slots := make([]complex128, params.MaxSlots())
-	for i, ct := range aggregate {
-		combined := cks.AllocateShare(ct.Level())
-		for j, s := range shares {
-			if len(s) != len(aggregate) {
-				return nil, 0, fmt.Errorf("%w: decryption share %d covers %d ciphertexts, want %d", ErrParams, j, len(s), len(aggregate))
-			}
-			if err := cks.AggregateShares(combined, s[i], &combined); err != nil {
-				return nil, 0, fmt.Errorf("%w: %v", ErrParams, err)
-			}
-		}
-		out := hefloat.NewCiphertext(params, 1, ct.Level())
-		cks.KeySwitch(ct, combined, out)
-		if err := ecd.DecodePublic(dec.DecryptNew(out), slots, preset.LogPrec); err != nil {
-			return nil, 0, err
-		}
-		for _, s := range slots {
-			vals = append(vals, real(s), imag(s))
-		}
 	}
 	vals = vals[:dim+1]
 	return vals[:dim], vals[dim], nil

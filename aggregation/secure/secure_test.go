@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat"
 	"github.com/tuneinsight/lattigo/v5/mhe"
+	"github.com/tuneinsight/lattigo/v5/ring"
 )
 
 var seed = []byte("fedledger test common reference string")
@@ -39,14 +41,17 @@ func setup(tb testing.TB, n, t int) *study {
 	if s.pk, err = CollectivePublicKey(Default, seed, pkShares); err != nil {
 		tb.Fatal(err)
 	}
-	inbox := map[uint64][]mhe.ShamirSecretShare{}
-	for _, p := range s.parties {
+	inbox := map[uint64]map[uint64]mhe.ShamirSecretShare{}
+	for i, p := range s.parties {
 		out, err := p.ThresholdShares(t, s.points)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		for r, sh := range out {
-			inbox[r] = append(inbox[r], sh)
+			if inbox[r] == nil {
+				inbox[r] = map[uint64]mhe.ShamirSecretShare{}
+			}
+			inbox[r][s.points[i]] = sh
 		}
 	}
 	for i, p := range s.parties {
@@ -57,33 +62,47 @@ func setup(tb testing.TB, n, t int) *study {
 	return s
 }
 
-// round encrypts every listed party's vector, sums, and decrypts with the
-// parties at the given indices as the active set.
-func (s *study) round(tb testing.TB, vecs [][]float64, weights []float64, active []int) ([]float64, float64) {
+func (s *study) nonce(round uint64) Nonce {
+	h, _ := PublicKeyHash(s.pk)
+	return Nonce{KeyHash: h, Study: "heart", Round: round}
+}
+
+// encrypt has the parties at contributors encrypt weights[i]·vecs[i] for
+// round 1 and returns the sum and the contributors' points.
+func (s *study) encrypt(tb testing.TB, vecs [][]float64, weights []float64, contributors []int) ([]ring.Poly, []uint64) {
 	tb.Helper()
-	var cts [][]*rlwe.Ciphertext
-	for i, v := range vecs {
-		w := make([]float64, len(v))
-		for j := range v {
-			w[j] = v[j] * weights[i]
+	var parts [][]ring.Poly
+	var points []uint64
+	for _, c := range contributors {
+		w := make([]float64, len(vecs[c]))
+		for j := range w {
+			w[j] = vecs[c][j] * weights[c]
 		}
-		ct, err := Encrypt(Default, s.pk, w, weights[i])
+		p, err := s.parties[c].Encrypt(s.nonce(1), w, weights[c])
 		if err != nil {
 			tb.Fatal(err)
 		}
-		cts = append(cts, ct)
+		parts, points = append(parts, p), append(points, s.points[c])
 	}
-	agg, err := Sum(Default, cts)
+	agg, err := Sum(Default, parts)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return agg, points
+}
+
+// round encrypts the listed contributors' vectors, sums, and decrypts with
+// the parties at active as the active set.
+func (s *study) round(tb testing.TB, vecs [][]float64, weights []float64, contributors, active []int) ([]float64, float64) {
+	tb.Helper()
+	agg, cpoints := s.encrypt(tb, vecs, weights, contributors)
 	var pts []uint64
 	for _, a := range active {
 		pts = append(pts, s.points[a])
 	}
-	var shares [][]mhe.KeySwitchShare
+	var shares [][]ring.Poly
 	for _, a := range active {
-		sh, err := s.parties[a].DecryptionShares(pts, agg)
+		sh, err := s.parties[a].DecryptionShares(s.nonce(1), cpoints, pts, len(agg))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -94,6 +113,14 @@ func (s *study) round(tb testing.TB, vecs [][]float64, weights []float64, active
 		tb.Fatal(err)
 	}
 	return sum, weight
+}
+
+func all(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
 
 func randomVecs(rng *rand.Rand, n, dim int) ([][]float64, []float64) {
@@ -109,12 +136,12 @@ func randomVecs(rng *rand.Rand, n, dim int) ([][]float64, []float64) {
 	return vecs, weights
 }
 
-func plainAverage(vecs [][]float64, weights []float64) []float64 {
+func plainAverage(vecs [][]float64, weights []float64, contributors []int) []float64 {
 	avg := make([]float64, len(vecs[0]))
 	var total float64
-	for i, v := range vecs {
-		for j := range v {
-			avg[j] += weights[i] * v[j]
+	for _, i := range contributors {
+		for j := range vecs[i] {
+			avg[j] += weights[i] * vecs[i][j]
 		}
 		total += weights[i]
 	}
@@ -134,15 +161,15 @@ func maxErr(sum []float64, weight float64, want []float64) float64 {
 
 // TestWeightedAverageMatchesPlaintext: the decrypted weighted average equals
 // the plaintext one within 1e-6 for 2 and 10 clients and vectors from 1 to
-// several ciphertexts long, decrypted by exactly t parties.
+// several chunks long, decrypted by exactly t parties.
 func TestWeightedAverageMatchesPlaintext(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	for _, c := range []struct{ n, t, dim int }{{2, 2, 1}, {2, 1, 1000}, {10, 6, 1}, {10, 6, 40000}} {
 		s := setup(t, c.n, c.t)
 		vecs, weights := randomVecs(rng, c.n, c.dim)
 		active := rng.Perm(c.n)[:c.t]
-		want := plainAverage(vecs, weights)
-		sum, weight := s.round(t, vecs, weights, active)
+		want := plainAverage(vecs, weights, all(c.n))
+		sum, weight := s.round(t, vecs, weights, all(c.n), active)
 		var total float64
 		for _, w := range weights {
 			total += w
@@ -161,87 +188,94 @@ func TestWeightedAverageMatchesPlaintext(t *testing.T) {
 }
 
 // TestHundredClients: the preset's stated bound for 100 contributors with
-// unit weights and values in [-10, 10], decrypted by all 100 parties, each
-// adding flooding noise (the worst case for precision). The collective key
-// is the N-of-N sum of the 100 secret-key shares; the t-of-N Shamir setup is
-// exercised by the other tests (a 100-of-100 Shamir setup costs minutes and
-// adds nothing to precision, since the combined additive shares sum to the
-// same key).
+// unit weights and values in [-10, 10], each adding flooding noise to its
+// share (the worst case for precision): the 100-of-100 additive shares are
+// the key shares themselves. The t-of-N Shamir path is exercised by the
+// other tests (a 100-party Shamir setup costs minutes and adds nothing to
+// precision, since the combined additive shares sum to the same key).
 func TestHundredClients(t *testing.T) {
-	const n = 100
+	const n, dim = 100, 3000
 	rng := rand.New(rand.NewSource(2))
-	params, err := Default.Params()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var parties []*Party
-	var pkShares []mhe.PublicKeyGenShare
 	for i := 1; i <= n; i++ {
 		p, err := NewParty(Default, uint64(i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		sh, err := p.PublicKeyShare(seed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		parties, pkShares = append(parties, p), append(pkShares, sh)
+		parties = append(parties, p)
 	}
-	pk, err := CollectivePublicKey(Default, seed, pkShares)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vecs, _ := randomVecs(rng, n, 3000)
+	nonce := Nonce{Study: "heart", Round: 3}
+	vecs, _ := randomVecs(rng, n, dim)
 	weights := make([]float64, n)
-	var cts [][]*rlwe.Ciphertext
-	for i := range weights {
+	acc, err := NewAccumulator(Default, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range parties {
 		weights[i] = 1
-		ct, err := Encrypt(Default, pk, vecs[i], 1)
+		c, err := p.Encrypt(nonce, vecs[i], 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cts = append(cts, ct)
-	}
-	agg, err := Sum(Default, cts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cks, err := mhe.NewKeySwitchProtocol(params, Default.flooding())
-	if err != nil {
-		t.Fatal(err)
-	}
-	zero := rlwe.NewSecretKey(params)
-	shares := make([][]mhe.KeySwitchShare, n)
-	for i, p := range parties {
-		for _, ct := range agg {
-			sh := cks.AllocateShare(ct.Level())
-			cks.GenShare(p.sk, zero, ct, &sh)
-			shares[i] = append(shares[i], sh)
+		if err := acc.Add(c); err != nil {
+			t.Fatal(err)
 		}
 	}
-	sum, weight, err := Decrypt(Default, agg, shares, n, 3000)
+	shares := make([][]ring.Poly, n)
+	for i, p := range parties {
+		if shares[i], err = p.keySwitchShares(nonce, p.sk, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, weight, err := Decrypt(Default, acc.Sum(), shares, n, dim)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if math.Round(weight) != n {
 		t.Fatalf("decrypted weight %v, want %d", weight, n)
 	}
-	e := maxErr(sum, weight, plainAverage(vecs, weights))
+	e := maxErr(sum, weight, plainAverage(vecs, weights, all(n)))
 	t.Logf("100 clients, 100 flooded decryption shares, sigma 2^30: max abs error %.3g", e)
 	if e > 1e-6 {
 		t.Fatalf("max error %g > 1e-6", e)
 	}
 }
 
-// TestDecryptAfterDropouts: N - t parties vanish after uploading; the other
-// t still decrypt.
-func TestDecryptAfterDropouts(t *testing.T) {
+// TestDropouts: of 5 key holders (t = 3), 2 never contribute and 2 of the
+// 3 contributors vanish after uploading; the sum of the 3 contributions is
+// decrypted by the one contributor left and the 2 who never contributed:
+// the shares cancel exactly the contributors' keys.
+func TestDropouts(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	s := setup(t, 5, 3)
 	vecs, weights := randomVecs(rng, 5, 50)
-	sum, weight := s.round(t, vecs, weights, []int{0, 2, 4}) // 1 and 3 are gone
-	if e := maxErr(sum, weight, plainAverage(vecs, weights)); e > 1e-6 {
+	contributors := []int{0, 2, 4}
+	sum, weight := s.round(t, vecs, weights, contributors, []int{1, 3, 4})
+	if e := maxErr(sum, weight, plainAverage(vecs, weights, contributors)); e > 1e-6 {
 		t.Fatalf("max error %g", e)
+	}
+	// Shares computed for the wrong set of contributors decrypt nothing.
+	agg, _ := s.encrypt(t, vecs, weights, contributors)
+	var shares [][]ring.Poly
+	for _, a := range []int{1, 3, 4} {
+		sh, err := s.parties[a].DecryptionShares(s.nonce(1), []uint64{1, 3, 5, 2}, []uint64{2, 4, 5}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shares = append(shares, sh)
+	}
+	got, _, err := Decrypt(Default, agg, shares, 3, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := maxErr(got, 1, make([]float64, 50)); e < 1e6 {
+		t.Fatalf("shares for another contributor set decrypted something small (%g)", e)
+	}
+	if _, err := s.parties[0].DecryptionShares(s.nonce(1), []uint64{1, 9}, []uint64{1, 2, 3}, 1); !errors.Is(err, ErrInput) {
+		t.Fatalf("contributor outside the key holders: %v", err)
+	}
+	if _, err := s.parties[0].DecryptionShares(s.nonce(1), []uint64{1, 1}, []uint64{1, 2, 3}, 1); !errors.Is(err, ErrInput) {
+		t.Fatalf("contributor listed twice: %v", err)
 	}
 }
 
@@ -251,16 +285,11 @@ func TestFewerThanTCannotDecrypt(t *testing.T) {
 	rng := rand.New(rand.NewSource(4))
 	s := setup(t, 5, 3)
 	vecs, weights := randomVecs(rng, 5, 20)
-	var cts [][]*rlwe.Ciphertext
-	for i, v := range vecs {
-		ct, _ := Encrypt(Default, s.pk, v, weights[i])
-		cts = append(cts, ct)
-	}
-	agg, _ := Sum(Default, cts)
+	agg, cpoints := s.encrypt(t, vecs, weights, all(5))
 	pts := []uint64{1, 2, 3}
-	var shares [][]mhe.KeySwitchShare
+	var shares [][]ring.Poly
 	for _, a := range []int{0, 1} {
-		sh, err := s.parties[a].DecryptionShares(pts, agg)
+		sh, err := s.parties[a].DecryptionShares(s.nonce(1), cpoints, pts, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,54 +306,150 @@ func TestFewerThanTCannotDecrypt(t *testing.T) {
 		t.Fatalf("two of three shares decrypted something small (%g): the threshold does not hold", e)
 	}
 	// A party refuses an active set of the wrong size or without itself.
-	if _, err := s.parties[0].DecryptionShares([]uint64{1, 2}, agg); !errors.Is(err, ErrThreshold) {
+	if _, err := s.parties[0].DecryptionShares(s.nonce(1), cpoints, []uint64{1, 2}, 1); !errors.Is(err, ErrThreshold) {
 		t.Fatalf("short active set: %v", err)
 	}
-	if _, err := s.parties[0].DecryptionShares([]uint64{2, 3, 4}, agg); !errors.Is(err, ErrInput) {
+	if _, err := s.parties[0].DecryptionShares(s.nonce(1), cpoints, []uint64{2, 3, 4}, 1); !errors.Is(err, ErrInput) {
 		t.Fatalf("active set without self: %v", err)
+	}
+}
+
+// TestOneContributionAloneIsMasked: the coordinator holds every c0 and,
+// after decryption, the shares' sum a·s_C + e. Presenting one hospital's
+// c0 as "the aggregate" decrypts to noise: its update stays masked by the
+// other contributors' a·s_j. Shares for another round's nonce decrypt
+// nothing either.
+func TestOneContributionAloneIsMasked(t *testing.T) {
+	rng := rand.New(rand.NewSource(6))
+	s := setup(t, 3, 2)
+	vecs, weights := randomVecs(rng, 3, 100)
+	victim, err := s.parties[0].Encrypt(s.nonce(1), vecs[0], 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decryptWith := func(agg []ring.Poly, nonce Nonce) []float64 {
+		var shares [][]ring.Poly
+		for _, a := range []int{0, 1} {
+			sh, err := s.parties[a].DecryptionShares(nonce, []uint64{1, 2, 3}, []uint64{1, 2}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shares = append(shares, sh)
+		}
+		got, _, err := Decrypt(Default, agg, shares, 2, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := decryptWith(victim, s.nonce(1)); maxErr(got, 1, vecs[0]) < 1e6 {
+		t.Fatal("one contribution decrypted to its values under a three-contributor key")
+	}
+	agg, _ := s.encrypt(t, vecs, weights, all(3))
+	if got := decryptWith(agg, s.nonce(2)); maxErr(got, 1, make([]float64, 100)) < 1e6 {
+		t.Fatal("shares of another round's nonce decrypted the aggregate")
+	}
+}
+
+// TestLattigoDecryptsTheFastPath: a chunk from the fast encoder and
+// encryptor, completed with its regenerated a into a Lattigo ciphertext,
+// decrypts with Lattigo's own decryptor and decoder (under the party's key)
+// to the encoded values; and the fast decoder agrees with Lattigo's on the
+// same plaintext, including values whose scaled coefficients pass 2^63.
+func TestLattigoDecryptsTheFastPath(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	p, err := NewParty(Default, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := Default.kit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mag := range []float64{1, 1e4, 1e9} {
+		vals := make([]float64, k.slots()-1)
+		for i := range vals {
+			vals[i] = (rng.Float64()*2 - 1) * mag
+		}
+		nonce := Nonce{Study: "heart", Round: 9}
+		c0, err := p.Encrypt(nonce, vals, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct := hefloat.NewCiphertext(k.params, 1, k.params.MaxLevel())
+		ct.Value[0].Copy(c0[0])
+		k.crp(nonce, 0, ct.Value[1])
+		pt := rlwe.NewDecryptor(k.params, p.sk).DecryptNew(ct)
+		got := make([]complex128, k.params.MaxSlots())
+		if err := hefloat.NewEncoder(k.params).DecodePublic(pt, got, 40); err != nil {
+			t.Fatal(err)
+		}
+		fast := make([]float64, k.slots())
+		k.ringQ.INTT(pt.Value, pt.Value)
+		if err := k.encoder().decode(pt.Value, 40, fast); err != nil {
+			t.Fatal(err)
+		}
+		var e, ef float64
+		for i, v := range vals {
+			want := real(got[i/2])
+			if i%2 == 1 {
+				want = imag(got[i/2])
+			}
+			e = math.Max(e, math.Abs(want-v)/mag)
+			ef = math.Max(ef, math.Abs(fast[i]-want)/mag)
+		}
+		t.Logf("values of magnitude %g: Lattigo decrypts within %.2g (relative), the fast decoder agrees within %.2g", mag, e, ef)
+		if e > 1e-9 || ef > 1e-12 {
+			t.Fatalf("magnitude %g: relative error %g (Lattigo), %g (fast decoder vs Lattigo)", mag, e, ef)
+		}
 	}
 }
 
 func TestBadInputs(t *testing.T) {
 	s := setup(t, 2, 2)
-	if _, err := Encrypt(Default, s.pk, []float64{math.NaN()}, 1); !errors.Is(err, ErrInput) {
+	if _, err := s.parties[0].Encrypt(s.nonce(1), []float64{math.NaN()}, 1); !errors.Is(err, ErrInput) {
 		t.Fatalf("NaN: %v", err)
 	}
-	if _, err := Encrypt(Default, s.pk, []float64{1}, 0); !errors.Is(err, ErrInput) {
+	if _, err := s.parties[0].Encrypt(s.nonce(1), []float64{1}, 0); !errors.Is(err, ErrInput) {
 		t.Fatalf("zero weight: %v", err)
 	}
-	a, _ := Encrypt(Default, s.pk, make([]float64, 10), 1)
-	b, _ := Encrypt(Default, s.pk, make([]float64, 40000), 1)
-	if _, err := Sum(Default, [][]*rlwe.Ciphertext{a, b}); !errors.Is(err, ErrParams) {
+	if _, err := s.parties[0].Encrypt(s.nonce(1), []float64{math.MaxFloat64}, 1); !errors.Is(err, ErrInput) {
+		t.Fatalf("a value beyond the scale: %v", err)
+	}
+	a, _ := s.parties[0].Encrypt(s.nonce(1), make([]float64, 10), 1)
+	b, _ := s.parties[0].Encrypt(s.nonce(1), make([]float64, 40000), 1)
+	if _, err := Sum(Default, [][]ring.Poly{a, b}); !errors.Is(err, ErrParams) {
 		t.Fatalf("mismatched lengths: %v", err)
 	}
-	low := a[0].CopyNew()
-	low.Resize(1, 0)
-	if _, err := Sum(Default, [][]*rlwe.Ciphertext{a, {low}}); !errors.Is(err, ErrParams) {
-		t.Fatalf("wrong level: %v", err)
+	short := ring.Poly{Coeffs: a[0].Coeffs[:1]}
+	if _, err := Sum(Default, [][]ring.Poly{a, {short}}); !errors.Is(err, ErrParams) {
+		t.Fatalf("one residue missing: %v", err)
 	}
 	if _, err := LookupPreset("ckks-toy"); !errors.Is(err, ErrParams) {
 		t.Fatalf("unknown preset: %v", err)
+	}
+	if _, err := LookupPreset("ckks-n14-q120-flood30/v1"); !errors.Is(err, ErrParams) {
+		t.Fatalf("retired preset: %v", err)
 	}
 	if _, err := NewParty(Default, 0); !errors.Is(err, ErrInput) {
 		t.Fatalf("point 0: %v", err)
 	}
 }
 
-// TestMillionValues: a 1,000,000-value vector (62 ciphertexts) from two
-// clients decrypts to the plaintext weighted average within 1e-6.
+// TestMillionValues: a 1,000,000-value vector (62 chunks) from two clients
+// decrypts to the plaintext weighted average within 1e-6.
 func TestMillionValues(t *testing.T) {
 	if testing.Short() {
-		t.Skip("1,000,000-value round takes ~10 s; run without -short")
+		t.Skip("1,000,000-value round; run without -short")
 	}
 	rng := rand.New(rand.NewSource(5))
 	s := setup(t, 2, 2)
 	vecs, weights := randomVecs(rng, 2, 1_000_000)
-	sum, weight := s.round(t, vecs, weights, []int{0, 1})
+	sum, weight := s.round(t, vecs, weights, all(2), []int{0, 1})
 	if len(sum) != 1_000_000 {
 		t.Fatalf("decrypted %d values, want 1000000", len(sum))
 	}
-	e := maxErr(sum, weight, plainAverage(vecs, weights))
+	e := maxErr(sum, weight, plainAverage(vecs, weights, all(2)))
 	t.Logf("2 clients, 1e6 values: max abs error %.3g", e)
 	if e > 1e-6 {
 		t.Fatalf("max error %g > 1e-6", e)
@@ -332,18 +457,18 @@ func TestMillionValues(t *testing.T) {
 }
 
 // TestAccumulatorMatchesSum: adding contributions one at a time gives the
-// same ciphertexts as Sum, the first contribution is copied rather than
+// same polynomials as Sum, the first contribution is copied rather than
 // aliased, and a contribution of the wrong shape is refused without
 // touching the running sum.
 func TestAccumulatorMatchesSum(t *testing.T) {
 	s := setup(t, 3, 2)
-	var parts [][]*rlwe.Ciphertext
+	var parts [][]ring.Poly
 	for i := range 3 {
-		cts, err := Encrypt(Default, s.pk, []float64{float64(i), 1, 2}, 1)
+		c, err := s.parties[i].Encrypt(s.nonce(1), []float64{float64(i), 1, 2}, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		parts = append(parts, cts)
+		parts = append(parts, c)
 	}
 	want, err := Sum(Default, parts)
 	if err != nil {
@@ -353,24 +478,24 @@ func TestAccumulatorMatchesSum(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := parts[0][0].CopyNew()
+	first := *parts[0][0].CopyNew()
 	for i, p := range parts {
 		if err := acc.Add(p); err != nil {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			if err := acc.Add([]*rlwe.Ciphertext{parts[1][0], parts[2][0]}); !errors.Is(err, ErrParams) {
-				t.Fatalf("two ciphertexts into a one-ciphertext sum: %v", err)
+			if err := acc.Add([]ring.Poly{parts[1][0], parts[2][0]}); !errors.Is(err, ErrParams) {
+				t.Fatalf("two chunks into a one-chunk sum: %v", err)
 			}
 		}
 	}
-	if !acc.Sum()[0].Equal(want[0]) {
+	if !acc.Sum()[0].Equal(&want[0]) {
 		t.Fatal("accumulated sum differs from Sum, or a refused contribution changed it")
 	}
-	if !parts[0][0].Equal(first) {
+	if !parts[0][0].Equal(&first) {
 		t.Fatal("the accumulator wrote into the first contribution")
 	}
 	if _, err := NewAccumulator(Default, 0); !errors.Is(err, ErrInput) {
-		t.Fatalf("zero-ciphertext accumulator: %v", err)
+		t.Fatalf("zero-chunk accumulator: %v", err)
 	}
 }

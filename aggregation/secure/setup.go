@@ -122,13 +122,13 @@ func (s *Setup) expect(kind byte, round uint64) Expect {
 // envelopes of the study's preset, the right number, each a well-formed
 // ciphertext.
 func (s *Setup) CheckContribution(round uint64, payload []byte) error {
-	_, err := OpenCiphertexts(payload, s.expect(KindContribution, round))
+	_, err := OpenPolys(payload, s.expect(KindContribution, round))
 	return err
 }
 
 // CheckShare opens a decryption-share payload for round strictly.
 func (s *Setup) CheckShare(round uint64, payload []byte) error {
-	_, err := OpenSharePayload(payload, s.preset, s.study, round, s.count)
+	_, err := OpenPolys(payload, s.expect(KindDecryptionShare, round))
 	return err
 }
 
@@ -145,11 +145,11 @@ func (s *Setup) Aggregate(round uint64, n int, fetch func(i int) ([]byte, error)
 		if err != nil {
 			return nil, err
 		}
-		cts, err := OpenCiphertexts(p, s.expect(KindContribution, round))
+		polys, err := OpenPolys(p, s.expect(KindContribution, round))
 		if err != nil {
 			return nil, fmt.Errorf("contribution %d: %w", i, err)
 		}
-		if err := acc.Add(cts); err != nil {
+		if err := acc.Add(polys); err != nil {
 			return nil, fmt.Errorf("contribution %d: %w", i, err)
 		}
 	}
@@ -165,13 +165,13 @@ func (s *Setup) Aggregate(round uint64, n int, fetch func(i int) ([]byte, error)
 // round's model; each countersigning hospital combines the same signed
 // shares to check it.
 func (s *Setup) Combine(round uint64, aggregate []byte, shares [][]byte, threshold int) (sum []float64, weight float64, err error) {
-	agg, err := OpenCiphertexts(aggregate, s.expect(KindAggregate, round))
+	agg, err := OpenPolys(aggregate, s.expect(KindAggregate, round))
 	if err != nil {
 		return nil, 0, fmt.Errorf("aggregate: %w", err)
 	}
-	opened := make([][]mhe.KeySwitchShare, len(shares))
+	opened := make([][]ring.Poly, len(shares))
 	for i, p := range shares {
-		if opened[i], err = OpenSharePayload(p, s.preset, s.study, round, s.count); err != nil {
+		if opened[i], err = OpenPolys(p, s.expect(KindDecryptionShare, round)); err != nil {
 			return nil, 0, fmt.Errorf("decryption share %d: %w", i, err)
 		}
 	}
@@ -212,7 +212,10 @@ func keyFromBytes(preset Preset, b []byte) (*rlwe.PublicKey, error) {
 		return nil, err
 	}
 	pk := rlwe.NewPublicKey(params)
-	q, p := params.RingQ().ModuliChain(), params.RingP().ModuliChain()
+	q, p := params.RingQ().ModuliChain(), []uint64(nil)
+	if params.PCount() > 0 {
+		p = params.RingP().ModuliChain()
+	}
 	off := 0
 	for _, v := range pk.Value {
 		for k, poly := range []ring.Poly{v.Q, v.P} {

@@ -6,49 +6,6 @@ import (
 	"github.com/tuneinsight/lattigo/v5/mhe"
 )
 
-// SealDecryptionShares wraps one party's key-switch shares of an aggregate
-// (one per aggregate chunk) in KindDecryptionShare envelopes.
-func SealDecryptionShares(preset Preset, study string, round uint64, shares []mhe.KeySwitchShare) ([][]byte, error) {
-	out := make([][]byte, len(shares))
-	for i, s := range shares {
-		body, err := s.MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		if out[i], err = (Envelope{Kind: KindDecryptionShare, Preset: preset.ID, Study: study, Round: round, Index: uint32(i), Count: uint32(len(shares)), Body: body}).Marshal(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-// DecryptionShare decodes an opened KindDecryptionShare envelope and checks
-// the share's level and ring degree against the preset.
-func (e Envelope) DecryptionShare(preset Preset) (share mhe.KeySwitchShare, err error) {
-	if e.Kind != KindDecryptionShare {
-		return share, fmt.Errorf("%w: kind %d is not a decryption share", ErrEnvelope, e.Kind)
-	}
-	params, err := preset.Params()
-	if err != nil {
-		return share, err
-	}
-	defer func() {
-		if r := recover(); r != nil { // third-party decoder on untrusted bytes
-			share, err = mhe.KeySwitchShare{}, fmt.Errorf("%w: decryption share body: %v", ErrEnvelope, r)
-		}
-	}()
-	if err := share.UnmarshalBinary(e.Body); err != nil {
-		return mhe.KeySwitchShare{}, fmt.Errorf("%w: decryption share body: %v", ErrEnvelope, err)
-	}
-	switch {
-	case share.Level() != params.MaxLevel():
-		return mhe.KeySwitchShare{}, fmt.Errorf("%w: decryption share level %d, want %d", ErrParams, share.Level(), params.MaxLevel())
-	case share.Value.N() != params.N():
-		return mhe.KeySwitchShare{}, fmt.Errorf("%w: decryption share ring degree %d, want %d", ErrParams, share.Value.N(), params.N())
-	}
-	return share, nil
-}
-
 // SealPublicKeyShare wraps one party's CKG share in a KindPublicKeyShare
 // envelope (round 0, one chunk).
 func SealPublicKeyShare(preset Preset, study string, share mhe.PublicKeyGenShare) ([]byte, error) {

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/mhe"
+	"github.com/tuneinsight/lattigo/v5/ring"
 )
 
 // TestPublicKeyShareWire sends every CKG share through its envelope and
@@ -69,35 +69,35 @@ func TestDecryptionShareWire(t *testing.T) {
 	vec := []float64{1.5, -2.25, 7}
 	// The preset's 1e-6 bound is on an average of total weight >= 100.
 	scaled := []float64{150, -225, 700}
-	cts, err := Encrypt(Default, s.pk, scaled, 100)
+	cts, err := s.parties[1].Encrypt(s.nonce(9), scaled, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	agg, err := Sum(Default, [][]*rlwe.Ciphertext{cts})
+	agg, err := Sum(Default, [][]ring.Poly{cts})
 	if err != nil {
 		t.Fatal(err)
 	}
 	active := []uint64{1, 3}
 	want := Expect{Kind: KindDecryptionShare, Preset: Default, Study: "heart", Round: 9, Count: uint32(len(agg))}
-	var shares [][]mhe.KeySwitchShare
+	var shares [][]ring.Poly
 	var sealed [][]byte
 	for _, idx := range []int{0, 2} {
-		sh, err := s.parties[idx].DecryptionShares(active, agg)
+		sh, err := s.parties[idx].DecryptionShares(s.nonce(9), []uint64{2}, active, len(agg))
 		if err != nil {
 			t.Fatal(err)
 		}
-		envs, err := SealDecryptionShares(Default, "heart", 9, sh)
+		envs, err := SealPolys(KindDecryptionShare, Default, "heart", 9, sh)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sealed = append(sealed, envs[0])
-		var got []mhe.KeySwitchShare
+		var got []ring.Poly
 		for _, b := range envs {
 			e, err := OpenEnvelope(b, want)
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := e.DecryptionShare(Default)
+			d, err := e.Poly(Default)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +121,7 @@ func TestDecryptionShareWire(t *testing.T) {
 	if _, err := OpenEnvelope(sealed[0][:len(sealed[0])-8], want); !errors.Is(err, ErrEnvelope) {
 		t.Errorf("truncated share: got %v, want ErrEnvelope", err)
 	}
-	ctEnvs, err := SealCiphertexts(KindAggregate, Default, "heart", 9, agg)
+	ctEnvs, err := SealPolys(KindAggregate, Default, "heart", 9, agg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestDecryptionShareWire(t *testing.T) {
 		junk[i] = 0xff
 	}
 	e.Body = junk
-	if _, err := e.DecryptionShare(Default); err == nil {
+	if _, err := e.Poly(Default); err == nil {
 		t.Error("a body of 0xff bytes decoded as a decryption share")
 	}
 }
@@ -173,15 +173,11 @@ func FuzzOpenPublicKeyShare(f *testing.F) {
 
 func FuzzDecryptionShare(f *testing.F) {
 	s := setup(f, 1, 1)
-	cts, err := Encrypt(Default, s.pk, []float64{1, 2}, 1)
+	sh, err := s.parties[0].DecryptionShares(s.nonce(2), []uint64{1}, []uint64{1}, 1)
 	if err != nil {
 		f.Fatal(err)
 	}
-	sh, err := s.parties[0].DecryptionShares([]uint64{1}, cts)
-	if err != nil {
-		f.Fatal(err)
-	}
-	envs, err := SealDecryptionShares(Default, "heart", 2, sh)
+	envs, err := SealPolys(KindDecryptionShare, Default, "heart", 2, sh)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -194,9 +190,9 @@ func FuzzDecryptionShare(f *testing.F) {
 		if err != nil {
 			return
 		}
-		d, err := e.DecryptionShare(Default)
-		if err == nil && d.Level() != len(cts[0].Value[0].Coeffs)-1 {
-			t.Fatal("accepted a share of the wrong level")
+		d, err := e.Poly(Default)
+		if err == nil && len(d.Coeffs) != len(sh[0].Coeffs) {
+			t.Fatal("accepted a share of the wrong number of residues")
 		}
 	})
 }

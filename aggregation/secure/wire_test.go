@@ -5,24 +5,26 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/fedledger/fedledger/audit"
-	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/mhe"
+	"github.com/tuneinsight/lattigo/v5/ring"
 )
 
-func sealOne(t testing.TB, s *study) ([][]byte, []*rlwe.Ciphertext) {
+func sealOne(t testing.TB, s *study) ([][]byte, []ring.Poly) {
 	t.Helper()
-	cts, err := Encrypt(Default, s.pk, make([]float64, 20000), 3) // two ciphertexts
+	cts, err := s.parties[0].Encrypt(s.nonce(4), make([]float64, 20000), 3) // two chunks
 	if err != nil {
 		t.Fatal(err)
 	}
-	envs, err := SealCiphertexts(KindContribution, Default, "heart", 4, cts)
+	envs, err := SealPolys(KindContribution, Default, "heart", 4, cts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,12 +40,12 @@ func TestEnvelopeRoundTripAndRejections(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ct, err := e.Ciphertext(Default)
+		p, err := e.Poly(Default)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if hashCiphertexts([]*rlwe.Ciphertext{ct}) != hashCiphertexts(cts[i:i+1]) {
-			t.Fatal("ciphertext changed in the envelope")
+		if hashPolys([]ring.Poly{p}) != hashPolys(cts[i:i+1]) {
+			t.Fatal("polynomial changed in the envelope")
 		}
 	}
 	good := envs[0]
@@ -75,15 +77,15 @@ func TestEnvelopeRoundTripAndRejections(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", name, err, tc.want)
 		}
 	}
-	// A well-sized body that is not a ciphertext of these parameters.
+	// A well-sized body whose residues are not below their moduli.
 	junk := mod(func(e *Envelope) {
 		for i := range e.Body {
 			e.Body[i] = 0xff
 		}
 	})
 	if e, err := OpenEnvelope(junk, want); err == nil {
-		if _, err := e.Ciphertext(Default); err == nil {
-			t.Error("a body of 0xff bytes decoded as a ciphertext")
+		if _, err := e.Poly(Default); !errors.Is(err, ErrEnvelope) {
+			t.Errorf("a body of 0xff bytes: got %v, want ErrEnvelope", err)
 		}
 	}
 }
@@ -100,8 +102,9 @@ func FuzzOpenEnvelope(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if ct, err := e.Ciphertext(Default); err == nil && ct.Degree() != 1 {
-			t.Fatal("accepted a ciphertext of the wrong degree")
+		k, _ := Default.kit()
+		if p, err := e.Poly(Default); err == nil && (p.N() != k.params.N() || len(p.Coeffs) != len(k.q)) {
+			t.Fatal("accepted a polynomial of the wrong shape")
 		}
 	})
 }
@@ -178,10 +181,10 @@ func TestShareGuard(t *testing.T) {
 	keys, verify := signers("a", "b", "c")
 	payloads := map[string][]byte{}
 	parent := audit.Hash{0xfe}
-	var parts [][]*rlwe.Ciphertext
+	var parts [][]ring.Poly
 	var entries []audit.Contribution
-	for _, id := range []string{"a", "b", "c"} {
-		cts, _ := Encrypt(Default, s.pk, []float64{1, 2, 3}, 5)
+	for i, id := range []string{"a", "b", "c"} {
+		cts, _ := s.parties[i].Encrypt(s.nonce(7), []float64{1, 2, 3}, 5)
 		p, err := SealPayload(KindContribution, Default, "heart", 7, cts)
 		if err != nil {
 			t.Fatal(err)
@@ -193,7 +196,7 @@ func TestShareGuard(t *testing.T) {
 		c.Signature = ed25519.Sign(keys[id], c.Message("heart", 7, parent))
 		entries = append(entries, c)
 	}
-	aggPayload := func(parts [][]*rlwe.Ciphertext) []byte {
+	aggPayload := func(parts [][]ring.Poly) []byte {
 		sum, err := Sum(Default, parts)
 		if err != nil {
 			t.Fatal(err)
@@ -224,9 +227,15 @@ func TestShareGuard(t *testing.T) {
 		}
 		return p, nil
 	}
+	computed := 0
+	share := func() ([]byte, error) {
+		computed++
+		return []byte(fmt.Sprintf("share number %d", computed)), nil
+	}
+	active := []uint64{1, 2}
 	refuse := func(name string, m Manifest, aggregate []byte, want error) {
 		t.Helper()
-		if _, err := g.Authorize("heart", 7, m, Default, fetch, aggregate); !errors.Is(err, want) {
+		if _, err := g.Answer(m, Default, active, fetch, aggregate, share); !errors.Is(err, want) {
 			t.Errorf("%s: got %v, want %v", name, err, want)
 		}
 	}
@@ -234,11 +243,11 @@ func TestShareGuard(t *testing.T) {
 	one.Contributions = entries[:1]
 	oneAgg := aggPayload(parts[:1])
 	one.AggregateHash = sha256.Sum256(oneAgg)
-	refuse("one client's ciphertext", one, oneAgg, ErrManifest)
-	// One client's ciphertext passed off as the sum of all three.
+	refuse("one client's contribution", one, oneAgg, ErrManifest)
+	// One client's contribution passed off as the sum of all three.
 	single := manifest
 	single.AggregateHash = sha256.Sum256(oneAgg)
-	refuse("one client's ciphertext under a full manifest", single, oneAgg, ErrAggregate)
+	refuse("one client's contribution under a full manifest", single, oneAgg, ErrAggregate)
 	dup := manifest
 	dup.Contributions = []audit.Contribution{entries[0], entries[0]}
 	refuse("duplicate contributor", dup, agg, ErrManifest)
@@ -260,43 +269,69 @@ func TestShareGuard(t *testing.T) {
 	// A contribution that cannot be fetched is an error, not a verdict: the
 	// round stays unanswered.
 	down := func(string, [32]byte) ([]byte, error) { return nil, errors.New("connection reset") }
-	if _, err := g.Authorize("heart", 7, manifest, Default, down, agg); err == nil || !strings.Contains(err.Error(), `fetching the contribution of "a"`) {
+	if _, err := g.Answer(manifest, Default, active, down, agg, share); err == nil || !strings.Contains(err.Error(), `fetching the contribution of "a"`) {
 		t.Errorf("unfetchable contribution: got %v", err)
 	}
 	// A fetched payload other than the signed one is refused.
 	swapped := func(client string, _ [32]byte) ([]byte, error) {
 		return payloads[map[string]string{"a": "b", "b": "a", "c": "c"}[client]], nil
 	}
-	if _, err := g.Authorize("heart", 7, manifest, Default, swapped, agg); !errors.Is(err, ErrAggregate) {
+	if _, err := g.Answer(manifest, Default, active, swapped, agg, share); !errors.Is(err, ErrAggregate) {
 		t.Errorf("swapped contributions: got %v", err)
+	}
+	if computed != 0 {
+		t.Fatalf("a share was computed %d times for refused manifests", computed)
 	}
 
 	clear(fetched)
-	got, err := g.Authorize("heart", 7, manifest, Default, fetch, agg)
+	got, err := g.Answer(manifest, Default, active, fetch, agg, share)
 	if err != nil {
 		t.Fatalf("valid manifest refused: %v", err)
 	}
-	if len(got) != 1 {
-		t.Fatalf("opened aggregate has %d ciphertexts, want 1", len(got))
+	if string(got) != "share number 1" {
+		t.Fatalf("answer %q", got)
 	}
 	if len(fetched) != 3 || fetched["a"] != 1 || fetched["b"] != 1 || fetched["c"] != 1 {
 		t.Fatalf("re-sum fetched %v, want each contribution once", fetched)
 	}
-	refuse("second request for the round", manifest, agg, ErrAlreadyShared)
-	// The refusal survives a restart.
+	// Asked again for the same aggregate and active set (a retry), it
+	// resends the same bytes and never computes a second share; for
+	// anything else in the round it refuses.
+	again, err := g.Answer(manifest, Default, active, fetch, agg, share)
+	if err != nil || string(again) != string(got) || computed != 1 {
+		t.Fatalf("retry: %q, %v, %d shares computed", again, err, computed)
+	}
+	active = []uint64{1, 3}
+	refuse("another active set for the round", manifest, agg, ErrAlreadyShared)
+	active = []uint64{1, 2}
+	refuse("another aggregate for the round", lying, partial, ErrAlreadyShared)
+	// Both survive a restart.
 	g = open()
-	refuse("second request after restart", manifest, agg, ErrAlreadyShared)
+	again, err = g.Answer(manifest, Default, active, fetch, agg, share)
+	if err != nil || string(again) != string(got) || computed != 1 {
+		t.Fatalf("retry after restart: %q, %v, %d shares computed", again, err, computed)
+	}
+	refuse("another aggregate after restart", lying, partial, ErrAlreadyShared)
 	if fi, _ := os.Stat(state); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode %v", fi.Mode().Perm())
 	}
+	// A kept share that no longer hashes to the one given is not resent.
+	kept := g.shareFile("heart", 7)
+	os.WriteFile(kept, []byte("tampered"), 0o600)
+	if _, err := g.Answer(manifest, Default, active, fetch, agg, share); err == nil {
+		t.Fatal("resent a kept share that was altered on disk")
+	}
 }
 
-// hashCiphertexts is the SHA-256 of the ciphertexts' binary encodings.
-func hashCiphertexts(cts []*rlwe.Ciphertext) [32]byte {
+// hashPolys is the SHA-256 of the polynomials' residues.
+func hashPolys(ps []ring.Poly) [32]byte {
 	h := sha256.New()
-	for _, ct := range cts {
-		b, _ := ct.MarshalBinary()
-		h.Write(b)
+	for _, p := range ps {
+		for _, row := range p.Coeffs {
+			for _, c := range row {
+				h.Write(binary.LittleEndian.AppendUint64(nil, c))
+			}
+		}
 	}
 	return [32]byte(h.Sum(nil))
 }
@@ -320,8 +355,8 @@ func TestPartySaveLoad(t *testing.T) {
 	// the average shrinks as the total weight grows; with a total of 3 a
 	// 1e-6 bound would fail about one run in a few hundred.
 	vecs, weights := [][]float64{{1, 2}, {3, 4}, {5, 6}}, []float64{120, 80, 100}
-	sum, w := s.round(t, vecs, weights, []int{0, 2})
-	if e := maxErr(sum, w, plainAverage(vecs, weights)); e > 1e-6 {
+	sum, w := s.round(t, vecs, weights, all(3), []int{0, 2})
+	if e := maxErr(sum, w, plainAverage(vecs, weights, all(3))); e > 1e-6 {
 		t.Fatalf("reloaded party decrypts with error %g", e)
 	}
 	os.Chmod(path, 0o644)

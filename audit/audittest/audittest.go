@@ -33,7 +33,7 @@ import (
 var Sites = []string{"site-a", "site-b", "site-c"}
 
 // HEParams is the HE parameter set of secure fixture studies.
-const HEParams = "ckks-n14-q120-flood30/v1"
+const HEParams = "ckks-n14-q2x60-seeded/v2"
 
 // PKI is a consortium CA with the identities that sign records: the admin
 // (study records), the coordinator (everything else) and the hospitals

@@ -673,7 +673,7 @@ func TestCoordinatorKilledAtEveryPhase(t *testing.T) {
 		t.Fatalf("final lineage %+v", rep)
 	}
 	// The report names the study's HE parameter set and collective key...
-	if rep.HEParams != "ckks-n14-q120-flood30/v1" || len(rep.CollectiveKey) != 64 {
+	if rep.HEParams != "ckks-n14-q2x60-seeded/v2" || len(rep.CollectiveKey) != 64 {
 		t.Fatalf("report: HE parameters %q, collective key %q", rep.HEParams, rep.CollectiveKey)
 	}
 	// ...and every round record on the log carries both, as the key setup

@@ -132,7 +132,7 @@ audit_nodes: [%s]
 		t.Fatalf("study list: %v\n%s", err, out)
 	}
 	if row := listRow(t, out, "audited-study"); row["ROUND"] != "0/2" || row["DONE"] != "0" || row["K"] != "3" ||
-		row["MODE"] != "secure:ckks-n14-q120-flood30/v1,t=3" || row["KEY HOLDERS"] != "pending" ||
+		row["MODE"] != "secure:ckks-n14-q2x60-seeded/v2,t=3" || row["KEY HOLDERS"] != "pending" ||
 		row["LATEST MODEL"] != hex.EncodeToString(initial[:6]) || row["SITES"] != "cleveland,hungary,switzerland,va" {
 		t.Fatalf("study list before the study: %v\n%s", row, out)
 	}
@@ -251,7 +251,7 @@ audit_nodes: [%s]
 		t.Fatalf("study list --json: %v\n%s", err, out)
 	}
 	if l := listed[0]; l.Study != "audited-study" || l.CreatedBy != "admin" || l.RoundsAllowed != 2 || l.MinContributors != 3 ||
-		l.Mode != "secure" || l.HEParams != "ckks-n14-q120-flood30/v1" || l.Threshold != 3 || !l.KeySetupDone ||
+		l.Mode != "secure" || l.HEParams != "ckks-n14-q2x60-seeded/v2" || l.Threshold != 3 || !l.KeySetupDone ||
 		strings.Join(l.KeyHolders, ",") != "cleveland,hungary,switzerland,va" || len(l.CollectiveKey) != 64 ||
 		l.LastRound != 2 || l.RoundsCompleted != 2 || l.RoundsFailed != 0 || l.LatestModel != st.LatestModel || len(l.OptimizerState) != 64 {
 		t.Fatalf("study list --json: %+v", l)
