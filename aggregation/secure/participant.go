@@ -3,8 +3,8 @@ package secure
 import (
 	"bytes"
 	"crypto/ecdh"
-	"encoding/binary"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
