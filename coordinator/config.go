@@ -122,6 +122,8 @@ func (s StudyConfig) Validate() error {
 		}
 		if s.Threshold < 2 || s.Threshold > len(s.Clients) {
 			errs = append(errs, fmt.Errorf("study.threshold = %d, want 2..%d: with t = 1 any single hospital could decrypt the others' updates", s.Threshold, len(s.Clients)))
+		} else if 2*s.Threshold <= len(s.Clients) {
+			errs = append(errs, fmt.Errorf("study.threshold = %d of %d clients is not a majority: two disjoint sets of t hospitals could each decrypt a different sum of one round, and the difference of two sums is one hospital's update; want at least %d", s.Threshold, len(s.Clients), len(s.Clients)/2+1))
 		}
 		if s.MinClients < 2 {
 			errs = append(errs, fmt.Errorf("study.min_clients = %d: secure mode needs K >= 2, or an aggregate is one hospital's update", s.MinClients))

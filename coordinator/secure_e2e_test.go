@@ -147,17 +147,18 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 	}
 }
 
-// TestSecureRoundSurvivesDropoutAfterUpload: N = 4, t = 2. Two hospitals
-// upload their round-1 update and vanish; the two others (slower) upload
-// after that. The round must still decrypt, with the two survivors as the
-// active set and countersigners, and the next round must complete with
-// them alone.
+// TestSecureRoundSurvivesDropoutAfterUpload: N = 4, t = 3. One hospital
+// uploads its round-1 update and vanishes; the three others (slower)
+// upload after that. The round must still decrypt all four contributions
+// (the vanished one's key is covered by the survivors' Shamir shares),
+// with the three survivors as the active set and countersigners, and the
+// next round must complete with them alone.
 func TestSecureRoundSurvivesDropoutAfterUpload(t *testing.T) {
 	slowUnderRace(t)
-	st := secureStudy(t, aggregation.FedAvg, 2, 2, 2)
+	st := secureStudy(t, aggregation.FedAvg, 2, 2, 3)
 	st.RoundDeadline = 30 * time.Second
 	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
-	vanish := []string{"hungary", "va"}
+	vanish := []string{"va"}
 	hooks := map[string][]grpc.DialOption{}
 	for _, h := range train.Hospitals {
 		if slices.Contains(vanish, h) {
@@ -179,7 +180,7 @@ func TestSecureRoundSurvivesDropoutAfterUpload(t *testing.T) {
 	if len(res.Rounds) != 2 {
 		t.Fatalf("%d rounds", len(res.Rounds))
 	}
-	survivors := []string{"cleveland", "switzerland"}
+	survivors := []string{"cleveland", "hungary", "switzerland"}
 	r1, r2 := res.Rounds[0], res.Rounds[1]
 	if r1.Failed || len(r1.Contributors) != 4 || !slices.Equal(r1.Decryptors, survivors) {
 		t.Fatalf("round 1: failed=%v (%s) contributors=%v decryptors=%v", r1.Failed, r1.Reason, r1.Contributors, r1.Decryptors)
@@ -253,7 +254,7 @@ func TestSecureRoundFailsWhenADecryptorVanishes(t *testing.T) {
 // code, none is counted, and the study then completes normally with
 // cleveland's real update.
 func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
-	st := secureStudy(t, aggregation.FedAvg, 1, 4, 2)
+	st := secureStudy(t, aggregation.FedAvg, 1, 4, 3)
 	fed := startFed(t, fedtest.Config{Study: st, AuditNodes: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -62,6 +62,13 @@ func StartKeySetup(study, presetID string, crs []byte, threshold, dim int, parti
 	if threshold < 2 || threshold > len(participants) {
 		return nil, KeyShare{}, fmt.Errorf("%w: threshold t=%d for %d participants; 2 <= t <= N", ErrInput, threshold, len(participants))
 	}
+	// Any two active sets of a majority overlap, and the hospital in both
+	// answers a round once: without that, two disjoint sets could decrypt
+	// two different sums of one round (say, with and without one
+	// contribution), and their difference is one hospital's update.
+	if 2*threshold <= len(participants) {
+		return nil, KeyShare{}, fmt.Errorf("%w: threshold t=%d of %d key holders is not a majority; two disjoint sets of t could decrypt two sums of one round whose difference is one hospital's update", ErrInput, threshold, len(participants))
+	}
 	k := &KeySetup{study: study, preset: preset, crs: crs, threshold: threshold, dim: dim, self: self, points: map[string]uint64{},
 		pkShares: map[string][]byte{}, xkeys: map[string]*ecdh.PublicKey{}, boxes: map[uint64][]byte{}}
 	seen := map[uint64]bool{}

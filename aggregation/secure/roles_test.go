@@ -7,6 +7,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/fedledger/fedledger/audit"
@@ -290,4 +291,18 @@ func FuzzUnmarshalSetup(f *testing.F) {
 			t.Fatal("a decoded setup does not re-encode to the same bytes")
 		}
 	})
+}
+
+// TestKeySetupRefusesAMinorityThreshold: a hospital does not join a key
+// setup whose t is not a majority of the key holders, whatever the
+// coordinator announced: two disjoint sets of t could then each decrypt a
+// different sum of one round.
+func TestKeySetupRefusesAMinorityThreshold(t *testing.T) {
+	points := map[string]uint64{"a": 1, "b": 2, "c": 3, "d": 4}
+	if _, _, err := StartKeySetup("heart", Default.ID, seed, 2, 5, points, "a"); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "not a majority") {
+		t.Fatalf("t = 2 of 4: %v", err)
+	}
+	if _, _, err := StartKeySetup("heart", Default.ID, seed, 3, 5, points, "a"); err != nil {
+		t.Fatalf("t = 3 of 4: %v", err)
+	}
 }
