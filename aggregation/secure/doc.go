@@ -14,22 +14,27 @@
 //     receives ([Party.SetThresholdShares]).
 //  2. Encryption. A party encodes n·Δ followed by n (so the sum carries the
 //     total weight) into CKKS slots, real and imaginary parts both, so a
-//     ciphertext of ring degree N carries N reals.
-//  3. Aggregation. The aggregator adds ciphertexts ([Sum]).
-//  4. Decryption. Any t parties turn their Shamir shares into additive
-//     shares for that active set and key-switch the sum to the zero key with
-//     noise flooding (sigma from the preset); the aggregator combines the t
-//     shares and decodes with DecodePublic, which sanitises the output
-//     against the Li-Micciancio key-recovery attack (Lattigo SECURITY.md).
+//     chunk of ring degree N carries N reals, and encrypts each chunk
+//     under its own key share with a public polynomial every party
+//     regenerates from (key, study, round, chunk) ([Nonce]): only c0
+//     travels. [Participant.Contribute] keeps what it sent and never
+//     encrypts a second update for a round.
+//  3. Aggregation. The aggregator adds the c0s ([Sum]).
+//  4. Decryption. Any t parties sum the Shamir shares they hold of the
+//     listed contributors' key shares, turn them into additive shares for
+//     that active set and key-switch the sum to the zero key with noise
+//     flooding (sigma from the preset); the aggregator combines the t
+//     shares and decodes publicly, rounding away the low bits (the
+//     Li-Micciancio attack, Lattigo SECURITY.md). A share is given once
+//     per round and resent as is ([ShareGuard]).
 //
 // # Wire objects
 //
 // Every object that crosses the network has a strict decoder that checks
 // it against the study's preset, study id and round before decoding the
-// Lattigo body: ciphertext envelopes ([SealCiphertexts], [OpenEnvelope],
-// [Envelope.Ciphertext]), CKG shares ([SealPublicKeyShare],
-// [OpenPublicKeyShare]), decryption shares ([SealDecryptionShares],
-// [Envelope.DecryptionShare]) and Shamir share boxes, end-to-end encrypted
+// Lattigo body: polynomial envelopes ([SealPolys], [OpenEnvelope],
+// [Envelope.Poly], [OpenPolys]), CKG shares ([SealPublicKeyShare],
+// [OpenPublicKeyShare]), decryption shares (polynomials too) and Shamir share boxes, end-to-end encrypted
 // to the recipient with X25519, HKDF-SHA256 and ChaCha20-Poly1305
 // ([SealShare], [OpenShare]). [ShareGuard] enforces the client-side rules
 // before a party gives a decryption share.
