@@ -106,6 +106,16 @@ func secretPRNG() sampling.PRNG {
 	return newPRNG(key)
 }
 
+// secretSampler samples dist (the error or the flooding distribution of
+// the preset) from a fresh secret PRNG.
+func (k *kit) secretSampler(dist ring.DistributionParameters) ring.Sampler {
+	s, err := ring.NewSampler(secretPRNG(), k.ringQ, dist, false)
+	if err != nil {
+		panic(err) // the preset's distributions are valid
+	}
+	return s
+}
+
 // Nonce names the chunks of one round's contributions: with the chunk
 // index it fixes the public polynomial a of every ciphertext of the round.
 // A hospital must never encrypt two different updates under one nonce

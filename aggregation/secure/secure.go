@@ -213,11 +213,7 @@ func (p *Party) Encrypt(nonce Nonce, vector []float64, weight float64) ([]ring.P
 		a   ring.Poly
 	}
 	err = forChunks(count, func() *state {
-		xe, err := ring.NewSampler(secretPRNG(), k.ringQ, k.params.Xe(), false)
-		if err != nil {
-			panic(err) // the preset's error distribution is valid
-		}
-		return &state{ecd: k.encoder(), xe: xe, a: k.ringQ.NewPoly()}
+		return &state{ecd: k.encoder(), xe: k.secretSampler(k.params.Xe()), a: k.ringQ.NewPoly()}
 	}, func(st *state, c int) error {
 		m := k.ringQ.NewPoly()
 		if err := st.ecd.encode(vals[c*per:min((c+1)*per, len(vals))], m); err != nil {
@@ -385,11 +381,7 @@ func (p *Party) keySwitchShares(nonce Nonce, sk *rlwe.SecretKey, count int) ([]r
 		a     ring.Poly
 	}
 	err = forChunks(count, func() *state {
-		fl, err := ring.NewSampler(secretPRNG(), k.ringQ, p.preset.flooding(), false)
-		if err != nil {
-			panic(err) // the preset's flooding distribution is valid
-		}
-		return &state{flood: fl, a: k.ringQ.NewPoly()}
+		return &state{flood: k.secretSampler(p.preset.flooding()), a: k.ringQ.NewPoly()}
 	}, func(st *state, c int) error {
 		sh := k.ringQ.NewPoly()
 		st.flood.Read(sh)
