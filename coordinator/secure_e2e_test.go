@@ -336,7 +336,7 @@ func TestSecureServerRejectsBadCiphertextsOnTheWire(t *testing.T) {
 	for name, want := range map[string]float64{
 		`fedledger_coordinator_updates_total{result="accepted"}`:           4,
 		`fedledger_coordinator_updates_total{result="rejected"}`:           9,
-		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 2,
+		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 3,
 		`fedledger_coordinator_decryption_shares_total{result="rejected"}`: 1,
 	} {
 		if got := metricValue(t, co, name); got != want {

@@ -24,7 +24,7 @@ import (
 
 const (
 	clients   = 6
-	threshold = 3
+	threshold = 4 // a majority of the six, as secure mode requires
 	minK      = 3
 )
 
