@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -100,6 +101,20 @@ func TestContributionIsKept(t *testing.T) {
 	next, err := reloaded.Contribute(5, []byte("next"), []float64{1, 2, 3}, 10)
 	if err != nil || bytes.Equal(next, first) {
 		t.Fatalf("next round: %v", err)
+	}
+	// A damaged contribution file is an error naming it, never a reason
+	// to encrypt afresh (which could reuse round 5's polynomials).
+	path := filepath.Join(reloaded.dir, contributionFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reloaded.Contribute(5, []byte("next"), []float64{1, 2, 3}, 10); err == nil || !strings.Contains(err.Error(), "contribution file") {
+		t.Fatalf("damaged contribution file: %v", err)
 	}
 	unsaved := &Participant{Setup: ps[1].Setup, party: ps[1].party, self: "b"}
 	if _, err := unsaved.Contribute(1, []byte("parent"), []float64{1, 2, 3}, 10); !errors.Is(err, ErrInput) {
