@@ -43,7 +43,7 @@ Example coordinator.yaml:
     strategy: {name: fedadam}           # fedavg | fedadam | fedyogi | fedadagrad
     training: {optimizer: adam, learning_rate: 0.001, batch_size: 4, local_steps: 50}
     mode: secure                        # default; plaintext only for baselines
-    threshold: 3                        # t hospitals decrypt a sum (default: majority)
+    threshold: 3                        # t hospitals decrypt a sum (a majority; default N/2 + 1)
   audit:
     nodes: [audit-1.example.org:7600, audit-2.example.org:7600, audit-3.example.org:7600]
     study_record: heart-2026.rec        # signed by an admin: fedledger study sign
