@@ -51,7 +51,7 @@ type kit struct {
 var kits sync.Map // preset ID -> *kit
 
 func (p Preset) kit() (*kit, error) {
-	if k, ok := kits.Load(p.ID); ok && k.(*kit).preset.ID == p.ID && equalLiteral(k.(*kit).preset.Literal, p.Literal) {
+	if k, ok := kits.Load(p.ID); ok && equalLiteral(k.(*kit).preset.Literal, p.Literal) {
 		return k.(*kit), nil
 	}
 	params, err := p.Params()

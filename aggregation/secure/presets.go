@@ -90,7 +90,7 @@ type cachedParams struct {
 // Params instantiates the preset (memoised per ID; a preset whose literal
 // differs from the cached one for its ID is instantiated afresh).
 func (p Preset) Params() (hefloat.Parameters, error) {
-	if c, ok := paramsCache.Load(p.ID); ok && reflect.DeepEqual(c.(cachedParams).lit, p.Literal) {
+	if c, ok := paramsCache.Load(p.ID); ok && equalLiteral(c.(cachedParams).lit, p.Literal) {
 		return c.(cachedParams).params, nil
 	}
 	params, err := hefloat.NewParametersFromLiteral(p.Literal)

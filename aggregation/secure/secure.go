@@ -144,9 +144,6 @@ func (p *Party) SetThresholdShares(t int, received map[uint64]mhe.ShamirSecretSh
 	return nil
 }
 
-// Slots is how many reals one ciphertext carries.
-func Slots(params hefloat.Parameters) int { return 2 * params.MaxSlots() }
-
 // workers bounds how many goroutines one call spreads its chunks over:
 // every core the process may use, and no more goroutines than chunks.
 func workers(chunks int) int { return max(1, min(runtime.GOMAXPROCS(0), chunks)) }
