@@ -26,6 +26,8 @@ import (
 //	contribution         a hospital, for each update it sends
 //	key share            a hospital at key setup: its CKG share and X25519 key
 //	key setup            a hospital, once the collective key is computed
+//	aggregate sketch     a hospital, for its contribution's sketch against
+//	                     a committed aggregate
 //	decryption share     a hospital, for the decryption share it gives
 //	countersignature     a hospital that recomputed a round's new model
 //
@@ -40,6 +42,7 @@ const (
 	domainDecryption   = "fedledger decryption share v2\x00"
 	domainCountersign  = "fedledger countersignature v1\x00"
 	domainManifest     = "fedledger decryption manifest v1\x00"
+	domainSketch       = "fedledger aggregate sketch v1\x00"
 )
 
 // statement builds a message: a domain string, then fields, variable-length
@@ -154,6 +157,24 @@ type DecryptionShare struct {
 // manifest.
 func (d DecryptionShare) Message(study string, round uint64, aggregate, manifest Hash) []byte {
 	return newStatement(domainDecryption).str(study).u64(round).str(d.Site).hash(aggregate).hash(manifest).hash(d.ShareHash).b
+}
+
+// Sketch is a contributor's sketch of its own contribution against a
+// committed aggregate (aggregation/secure: a few random linear
+// combinations of the contribution's coefficients, the coefficients drawn
+// from the aggregate's hash and the manifest), which lets a decryptor
+// check the aggregate without downloading the contribution.
+type Sketch struct {
+	Site      string
+	Values    []byte
+	Signature []byte
+}
+
+// Message is what the contributor signs: Values is the sketch of the
+// contribution it listed in the manifest whose ManifestDigest is manifest,
+// against the aggregate whose hash is aggregate.
+func (s Sketch) Message(study string, round uint64, aggregate, manifest Hash) []byte {
+	return newStatement(domainSketch).str(study).u64(round).str(s.Site).hash(aggregate).hash(manifest).bytes(s.Values).b
 }
 
 // Outcome is what a round produced, as a countersigner vouches for it:

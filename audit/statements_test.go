@@ -36,6 +36,10 @@ func TestStatementsAreDomainSeparated(t *testing.T) {
 		"decryption/manifest":   DecryptionShare{Site: "a", ShareHash: h}.Message("s", 1, g, g),
 		"decryption/site":       DecryptionShare{Site: "b", ShareHash: h}.Message("s", 1, g, h),
 		"countersign":           CountersignMessage("a", o),
+		"sketch":                Sketch{Site: "a", Values: h[:]}.Message("s", 1, g, h),
+		"sketch/site":           Sketch{Site: "b", Values: h[:]}.Message("s", 1, g, h),
+		"sketch/aggregate":      Sketch{Site: "a", Values: h[:]}.Message("s", 1, h, h),
+		"sketch/values":         Sketch{Site: "a", Values: g[:]}.Message("s", 1, g, h),
 		"countersign/site":      CountersignMessage("b", o),
 	}
 	o2 := o
@@ -48,7 +52,7 @@ func TestStatementsAreDomainSeparated(t *testing.T) {
 		}
 		seen[string(m)] = name
 	}
-	domains := []string{domainRecord, domainContribution, domainKeyShare, domainKeySetup, domainDecryption, domainCountersign, domainManifest}
+	domains := []string{domainRecord, domainContribution, domainKeyShare, domainKeySetup, domainDecryption, domainCountersign, domainManifest, domainSketch}
 	for i, a := range domains {
 		for j, b := range domains {
 			if i != j && bytes.HasPrefix([]byte(a), []byte(b)) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/fsutil"
+	"github.com/tuneinsight/lattigo/v5/ring"
 )
 
 // Errors of the client-side decryption rules.
@@ -25,10 +26,11 @@ var (
 
 // Manifest is what the coordinator presents when it asks for a decryption
 // share: the study, the round and its parent model, the contributions it
-// summed (each signed by its hospital, in site order) and the SHA-256 of
-// the aggregate payload it wants decrypted. Count is the number of
-// ciphertexts per payload, which the client derives from the study's model
-// (not from the coordinator's word).
+// summed (each signed by its hospital, in site order), the SHA-256 of the
+// aggregate payload it wants decrypted, and the contributors' signed
+// sketches of their contributions against that aggregate (some may be
+// missing). Count is the number of ciphertexts per payload, which the
+// client derives from the study's model (not from the coordinator's word).
 type Manifest struct {
 	Study         string
 	Round         uint64
@@ -36,6 +38,7 @@ type Manifest struct {
 	Count         int
 	Contributions []audit.Contribution
 	AggregateHash [32]byte
+	Sketches      []audit.Sketch
 }
 
 // Digest is the manifest's audit.ManifestDigest, which a decryptor signs
@@ -61,13 +64,14 @@ type GuardConfig struct {
 // ShareGuard enforces a hospital's rules before it gives a decryption
 // share: a manifest of at least K distinct, validly signed contributions
 // for this study, round and parent, in site order; the aggregate must be
-// the sum of exactly the listed contributions, which the guard re-adds
-// itself; and one share per round, ever. A share once given is kept: asked
+// the sum of exactly the listed contributions, which the guard checks
+// itself (against the contributors' signed sketches, pulling whole the
+// contributions that have none); and one share per round, ever. A share once given is kept: asked
 // again for the same aggregate and active set, the guard returns the same
 // bytes and never computes a second share (two shares of one round with
 // fresh flooding noise would let their difference average the noise away,
 // which Lattigo's SECURITY.md warns against). There is no switch that turns
-// the re-sum off.
+// the aggregate check off.
 type ShareGuard struct {
 	cfg      GuardConfig
 	mu       sync.Mutex
@@ -120,42 +124,44 @@ type Fetcher func(client string, hash [32]byte) ([]byte, error)
 // Answer gives this hospital's decryption share for the manifest's round,
 // at most once. If the round was answered for the same aggregate and
 // active set, it returns the share it gave then; if for anything else, it
-// refuses with ErrAlreadyShared. Otherwise it checks the manifest
-// (Authorize), calls share to compute the payload, and records the payload
-// durably before returning it.
-func (g *ShareGuard) Answer(m Manifest, preset Preset, active []uint64, fetch Fetcher, aggregate []byte, share func() ([]byte, error)) ([]byte, error) {
+// refuses with ErrAlreadyShared. Otherwise it checks the manifest and
+// the aggregate, calls share to compute the payload, and records the
+// payload durably before returning it, with how the aggregate was checked
+// (zero when the share was given before).
+func (g *ShareGuard) Answer(m Manifest, preset Preset, active []uint64, fetch Fetcher, aggregate []byte, share func() ([]byte, error)) ([]byte, Verification, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	key := roundKey(m.Study, m.Round)
 	aggHash := sha256.Sum256(aggregate)
 	if prev, done := g.answered[key]; done {
 		if prev.Share == "" || prev.Aggregate != hex.EncodeToString(aggHash[:]) || !slices.Equal(prev.Active, active) {
-			return nil, fmt.Errorf("%w: %s", ErrAlreadyShared, key)
+			return nil, Verification{}, fmt.Errorf("%w: %s", ErrAlreadyShared, key)
 		}
 		b, err := fsutil.ReadFileChecked(g.shareFile(m.Study, m.Round))
 		if err != nil {
-			return nil, fmt.Errorf("secure: the share given for %s: %w", key, err)
+			return nil, Verification{}, fmt.Errorf("secure: the share given for %s: %w", key, err)
 		}
 		if h := sha256.Sum256(b); hex.EncodeToString(h[:]) != prev.Share {
-			return nil, fmt.Errorf("secure: the share kept for %s does not hash to the one given", key)
+			return nil, Verification{}, fmt.Errorf("secure: the share kept for %s does not hash to the one given", key)
 		}
-		return b, nil
+		return b, Verification{}, nil
 	}
-	if err := g.authorize(m, preset, fetch, aggregate); err != nil {
-		return nil, err
+	v, err := g.authorize(m, preset, fetch, aggregate)
+	if err != nil {
+		return nil, v, err
 	}
 	payload, err := share()
 	if err != nil {
-		return nil, err
+		return nil, v, err
 	}
 	if err := fsutil.WriteFileChecked(g.shareFile(m.Study, m.Round), payload, 0o600); err != nil {
-		return nil, fmt.Errorf("secure: keeping the share: %w", err)
+		return nil, Verification{}, fmt.Errorf("secure: keeping the share: %w", err)
 	}
 	h := sha256.Sum256(payload)
 	g.answered[key] = answer{Aggregate: hex.EncodeToString(aggHash[:]), Active: slices.Clone(active), Share: hex.EncodeToString(h[:])}
 	if err := g.save(); err != nil {
 		delete(g.answered, key)
-		return nil, err
+		return nil, v, err
 	}
 	// Earlier rounds of the study are over (this one is open only after
 	// the last committed): their shares will not be asked for again.
@@ -164,7 +170,7 @@ func (g *ShareGuard) Answer(m Manifest, preset Preset, active []uint64, fetch Fe
 			os.Remove(g.shareFile(study, round))
 		}
 	}
-	return payload, nil
+	return payload, v, nil
 }
 
 func splitRoundKey(k string) (string, uint64, bool) {
@@ -183,71 +189,161 @@ func (g *ShareGuard) shareFile(study string, round uint64) string {
 }
 
 // authorize checks a manifest: K distinct, validly signed contributions
-// in site order, the aggregate's hash, its framing, and the re-sum. fetch
-// is called for each listed contribution in turn and each is added to a
-// running sum and dropped, so memory stays at about two contributions
-// whatever their number.
-func (g *ShareGuard) authorize(m Manifest, preset Preset, fetch Fetcher, aggregate []byte) error {
+// in site order, the aggregate's hash and framing, and that the aggregate
+// is the sum of exactly the listed contributions (checkSum).
+func (g *ShareGuard) authorize(m Manifest, preset Preset, fetch Fetcher, aggregate []byte) (Verification, error) {
 	study, round := m.Study, m.Round
 	seen := map[string]bool{}
 	for i, c := range m.Contributions {
 		if seen[c.Site] {
-			return fmt.Errorf("%w: %q listed twice", ErrManifest, c.Site)
+			return Verification{}, fmt.Errorf("%w: %q listed twice", ErrManifest, c.Site)
 		}
 		if i > 0 && m.Contributions[i-1].Site > c.Site {
-			return fmt.Errorf("%w: contributions are not in site order", ErrManifest)
+			return Verification{}, fmt.Errorf("%w: contributions are not in site order", ErrManifest)
 		}
 		seen[c.Site] = true
 		if err := g.cfg.Verify(c.Site, c.Message(study, round, m.Parent), c.Signature); err != nil {
-			return fmt.Errorf("%w: contribution of %q is not validly signed: %v", ErrManifest, c.Site, err)
+			return Verification{}, fmt.Errorf("%w: contribution of %q is not validly signed: %v", ErrManifest, c.Site, err)
 		}
 	}
 	if len(seen) < g.cfg.MinContributors {
-		return fmt.Errorf("%w: %d distinct contributions, at least %d required", ErrManifest, len(seen), g.cfg.MinContributors)
+		return Verification{}, fmt.Errorf("%w: %d distinct contributions, at least %d required", ErrManifest, len(seen), g.cfg.MinContributors)
 	}
 	if got := sha256.Sum256(aggregate); got != m.AggregateHash {
-		return fmt.Errorf("%w: aggregate hash %x, manifest says %x", ErrAggregate, got[:8], m.AggregateHash[:8])
+		return Verification{}, fmt.Errorf("%w: aggregate hash %x, manifest says %x", ErrAggregate, got[:8], m.AggregateHash[:8])
 	}
-	if _, err := OpenPayload(aggregate, Expect{Kind: KindAggregate, Preset: preset, Study: study, Round: round, Count: uint32(m.Count)}); err != nil {
-		return fmt.Errorf("%w: %v", ErrAggregate, err)
+	polys, err := OpenPolys(aggregate, Expect{Kind: KindAggregate, Preset: preset, Study: study, Round: round, Count: uint32(m.Count)})
+	if err != nil {
+		return Verification{}, fmt.Errorf("%w: %v", ErrAggregate, err)
 	}
-	return resum(study, round, m, preset, fetch)
+	return g.checkSum(m, preset, fetch, polys)
 }
 
-// resum re-adds the listed contributions, one at a time, and checks the
-// result is the aggregate the manifest names.
-func resum(study string, round uint64, m Manifest, preset Preset, fetch Fetcher) error {
+// Verification says how a decryptor checked that an aggregate is the sum
+// of the listed contributions.
+type Verification struct {
+	// Contributions is the number listed.
+	Contributions int
+	// Sketched were checked by their contributors' signed sketches;
+	// Fetched were pulled whole (no sketch, or the re-sum), FetchedBytes
+	// their size; SketchBytes is the size of the sketches used.
+	Sketched, Fetched         int
+	FetchedBytes, SketchBytes int64
+	// Resummed: the sketches did not add up to the aggregate's, so every
+	// contribution was pulled and re-added, and the re-sum matched.
+	Resummed bool
+	// FalseSketches are the contributors whose signed sketch is not the
+	// sketch of the contribution they signed (found by the re-sum).
+	FalseSketches []string
+}
+
+// checkSum checks the aggregate against the contributors' signed sketches
+// (see sketch.go), pulling whole only the contributions that have none.
+// If the sketches do not add up, it re-adds every contribution: a match
+// means the aggregate is right and some hospital signed a false sketch
+// (named in FalseSketches); a mismatch refuses the aggregate.
+func (g *ShareGuard) checkSum(m Manifest, preset Preset, fetch Fetcher, aggregate []ring.Poly) (Verification, error) {
+	v := Verification{Contributions: len(m.Contributions)}
 	if fetch == nil {
-		return fmt.Errorf("%w: no way to fetch the contributions to re-sum them", ErrInput)
+		return v, fmt.Errorf("%w: no way to fetch the contributions to check the aggregate", ErrInput)
 	}
+	k, err := preset.kit()
+	if err != nil {
+		return v, err
+	}
+	digest := m.Digest()
+	listed := map[string]bool{}
+	for _, c := range m.Contributions {
+		listed[c.Site] = true
+	}
+	given := map[string][]uint64{}
+	for _, s := range m.Sketches {
+		switch {
+		case !listed[s.Site]:
+			return v, fmt.Errorf("%w: a sketch from %q, who is not a listed contributor", ErrManifest, s.Site)
+		case given[s.Site] != nil:
+			return v, fmt.Errorf("%w: two sketches from %q", ErrManifest, s.Site)
+		}
+		vals, err := k.decodeSketch(s.Values)
+		if err != nil {
+			return v, fmt.Errorf("%w: sketch of %q: %v", ErrManifest, s.Site, err)
+		}
+		if err := g.cfg.Verify(s.Site, s.Message(m.Study, m.Round, m.AggregateHash, digest), s.Signature); err != nil {
+			return v, fmt.Errorf("%w: sketch of %q is not validly signed: %v", ErrManifest, s.Site, err)
+		}
+		given[s.Site] = vals
+		v.SketchBytes += int64(len(s.Values))
+	}
+	challenge := SketchChallenge(m)
+	want, err := k.sketch(challenge, aggregate)
+	if err != nil {
+		return v, fmt.Errorf("%w: %v", ErrAggregate, err)
+	}
+	have := make([]uint64, len(want))
+	for _, c := range m.Contributions {
+		if s, ok := given[c.Site]; ok {
+			k.addSketch(have, s)
+			v.Sketched++
+			continue
+		}
+		polys, err := v.pull(m, preset, fetch, c)
+		if err != nil {
+			return v, err
+		}
+		s, err := k.sketch(challenge, polys)
+		if err != nil {
+			return v, fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Site, err)
+		}
+		k.addSketch(have, s)
+	}
+	if slices.Equal(have, want) {
+		return v, nil
+	}
+	// The sketches do not add up: re-add every contribution.
+	v.Resummed = true
 	acc, err := NewAccumulator(preset, m.Count)
 	if err != nil {
-		return err
+		return v, err
 	}
 	for _, c := range m.Contributions {
-		p, err := fetch(c.Site, c.UpdateHash)
+		polys, err := v.pull(m, preset, fetch, c)
 		if err != nil {
-			return fmt.Errorf("secure: fetching the contribution of %q to re-sum it: %w", c.Site, err)
+			return v, err
 		}
-		if sha256.Sum256(p) != c.UpdateHash {
-			return fmt.Errorf("%w: contribution of %q does not hash to the signed value", ErrAggregate, c.Site)
-		}
-		polys, err := OpenPolys(p, Expect{Kind: KindContribution, Preset: preset, Study: study, Round: round, Count: uint32(m.Count)})
-		if err != nil {
-			return fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Site, err)
+		if s, ok := given[c.Site]; ok {
+			if own, err := k.sketch(challenge, polys); err == nil && !slices.Equal(own, s) {
+				v.FalseSketches = append(v.FalseSketches, c.Site)
+			}
 		}
 		if err := acc.Add(polys); err != nil {
-			return fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Site, err)
+			return v, fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Site, err)
 		}
 	}
-	sum, err := SealPayload(KindAggregate, preset, study, round, acc.Sum())
+	for j, p := range acc.Sum() {
+		if !p.Equal(&aggregate[j]) {
+			return v, fmt.Errorf("%w: the contributions re-added differ from the aggregate in chunk %d", ErrAggregate, j)
+		}
+	}
+	return v, nil
+}
+
+// pull fetches a listed contribution whole, checks it hashes to the value
+// its contributor signed, and opens it.
+func (v *Verification) pull(m Manifest, preset Preset, fetch Fetcher, c audit.Contribution) ([]ring.Poly, error) {
+	p, err := fetch(c.Site, c.UpdateHash)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("secure: fetching the contribution of %q to check the aggregate: %w", c.Site, err)
 	}
-	if sha256.Sum256(sum) != m.AggregateHash {
-		return fmt.Errorf("%w: re-summed contributions differ from the aggregate", ErrAggregate)
+	v.Fetched++
+	v.FetchedBytes += int64(len(p))
+	if sha256.Sum256(p) != c.UpdateHash {
+		return nil, fmt.Errorf("%w: contribution of %q does not hash to the signed value", ErrAggregate, c.Site)
 	}
-	return nil
+	polys, err := OpenPolys(p, Expect{Kind: KindContribution, Preset: preset, Study: m.Study, Round: m.Round, Count: uint32(m.Count)})
+	if err != nil {
+		return nil, fmt.Errorf("%w: contribution of %q: %v", ErrAggregate, c.Site, err)
+	}
+	return polys, nil
 }
 
 func (g *ShareGuard) save() error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tuneinsight/lattigo/v5/mhe"
 
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/fsutil"
 )
 
@@ -270,6 +272,40 @@ func (p *Participant) Contribute(round uint64, parent []byte, vector []float64, 
 	return payload, nil
 }
 
+// Sketch is this hospital's sketch of the contribution it sent for the
+// manifest's round, against the manifest's aggregate (see sketch.go). The
+// manifest must list, as this site's, the contribution the participant
+// kept; the sketch is a linear function of that contribution, which the
+// coordinator already holds, so computing it again for another aggregate
+// reveals nothing new.
+func (p *Participant) Sketch(m Manifest) ([]byte, error) {
+	if m.Study != p.Setup.study {
+		return nil, fmt.Errorf("%w: sketch for study %q, this key is %q's", ErrManifest, m.Study, p.Setup.study)
+	}
+	i := slices.IndexFunc(m.Contributions, func(c audit.Contribution) bool { return c.Site == p.self })
+	if i < 0 {
+		return nil, fmt.Errorf("%w: the manifest of round %d does not list %q", ErrManifest, m.Round, p.self)
+	}
+	if p.dir == "" {
+		return nil, fmt.Errorf("%w: the participant has no directory with its contributions", ErrInput)
+	}
+	p.mu.Lock()
+	last, err := readContribution(filepath.Join(p.dir, contributionFile))
+	p.mu.Unlock()
+	switch {
+	case err != nil:
+		return nil, err
+	case last == nil || last.round != m.Round:
+		return nil, fmt.Errorf("%w: %q sent no contribution to round %d", ErrManifest, p.self, m.Round)
+	case sha256.Sum256(last.payload) != m.Contributions[i].UpdateHash:
+		h := sha256.Sum256(last.payload)
+		return nil, fmt.Errorf("%w: the manifest lists %x as %q's contribution to round %d; it sent %x", ErrManifest,
+			m.Contributions[i].UpdateHash[:8], p.self, m.Round, h[:8])
+	}
+	m.Count = p.Setup.count
+	return SketchPayload(last.payload, Expect{Kind: KindContribution, Preset: p.Setup.preset, Study: m.Study, Round: m.Round, Count: uint32(m.Count)}, SketchChallenge(m))
+}
+
 // OpenGuard attaches the hospital's decryption rules (see ShareGuard).
 // Count comes from the study's model, not from the coordinator.
 func (p *Participant) OpenGuard(cfg GuardConfig) error {
@@ -279,26 +315,27 @@ func (p *Participant) OpenGuard(cfg GuardConfig) error {
 }
 
 // Answer is the hospital's answer to a decryption task: its guard checks
-// the manifest and re-sums the listed contributions (pulled one at a time
-// with fetch), and only then does it compute its decryption shares for
+// the manifest and that the aggregate is the sum of the listed
+// contributions (by their signed sketches, pulling with fetch those that
+// have none), and only then does it compute its decryption shares for
 // the listed contributors and the active set of exactly t points; it
 // returns the share payload (the same bytes again if asked again for the
-// same aggregate and active set). A refusal is an error wrapping
-// ErrManifest, ErrAlreadyShared or ErrAggregate; any other error leaves
-// the round unanswered.
-func (p *Participant) Answer(m Manifest, active []uint64, aggregate []byte, fetch Fetcher) ([]byte, error) {
+// same aggregate and active set) and how the aggregate was checked. A
+// refusal is an error wrapping ErrManifest, ErrAlreadyShared or
+// ErrAggregate; any other error leaves the round unanswered.
+func (p *Participant) Answer(m Manifest, active []uint64, aggregate []byte, fetch Fetcher) ([]byte, Verification, error) {
 	if p.guard == nil {
-		return nil, fmt.Errorf("%w: no decryption guard is open", ErrInput)
+		return nil, Verification{}, fmt.Errorf("%w: no decryption guard is open", ErrInput)
 	}
 	if m.Study != p.Setup.study {
-		return nil, fmt.Errorf("%w: task for study %q, this key is %q's", ErrManifest, m.Study, p.Setup.study)
+		return nil, Verification{}, fmt.Errorf("%w: task for study %q, this key is %q's", ErrManifest, m.Study, p.Setup.study)
 	}
 	m.Count = p.Setup.count
 	contributors := make([]uint64, len(m.Contributions))
 	for i, c := range m.Contributions {
 		point, ok := p.Setup.points[c.Site]
 		if !ok {
-			return nil, fmt.Errorf("%w: %q is not a key holder of this study", ErrManifest, c.Site)
+			return nil, Verification{}, fmt.Errorf("%w: %q is not a key holder of this study", ErrManifest, c.Site)
 		}
 		contributors[i] = point
 	}

@@ -194,6 +194,32 @@ func TestRolesRunASecureRound(t *testing.T) {
 	}
 	fetch := func(site string, _ [32]byte) ([]byte, error) { return payloads[slices.Index(sites, site)], nil }
 	m := Manifest{Study: "heart", Round: 1, Parent: parent, Contributions: contribs, AggregateHash: sha256.Sum256(agg)}
+	// Each hospital sketches the contribution it kept, against the
+	// aggregate; the decryptors then download none.
+	for i, p := range ps {
+		sk, err := p.Sketch(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := SketchPayload(payloads[i], Expect{Kind: KindContribution, Preset: Default, Study: "heart", Round: 1, Count: 1}, SketchChallenge(m))
+		if !bytes.Equal(sk, want) {
+			t.Fatalf("%s's sketch is not its contribution's", sites[i])
+		}
+		m.Sketches = append(m.Sketches, audit.Sketch{Site: sites[i], Values: sk})
+	}
+	misattributed := m
+	misattributed.Contributions = slices.Clone(m.Contributions)
+	misattributed.Contributions[0].UpdateHash = contribs[1].UpdateHash
+	if _, err := ps[0].Sketch(misattributed); !errors.Is(err, ErrManifest) {
+		t.Fatalf("sketch of a contribution the site did not send: %v", err)
+	}
+	if _, err := ps[0].Sketch(Manifest{Study: "heart", Round: 1, Contributions: contribs[1:]}); !errors.Is(err, ErrManifest) {
+		t.Fatalf("sketch for a manifest without the site: %v", err)
+	}
+	if _, err := ps[0].Sketch(Manifest{Study: "heart", Round: 2, Contributions: contribs}); !errors.Is(err, ErrManifest) {
+		t.Fatalf("sketch for a round the site did not contribute to: %v", err)
+	}
+	fetch = func(string, [32]byte) ([]byte, error) { return nil, errors.New("every contribution is sketched: nothing is downloaded") }
 	active := []uint64{1, 3}
 	var answers [][]byte
 	for _, i := range []int{0, 2} {
@@ -202,17 +228,20 @@ func TestRolesRunASecureRound(t *testing.T) {
 			Verify: func(string, []byte, []byte) error { return nil }}); err != nil {
 			t.Fatal(err)
 		}
-		share, err := p.Answer(m, active, agg, fetch)
+		share, v, err := p.Answer(m, active, agg, fetch)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if v.Sketched != len(ps) || v.Fetched != 0 {
+			t.Fatalf("verification %+v", v)
 		}
 		if err := coord.CheckShare(1, share); err != nil {
 			t.Fatal(err)
 		}
-		if again, err := p.Answer(m, active, agg, fetch); err != nil || !bytes.Equal(again, share) {
+		if again, _, err := p.Answer(m, active, agg, fetch); err != nil || !bytes.Equal(again, share) {
 			t.Fatalf("a retried task got another answer (%v): a share is given once and resent as is", err)
 		}
-		if _, err := p.Answer(m, []uint64{1, 2}, agg, fetch); !errors.Is(err, ErrAlreadyShared) {
+		if _, _, err := p.Answer(m, []uint64{1, 2}, agg, fetch); !errors.Is(err, ErrAlreadyShared) {
 			t.Fatalf("second answer for the round, another active set: %v", err)
 		}
 		answers = append(answers, share)

@@ -235,7 +235,7 @@ func TestShareGuard(t *testing.T) {
 	active := []uint64{1, 2}
 	refuse := func(name string, m Manifest, aggregate []byte, want error) {
 		t.Helper()
-		if _, err := g.Answer(m, Default, active, fetch, aggregate, share); !errors.Is(err, want) {
+		if _, _, err := g.Answer(m, Default, active, fetch, aggregate, share); !errors.Is(err, want) {
 			t.Errorf("%s: got %v, want %v", name, err, want)
 		}
 	}
@@ -269,14 +269,14 @@ func TestShareGuard(t *testing.T) {
 	// A contribution that cannot be fetched is an error, not a verdict: the
 	// round stays unanswered.
 	down := func(string, [32]byte) ([]byte, error) { return nil, errors.New("connection reset") }
-	if _, err := g.Answer(manifest, Default, active, down, agg, share); err == nil || !strings.Contains(err.Error(), `fetching the contribution of "a"`) {
+	if _, _, err := g.Answer(manifest, Default, active, down, agg, share); err == nil || !strings.Contains(err.Error(), `fetching the contribution of "a"`) {
 		t.Errorf("unfetchable contribution: got %v", err)
 	}
 	// A fetched payload other than the signed one is refused.
 	swapped := func(client string, _ [32]byte) ([]byte, error) {
 		return payloads[map[string]string{"a": "b", "b": "a", "c": "c"}[client]], nil
 	}
-	if _, err := g.Answer(manifest, Default, active, swapped, agg, share); !errors.Is(err, ErrAggregate) {
+	if _, _, err := g.Answer(manifest, Default, active, swapped, agg, share); !errors.Is(err, ErrAggregate) {
 		t.Errorf("swapped contributions: got %v", err)
 	}
 	if computed != 0 {
@@ -284,7 +284,7 @@ func TestShareGuard(t *testing.T) {
 	}
 
 	clear(fetched)
-	got, err := g.Answer(manifest, Default, active, fetch, agg, share)
+	got, _, err := g.Answer(manifest, Default, active, fetch, agg, share)
 	if err != nil {
 		t.Fatalf("valid manifest refused: %v", err)
 	}
@@ -297,7 +297,7 @@ func TestShareGuard(t *testing.T) {
 	// Asked again for the same aggregate and active set (a retry), it
 	// resends the same bytes and never computes a second share; for
 	// anything else in the round it refuses.
-	again, err := g.Answer(manifest, Default, active, fetch, agg, share)
+	again, _, err := g.Answer(manifest, Default, active, fetch, agg, share)
 	if err != nil || string(again) != string(got) || computed != 1 {
 		t.Fatalf("retry: %q, %v, %d shares computed", again, err, computed)
 	}
@@ -307,7 +307,7 @@ func TestShareGuard(t *testing.T) {
 	refuse("another aggregate for the round", lying, partial, ErrAlreadyShared)
 	// Both survive a restart.
 	g = open()
-	again, err = g.Answer(manifest, Default, active, fetch, agg, share)
+	again, _, err = g.Answer(manifest, Default, active, fetch, agg, share)
 	if err != nil || string(again) != string(got) || computed != 1 {
 		t.Fatalf("retry after restart: %q, %v, %d shares computed", again, err, computed)
 	}
@@ -318,7 +318,7 @@ func TestShareGuard(t *testing.T) {
 	// A kept share that no longer hashes to the one given is not resent.
 	kept := g.shareFile("heart", 7)
 	os.WriteFile(kept, []byte("tampered"), 0o600)
-	if _, err := g.Answer(manifest, Default, active, fetch, agg, share); err == nil {
+	if _, _, err := g.Answer(manifest, Default, active, fetch, agg, share); err == nil {
 		t.Fatal("resent a kept share that was altered on disk")
 	}
 }
