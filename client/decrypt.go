@@ -13,15 +13,47 @@ import (
 	pb "github.com/fedledger/fedledger/proto"
 )
 
+// sketchRound answers a sketch task: this site's signed sketch of the
+// contribution it sent, against the aggregate the coordinator committed to
+// (aggregation/secure, sketch.go). The manifest must list, as this site's,
+// the contribution it kept. A sketch is a linear function of a
+// contribution the coordinator already holds, so the task needs no other
+// check.
+func (c *Client) sketchRound(t *pb.SketchTask) (*pb.ClientMessage, error) {
+	if c.study == nil || c.study.Mode != modeSecure || t.StudyId != c.study.StudyId {
+		return nil, fmt.Errorf("sketch task for %q, which is not this client's secure study", t.StudyId)
+	}
+	if len(t.AggregateSha256) != sha256.Size || len(t.ParentSha256) != sha256.Size {
+		return nil, fmt.Errorf("sketch task without 32-byte aggregate and parent hashes")
+	}
+	k, err := c.studyKeys()
+	if err != nil {
+		return nil, err
+	}
+	m, _, err := manifestFrom(t.StudyId, t.Round, t.ParentSha256, t.Contributions)
+	if err != nil {
+		return nil, err
+	}
+	m.AggregateHash = [32]byte(t.AggregateSha256)
+	values, err := k.participant.Sketch(m)
+	if err != nil {
+		return nil, err
+	}
+	s := audit.Sketch{Site: c.id, Values: values}
+	return &pb.ClientMessage{Msg: &pb.ClientMessage_Sketch{Sketch: &pb.ContributionSketch{StudyId: t.StudyId, Round: t.Round, ClientId: c.id,
+		AggregateSha256: t.AggregateSha256, Values: values, Signature: c.sign(s.Message(t.StudyId, t.Round, m.AggregateHash, m.Digest()))}}}, nil
+}
+
 // decryptRound answers a decryption task. The round must be the one the
 // audit log has open (the one after its last committed round, from its
 // latest output), so nothing already closed is ever decrypted again; the
 // guard checks the manifest (at least K distinct contributions, each
 // signed by its key holder over this round and parent, in site order) and
-// re-sums the listed contributions itself (always: without it a
-// coordinator could present one hospital's ciphertext as the aggregate);
-// only then is the share computed, signed over the manifest's digest, and
-// submitted.
+// that the aggregate is the sum of the listed contributions (always:
+// without it a coordinator could present one hospital's ciphertext as the
+// aggregate), against the contributors' signed sketches, downloading the
+// contributions that have none; only then is the share computed, signed
+// over the manifest's digest, and submitted.
 func (c *Client) decryptRound(ctx context.Context, coord Coordinator, t *pb.DecryptTask) error {
 	start := time.Now()
 	if c.study == nil || c.study.Mode != modeSecure || t.StudyId != c.study.StudyId {
@@ -48,24 +80,36 @@ func (c *Client) decryptRound(ctx context.Context, coord Coordinator, t *pb.Decr
 		return err
 	}
 	m.AggregateHash = [32]byte(t.AggregateSha256)
+	for _, s := range t.Sketches {
+		m.Sketches = append(m.Sketches, audit.Sketch{Site: s.ClientId, Values: s.Values, Signature: s.Signature})
+	}
 	setup := k.participant.Setup
 	aggregate, err := c.fetch(ctx, coord, t.StudyId, t.AggregateSha256, t.AggregateSize, setup.AggregateSize())
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
-	// The guard pulls the contributions one at a time; this site's own
-	// comes from memory when it is the one it uploaded.
+	// The guard pulls the contributions it needs one at a time; this
+	// site's own comes from memory when it is the one it uploaded.
 	rc := c.rounds.at(t.Round)
 	fetched := 0
 	fetch := func(site string, hash [32]byte) ([]byte, error) {
 		if rc.upload != nil && rc.uploadSum == hash {
 			return rc.upload, nil
 		}
-		fetched++
-		c.metrics.resum.Inc()
-		return c.fetch(ctx, coord, t.StudyId, hash[:], sizes[site], setup.ContributionSize())
+		b, err := c.fetch(ctx, coord, t.StudyId, hash[:], sizes[site], setup.ContributionSize())
+		if err == nil {
+			fetched++
+			c.metrics.checkFetch.Inc()
+			c.metrics.checkBytes.WithLabelValues("contributions").Add(float64(len(b)))
+		}
+		return b, err
 	}
-	payload, err := k.participant.Answer(m, t.ActivePoints, aggregate, fetch)
+	payload, v, err := k.participant.Answer(m, t.ActivePoints, aggregate, fetch)
+	c.metrics.checkBytes.WithLabelValues("sketches").Add(float64(v.SketchBytes))
+	if len(v.FalseSketches) > 0 {
+		c.log.Error("signed sketches that are not their contributions' (the re-sum found the aggregate right)",
+			slog.Uint64("round", t.Round), slog.Any("sites", v.FalseSketches))
+	}
 	if err != nil {
 		return err
 	}
@@ -78,7 +122,8 @@ func (c *Client) decryptRound(ctx context.Context, coord Coordinator, t *pb.Decr
 	rc.aggregate, rc.aggSum, rc.share, rc.shareSum = aggregate, m.AggregateHash, payload, ds.ShareHash
 	rc.upload = nil // the guard answers a round once: it is not needed again
 	c.log.Info("decryption share given", slog.Uint64("round", t.Round), slog.Int("contributions", len(m.Contributions)),
-		slog.Int("contributions_downloaded", fetched), slog.Duration("took", time.Since(start)))
+		slog.Int("sketched", v.Sketched), slog.Int("contributions_downloaded", fetched), slog.Bool("resummed", v.Resummed),
+		slog.Duration("took", time.Since(start)))
 	return nil
 }
 

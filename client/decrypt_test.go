@@ -102,7 +102,7 @@ func TestDecrypt(t *testing.T) {
 		{"one hospital's ciphertext as the aggregate of a full signed manifest", func(d *pb.DecryptTask) {
 			o := e.coord.put(single)
 			d.AggregateSha256, d.AggregateSize = o.Sha256, o.Size
-		}, secure.ErrAggregate, "re-summed contributions differ from the aggregate"},
+		}, secure.ErrAggregate, "the contributions re-added differ from the aggregate"},
 		{"fewer than K contributions", func(d *pb.DecryptTask) {
 			o := e.coord.put(single)
 			d.AggregateSha256, d.AggregateSize = o.Sha256, o.Size
@@ -235,4 +235,115 @@ func TestDecrypt(t *testing.T) {
 		e.coord.reject = errors.New("deadline passed")
 		wantErr(t, e.c.decryptRound(t.Context(), e.coord, f.decryptTask()), "decryption share for round 1 rejected: deadline passed")
 	})
+}
+
+// sketches are every round-1 contributor's signed sketch of its
+// contribution against the task's aggregate, as the sites would send them.
+func (f *fixture) sketches(t *testing.T, task *pb.DecryptTask) []*pb.ContributionSketch {
+	t.Helper()
+	m, _, err := manifestFrom(task.StudyId, task.Round, task.ParentSha256, task.Contributions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.AggregateHash = [32]byte(task.AggregateSha256)
+	var out []*pb.ContributionSketch
+	for _, site := range sites {
+		v, err := secure.SketchPayload(f.updates[site].payload, secure.Expect{Kind: secure.KindContribution, Preset: secure.Default, Study: studyID,
+			Round: 1, Count: uint32(f.setup.Count())}, secure.SketchChallenge(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := audit.Sketch{Site: site, Values: v}
+		out = append(out, &pb.ContributionSketch{StudyId: studyID, Round: 1, ClientId: site, AggregateSha256: task.AggregateSha256, Values: v,
+			Signature: f.pki.SignAs(site, s.Message(studyID, 1, m.AggregateHash, m.Digest()))})
+	}
+	return out
+}
+
+// TestDecryptWithSketches: with every contributor's signed sketch in the
+// task, a decryptor checks the aggregate without downloading any
+// contribution, and its share decrypts; an aggregate altered in one
+// residue of one chunk, sketched honestly by every contributor, is
+// refused, and so is a sketch the coordinator signed itself.
+func TestDecryptWithSketches(t *testing.T) {
+	f := secureFixture(t)
+	e := f.clone(t, "site-b")
+	task := f.decryptTask()
+	task.Sketches = f.sketches(t, task)
+	if err := e.c.decryptRound(t.Context(), e.coord, task); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.contributions {
+		if n := e.coord.fetched(c.Sha256); n != 0 {
+			t.Errorf("%s's contribution downloaded %d times", c.ClientId, n)
+		}
+	}
+	checkShare(t, e, f, task)
+	if got := counter(t, e.c, "fedledger_client_aggregate_check_bytes_total"); got != 3*32 {
+		t.Errorf("sketch bytes %v, want 3 sketches of 32", got)
+	}
+
+	altered := bytes.Clone(f.objects[[32]byte(f.aggregate.Sha256)])
+	altered[len(altered)-8] ^= 1 // the last chunk's last residue, off by one
+	e = f.clone(t, "site-b")
+	bad := f.decryptTask()
+	o := e.coord.put(altered)
+	bad.AggregateSha256, bad.AggregateSize = o.Sha256, o.Size
+	bad.Sketches = f.sketches(t, bad)
+	err := e.c.decryptRound(t.Context(), e.coord, bad)
+	if !errors.Is(err, secure.ErrAggregate) || len(e.coord.shares) != 0 {
+		t.Fatalf("aggregate altered in one residue: %v (%d shares)", err, len(e.coord.shares))
+	}
+
+	forged := f.decryptTask()
+	forged.Sketches = f.sketches(t, forged)
+	forged.Sketches[2].Signature = f.pki.SignAs("site-a", []byte("anything"))
+	wantErr(t, e.c.decryptRound(t.Context(), e.coord, forged), `sketch of "site-c" is not validly signed`)
+}
+
+// TestSketchRound: a site sketches the contribution it kept, signed with
+// its certificate key over the sketch statement; it refuses a manifest
+// that lists another contribution as its own, or does not list it.
+func TestSketchRound(t *testing.T) {
+	f := secureFixture(t)
+	e := f.clone(t, "site-a")
+	train := &pb.TrainTask{StudyId: studyID, Round: 1, ParentSha256: f.initial.Sha256, ParentSize: f.initial.Size}
+	if err := e.c.trainRound(t.Context(), e.coord, train); err != nil {
+		t.Fatal(err)
+	}
+	mine := e.coord.updates[0]
+	h := sha256.Sum256(mine.payload)
+	cs := cloneContributions(f.contributions)
+	cs[0] = &pb.Contribution{ClientId: "site-a", Sha256: h[:], Size: uint64(len(mine.payload)), Signature: mine.header.Signature,
+		Samples: mine.header.NumSamples, DataManifestSha256: mine.header.DataManifestSha256}
+	agg := sha256.Sum256([]byte("the aggregate"))
+	task := &pb.SketchTask{StudyId: studyID, Round: 1, ParentSha256: f.initial.Sha256, Contributions: cs, AggregateSha256: agg[:]}
+	msg, err := e.c.sketchRound(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := msg.GetSketch()
+	m, _, _ := manifestFrom(studyID, 1, f.initial.Sha256, cs)
+	m.AggregateHash = agg
+	want, err := secure.SketchPayload(mine.payload, secure.Expect{Kind: secure.KindContribution, Preset: secure.Default, Study: studyID, Round: 1,
+		Count: uint32(f.setup.Count())}, secure.SketchChallenge(m))
+	if err != nil || !bytes.Equal(got.Values, want) {
+		t.Fatalf("the sketch is not of the kept contribution (%v)", err)
+	}
+	pub := e.pki.Hospitals["site-a"].Cert.PublicKey.(ed25519.PublicKey)
+	if !ed25519.Verify(pub, audit.Sketch{Site: "site-a", Values: got.Values}.Message(studyID, 1, agg, m.Digest()), got.Signature) {
+		t.Fatal("the sketch's signature does not verify over its statement")
+	}
+	for name, edit := range map[string]func(*pb.SketchTask){
+		"lists another contribution as site-a's": func(s *pb.SketchTask) { s.Contributions = cloneContributions(f.contributions) },
+		"does not list site-a":                   func(s *pb.SketchTask) { s.Contributions = s.Contributions[1:] },
+		"another study":                          func(s *pb.SketchTask) { s.StudyId = "other" },
+		"malformed aggregate hash":               func(s *pb.SketchTask) { s.AggregateSha256 = s.AggregateSha256[:8] },
+	} {
+		bad := &pb.SketchTask{StudyId: studyID, Round: 1, ParentSha256: f.initial.Sha256, Contributions: cloneContributions(cs), AggregateSha256: agg[:]}
+		edit(bad)
+		if _, err := e.c.sketchRound(bad); err == nil {
+			t.Errorf("%s: sketched", name)
+		}
+	}
 }

@@ -312,8 +312,8 @@ func TestResume(t *testing.T) {
 	if n := a.coord.fetched(h[:]); n != 0 {
 		t.Fatalf("the site downloaded its own contribution %d times to re-sum the aggregate", n)
 	}
-	if n := counter(t, a.c, "fedledger_client_resum_downloads_total"); n != 2 {
-		t.Fatalf("%v contributions downloaded for the re-sum, want the other 2", n)
+	if n := counter(t, a.c, "fedledger_client_aggregate_check_downloads_total"); n != 2 {
+		t.Fatalf("%v contributions downloaded to check the aggregate (no sketches in this task), want the other 2", n)
 	}
 	b := f.clone(t, "site-b")
 	b.coord = a.coord

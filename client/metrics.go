@@ -14,7 +14,9 @@ type metrics struct {
 	phase       *prometheus.HistogramVec
 	shares      *prometheus.CounterVec
 	refusals    prometheus.Counter
-	resum       prometheus.Counter
+	checkFetch  prometheus.Counter
+	checkBytes  *prometheus.CounterVec
+	sketches    *prometheus.CounterVec
 	countersigs *prometheus.CounterVec
 }
 
@@ -32,7 +34,7 @@ func newMetrics(site string) *metrics {
 			Name: "fedledger_client_update_bytes_total", Help: "Update payload bytes sent.", ConstLabels: labels,
 		}),
 		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "fedledger_client_phase_duration_seconds", Help: "Time per task phase (train, encode, upload, decryption_share, countersign).",
+			Name: "fedledger_client_phase_duration_seconds", Help: "Time per task phase (train, encode, upload, sketch, decryption_share, countersign).",
 			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
 		}, []string{"phase"}),
 		shares: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -41,15 +43,21 @@ func newMetrics(site string) *metrics {
 		refusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fedledger_client_study_refusals_total", Help: "Studies refused at Welcome (policy, capability).", ConstLabels: labels,
 		}),
-		resum: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "fedledger_client_resum_downloads_total", Help: "Other sites' contributions downloaded to re-sum an aggregate before a decryption share.", ConstLabels: labels,
+		checkFetch: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedledger_client_aggregate_check_downloads_total", Help: "Other sites' contributions downloaded whole to check an aggregate before a decryption share (those without a sketch, or all when the sketches do not add up).", ConstLabels: labels,
 		}),
+		checkBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_client_aggregate_check_bytes_total", Help: "Bytes a decryptor received to check aggregates, by source (contributions downloaded, sketches in the task).", ConstLabels: labels,
+		}, []string{"source"}),
+		sketches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedledger_client_sketches_total", Help: "Sketches of this site's contributions asked for, by result (given or refused).", ConstLabels: labels,
+		}, []string{"result"}),
 	}
 	m.countersigs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_client_countersignatures_total", Help: "Round outcomes this site was asked to countersign, by result (given or refused).", ConstLabels: labels,
 	}, []string{"result"})
-	m.reg.MustRegister(m.countersigs)
-	m.reg.MustRegister(m.connected, m.rounds, m.updateSize, m.phase, m.shares, m.refusals, m.resum,
+	m.reg.MustRegister(m.countersigs, m.checkBytes, m.sketches)
+	m.reg.MustRegister(m.connected, m.rounds, m.updateSize, m.phase, m.shares, m.refusals, m.checkFetch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -206,6 +206,19 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 				c.metrics.shares.WithLabelValues("given").Inc()
 				c.metrics.phase.WithLabelValues("decryption_share").Observe(time.Since(t0).Seconds())
 			}
+		case *pb.CoordinatorMessage_Sketch:
+			t0 := time.Now()
+			sk, err := c.sketchRound(msg.Sketch)
+			if err != nil {
+				c.metrics.sketches.WithLabelValues("refused").Inc()
+				if err := refuse(msg.Sketch.StudyId, msg.Sketch.Round, "sketch", err); err != nil {
+					return true, err
+				}
+				continue
+			}
+			c.metrics.sketches.WithLabelValues("given").Inc()
+			c.metrics.phase.WithLabelValues("sketch").Observe(time.Since(t0).Seconds())
+			out = []*pb.ClientMessage{sk}
 		case *pb.CoordinatorMessage_Countersign:
 			t0 := time.Now()
 			cs, err := c.countersign(ctx, coord, msg.Countersign)

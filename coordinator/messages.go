@@ -59,10 +59,19 @@ func (c *Coordinator) message(msg any) *pb.CoordinatorMessage {
 		return &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_KeySetup{KeySetup: t}}
 	case study.ShareBox:
 		return &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_ShareBox{ShareBox: &pb.ShareBox{StudyId: id, FromPoint: m.From, ToPoint: m.To, Box: m.Box}}}
+	case study.SketchTask:
+		return &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Sketch{Sketch: &pb.SketchTask{
+			StudyId: id, Round: m.Round, ParentSha256: m.Parent[:], Contributions: contributions(m.Contributions),
+			AggregateSha256: m.Aggregate.Hash[:], DeadlineUnixNanos: m.Deadline.UnixNano()}}}
 	case study.DecryptTask:
-		return &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Decrypt{Decrypt: &pb.DecryptTask{
+		t := &pb.DecryptTask{
 			StudyId: id, Round: m.Round, ActivePoints: m.Active, Contributions: contributions(m.Contributions),
-			AggregateSha256: m.Aggregate.Hash[:], AggregateSize: m.Aggregate.Size, DeadlineUnixNanos: m.Deadline.UnixNano(), ParentSha256: m.Parent[:]}}}
+			AggregateSha256: m.Aggregate.Hash[:], AggregateSize: m.Aggregate.Size, DeadlineUnixNanos: m.Deadline.UnixNano(), ParentSha256: m.Parent[:]}
+		for _, s := range m.Sketches {
+			t.Sketches = append(t.Sketches, &pb.ContributionSketch{StudyId: id, Round: m.Round, ClientId: s.Site, AggregateSha256: m.Aggregate.Hash[:],
+				Values: s.Values, Signature: s.Signature})
+		}
+		return &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Decrypt{Decrypt: t}}
 	case study.CountersignTask:
 		t := &pb.CountersignTask{StudyId: id, Round: m.Round, Parent: object(m.Parent), Contributions: contributions(m.Contributions),
 			Aggregate: object(m.Aggregate), OptimizerBefore: object(m.OptimizerBefore), OptimizerAfter: object(m.OptimizerAfter),

@@ -21,6 +21,7 @@ type metrics struct {
 	keySetupSeconds prometheus.Gauge
 	shares          *prometheus.CounterVec
 	countersigs     *prometheus.CounterVec
+	sketches        *prometheus.CounterVec
 	refusedTLS      *prometheus.CounterVec
 }
 
@@ -51,7 +52,7 @@ func newMetrics(study string) *metrics {
 			Name: "fedledger_coordinator_task_refusals_total", Help: "Tasks clients refused (policy, bad model, local errors).", ConstLabels: labels,
 		}),
 		phaseSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "fedledger_coordinator_phase_duration_seconds", Help: "Time per round phase (aggregate, decryption_shares, combine, countersign, record; *_work: the coordinator's own computation).",
+			Name: "fedledger_coordinator_phase_duration_seconds", Help: "Time per round phase (aggregate, sketch, decryption_shares, combine, countersign, record; *_work: the coordinator's own computation).",
 			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
 		}, []string{"phase"}),
 		keySetupSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -64,10 +65,13 @@ func newMetrics(study string) *metrics {
 	m.countersigs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_coordinator_countersignatures_total", Help: "Hospitals' countersignatures of round outcomes, by result (accepted or rejected).", ConstLabels: labels,
 	}, []string{"result"})
+	m.sketches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_coordinator_sketches_total", Help: "Contributors' signed sketches of their contributions (secure mode), by result: accepted, rejected, or missing (the decryptors download that contribution).", ConstLabels: labels,
+	}, []string{"result"})
 	m.refusedTLS = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_coordinator_refused_handshakes_total", Help: "TLS handshakes refused, by reason (unknown CA, expired or missing certificate, ...).", ConstLabels: labels,
 	}, []string{"reason"})
-	m.reg.MustRegister(m.countersigs, m.refusedTLS)
+	m.reg.MustRegister(m.countersigs, m.sketches, m.refusedTLS)
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
 		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -87,6 +91,8 @@ func (m *metrics) observe(o study.Observe) {
 		m.updateBytes.Add(o.Value)
 	case study.MetricShares:
 		m.shares.WithLabelValues(o.Label).Add(o.Value)
+	case study.MetricSketches:
+		m.sketches.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricCountersignatures:
 		m.countersigs.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricRounds:

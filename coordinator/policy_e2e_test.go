@@ -62,9 +62,12 @@ func TestPolicyRefusalIsVisible(t *testing.T) {
 		`cleveland/fedledger_client_countersignatures_total{result="given"}`:   2,
 		`hungary/fedledger_client_rounds_total{outcome="submitted"}`:           2,
 		`switzerland/fedledger_client_countersignatures_total{result="given"}`: 2,
-		// Re-summing downloads the two other contributions of each round,
-		// never the site's own.
-		"cleveland/fedledger_client_resum_downloads_total": 4,
+		// Every contributor sketched: a decryptor checks the aggregate
+		// without downloading any contribution, from 3 sketches of 32
+		// bytes a round.
+		"cleveland/fedledger_client_aggregate_check_downloads_total":                0,
+		`cleveland/fedledger_client_aggregate_check_bytes_total{source="sketches"}`: 2 * 3 * 32,
+		`cleveland/fedledger_client_sketches_total{result="given"}`:                 2,
 	} {
 		site, series, _ := strings.Cut(name, "/")
 		if got := registryValue(t, clients[site].Metrics(), series); got != want {

@@ -71,7 +71,7 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 	st := secureStudy(t, aggregation.FedAdam, rounds, 3, 3)
 	dir := t.TempDir()
 	fed := startFed(t, fedtest.Config{Dir: dir, Study: st, AuditNodes: 3})
-	startClients(t, fed, nil)
+	clients := startClients(t, fed, nil)
 	res := wait(t, fed)
 	if len(res.Rounds) != rounds {
 		t.Fatalf("%d rounds, want %d", len(res.Rounds), rounds)
@@ -98,10 +98,20 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 		`fedledger_coordinator_updates_total{result="accepted"}`:           4 * float64(rounds),
 		`fedledger_coordinator_decryption_shares_total{result="accepted"}`: 3 * float64(rounds),
 		`fedledger_coordinator_countersignatures_total{result="accepted"}`: 3 * float64(rounds),
+		`fedledger_coordinator_sketches_total{result="accepted"}`:          4 * float64(rounds),
 		`fedledger_coordinator_plaintext_mode`:                             0,
 	} {
 		if got := metricValue(t, co, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	// Every contributor sketched: the decryptors checked each aggregate
+	// without downloading a single contribution.
+	for _, r := range res.Rounds {
+		for _, d := range r.Decryptors {
+			if got := registryValue(t, clients[d].Metrics(), "fedledger_client_aggregate_check_downloads_total"); got != 0 {
+				t.Errorf("%s downloaded %v contributions to check aggregates", d, got)
+			}
 		}
 	}
 	if metricValue(t, co, "fedledger_coordinator_key_setup_seconds") <= 0 {
@@ -175,7 +185,7 @@ func TestSecureRoundSurvivesDropoutAfterUpload(t *testing.T) {
 			}, nil)}
 		}
 	}
-	startClients(t, fed, hooks)
+	clients := startClients(t, fed, hooks)
 	res := wait(t, fed)
 	if len(res.Rounds) != 2 {
 		t.Fatalf("%d rounds", len(res.Rounds))
@@ -184,6 +194,13 @@ func TestSecureRoundSurvivesDropoutAfterUpload(t *testing.T) {
 	r1, r2 := res.Rounds[0], res.Rounds[1]
 	if r1.Failed || len(r1.Contributors) != 4 || !slices.Equal(r1.Decryptors, survivors) {
 		t.Fatalf("round 1: failed=%v (%s) contributors=%v decryptors=%v", r1.Failed, r1.Reason, r1.Contributors, r1.Decryptors)
+	}
+	// va left before it could sketch: each decryptor downloaded its
+	// contribution, and only that one, to check round 1's aggregate.
+	for _, s := range survivors {
+		if got := registryValue(t, clients[s].Metrics(), "fedledger_client_aggregate_check_downloads_total"); got != 1 {
+			t.Errorf("%s downloaded %v contributions to check the aggregates, want va's alone", s, got)
+		}
 	}
 	if r2.Failed || !slices.Equal(r2.Contributors, survivors) {
 		t.Fatalf("round 2: failed=%v (%s) contributors=%v", r2.Failed, r2.Reason, r2.Contributors)

@@ -201,6 +201,8 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 				ev = c.keyDoneIn(p.ID, msg.KeyDone)
 			case *pb.ClientMessage_Countersign:
 				ev = c.countersignIn(p, msg.Countersign)
+			case *pb.ClientMessage_Sketch:
+				ev = c.sketchIn(p.ID, msg.Sketch)
 			}
 			if ev == nil {
 				continue
@@ -277,6 +279,29 @@ func (c *Coordinator) countersignIn(p tlsutil.Peer, m *pb.Countersignature) stud
 		return nil
 	}
 	return study.CountersignIn{From: identity(p), Round: m.Round, Output: audit.Hash(m.OutputSha256), Signature: m.Signature}
+}
+
+// sketchIn turns a sketch into an event; one of the wrong size for the
+// study's preset, or for another study, counts as the contributor's
+// refusal to sketch (the decryptors then download its contribution).
+func (c *Coordinator) sketchIn(site string, m *pb.ContributionSketch) study.Event {
+	st := c.cfg.Study
+	var size int
+	p, err := secure.LookupPreset(st.HEPreset)
+	if err == nil {
+		size, err = secure.SketchSize(p)
+	}
+	switch {
+	case !st.Secure() || m.StudyId != st.ID || len(m.AggregateSha256) != sha256.Size:
+		err = errors.New("a sketch for another study, or without the aggregate's hash")
+	case err == nil && len(m.Values) != size:
+		err = fmt.Errorf("a sketch of %d bytes, the study's preset makes %d", len(m.Values), size)
+	}
+	if err != nil {
+		c.log.Warn("malformed sketch", slog.String("client", site), slog.Any("err", err))
+		return study.Refused{Site: site, Round: m.Round, Reason: "malformed sketch: " + err.Error()}
+	}
+	return study.SketchIn{Round: m.Round, Aggregate: audit.Hash(m.AggregateSha256), Sketch: audit.Sketch{Site: site, Values: m.Values, Signature: m.Signature}}
 }
 
 // FetchModel streams a stored model or optimiser state, or (secure mode) a

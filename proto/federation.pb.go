@@ -349,6 +349,7 @@ type ClientMessage struct {
 	//	*ClientMessage_KeyDone
 	//	*ClientMessage_Accepted
 	//	*ClientMessage_Countersign
+	//	*ClientMessage_Sketch
 	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -472,6 +473,15 @@ func (x *ClientMessage) GetCountersign() *Countersignature {
 	return nil
 }
 
+func (x *ClientMessage) GetSketch() *ContributionSketch {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Sketch); ok {
+			return x.Sketch
+		}
+	}
+	return nil
+}
+
 type isClientMessage_Msg interface {
 	isClientMessage_Msg()
 }
@@ -512,6 +522,10 @@ type ClientMessage_Countersign struct {
 	Countersign *Countersignature `protobuf:"bytes,9,opt,name=countersign,proto3,oneof"`
 }
 
+type ClientMessage_Sketch struct {
+	Sketch *ContributionSketch `protobuf:"bytes,10,opt,name=sketch,proto3,oneof"`
+}
+
 func (*ClientMessage_Hello) isClientMessage_Msg() {}
 
 func (*ClientMessage_Refusal) isClientMessage_Msg() {}
@@ -529,6 +543,8 @@ func (*ClientMessage_KeyDone) isClientMessage_Msg() {}
 func (*ClientMessage_Accepted) isClientMessage_Msg() {}
 
 func (*ClientMessage_Countersign) isClientMessage_Msg() {}
+
+func (*ClientMessage_Sketch) isClientMessage_Msg() {}
 
 // StudyAccepted tells the coordinator the client checked the study in the
 // Welcome against its policy and takes part. Until it does, the client is
@@ -591,6 +607,7 @@ type CoordinatorMessage struct {
 	//	*CoordinatorMessage_ShareBox
 	//	*CoordinatorMessage_Decrypt
 	//	*CoordinatorMessage_Countersign
+	//	*CoordinatorMessage_Sketch
 	Msg           isCoordinatorMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -723,6 +740,15 @@ func (x *CoordinatorMessage) GetCountersign() *CountersignTask {
 	return nil
 }
 
+func (x *CoordinatorMessage) GetSketch() *SketchTask {
+	if x != nil {
+		if x, ok := x.Msg.(*CoordinatorMessage_Sketch); ok {
+			return x.Sketch
+		}
+	}
+	return nil
+}
+
 type isCoordinatorMessage_Msg interface {
 	isCoordinatorMessage_Msg()
 }
@@ -767,6 +793,10 @@ type CoordinatorMessage_Countersign struct {
 	Countersign *CountersignTask `protobuf:"bytes,10,opt,name=countersign,proto3,oneof"`
 }
 
+type CoordinatorMessage_Sketch struct {
+	Sketch *SketchTask `protobuf:"bytes,11,opt,name=sketch,proto3,oneof"`
+}
+
 func (*CoordinatorMessage_Welcome) isCoordinatorMessage_Msg() {}
 
 func (*CoordinatorMessage_Train) isCoordinatorMessage_Msg() {}
@@ -786,6 +816,8 @@ func (*CoordinatorMessage_ShareBox) isCoordinatorMessage_Msg() {}
 func (*CoordinatorMessage_Decrypt) isCoordinatorMessage_Msg() {}
 
 func (*CoordinatorMessage_Countersign) isCoordinatorMessage_Msg() {}
+
+func (*CoordinatorMessage_Sketch) isCoordinatorMessage_Msg() {}
 
 // Hello is the first message on Participate. The client's identity is taken
 // from its mTLS certificate, never from this message.
@@ -2631,6 +2663,184 @@ func (x *Contribution) GetDataManifestSha256() []byte {
 	return nil
 }
 
+// SketchTask asks a contributor, once the coordinator has committed to the
+// round's aggregate, for its signed sketch of the contribution it sent: a
+// few random linear combinations of its coefficients, the coefficients
+// drawn from the manifest (the listed contributions) and the aggregate's
+// hash (aggregation/secure, sketch.go). The decryptors check the aggregate
+// against the sketches instead of downloading every contribution.
+type SketchTask struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	StudyId           string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Round             uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	ParentSha256      []byte                 `protobuf:"bytes,3,opt,name=parent_sha256,json=parentSha256,proto3" json:"parent_sha256,omitempty"`
+	Contributions     []*Contribution        `protobuf:"bytes,4,rep,name=contributions,proto3" json:"contributions,omitempty"`
+	AggregateSha256   []byte                 `protobuf:"bytes,5,opt,name=aggregate_sha256,json=aggregateSha256,proto3" json:"aggregate_sha256,omitempty"`
+	DeadlineUnixNanos int64                  `protobuf:"varint,6,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SketchTask) Reset() {
+	*x = SketchTask{}
+	mi := &file_federation_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SketchTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SketchTask) ProtoMessage() {}
+
+func (x *SketchTask) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SketchTask.ProtoReflect.Descriptor instead.
+func (*SketchTask) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SketchTask) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *SketchTask) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SketchTask) GetParentSha256() []byte {
+	if x != nil {
+		return x.ParentSha256
+	}
+	return nil
+}
+
+func (x *SketchTask) GetContributions() []*Contribution {
+	if x != nil {
+		return x.Contributions
+	}
+	return nil
+}
+
+func (x *SketchTask) GetAggregateSha256() []byte {
+	if x != nil {
+		return x.AggregateSha256
+	}
+	return nil
+}
+
+func (x *SketchTask) GetDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
+// ContributionSketch is a contributor's sketch, signed over the sketch
+// statement (audit.Sketch.Message: study, round, site, aggregate, the
+// manifest's digest and the values). From a client, client_id is ignored
+// (the sender is its certificate); in a DecryptTask it names the signer.
+type ContributionSketch struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	StudyId         string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Round           uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	ClientId        string                 `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	AggregateSha256 []byte                 `protobuf:"bytes,4,opt,name=aggregate_sha256,json=aggregateSha256,proto3" json:"aggregate_sha256,omitempty"`
+	Values          []byte                 `protobuf:"bytes,5,opt,name=values,proto3" json:"values,omitempty"`
+	Signature       []byte                 `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ContributionSketch) Reset() {
+	*x = ContributionSketch{}
+	mi := &file_federation_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContributionSketch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContributionSketch) ProtoMessage() {}
+
+func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContributionSketch.ProtoReflect.Descriptor instead.
+func (*ContributionSketch) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ContributionSketch) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *ContributionSketch) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ContributionSketch) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ContributionSketch) GetAggregateSha256() []byte {
+	if x != nil {
+		return x.AggregateSha256
+	}
+	return nil
+}
+
+func (x *ContributionSketch) GetValues() []byte {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *ContributionSketch) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // DecryptTask asks a key holder for its decryption share of a round's
 // aggregate, for the given active set of exactly t Shamir points.
 type DecryptTask struct {
@@ -2643,14 +2853,17 @@ type DecryptTask struct {
 	AggregateSize     uint64                 `protobuf:"varint,6,opt,name=aggregate_size,json=aggregateSize,proto3" json:"aggregate_size,omitempty"`
 	DeadlineUnixNanos int64                  `protobuf:"varint,7,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
 	// The round's parent model: contributions are signed over it.
-	ParentSha256  []byte `protobuf:"bytes,8,opt,name=parent_sha256,json=parentSha256,proto3" json:"parent_sha256,omitempty"`
+	ParentSha256 []byte `protobuf:"bytes,8,opt,name=parent_sha256,json=parentSha256,proto3" json:"parent_sha256,omitempty"`
+	// The contributors' signed sketches against this aggregate; a
+	// contribution without one is downloaded whole.
+	Sketches      []*ContributionSketch `protobuf:"bytes,9,rep,name=sketches,proto3" json:"sketches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2875,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2888,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{32}
+	return file_federation_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -2734,6 +2947,13 @@ func (x *DecryptTask) GetParentSha256() []byte {
 	return nil
 }
 
+func (x *DecryptTask) GetSketches() []*ContributionSketch {
+	if x != nil {
+		return x.Sketches
+	}
+	return nil
+}
+
 // Object names something fetchable with FetchModel.
 type Object struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2745,7 +2965,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +2977,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +2990,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{33}
+	return file_federation_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Object) GetSha256() []byte {
@@ -2800,7 +3020,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +3032,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +3045,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{34}
+	return file_federation_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SignedShare) GetClientId() string {
@@ -2872,7 +3092,7 @@ type CountersignTask struct {
 
 func (x *CountersignTask) Reset() {
 	*x = CountersignTask{}
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +3104,7 @@ func (x *CountersignTask) String() string {
 func (*CountersignTask) ProtoMessage() {}
 
 func (x *CountersignTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +3117,7 @@ func (x *CountersignTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersignTask.ProtoReflect.Descriptor instead.
 func (*CountersignTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{35}
+	return file_federation_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CountersignTask) GetStudyId() string {
@@ -2984,7 +3204,7 @@ type Countersignature struct {
 
 func (x *Countersignature) Reset() {
 	*x = Countersignature{}
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2996,7 +3216,7 @@ func (x *Countersignature) String() string {
 func (*Countersignature) ProtoMessage() {}
 
 func (x *Countersignature) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3009,7 +3229,7 @@ func (x *Countersignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Countersignature.ProtoReflect.Descriptor instead.
 func (*Countersignature) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{36}
+	return file_federation_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Countersignature) GetStudyId() string {
@@ -3070,7 +3290,7 @@ const file_federation_proto_rawDesc = "" +
 	"waitingFor\"L\n" +
 	"\vSiteMetrics\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12)\n" +
-	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\"\x89\x04\n" +
+	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\"\xc5\x04\n" +
 	"\rClientMessage\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fedledger.v1.HelloH\x00R\x05hello\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.fedledger.v1.TaskRefusalH\x00R\arefusal\x12.\n" +
@@ -3080,10 +3300,12 @@ const file_federation_proto_rawDesc = "" +
 	"\tshare_box\x18\x06 \x01(\v2\x16.fedledger.v1.ShareBoxH\x00R\bshareBox\x127\n" +
 	"\bkey_done\x18\a \x01(\v2\x1a.fedledger.v1.KeySetupDoneH\x00R\akeyDone\x129\n" +
 	"\baccepted\x18\b \x01(\v2\x1b.fedledger.v1.StudyAcceptedH\x00R\baccepted\x12B\n" +
-	"\vcountersign\x18\t \x01(\v2\x1e.fedledger.v1.CountersignatureH\x00R\vcountersignB\x05\n" +
+	"\vcountersign\x18\t \x01(\v2\x1e.fedledger.v1.CountersignatureH\x00R\vcountersign\x12:\n" +
+	"\x06sketch\x18\n" +
+	" \x01(\v2 .fedledger.v1.ContributionSketchH\x00R\x06sketchB\x05\n" +
 	"\x03msg\"*\n" +
 	"\rStudyAccepted\x12\x19\n" +
-	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xcd\x04\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\x81\x05\n" +
 	"\x12CoordinatorMessage\x121\n" +
 	"\awelcome\x18\x01 \x01(\v2\x15.fedledger.v1.WelcomeH\x00R\awelcome\x12/\n" +
 	"\x05train\x18\x02 \x01(\v2\x17.fedledger.v1.TrainTaskH\x00R\x05train\x128\n" +
@@ -3095,7 +3317,8 @@ const file_federation_proto_rawDesc = "" +
 	"\tshare_box\x18\b \x01(\v2\x16.fedledger.v1.ShareBoxH\x00R\bshareBox\x125\n" +
 	"\adecrypt\x18\t \x01(\v2\x19.fedledger.v1.DecryptTaskH\x00R\adecrypt\x12A\n" +
 	"\vcountersign\x18\n" +
-	" \x01(\v2\x1d.fedledger.v1.CountersignTaskH\x00R\vcountersignB\x05\n" +
+	" \x01(\v2\x1d.fedledger.v1.CountersignTaskH\x00R\vcountersign\x122\n" +
+	"\x06sketch\x18\v \x01(\v2\x18.fedledger.v1.SketchTaskH\x00R\x06sketchB\x05\n" +
 	"\x03msg\"\x80\x01\n" +
 	"\x05Hello\x12%\n" +
 	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\x12\x18\n" +
@@ -3243,7 +3466,22 @@ const file_federation_proto_rawDesc = "" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x18\n" +
 	"\asamples\x18\x05 \x01(\x04R\asamples\x120\n" +
-	"\x14data_manifest_sha256\x18\x06 \x01(\fR\x12dataManifestSha256\"\xcc\x02\n" +
+	"\x14data_manifest_sha256\x18\x06 \x01(\fR\x12dataManifestSha256\"\xff\x01\n" +
+	"\n" +
+	"SketchTask\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
+	"\rparent_sha256\x18\x03 \x01(\fR\fparentSha256\x12@\n" +
+	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x12)\n" +
+	"\x10aggregate_sha256\x18\x05 \x01(\fR\x0faggregateSha256\x12.\n" +
+	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\"\xc3\x01\n" +
+	"\x12ContributionSketch\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12)\n" +
+	"\x10aggregate_sha256\x18\x04 \x01(\fR\x0faggregateSha256\x12\x16\n" +
+	"\x06values\x18\x05 \x01(\fR\x06values\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\"\x8a\x03\n" +
 	"\vDecryptTask\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -3252,7 +3490,8 @@ const file_federation_proto_rawDesc = "" +
 	"\x10aggregate_sha256\x18\x05 \x01(\fR\x0faggregateSha256\x12%\n" +
 	"\x0eaggregate_size\x18\x06 \x01(\x04R\raggregateSize\x12.\n" +
 	"\x13deadline_unix_nanos\x18\a \x01(\x03R\x11deadlineUnixNanos\x12#\n" +
-	"\rparent_sha256\x18\b \x01(\fR\fparentSha256\"4\n" +
+	"\rparent_sha256\x18\b \x01(\fR\fparentSha256\x12<\n" +
+	"\bsketches\x18\t \x03(\v2 .fedledger.v1.ContributionSketchR\bsketches\"4\n" +
 	"\x06Object\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\"x\n" +
@@ -3301,7 +3540,7 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_federation_proto_goTypes = []any{
 	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
 	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
@@ -3335,11 +3574,13 @@ var file_federation_proto_goTypes = []any{
 	(*ShareBox)(nil),           // 29: fedledger.v1.ShareBox
 	(*KeySetupDone)(nil),       // 30: fedledger.v1.KeySetupDone
 	(*Contribution)(nil),       // 31: fedledger.v1.Contribution
-	(*DecryptTask)(nil),        // 32: fedledger.v1.DecryptTask
-	(*Object)(nil),             // 33: fedledger.v1.Object
-	(*SignedShare)(nil),        // 34: fedledger.v1.SignedShare
-	(*CountersignTask)(nil),    // 35: fedledger.v1.CountersignTask
-	(*Countersignature)(nil),   // 36: fedledger.v1.Countersignature
+	(*SketchTask)(nil),         // 32: fedledger.v1.SketchTask
+	(*ContributionSketch)(nil), // 33: fedledger.v1.ContributionSketch
+	(*DecryptTask)(nil),        // 34: fedledger.v1.DecryptTask
+	(*Object)(nil),             // 35: fedledger.v1.Object
+	(*SignedShare)(nil),        // 36: fedledger.v1.SignedShare
+	(*CountersignTask)(nil),    // 37: fedledger.v1.CountersignTask
+	(*Countersignature)(nil),   // 38: fedledger.v1.Countersignature
 }
 var file_federation_proto_depIdxs = []int32{
 	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
@@ -3352,54 +3593,58 @@ var file_federation_proto_depIdxs = []int32{
 	29, // 7: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
 	30, // 8: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
 	5,  // 9: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	36, // 10: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
-	8,  // 11: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	14, // 12: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	15, // 13: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	16, // 14: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	9,  // 15: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	26, // 16: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	28, // 17: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	29, // 18: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	32, // 19: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	35, // 20: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
-	10, // 21: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	12, // 22: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	13, // 23: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	11, // 24: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
-	19, // 25: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	22, // 26: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	23, // 27: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	19, // 28: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	19, // 29: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	25, // 30: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	27, // 31: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	31, // 32: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	33, // 33: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	33, // 34: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	31, // 35: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	33, // 36: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	34, // 37: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	33, // 38: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	33, // 39: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	33, // 40: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 41: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 42: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 43: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	20, // 44: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	21, // 45: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	21, // 46: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 47: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 48: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 49: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	21, // 50: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	24, // 51: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	24, // 52: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	47, // [47:53] is the sub-list for method output_type
-	41, // [41:47] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	38, // 10: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	33, // 11: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
+	8,  // 12: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	14, // 13: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	15, // 14: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	16, // 15: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	9,  // 16: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	26, // 17: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	28, // 18: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	29, // 19: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	34, // 20: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	37, // 21: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	32, // 22: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
+	10, // 23: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	12, // 24: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	13, // 25: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	11, // 26: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
+	19, // 27: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	22, // 28: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	23, // 29: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	19, // 30: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	19, // 31: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	25, // 32: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	27, // 33: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	31, // 34: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
+	31, // 35: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	33, // 36: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	35, // 37: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	35, // 38: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	31, // 39: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	35, // 40: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	36, // 41: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	35, // 42: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	35, // 43: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	35, // 44: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 45: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 46: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 47: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	20, // 48: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	21, // 49: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	21, // 50: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 51: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 52: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 53: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	21, // 54: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	24, // 55: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	24, // 56: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	51, // [51:57] is the sub-list for method output_type
+	45, // [45:51] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -3417,6 +3662,7 @@ func file_federation_proto_init() {
 		(*ClientMessage_KeyDone)(nil),
 		(*ClientMessage_Accepted)(nil),
 		(*ClientMessage_Countersign)(nil),
+		(*ClientMessage_Sketch)(nil),
 	}
 	file_federation_proto_msgTypes[6].OneofWrappers = []any{
 		(*CoordinatorMessage_Welcome)(nil),
@@ -3429,6 +3675,7 @@ func file_federation_proto_init() {
 		(*CoordinatorMessage_ShareBox)(nil),
 		(*CoordinatorMessage_Decrypt)(nil),
 		(*CoordinatorMessage_Countersign)(nil),
+		(*CoordinatorMessage_Sketch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3436,7 +3683,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

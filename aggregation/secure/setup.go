@@ -96,6 +96,9 @@ func (s *Setup) Points() map[string]uint64 { return s.points }
 // Dim is the length of the vectors the study aggregates.
 func (s *Setup) Dim() int { return s.dim }
 
+// Count is the number of ciphertexts (chunks) in each payload of the study.
+func (s *Setup) Count() int { return s.count }
+
 // ContributionSize is the exact size of a contribution payload.
 func (s *Setup) ContributionSize() int64 {
 	n, _ := PayloadSize(KindContribution, s.preset, s.study, s.count)

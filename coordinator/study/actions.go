@@ -31,13 +31,24 @@ type (
 		From, To uint64
 		Box      []byte
 	}
+	// SketchTask: sign a sketch of this site's contribution, listed in
+	// Contributions, against Aggregate.
+	SketchTask struct {
+		Round         uint64
+		Parent        audit.Hash
+		Contributions []Contribution
+		Aggregate     Object
+		Deadline      time.Time
+	}
 	// DecryptTask: give a decryption share of Aggregate, the sum of
-	// Contributions, for the active set of Shamir points.
+	// Contributions (checked against the contributors' Sketches), for the
+	// active set of Shamir points.
 	DecryptTask struct {
 		Round         uint64
 		Parent        audit.Hash
 		Contributions []Contribution
 		Aggregate     Object
+		Sketches      []audit.Sketch
 		Active        []uint64
 		Deadline      time.Time
 	}
@@ -229,6 +240,7 @@ const (
 	MetricUpdates           Metric = "updates"           // counter by result (accepted, rejected)
 	MetricUpdateBytes       Metric = "update_bytes"      // counter: accepted update bytes
 	MetricShares            Metric = "shares"            // counter by result
+	MetricSketches          Metric = "sketches"          // counter by result (accepted, rejected, missing)
 	MetricCountersignatures Metric = "countersignatures" // counter by result
 	MetricRounds            Metric = "rounds"            // counter by outcome
 	MetricRoundSeconds      Metric = "round_seconds"     // histogram: a round's duration

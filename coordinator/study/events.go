@@ -80,6 +80,14 @@ type (
 		Share     audit.DecryptionShare
 		Payload   []byte
 	}
+	// SketchIn: a contributor's signed sketch of its contribution against
+	// Aggregate; the driver has checked its size for the study's preset.
+	SketchIn struct {
+		Round     uint64
+		Aggregate audit.Hash
+		// Sketch names its Site, the sender.
+		Sketch audit.Sketch
+	}
 	// CountersignIn: a hospital's countersignature of a round's outcome.
 	CountersignIn struct {
 		From      Identity
@@ -138,6 +146,7 @@ func (ShareBoxIn) event()        {}
 func (KeyDoneIn) event()         {}
 func (UpdateIn) event()          {}
 func (ShareIn) event()           {}
+func (SketchIn) event()          {}
 func (CountersignIn) event()     {}
 func (EvalIn) event()            {}
 func (CollectiveKeyDone) event() {}

@@ -40,6 +40,7 @@ const (
 	PhaseKeySetup
 	PhaseRoundOpen
 	PhaseAggregating
+	PhaseSketching
 	PhaseDecrypting
 	PhaseCombining
 	PhaseCountersigning
@@ -49,7 +50,7 @@ const (
 	PhaseFailed
 )
 
-var phaseNames = [...]string{"created", "waiting_for_clients", "key_setup", "round_open", "aggregating", "decrypting", "combining",
+var phaseNames = [...]string{"created", "waiting_for_clients", "key_setup", "round_open", "aggregating", "sketching", "decrypting", "combining",
 	"countersigning", "recording", "final_evaluation", "finished", "failed"}
 
 func (p Phase) String() string { return phaseNames[p] }
@@ -229,7 +230,7 @@ func (m *Machine) Step(now time.Time, ev Event) ([]Action, error) {
 		more, err = m.stepWaiting(ev)
 	case PhaseKeySetup:
 		more, err = m.stepKeySetup(ev)
-	case PhaseRoundOpen, PhaseAggregating, PhaseDecrypting, PhaseCombining, PhaseCountersigning:
+	case PhaseRoundOpen, PhaseAggregating, PhaseSketching, PhaseDecrypting, PhaseCombining, PhaseCountersigning:
 		more, err = m.stepRound(ev)
 	case PhaseRecording:
 		more, err = m.stepRecording(ev)
@@ -252,6 +253,8 @@ func rejected(ev Event, err error) []Action {
 		what, site, metric = "update", e.From.Site, MetricUpdates
 	case ShareIn:
 		what, site, metric = "decryption share", e.Site, MetricShares
+	case SketchIn:
+		what, site, metric = "sketch", e.Sketch.Site, MetricSketches
 	case CountersignIn:
 		what, site, metric = "countersignature", e.From.Site, MetricCountersignatures
 	default:
@@ -268,6 +271,8 @@ func (m *Machine) refuseOutOfPhase(ev Event) error {
 		return fmt.Errorf("%w: no round is taking updates (%s)", ErrRoundClosed, m.phase)
 	case ShareIn:
 		return fmt.Errorf("%w: no decryption is open (%s)", ErrRoundClosed, m.phase)
+	case SketchIn:
+		return fmt.Errorf("%w: no sketches are asked for (%s)", ErrRoundClosed, m.phase)
 	case CountersignIn:
 		return fmt.Errorf("%w: no countersigning is open (%s)", ErrRoundClosed, m.phase)
 	case StartRequested:

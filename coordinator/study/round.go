@@ -18,8 +18,13 @@ import (
 //	               at least K updates), or at the deadline with at least K;
 //	               fewer than K, or K out of reach, fails it
 //	aggregate      the driver adds the updates (ciphertexts, or plaintext)
-//	decrypt        secure: t live key holders, contributors first, each give
-//	               a signed decryption share over the manifest they checked
+//	sketch         secure: every live contributor signs a sketch of its own
+//	               contribution against the committed aggregate; the phase
+//	               ends when all have answered or left, or at its deadline
+//	decrypt        secure: t live key holders, contributors first, each
+//	               check the aggregate against the sketches (downloading
+//	               the contributions that have none) and give a signed
+//	               decryption share over the manifest they checked
 //	combine        the driver decrypts (or reads) the sum and applies the
 //	               server optimiser: the new model and optimiser state
 //	countersign    hospitals recompute the new model from the same inputs
@@ -48,6 +53,8 @@ type round struct {
 	updates  map[string]accepted
 
 	aggregate Object
+	sketchers map[string]bool // contributors asked for a sketch, not yet answered
+	sketches  map[string]audit.Sketch
 	active    []string // decryptors, sorted
 	shares    map[string]SignedShare
 	output    Object
@@ -63,6 +70,7 @@ func (m *Machine) beginRound() []Action {
 	m.ks, m.afterKeys = nil, false
 	r := &round{n: m.round, start: m.now, eligible: map[string]bool{}, assigned: map[string]bool{}, refused: map[string]string{},
 		updates: map[string]accepted{}, shares: map[string]SignedShare{}, countered: map[string]audit.Countersignature{},
+		sketchers: map[string]bool{}, sketches: map[string]audit.Sketch{},
 		csIDs: map[string]Identity{}, declined: map[string]bool{}}
 	for s := range m.approved {
 		// Only key holders can encrypt under the study's key.
@@ -98,6 +106,8 @@ func (m *Machine) stepRound(ev Event) ([]Action, error) {
 	switch m.phase {
 	case PhaseRoundOpen:
 		return m.stepCollect(ev)
+	case PhaseSketching:
+		return m.stepSketch(ev)
 	case PhaseDecrypting:
 		return m.stepDecrypt(ev)
 	case PhaseCountersigning:
@@ -255,6 +265,103 @@ func (m *Machine) onAggregated(e Aggregated) []Action {
 	if !m.cfg.Secure {
 		return append(acts, m.combine()...)
 	}
+	m.setPhase(PhaseSketching)
+	m.deadline = m.now.Add(m.cfg.PhaseTimeout)
+	task := SketchTask{Round: r.n, Parent: m.parent.Hash, Contributions: r.contributions(), Aggregate: r.aggregate, Deadline: m.deadline}
+	var asked []string
+	for _, s := range sortedKeys(r.updates) {
+		if m.live[s] {
+			r.sketchers[s] = true
+			asked = append(asked, s)
+		}
+	}
+	acts = append(acts, logf(slog.LevelInfo, "sketches requested", "round", r.n, "asked", asked, "aggregate", short(r.aggregate.Hash)))
+	for _, s := range asked {
+		acts = append(acts, Send{To: s, Msg: task})
+	}
+	return append(acts, m.checkSketches()...)
+}
+
+func (m *Machine) stepSketch(ev Event) ([]Action, error) {
+	r := m.r
+	switch e := ev.(type) {
+	case Tick:
+		if !m.now.Before(m.deadline) {
+			return m.requestDecryption(), nil
+		}
+	case Joined:
+		// A contributor back on a new connection is asked again (its
+		// sketch is deterministic).
+		if _, contributed := r.updates[e.Site]; contributed {
+			if _, done := r.sketches[e.Site]; !done {
+				r.sketchers[e.Site] = true
+				return []Action{Send{To: e.Site, Msg: SketchTask{Round: r.n, Parent: m.parent.Hash, Contributions: r.contributions(), Aggregate: r.aggregate, Deadline: m.deadline}}}, nil
+			}
+		}
+	case Left:
+		delete(r.sketchers, e.Site)
+		return m.checkSketches(), nil
+	case Refused:
+		if e.Round == r.n && r.sketchers[e.Site] {
+			delete(r.sketchers, e.Site)
+			return append([]Action{logf(slog.LevelWarn, "sketch refused; the decryptors will download the contribution", "round", r.n, "client", e.Site, "reason", e.Reason)},
+				m.checkSketches()...), nil
+		}
+	case SketchIn:
+		if err := m.acceptSketch(e); err != nil {
+			return nil, err
+		}
+		delete(r.sketchers, e.Sketch.Site)
+		return append([]Action{Observe{Metric: MetricSketches, Label: "accepted", Value: 1}}, m.checkSketches()...), nil
+	default:
+		return nil, m.refuseOutOfPhase(ev)
+	}
+	return nil, nil
+}
+
+// acceptSketch checks a sketch against the round; it changes nothing on
+// error.
+func (m *Machine) acceptSketch(e SketchIn) error {
+	r := m.r
+	site := e.Sketch.Site
+	_, contributed := r.updates[site]
+	switch {
+	case !contributed:
+		return fmt.Errorf("%w: %q did not contribute to round %d", ErrNotAssigned, site, r.n)
+	case e.Round != r.n:
+		return fmt.Errorf("%w: sketch for round %d, this is round %d", ErrWrongRound, e.Round, r.n)
+	case e.Aggregate != r.aggregate.Hash:
+		return fmt.Errorf("%w: sketch against aggregate %s, round %d's is %s", ErrWrongObject, short(e.Aggregate), r.n, short(r.aggregate.Hash))
+	}
+	if _, dup := r.sketches[site]; dup {
+		return fmt.Errorf("%w: %q already sent its sketch", ErrDuplicate, site)
+	}
+	manifest := audit.ManifestDigest(m.cfg.Study, r.n, m.parent.Hash, r.signed())
+	if !verify(m.keys.Keys[site], e.Sketch.Message(m.cfg.Study, r.n, r.aggregate.Hash, manifest), e.Sketch.Signature) {
+		return fmt.Errorf("%w: sketch of %q", ErrBadSignature, site)
+	}
+	r.sketches[site] = e.Sketch
+	return nil
+}
+
+// checkSketches moves on to decryption once no asked contributor is still
+// to answer.
+func (m *Machine) checkSketches() []Action {
+	if len(m.r.sketchers) > 0 {
+		return nil
+	}
+	return m.requestDecryption()
+}
+
+// requestDecryption asks t live key holders, contributors first, for
+// their decryption shares, with the sketches collected.
+func (m *Machine) requestDecryption() []Action {
+	r := m.r
+	acts := []Action{Observe{Metric: MetricPhaseSeconds, Label: "sketch", Value: m.now.Sub(m.phaseAt).Seconds()}}
+	if missing := len(r.updates) - len(r.sketches); missing > 0 {
+		acts = append(acts, Observe{Metric: MetricSketches, Label: "missing", Value: float64(missing)},
+			logf(slog.LevelWarn, "contributions without a sketch; the decryptors will download them", "round", r.n, "missing", missing))
+	}
 	// Active set: t live key holders, contributors first, in site order.
 	for _, pass := range [][]string{sortedKeys(r.updates), m.cfg.Sites} {
 		for _, s := range slices.Sorted(slices.Values(pass)) {
@@ -275,7 +382,10 @@ func (m *Machine) onAggregated(e Aggregated) []Action {
 	m.setPhase(PhaseDecrypting)
 	m.deadline = m.now.Add(m.cfg.PhaseTimeout)
 	task := DecryptTask{Round: r.n, Parent: m.parent.Hash, Contributions: r.contributions(), Aggregate: r.aggregate, Active: points, Deadline: m.deadline}
-	acts = append(acts, logf(slog.LevelInfo, "decryption requested", "round", r.n, "active", r.active, "aggregate", short(r.aggregate.Hash)))
+	for _, s := range sortedKeys(r.sketches) {
+		task.Sketches = append(task.Sketches, r.sketches[s])
+	}
+	acts = append(acts, logf(slog.LevelInfo, "decryption requested", "round", r.n, "active", r.active, "aggregate", short(r.aggregate.Hash), "sketches", len(r.sketches)))
 	for _, s := range r.active {
 		acts = append(acts, Send{To: s, Msg: task})
 	}

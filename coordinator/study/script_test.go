@@ -40,6 +40,7 @@ import (
 //	saved [err=...]
 //	update a [round=R] [parent=mX] [samples=N] [badsig] [wrongsite]
 //	aggregated [agg=A1] [err=...]
+//	sketch a [round=R] [agg=AX] [badsig]
 //	share a [round=R] [agg=AX] [badsig]
 //	combined [out=m1] [opt=o1] [err=...]
 //	countersign a [round=R] [out=mX] [badsig]
@@ -142,7 +143,7 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 		}
 	}
 	roundArg := func() uint64 { return uint64(argInt(t, d, "round", int(e.m.round))) }
-	if d.Cmd != "study" && (e.m == nil || e.m.r == nil && (d.Cmd == "share" || d.Cmd == "countersign")) {
+	if d.Cmd != "study" && (e.m == nil || e.m.r == nil && (d.Cmd == "share" || d.Cmd == "sketch" || d.Cmd == "countersign")) {
 		if e.m == nil {
 			return "no study\n"
 		}
@@ -269,6 +270,18 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 			manifest := audit.ManifestDigest("heart", r, e.m.parent.Hash, e.m.r.signed())
 			ds.Signature = sign(s, ds.Message("heart", r, agg, manifest), d.HasArg("badsig"))
 			step(ShareIn{Site: s, Round: r, Aggregate: agg, Share: ds, Payload: payload})
+		}
+	case "sketch":
+		for _, s := range sites(d) {
+			r := roundArg()
+			agg := e.m.r.aggregate.Hash
+			if a := arg(d, "agg", ""); a != "" {
+				agg = e.hash(a)
+			}
+			sk := audit.Sketch{Site: s, Values: []byte("sketch of " + s)}
+			manifest := audit.ManifestDigest("heart", r, e.m.parent.Hash, e.m.r.signed())
+			sk.Signature = sign(s, sk.Message("heart", r, agg, manifest), d.HasArg("badsig"))
+			step(SketchIn{Round: r, Aggregate: agg, Sketch: sk})
 		}
 	case "combined":
 		var err error
@@ -398,9 +411,16 @@ func (e *scriptEnv) message(msg any) string {
 		return "peer-keys " + strings.Join(s, ",")
 	case ShareBox:
 		return fmt.Sprintf("share-box %d->%d", m.From, m.To)
+	case SketchTask:
+		return fmt.Sprintf("sketch round=%d parent=%s aggregate=%s contributions=%s deadline=+%s", m.Round, e.name(m.Parent), e.name(m.Aggregate.Hash),
+			e.contributions(m.Contributions), m.Deadline.Sub(e.now))
 	case DecryptTask:
-		return fmt.Sprintf("decrypt round=%d parent=%s aggregate=%s active=%v contributions=%s", m.Round, e.name(m.Parent), e.name(m.Aggregate.Hash),
-			m.Active, e.contributions(m.Contributions))
+		var sketches []string
+		for _, s := range m.Sketches {
+			sketches = append(sketches, s.Site)
+		}
+		return fmt.Sprintf("decrypt round=%d parent=%s aggregate=%s active=%v contributions=%s sketches=%s", m.Round, e.name(m.Parent), e.name(m.Aggregate.Hash),
+			m.Active, e.contributions(m.Contributions), strings.Join(sketches, ","))
 	case CountersignTask:
 		var shares []string
 		for _, s := range m.Shares {
