@@ -219,7 +219,9 @@ func TestRolesRunASecureRound(t *testing.T) {
 	if _, err := ps[0].Sketch(Manifest{Study: "heart", Round: 2, Contributions: contribs}); !errors.Is(err, ErrManifest) {
 		t.Fatalf("sketch for a round the site did not contribute to: %v", err)
 	}
-	fetch = func(string, [32]byte) ([]byte, error) { return nil, errors.New("every contribution is sketched: nothing is downloaded") }
+	fetch = func(string, [32]byte) ([]byte, error) {
+		return nil, errors.New("every contribution is sketched: nothing is downloaded")
+	}
 	active := []uint64{1, 3}
 	var answers [][]byte
 	for _, i := range []int{0, 2} {
