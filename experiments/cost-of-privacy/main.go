@@ -3,9 +3,9 @@
 // with mutual TLS on loopback, every round committed to a one-node audit
 // log), run in plaintext and in secure mode on the same model, clients and
 // data in the same run. It measures the grid of model sizes
-// (10^3..10^6 parameters) by numbers of clients (2..32), and secure mode
-// with the decryptors' re-sum check turned off on chosen model sizes, and
-// writes results.csv, results.md and plots beside itself. The files are
+// (10^3..10^6 parameters) by numbers of clients (2..32), with what a
+// decryptor receives to check each aggregate, and writes results.csv,
+// results.md and plots beside itself. The files are
 // rewritten after every cell, so a long run that is stopped keeps what it
 // measured.
 //
@@ -89,7 +89,12 @@ type cell struct {
 func (c cell) timeRatio() float64  { return c.sec.RoundSeconds / c.plain.RoundSeconds }
 func (c cell) bytesRatio() float64 { return c.sec.WireBytesPerRound / c.plain.WireBytesPerRound }
 
-var phases = []string{"client_train", "client_encode", "client_upload", "coordinator_aggregate", "client_decryption_share", "coordinator_decryption_shares", "coordinator_combine", "audit_append"}
+// checkContributions is what a decryptor received to check an aggregate,
+// in contributions' worth.
+func (c cell) checkContributions() float64 { return c.sec.CheckBytesPerDecryption / c.sec.ContributionBytes }
+
+var phases = []string{"client_train", "client_encode", "client_upload", "coordinator_aggregate", "client_sketch", "coordinator_sketch", "client_decryption_share",
+	"coordinator_decryption_shares", "coordinator_combine", "audit_append"}
 
 func run(ctx context.Context, g grid, outDir string, progress io.Writer) error {
 	if len(g.params) == 0 || len(g.clients) == 0 || g.rounds < 1 {
@@ -186,7 +191,8 @@ func readCells(path string) ([]cell, error) {
 			name string
 			dst  *float64
 		}{{"params", &p}, {"clients", &k}, {"plaintext_round_s", &c.plain.RoundSeconds}, {"secure_round_s", &c.sec.RoundSeconds},
-			{"plaintext_bytes_per_round", &c.plain.WireBytesPerRound}, {"secure_bytes_per_round", &c.sec.WireBytesPerRound}, {"key_setup_s", &c.sec.KeySetupSeconds}} {
+			{"plaintext_bytes_per_round", &c.plain.WireBytesPerRound}, {"secure_bytes_per_round", &c.sec.WireBytesPerRound}, {"key_setup_s", &c.sec.KeySetupSeconds},
+			{"contribution_bytes", &c.sec.ContributionBytes}, {"decryptor_check_bytes", &c.sec.CheckBytesPerDecryption}} {
 			if *fld.dst, err = num(fld.name); err != nil {
 				return nil, err
 			}
@@ -216,12 +222,14 @@ func pow10(n int) string {
 }
 
 func write(dir string, cells []cell, rounds int) error {
-	header := []string{"params", "clients", "plaintext_round_s", "secure_round_s", "time_ratio", "plaintext_bytes_per_round", "secure_bytes_per_round", "bytes_ratio", "key_setup_s"}
+	header := []string{"params", "clients", "plaintext_round_s", "secure_round_s", "time_ratio", "plaintext_bytes_per_round", "secure_bytes_per_round", "bytes_ratio", "key_setup_s",
+		"contribution_bytes", "decryptor_check_bytes", "decryptor_check_contributions"}
 	header = append(header, phases...)
 	var rows [][]string
 	for _, c := range cells {
 		r := []string{strconv.Itoa(c.params), strconv.Itoa(c.clients), f(c.plain.RoundSeconds), f(c.sec.RoundSeconds),
-			f(c.timeRatio()), f(c.plain.WireBytesPerRound), f(c.sec.WireBytesPerRound), f(c.bytesRatio()), f(c.sec.KeySetupSeconds)}
+			f(c.timeRatio()), f(c.plain.WireBytesPerRound), f(c.sec.WireBytesPerRound), f(c.bytesRatio()), f(c.sec.KeySetupSeconds),
+			f(c.sec.ContributionBytes), f(c.sec.CheckBytesPerDecryption), f(c.checkContributions())}
 		for _, ph := range phases {
 			r = append(r, f(c.sec.Phases[ph]))
 		}
@@ -240,6 +248,14 @@ func write(dir string, cells []cell, rounds int) error {
 			fmt.Sprintf("%.1f×", c.bytesRatio()), fmt.Sprintf("%.2f", c.sec.KeySetupSeconds)})
 	}
 	expkit.WriteTable(&md, []string{"parameters", "clients", "plaintext s/round", "secure s/round", "time ×", "plaintext bytes/round", "secure bytes/round", "bytes ×", "key setup s (once)"}, t)
+	fmt.Fprintf(&md, "\n### What a decryptor receives to check the aggregate\n\n")
+	fmt.Fprintf(&md, "Every contributor signs a sketch of its contribution (2 random linear combinations per prime, 32 bytes) once the aggregate is committed; a decryptor checks the aggregate against them and downloads only the contributions without one. Before sketches, it downloaded the N − 1 other contributions.\n\n")
+	t = nil
+	for _, c := range cells {
+		t = append(t, []string{pow10(c.params), strconv.Itoa(c.clients), mib(c.sec.ContributionBytes), fmt.Sprintf("%.0f B", c.sec.CheckBytesPerDecryption),
+			fmt.Sprintf("%.2g", c.checkContributions()), strconv.Itoa(c.clients - 1)})
+	}
+	expkit.WriteTable(&md, []string{"parameters", "clients", "one contribution", "received to check, per decryptor", "in contributions", "before (re-sum)"}, t)
 	fmt.Fprintf(&md, "\n### Where a secure round's time goes (seconds; client phases are per client, in parallel)\n\n")
 	t = nil
 	for _, c := range cells {
@@ -249,7 +265,7 @@ func write(dir string, cells []cell, rounds int) error {
 		}
 		t = append(t, r)
 	}
-	expkit.WriteTable(&md, []string{"parameters", "clients", "train", "encrypt", "upload", "aggregate", "decryption share (client)", "collect shares (coord.)", "combine+decode", "audit append"}, t)
+	expkit.WriteTable(&md, []string{"parameters", "clients", "train", "encrypt", "upload", "aggregate", "sketch (client)", "collect sketches (coord.)", "decryption share (client)", "collect shares (coord.)", "combine+decode", "audit append"}, t)
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644); err != nil {
 		return err
 	}

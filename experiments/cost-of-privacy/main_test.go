@@ -12,8 +12,7 @@ import (
 )
 
 // TestQuickRunWritesWellFormedResults runs the experiment's quick grid (one
-// cell, with a re-sum-off run) and checks its outputs, so the experiment
-// cannot rot.
+// cell) and checks its outputs, so the experiment cannot rot.
 func TestQuickRunWritesWellFormedResults(t *testing.T) {
 	dir := t.TempDir()
 	g := grid{params: []int{1_000}, clients: []int{2}, rounds: 1}
@@ -52,6 +51,11 @@ func TestQuickRunWritesWellFormedResults(t *testing.T) {
 	}
 	if v := num("client_encode"); v <= 0 {
 		t.Errorf("encrypt phase = %v", v)
+	}
+	// Both contributors sketched: a decryptor received two 32-byte
+	// sketches, not the other contribution.
+	if v, c := num("decryptor_check_bytes"), num("contribution_bytes"); v != 2*32 || c < 16*1000 {
+		t.Errorf("a decryptor received %v bytes to check the aggregate (a contribution is %v)", v, c)
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
 	if !strings.Contains(string(md), "| parameters | clients |") || !strings.Contains(string(md), "audit append") || !strings.Contains(string(md), "| 10^3 | 2 |") {

@@ -146,6 +146,12 @@ type RunResult struct {
 	// WireBytesPerRound is every byte the coordinator's listener sent and
 	// received (TLS records included) during the rounds, per round.
 	WireBytesPerRound float64
+	// CheckBytesPerDecryption is what a decryptor received, on average per
+	// decryption share it gave, to check that the aggregate is the sum of
+	// the contributions (the contributors' sketches, and the contributions
+	// it downloaded whole); ContributionBytes is the mean size of one
+	// contribution. Secure mode only.
+	CheckBytesPerDecryption, ContributionBytes float64
 	// Err is the study's error when it ended without a successful round
 	// (its rounds are still reported).
 	Err error
@@ -203,6 +209,28 @@ func histMean(reg *prometheus.Registry, name, phase string) (sum float64, count 
 		}
 	}
 	return 0, 0
+}
+
+// counter sums a counter's series in a registry, those whose label is
+// value (every series when label is empty).
+func counter(reg *prometheus.Registry, name, label, value string) float64 {
+	fams, _ := reg.Gather()
+	var sum float64
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := label == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetName() == label && l.GetValue() == value
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func gauge(reg *prometheus.Registry, name string) float64 {
@@ -304,12 +332,12 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	out.RoundSeconds = total.Seconds() / n
 	out.KeySetupSeconds = gauge(co.Metrics(), "fedledger_coordinator_key_setup_seconds")
 	out.WireBytesPerRound = float64(wire.Load()-wireAtStart.Load()) / n
-	for _, ph := range []string{"aggregate", "decryption_shares", "combine", "countersign", "record"} {
+	for _, ph := range []string{"aggregate", "sketch", "decryption_shares", "combine", "countersign", "record"} {
 		s, _ := histMean(co.Metrics(), "fedledger_coordinator_phase_duration_seconds", ph)
 		out.Phases["coordinator_"+ph] = s / n
 	}
 	// Client phases: the mean over every client's observations.
-	for _, ph := range []string{"train", "encode", "upload", "decryption_share", "countersign"} {
+	for _, ph := range []string{"train", "encode", "upload", "sketch", "decryption_share", "countersign"} {
 		var sum float64
 		var cnt uint64
 		for _, c := range clients {
@@ -321,6 +349,17 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		}
 	}
 	out.Phases["audit_append"] = out.Phases["coordinator_record"]
+	if updates := counter(co.Metrics(), "fedledger_coordinator_updates_total", "result", "accepted"); updates > 0 {
+		out.ContributionBytes = counter(co.Metrics(), "fedledger_coordinator_update_bytes_total", "", "") / updates
+	}
+	var checked, given float64
+	for _, c := range clients {
+		checked += counter(c.Metrics(), "fedledger_client_aggregate_check_bytes_total", "", "")
+		given += counter(c.Metrics(), "fedledger_client_decryption_shares_total", "result", "given")
+	}
+	if given > 0 {
+		out.CheckBytesPerDecryption = checked / given
+	}
 	return out, nil
 }
 
