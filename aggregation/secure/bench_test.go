@@ -264,3 +264,74 @@ func BenchmarkSecureRound1M(b *testing.B) {
 		b.ReportMetric(secure.Seconds()/plain.Seconds(), "x_plaintext_time")
 	}
 }
+
+// BenchmarkAggregateCheck is a decryptor checking a 10^6-parameter
+// aggregate of 32 hospitals on one core: against the contributors' 32
+// sketches (open the aggregate, sketch it, add the sketches) and, measured
+// in the same run, by re-adding the 31 other contributions as before
+// sketches (open and add each). It reports the sketch path's speed
+// (params/s), its time and bytes received against the re-sum's
+// (x_vs_resum, x_bytes_vs_resum) and what it receives in contributions'
+// worth (check_contributions).
+func BenchmarkAggregateCheck(b *testing.B) {
+	oneCore(b)
+	const hospitals = 32
+	s := setup(b, 2, 2)
+	k, _ := Default.kit()
+	count, _ := CiphertextCount(Default, benchDim)
+	cts, err := s.parties[0].Encrypt(s.nonce(1), benchVector(), 100)
+	if err != nil {
+		b.Fatal(err)
+	}
+	contribution, err := SealPayload(KindContribution, Default, "bench", 1, cts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	aggregate, err := SealPayload(KindAggregate, Default, "bench", 1, cts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	challenge := [32]byte{7}
+	one, err := SketchPayload(contribution, Expect{Kind: KindContribution, Preset: Default, Study: "bench", Round: 1, Count: uint32(count)}, challenge)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ours, base time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		polys, err := OpenPolys(aggregate, Expect{Kind: KindAggregate, Preset: Default, Study: "bench", Round: 1, Count: uint32(count)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		want, err := k.sketch(challenge, polys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		have := make([]uint64, len(want))
+		for h := 0; h < hospitals; h++ {
+			v, err := k.decodeSketch(one)
+			if err != nil {
+				b.Fatal(err)
+			}
+			k.addSketch(have, v)
+		}
+		ours += time.Since(t0)
+		t0 = time.Now()
+		acc, _ := NewAccumulator(Default, count)
+		for h := 0; h < hospitals-1; h++ {
+			polys, err := OpenPolys(contribution, Expect{Kind: KindContribution, Preset: Default, Study: "bench", Round: 1, Count: uint32(count)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := acc.Add(polys); err != nil {
+				b.Fatal(err)
+			}
+		}
+		base += time.Since(t0)
+	}
+	received, resum := float64(hospitals*len(one)), float64((hospitals-1)*len(contribution))
+	b.ReportMetric(float64(b.N*benchDim)/ours.Seconds(), "params/s")
+	b.ReportMetric(ours.Seconds()/base.Seconds(), "x_vs_resum")
+	b.ReportMetric(received/resum, "x_bytes_vs_resum")
+	b.ReportMetric(received/float64(len(contribution)), "check_contributions")
+}
