@@ -31,6 +31,17 @@ vet:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(PKGS)
 
+## fuzz: every decoder's fuzz target for FUZZTIME each (default 20s); their
+## seed corpora also run as plain tests in `make test`.
+FUZZTIME ?= 20s
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+	  dir=$$(dirname $$f); \
+	  for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+	    echo "== $$dir $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$dir; \
+	  done; \
+	done
+
 ## bench-secure: secure-aggregation costs per 1,000,000 parameters, with ratios to plaintext,
 ## then whole rounds over gRPC+mTLS (4 hospitals), secure vs plaintext, on 14 and 10^6 parameters.
 bench-secure:

@@ -297,3 +297,29 @@ func TestSketchIsLinear(t *testing.T) {
 		t.Fatalf("unreduced coefficient: %v", err)
 	}
 }
+
+// FuzzDecodeSketch: a sketch off the wire is exactly SketchRows values per
+// prime, each reduced; anything else is an error, never a panic, and what
+// decodes encodes back to the same bytes.
+func FuzzDecodeSketch(f *testing.F) {
+	k, _ := Default.kit()
+	good := encodeSketch([]uint64{1, 2, 3, 4})
+	f.Add(good)
+	f.Add(good[:31])
+	f.Add(append(bytes.Clone(good), 0))
+	f.Add(bytes.Repeat([]byte{0xff}, 32))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := k.decodeSketch(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(encodeSketch(v), b) {
+			t.Fatalf("%x decoded to %v, which encodes otherwise", b, v)
+		}
+		for j, x := range v {
+			if x >= k.q[j%len(k.q)] {
+				t.Fatalf("value %d = %d is not reduced", j, x)
+			}
+		}
+	})
+}
