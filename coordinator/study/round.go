@@ -267,7 +267,7 @@ func (m *Machine) onAggregated(e Aggregated) []Action {
 	}
 	m.setPhase(PhaseSketching)
 	m.deadline = m.now.Add(m.cfg.PhaseTimeout)
-	task := SketchTask{Round: r.n, Parent: m.parent.Hash, Contributions: r.contributions(), Aggregate: r.aggregate, Deadline: m.deadline}
+	task := m.sketchTask()
 	var asked []string
 	for _, s := range sortedKeys(r.updates) {
 		if m.live[s] {
@@ -295,7 +295,7 @@ func (m *Machine) stepSketch(ev Event) ([]Action, error) {
 		if _, contributed := r.updates[e.Site]; contributed {
 			if _, done := r.sketches[e.Site]; !done {
 				r.sketchers[e.Site] = true
-				return []Action{Send{To: e.Site, Msg: SketchTask{Round: r.n, Parent: m.parent.Hash, Contributions: r.contributions(), Aggregate: r.aggregate, Deadline: m.deadline}}}, nil
+				return []Action{Send{To: e.Site, Msg: m.sketchTask()}}, nil
 			}
 		}
 	case Left:
@@ -317,6 +317,11 @@ func (m *Machine) stepSketch(ev Event) ([]Action, error) {
 		return nil, m.refuseOutOfPhase(ev)
 	}
 	return nil, nil
+}
+
+func (m *Machine) sketchTask() SketchTask {
+	r := m.r
+	return SketchTask{Round: r.n, Parent: m.parent.Hash, Contributions: r.contributions(), Aggregate: r.aggregate, Deadline: m.deadline}
 }
 
 // acceptSketch checks a sketch against the round; it changes nothing on
