@@ -13,14 +13,16 @@ import (
 // graph is a model's Gorgonia expression graph for one mini-batch size,
 // built once per Train call and run once per step.
 type graph struct {
-	g       *G.ExprGraph
-	x, y    *G.Node
-	xT, yT  *tensor.Dense
-	params  G.Nodes // per layer: W (in×out), b (1×out)
-	bce     *G.Node // mean binary cross-entropy of the batch
-	bceVal  G.Value
-	cost    *G.Node // bce + mu/2 ||w - anchor||²
-	machine G.VM
+	g      *G.ExprGraph
+	x, y   *G.Node
+	xT, yT *tensor.Dense
+	params G.Nodes // per layer: W (in×out), b (1×out)
+	// trainable are the params the solver moves (all, or the output bias).
+	trainable G.Nodes
+	bce       *G.Node // mean binary cross-entropy of the batch
+	bceVal    G.Value
+	cost      *G.Node // bce + mu/2 ||w - anchor||²
+	machine   G.VM
 }
 
 // buildMu serialises graph construction. Gorgonia v0.9 shares package-level
@@ -29,9 +31,20 @@ type graph struct {
 // inside gorgonia.Grad. Running built graphs concurrently is safe.
 var buildMu sync.Mutex
 
-// newGraph builds the graph with parameters initialised from params. With
-// proxMu > 0 the cost includes FedProx's proximal term towards params.
-func newGraph(spec model.Spec, batch int, params []float64, proxMu float64) (*graph, error) {
+// graphOpts are a graph's training options beyond the model.
+type graphOpts struct {
+	// anchor and mu: with mu > 0 the cost includes the proximal term
+	// mu/2 ||w - anchor||² (FedProx towards the global model, Ditto's
+	// personal model towards it).
+	anchor []float64
+	mu     float64
+	// outputBiasOnly trains the output layer's bias alone (a per-site
+	// intercept), every other parameter fixed.
+	outputBiasOnly bool
+}
+
+// newGraph builds the graph with parameters initialised from params.
+func newGraph(spec model.Spec, batch int, params []float64, o graphOpts) (*graph, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	g := G.NewGraph()
@@ -42,12 +55,15 @@ func newGraph(spec model.Spec, batch int, params []float64, proxMu float64) (*gr
 	m.y = G.NewVector(g, tensor.Float64, G.WithShape(batch), G.WithName("y"), G.WithValue(m.yT))
 
 	var prox *G.Node
+	var trainable G.Nodes
 	h := m.x
 	off := 0
 	layers := spec.Layers()
 	for i, l := range layers {
+		wOff := off
 		wv := append([]float64(nil), params[off:off+l.In*l.Out]...)
 		off += l.In * l.Out
+		bOff := off
 		bv := append([]float64(nil), params[off:off+l.Out]...)
 		off += l.Out
 		w := G.NewMatrix(g, tensor.Float64, G.WithShape(l.In, l.Out), G.WithName(fmt.Sprintf("w%d", i)),
@@ -55,6 +71,12 @@ func newGraph(spec model.Spec, batch int, params []float64, proxMu float64) (*gr
 		b := G.NewMatrix(g, tensor.Float64, G.WithShape(1, l.Out), G.WithName(fmt.Sprintf("b%d", i)),
 			G.WithValue(tensor.New(tensor.WithShape(1, l.Out), tensor.WithBacking(bv))))
 		m.params = append(m.params, w, b)
+		if !o.outputBiasOnly {
+			trainable = append(trainable, w)
+		}
+		if !o.outputBiasOnly || i == len(layers)-1 {
+			trainable = append(trainable, b)
+		}
 		z, err := G.Mul(h, w)
 		if err != nil {
 			return nil, err
@@ -69,9 +91,15 @@ func newGraph(spec model.Spec, batch int, params []float64, proxMu float64) (*gr
 		} else {
 			h = z
 		}
-		if proxMu > 0 {
-			for _, p := range []*G.Node{w, b} {
-				anchor := G.NewConstant(p.Value().(*tensor.Dense).Clone(), G.WithName(p.Name()+"_anchor"))
+		if o.mu > 0 {
+			for _, pa := range []struct {
+				p   *G.Node
+				off int
+			}{{w, wOff}, {b, bOff}} {
+				p := pa.p
+				shape := p.Shape().Clone()
+				av := append([]float64(nil), o.anchor[pa.off:pa.off+shape.TotalSize()]...)
+				anchor := G.NewConstant(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(av)), G.WithName(p.Name()+"_anchor"))
 				d := G.Must(G.Sub(p, anchor))
 				s := G.Must(G.Sum(G.Must(G.Square(d))))
 				if prox == nil {
@@ -93,12 +121,13 @@ func newGraph(spec model.Spec, batch int, params []float64, proxMu float64) (*gr
 	G.Read(m.bce, &m.bceVal)
 	m.cost = m.bce
 	if prox != nil {
-		m.cost = G.Must(G.Add(m.bce, G.Must(G.Mul(G.NewConstant(proxMu/2), prox))))
+		m.cost = G.Must(G.Add(m.bce, G.Must(G.Mul(G.NewConstant(o.mu/2), prox))))
 	}
-	if _, err := G.Grad(m.cost, m.params...); err != nil {
+	m.trainable = trainable
+	if _, err := G.Grad(m.cost, trainable...); err != nil {
 		return nil, fmt.Errorf("train: gradient: %w", err)
 	}
-	m.machine = G.NewTapeMachine(g, G.BindDualValues(m.params...))
+	m.machine = G.NewTapeMachine(g, G.BindDualValues(trainable...))
 	return m, nil
 }
 
@@ -110,7 +139,7 @@ func (m *graph) step(solver G.Solver) (float64, error) {
 		return 0, fmt.Errorf("train: forward/backward: %w", err)
 	}
 	loss := m.bceVal.Data().(float64)
-	if err := solver.Step(G.NodesToValueGrads(m.params)); err != nil {
+	if err := solver.Step(G.NodesToValueGrads(m.trainable)); err != nil {
 		return 0, fmt.Errorf("train: solver: %w", err)
 	}
 	return loss, nil

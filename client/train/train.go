@@ -29,6 +29,10 @@ type TrainStats struct {
 // the new order, so every step sees exactly min(BatchSize, n) samples and an
 // epoch is ceil(n / batch) steps.
 func Train(ctx context.Context, spec model.Spec, params []float64, data *Dataset, cfg model.TrainConfig) ([]float64, TrainStats, error) {
+	return train(ctx, spec, params, data, cfg, graphOpts{anchor: params, mu: cfg.ProxMu})
+}
+
+func train(ctx context.Context, spec model.Spec, params []float64, data *Dataset, cfg model.TrainConfig, o graphOpts) ([]float64, TrainStats, error) {
 	var st TrainStats
 	if err := spec.Validate(); err != nil {
 		return nil, st, err
@@ -49,7 +53,10 @@ func Train(ctx context.Context, spec model.Spec, params []float64, data *Dataset
 	if steps == 0 {
 		steps = cfg.Epochs * perEpoch
 	}
-	m, err := newGraph(spec, batch, params, cfg.ProxMu)
+	if o.mu > 0 && len(o.anchor) != len(params) {
+		return nil, st, fmt.Errorf("train: proximal anchor of %d parameters, want %d", len(o.anchor), len(params))
+	}
+	m, err := newGraph(spec, batch, params, o)
 	if err != nil {
 		return nil, st, err
 	}

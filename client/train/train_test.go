@@ -194,7 +194,7 @@ func TestGraphMatchesPlainForward(t *testing.T) {
 	d := trains["switzerland"]
 	spec := model.Spec{Kind: model.KindMLP, Inputs: 13, Hidden: []int{5, 3}}
 	p, _ := model.InitParams(spec, 9)
-	m, err := newGraph(spec, d.Len(), p, 0)
+	m, err := newGraph(spec, d.Len(), p, graphOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}
