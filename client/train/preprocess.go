@@ -38,7 +38,10 @@ type Preprocessing struct {
 	// constant input has Std 1: it is only centred.
 	Mean []float64 `json:"mean,omitempty"`
 	Std  []float64 `json:"std,omitempty"`
-	Rows RowCounts `json:"rows"`
+	// Consortium: Mean and Std are the consortium's pooled statistics
+	// (Restandardize), not this site's.
+	Consortium bool      `json:"consortium_standardization,omitempty"`
+	Rows       RowCounts `json:"rows"`
 }
 
 // Column is one feature column and its encoding.
