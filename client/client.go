@@ -44,6 +44,10 @@ import (
 type DataConfig struct {
 	Heart string
 	CSV   *train.CSVConfig
+	// Standardization, when set, replaces this site's own standardisation
+	// with the consortium's (train.Restandardize); the data manifest
+	// records which was used.
+	Standardization *train.Standardization
 }
 
 // Config configures a Client.
@@ -83,6 +87,9 @@ type Config struct {
 	// Policy is what this site accepts; a study outside it is refused
 	// before any work, with the reason.
 	Policy Policy
+	// Personal, when set, makes this site keep a personal model beside the
+	// global one (PersonalConfig).
+	Personal *PersonalConfig
 	// DialOptions are extra gRPC options for the connection to the
 	// coordinator (e.g. a proxy dialer or interceptors).
 	DialOptions []grpc.DialOption
@@ -102,6 +109,11 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.CoordinatorAddr == "" {
 		errs = append(errs, errors.New("coordinator address is empty"))
+	}
+	if c.Personal != nil {
+		if err := c.Personal.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("personal: %w", err))
+		}
 	}
 	if c.TLS == nil || len(c.TLS.Certificates) == 0 || c.TLS.RootCAs == nil {
 		errs = append(errs, errors.New("client: mutual TLS (certificate and CA bundle) is required"))
@@ -194,6 +206,8 @@ type Client struct {
 	setup  *keySetup     // a key setup in progress
 	keys   *studyKeys    // the finished key material of the study
 	rounds roundCache    // what this site has of the current round
+	// personal is this site's personal model in the study (nil: none yet).
+	personal []float64
 	// csMemory is the countersigning record of a site without a data_dir.
 	csMemory *countersignedFile
 }
@@ -217,6 +231,11 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if s := cfg.Data.Standardization; s != nil {
+		if err := train.Restandardize(c.train, c.test, *s); err != nil {
+			return nil, err
+		}
 	}
 	if len(cfg.AuditNodes) > 0 {
 		cli, err := cluster.Dial(cfg.AuditNodes, cfg.TLS)

@@ -233,13 +233,13 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 			c.metrics.phase.WithLabelValues("countersign").Observe(time.Since(t0).Seconds())
 			out = []*pb.ClientMessage{{Msg: &pb.ClientMessage_Countersign{Countersign: cs}}}
 		case *pb.CoordinatorMessage_Evaluate:
-			met, err := c.evaluate(ctx, coord, msg.Evaluate)
+			met, personal, err := c.evaluate(ctx, coord, msg.Evaluate)
 			if err != nil {
 				c.log.Error("evaluation failed", slog.Any("err", err))
 				continue
 			}
 			out = []*pb.ClientMessage{{Msg: &pb.ClientMessage_Eval{Eval: &pb.EvalReport{
-				StudyId: msg.Evaluate.StudyId, Round: msg.Evaluate.Round, ModelSha256: msg.Evaluate.ModelSha256, Test: toPB(met)}}}}
+				StudyId: msg.Evaluate.StudyId, Round: msg.Evaluate.Round, ModelSha256: msg.Evaluate.ModelSha256, Test: toPB(met), Personal: personal}}}}
 		case *pb.CoordinatorMessage_Finished:
 			f := msg.Finished
 			c.log.Info("study finished", slog.Uint64("rounds", f.RoundsCompleted), slog.String("failure", f.Failure))
@@ -268,7 +268,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 // memory (a restarted client loads its key material from data_dir).
 func (c *Client) join(s *pb.StudySpec) {
 	if c.study == nil || c.study.StudyId != s.StudyId {
-		c.keys, c.setup, c.rounds = nil, nil, roundCache{}
+		c.keys, c.setup, c.rounds, c.personal = nil, nil, roundCache{}, nil
 	}
 	c.study = s
 }

@@ -68,11 +68,23 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	cfg := trainConfigFrom(c.study.Training)
 	cfg.Seed += int64(t.Round) // a fresh shuffle every round, reproducibly
 	t0 := time.Now()
-	local, st, err := train.Train(ctx, spec, parent, c.train, cfg)
+	from := parent
+	if c.cfg.Personal != nil {
+		from = train.LocalStart(spec, c.cfg.Personal.Method, parent, c.previousPersonal(parent))
+	}
+	local, st, err := train.Train(ctx, spec, from, c.train, cfg)
 	if err != nil {
 		return err
 	}
 	c.metrics.phase.WithLabelValues("train").Observe(time.Since(t0).Seconds())
+	var personalTest *pb.Metrics
+	if c.cfg.Personal != nil {
+		p, m, err := c.personalise(ctx, spec, parent, cfg.Seed)
+		if err != nil {
+			return fmt.Errorf("personal model: %w", err)
+		}
+		c.personal, personalTest = p, toPB(m)
+	}
 	n := uint64(c.train.Len())
 	t0 = time.Now()
 	payload, encoding, err := c.encodeUpdate(t.Round, t.ParentSha256, local, parent, n)
@@ -87,6 +99,7 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, DataManifestSha256: c.manifest[:],
 		Signature: c.sign(stmt.Message(t.StudyId, t.Round, audit.Hash(t.ParentSha256))),
 		Train:     &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}, ParentTest: toPB(parentTest),
+		PersonalTest: personalTest,
 	}
 	t0 = time.Now()
 	if err := coord.SubmitUpdate(ctx, chunks); err != nil {
@@ -151,16 +164,27 @@ func (c *Client) encodeUpdate(round uint64, parentHash []byte, local, parent []f
 	return payload, secure.EncodingContribution, err
 }
 
-func (c *Client) evaluate(ctx context.Context, coord Coordinator, t *pb.EvaluateTask) (model.Metrics, error) {
+// evaluate evaluates the final model on the test split and, if this site
+// personalises, makes its personal model from it and evaluates that too.
+func (c *Client) evaluate(ctx context.Context, coord Coordinator, t *pb.EvaluateTask) (model.Metrics, *pb.Metrics, error) {
 	spec, params, err := c.fetchModel(ctx, coord, t.StudyId, t.ModelSha256, t.ModelSize)
 	if err != nil {
-		return model.Metrics{}, err
+		return model.Metrics{}, nil, err
 	}
 	m, err := train.Evaluate(spec, params, c.test)
-	if err == nil {
-		c.log.Info("final model evaluated", slog.Float64("test_acc", m.Accuracy), slog.Float64("test_auc", m.AUC), slog.Int("n", m.N))
+	if err != nil {
+		return m, nil, err
 	}
-	return m, err
+	c.log.Info("final model evaluated", slog.Float64("test_acc", m.Accuracy), slog.Float64("test_auc", m.AUC), slog.Int("n", m.N))
+	if c.cfg.Personal == nil {
+		return m, nil, nil
+	}
+	p, pm, err := c.personalise(ctx, spec, params, trainConfigFrom(c.study.Training).Seed+int64(t.Round)+1)
+	if err != nil {
+		return m, nil, fmt.Errorf("personal model: %w", err)
+	}
+	c.personal = p
+	return m, toPB(pm), nil
 }
 
 // fetchModel downloads a model, checks it hashes to what was announced,

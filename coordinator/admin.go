@@ -56,7 +56,11 @@ func (c *Coordinator) statusProto() *pb.StudyStatus {
 	}
 	for _, site := range sortedSites(s.FinalTest) {
 		m := s.FinalTest[site]
-		out.FinalTest = append(out.FinalTest, &pb.SiteMetrics{Site: site, Test: &pb.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, Auc: m.AUC, N: uint64(m.N)}})
+		sm := &pb.SiteMetrics{Site: site, Test: &pb.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, Auc: m.AUC, N: uint64(m.N)}}
+		if p, ok := s.FinalPersonal[site]; ok {
+			sm.Personal = &pb.Metrics{Loss: p.Loss, Accuracy: p.Accuracy, Auc: p.AUC, N: uint64(p.N)}
+		}
+		out.FinalTest = append(out.FinalTest, sm)
 	}
 	return out
 }

@@ -115,7 +115,7 @@ func (c *Coordinator) drive(ctx context.Context, m *study.Machine, acts []study.
 	}
 	res := done.Result
 	c.mu.Lock()
-	c.result = StudyResult{Study: res.Study, Rounds: res.Rounds, FinalTest: res.FinalTest}
+	c.result = StudyResult{Study: res.Study, Rounds: res.Rounds, FinalTest: res.FinalTest, FinalPersonal: res.FinalPersonal}
 	c.mu.Unlock()
 	if done.Err == nil {
 		b, err := c.models.Get(res.Model.Hash)

@@ -15,8 +15,9 @@ type StudyResult struct {
 	ModelBytes []byte
 	Rounds     []RoundReport
 	// FinalTest holds each client's metrics of the final model on its local
-	// test split, as it reported them.
-	FinalTest map[string]model.Metrics
+	// test split, as it reported them; FinalPersonal those of the personal
+	// models the personalising clients made from it.
+	FinalTest, FinalPersonal map[string]model.Metrics
 }
 
 // meanAccuracy is the sample-weighted mean of per-site accuracies, and the

@@ -242,7 +242,12 @@ func (c *Coordinator) evalIn(site string, m *pb.EvalReport) study.Event {
 	if len(m.ModelSha256) != sha256.Size || m.Test == nil {
 		return nil
 	}
-	return study.EvalIn{Site: site, Model: audit.Hash(m.ModelSha256), Test: metricsFrom(m.Test)}
+	ev := study.EvalIn{Site: site, Model: audit.Hash(m.ModelSha256), Test: metricsFrom(m.Test)}
+	if m.Personal != nil {
+		p := metricsFrom(m.Personal)
+		ev.Personal = &p
+	}
+	return ev
 }
 
 // keyShareIn turns a key share into an event: its public-key share must
@@ -425,6 +430,10 @@ func (c *Coordinator) receiveUpdate(p tlsutil.Peer, stream pb.Federation_SubmitU
 	if hdr.ParentTest != nil {
 		m := metricsFrom(hdr.ParentTest)
 		ev.ParentTest = &m
+	}
+	if hdr.PersonalTest != nil {
+		m := metricsFrom(hdr.PersonalTest)
+		ev.PersonalTest = &m
 	}
 	return ev, nil
 }

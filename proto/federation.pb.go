@@ -285,9 +285,12 @@ func (x *StudyStatus) GetWaitingFor() string {
 }
 
 type SiteMetrics struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
-	Test          *Metrics               `protobuf:"bytes,2,opt,name=test,proto3" json:"test,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Site  string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	Test  *Metrics               `protobuf:"bytes,2,opt,name=test,proto3" json:"test,omitempty"`
+	// The site's personal model made from the final model, if it
+	// personalises.
+	Personal      *Metrics `protobuf:"bytes,3,opt,name=personal,proto3" json:"personal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,6 +335,13 @@ func (x *SiteMetrics) GetSite() string {
 func (x *SiteMetrics) GetTest() *Metrics {
 	if x != nil {
 		return x.Test
+	}
+	return nil
+}
+
+func (x *SiteMetrics) GetPersonal() *Metrics {
+	if x != nil {
+		return x.Personal
 	}
 	return nil
 }
@@ -1642,11 +1652,14 @@ func (x *TaskRefusal) GetReason() string {
 }
 
 type EvalReport struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StudyId       string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
-	Round         uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	ModelSha256   []byte                 `protobuf:"bytes,3,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
-	Test          *Metrics               `protobuf:"bytes,4,opt,name=test,proto3" json:"test,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	StudyId     string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Round       uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	ModelSha256 []byte                 `protobuf:"bytes,3,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
+	Test        *Metrics               `protobuf:"bytes,4,opt,name=test,proto3" json:"test,omitempty"`
+	// The site's personal model from this model (if it personalises), on
+	// the same test split.
+	Personal      *Metrics `protobuf:"bytes,5,opt,name=personal,proto3" json:"personal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1705,6 +1718,13 @@ func (x *EvalReport) GetModelSha256() []byte {
 func (x *EvalReport) GetTest() *Metrics {
 	if x != nil {
 		return x.Test
+	}
+	return nil
+}
+
+func (x *EvalReport) GetPersonal() *Metrics {
+	if x != nil {
+		return x.Personal
 	}
 	return nil
 }
@@ -1961,8 +1981,11 @@ type UpdateHeader struct {
 	// SHA-256 of the client's data manifest: the digests of the files it
 	// trained on and the row counts after filtering.
 	DataManifestSha256 []byte `protobuf:"bytes,7,opt,name=data_manifest_sha256,json=dataManifestSha256,proto3" json:"data_manifest_sha256,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Metrics of the site's personal model (if it personalises) on its
+	// local test split, after this round's training.
+	PersonalTest  *Metrics `protobuf:"bytes,8,opt,name=personal_test,json=personalTest,proto3" json:"personal_test,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateHeader) Reset() {
@@ -2040,6 +2063,13 @@ func (x *UpdateHeader) GetSignature() []byte {
 func (x *UpdateHeader) GetDataManifestSha256() []byte {
 	if x != nil {
 		return x.DataManifestSha256
+	}
+	return nil
+}
+
+func (x *UpdateHeader) GetPersonalTest() *Metrics {
+	if x != nil {
+		return x.PersonalTest
 	}
 	return nil
 }
@@ -3287,10 +3317,11 @@ const file_federation_proto_rawDesc = "" +
 	"\n" +
 	"final_test\x18\x0f \x03(\v2\x19.fedledger.v1.SiteMetricsR\tfinalTest\x12\x1f\n" +
 	"\vwaiting_for\x18\x10 \x01(\tR\n" +
-	"waitingFor\"L\n" +
+	"waitingFor\"\x7f\n" +
 	"\vSiteMetrics\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12)\n" +
-	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\"\xc5\x04\n" +
+	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\x121\n" +
+	"\bpersonal\x18\x03 \x01(\v2\x15.fedledger.v1.MetricsR\bpersonal\"\xc5\x04\n" +
 	"\rClientMessage\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fedledger.v1.HelloH\x00R\x05hello\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.fedledger.v1.TaskRefusalH\x00R\arefusal\x12.\n" +
@@ -3387,13 +3418,14 @@ const file_federation_proto_rawDesc = "" +
 	"\vTaskRefusal\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8b\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xbe\x01\n" +
 	"\n" +
 	"EvalReport\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12!\n" +
 	"\fmodel_sha256\x18\x03 \x01(\fR\vmodelSha256\x12)\n" +
-	"\x04test\x18\x04 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\"Y\n" +
+	"\x04test\x18\x04 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\x121\n" +
+	"\bpersonal\x18\x05 \x01(\v2\x15.fedledger.v1.MetricsR\bpersonal\"Y\n" +
 	"\aMetrics\x12\x12\n" +
 	"\x04loss\x18\x01 \x01(\x01R\x04loss\x12\x1a\n" +
 	"\baccuracy\x18\x02 \x01(\x01R\baccuracy\x12\x10\n" +
@@ -3412,7 +3444,7 @@ const file_federation_proto_rawDesc = "" +
 	"total_size\x18\x06 \x01(\x04R\ttotalSize\x12\x12\n" +
 	"\x04data\x18\a \x01(\fR\x04data\x122\n" +
 	"\x06header\x18\b \x01(\v2\x1a.fedledger.v1.UpdateHeaderR\x06header\x12/\n" +
-	"\x05share\x18\t \x01(\v2\x19.fedledger.v1.ShareHeaderR\x05share\"\xa5\x02\n" +
+	"\x05share\x18\t \x01(\v2\x19.fedledger.v1.ShareHeaderR\x05share\"\xe1\x02\n" +
 	"\fUpdateHeader\x12#\n" +
 	"\rparent_sha256\x18\x01 \x01(\fR\fparentSha256\x12\x1f\n" +
 	"\vnum_samples\x18\x02 \x01(\x04R\n" +
@@ -3422,7 +3454,8 @@ const file_federation_proto_rawDesc = "" +
 	"\vparent_test\x18\x05 \x01(\v2\x15.fedledger.v1.MetricsR\n" +
 	"parentTest\x12\x1c\n" +
 	"\tsignature\x18\x06 \x01(\fR\tsignature\x120\n" +
-	"\x14data_manifest_sha256\x18\a \x01(\fR\x12dataManifestSha256\"V\n" +
+	"\x14data_manifest_sha256\x18\a \x01(\fR\x12dataManifestSha256\x12:\n" +
+	"\rpersonal_test\x18\b \x01(\v2\x15.fedledger.v1.MetricsR\fpersonalTest\"V\n" +
 	"\vShareHeader\x12)\n" +
 	"\x10aggregate_sha256\x18\x01 \x01(\fR\x0faggregateSha256\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"g\n" +
@@ -3585,66 +3618,69 @@ var file_federation_proto_goTypes = []any{
 var file_federation_proto_depIdxs = []int32{
 	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
 	19, // 1: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
-	7,  // 2: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	17, // 3: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	18, // 4: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
-	9,  // 5: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	27, // 6: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	29, // 7: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	30, // 8: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
-	5,  // 9: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	38, // 10: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
-	33, // 11: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
-	8,  // 12: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	14, // 13: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	15, // 14: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	16, // 15: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	9,  // 16: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	26, // 17: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	28, // 18: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	29, // 19: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	34, // 20: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	37, // 21: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
-	32, // 22: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
-	10, // 23: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	12, // 24: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	13, // 25: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	11, // 26: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
-	19, // 27: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	22, // 28: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	23, // 29: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	19, // 30: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	19, // 31: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	25, // 32: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	27, // 33: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	31, // 34: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
-	31, // 35: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	33, // 36: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
-	35, // 37: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	35, // 38: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	31, // 39: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	35, // 40: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	36, // 41: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	35, // 42: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	35, // 43: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	35, // 44: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 45: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 46: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 47: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	20, // 48: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	21, // 49: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	21, // 50: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 51: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 52: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 53: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	21, // 54: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	24, // 55: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	24, // 56: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	51, // [51:57] is the sub-list for method output_type
-	45, // [45:51] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	19, // 2: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
+	7,  // 3: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
+	17, // 4: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	18, // 5: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	9,  // 6: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	27, // 7: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	29, // 8: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	30, // 9: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	5,  // 10: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
+	38, // 11: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	33, // 12: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
+	8,  // 13: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	14, // 14: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	15, // 15: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	16, // 16: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	9,  // 17: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	26, // 18: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	28, // 19: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	29, // 20: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	34, // 21: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	37, // 22: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	32, // 23: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
+	10, // 24: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	12, // 25: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	13, // 26: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	11, // 27: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
+	19, // 28: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	19, // 29: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
+	22, // 30: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	23, // 31: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	19, // 32: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	19, // 33: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	19, // 34: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
+	25, // 35: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	27, // 36: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	31, // 37: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
+	31, // 38: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	33, // 39: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	35, // 40: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	35, // 41: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	31, // 42: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	35, // 43: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	36, // 44: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	35, // 45: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	35, // 46: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	35, // 47: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 48: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 49: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 50: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	20, // 51: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	21, // 52: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	21, // 53: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 54: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 55: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 56: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	21, // 57: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	24, // 58: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	24, // 59: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	54, // [54:60] is the sub-list for method output_type
+	48, // [48:54] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }

@@ -18,7 +18,8 @@ import (
 //	intercept  the global model with the site's own output bias (the
 //	           intercept of a logistic regression; FedPer's per-site head
 //	           reduced to the one parameter label shift moves), fitted on
-//	           the site's data with every other parameter fixed
+//	           the site's data with every other parameter fixed, pulled
+//	           towards the global intercept by λ/2·(b − b_global)² (λ ≥ 0)
 //	ditto      Ditto (Li et al., ICML 2021): a personal model trained on the
 //	           site's loss plus λ/2·||v − w_global||², continued from the
 //	           site's previous personal model every round
@@ -40,7 +41,8 @@ type PersonalConfig struct {
 	// Train is the personal training: optimiser, learning rate, batch and
 	// steps (its ProxMu is not used).
 	Train model.TrainConfig
-	// Lambda is Ditto's pull towards the global model (> 0).
+	// Lambda is the pull towards the global model: Ditto's (> 0), the
+	// intercept's (≥ 0); fine-tuning has none.
 	Lambda float64
 }
 
@@ -51,6 +53,9 @@ func (c PersonalConfig) Validate() error {
 	}
 	if c.Method == PersonalDitto && (!(c.Lambda > 0) || math.IsInf(c.Lambda, 0)) {
 		return fmt.Errorf("%w: ditto needs lambda > 0, got %v", ErrPersonal, c.Lambda)
+	}
+	if c.Lambda < 0 || math.IsNaN(c.Lambda) || math.IsInf(c.Lambda, 0) {
+		return fmt.Errorf("%w: lambda = %v", ErrPersonal, c.Lambda)
 	}
 	if err := c.Train.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrPersonal, err)
@@ -85,7 +90,7 @@ func Personalise(ctx context.Context, spec model.Spec, global, previous []float6
 	case PersonalFineTune:
 		return train(ctx, spec, global, data, tc, graphOpts{})
 	case PersonalIntercept:
-		return train(ctx, spec, global, data, tc, graphOpts{outputBiasOnly: true})
+		return train(ctx, spec, global, data, tc, graphOpts{outputBiasOnly: true, anchor: global, mu: cfg.Lambda})
 	default: // ditto
 		start := previous
 		if start == nil {

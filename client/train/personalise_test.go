@@ -32,7 +32,11 @@ var logreg2 = model.Spec{Kind: model.KindLogReg, Inputs: 2}
 func personalCfg(method string, steps int) PersonalConfig {
 	tc := model.DefaultTrainConfig()
 	tc.LearningRate, tc.BatchSize, tc.Epochs, tc.LocalSteps = 0.05, 32, 0, steps
-	return PersonalConfig{Method: method, Train: tc, Lambda: 1}
+	l := 1.0
+	if method == PersonalIntercept {
+		l = 0
+	}
+	return PersonalConfig{Method: method, Train: tc, Lambda: l}
 }
 
 // globalOf trains the one global model on both sites' rows together.

@@ -113,6 +113,14 @@ type siteMetricsJSON struct {
 	Accuracy float64 `json:"accuracy"`
 	AUC      float64 `json:"auc"`
 	N        uint64  `json:"n"`
+	// Personal: the site's personal model made from the final model.
+	Personal *personalJSON `json:"personal,omitempty"`
+}
+
+type personalJSON struct {
+	Loss     float64 `json:"loss"`
+	Accuracy float64 `json:"accuracy"`
+	AUC      float64 `json:"auc"`
 }
 
 func statusView(s *pb.StudyStatus) statusJSON {
@@ -128,7 +136,11 @@ func statusView(s *pb.StudyStatus) statusJSON {
 	}
 	for _, m := range s.FinalTest {
 		t := m.GetTest()
-		v.FinalTest = append(v.FinalTest, siteMetricsJSON{Site: m.Site, Loss: t.GetLoss(), Accuracy: t.GetAccuracy(), AUC: t.GetAuc(), N: t.GetN()})
+		sm := siteMetricsJSON{Site: m.Site, Loss: t.GetLoss(), Accuracy: t.GetAccuracy(), AUC: t.GetAuc(), N: t.GetN()}
+		if p := m.GetPersonal(); p != nil {
+			sm.Personal = &personalJSON{Loss: p.GetLoss(), Accuracy: p.GetAccuracy(), AUC: p.GetAuc()}
+		}
+		v.FinalTest = append(v.FinalTest, sm)
 	}
 	return v
 }
@@ -161,7 +173,11 @@ func printStatus(w io.Writer, s *pb.StudyStatus, asJSON bool) error {
 		fmt.Fprintf(&b, "  final model on each site's own test split:\n")
 		for _, m := range s.FinalTest {
 			t := m.GetTest()
-			fmt.Fprintf(&b, "    %-20s test accuracy %.3f  AUC %.3f  (%d examples)\n", m.Site, t.GetAccuracy(), t.GetAuc(), t.GetN())
+			fmt.Fprintf(&b, "    %-20s test accuracy %.3f  AUC %.3f  (%d examples)", m.Site, t.GetAccuracy(), t.GetAuc(), t.GetN())
+			if p := m.GetPersonal(); p != nil {
+				fmt.Fprintf(&b, "; its personal model %.3f, AUC %.3f", p.GetAccuracy(), p.GetAuc())
+			}
+			b.WriteString("\n")
 		}
 	}
 	_, err := io.WriteString(w, b.String())

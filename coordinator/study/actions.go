@@ -217,7 +217,10 @@ type RoundReport struct {
 	// on their test splits (reported by them, not vouched for).
 	TrainLoss  float64
 	ParentTest map[string]model.Metrics
-	Duration   time.Duration
+	// PersonalTest are the personalising sites' personal models on their
+	// test splits after the round's training (reported, not vouched for).
+	PersonalTest map[string]model.Metrics
+	Duration     time.Duration
 }
 
 // Result is the outcome of a study.
@@ -226,8 +229,9 @@ type Result struct {
 	Model  Object
 	Rounds []RoundReport
 	// FinalTest holds each site's metrics of the final model on its test
-	// split, as it reported them.
-	FinalTest map[string]model.Metrics
+	// split, as it reported them; FinalPersonal those of the personal
+	// models the personalising sites made from it.
+	FinalTest, FinalPersonal map[string]model.Metrics
 }
 
 // Metric names what an Observe measures; the driver maps each to its

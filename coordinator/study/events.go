@@ -70,6 +70,8 @@ type (
 		Payload    []byte
 		Train      *model.Metrics
 		ParentTest *model.Metrics
+		// PersonalTest: the site's personal model on its test split.
+		PersonalTest *model.Metrics
 	}
 	// ShareIn: a decryption-share payload; the driver has checked it opens
 	// under the study's parameters.
@@ -100,6 +102,9 @@ type (
 		Site  string
 		Model audit.Hash
 		Test  model.Metrics
+		// Personal: the site's personal model made from Model, on the same
+		// test split (nil: the site does not personalise).
+		Personal *model.Metrics
 	}
 )
 

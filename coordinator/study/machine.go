@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -69,7 +70,9 @@ type Status struct {
 	// no quorum), when it is not.
 	WaitingFor string
 	Failure    string
-	FinalTest  map[string]model.Metrics
+	// FinalTest and FinalPersonal: the final model, and the personal
+	// models made from it, on each site's test split.
+	FinalTest, FinalPersonal map[string]model.Metrics
 }
 
 // Machine is one study's protocol state. It is not safe for concurrent
@@ -101,8 +104,8 @@ type Machine struct {
 	backoff    time.Duration
 	waitingFor string
 
-	asked []string
-	final map[string]model.Metrics
+	asked                []string
+	final, finalPersonal map[string]model.Metrics
 
 	done    bool
 	failure string
@@ -119,7 +122,7 @@ func New(cfg Config, start Start, now time.Time) (*Machine, []Action, error) {
 	}
 	m := &Machine{cfg: cfg, start: start, now: now, approved: map[string]bool{}, live: map[string]bool{},
 		startRound: start.Round + 1, round: start.Round + 1, parent: start.Model, optimizer: start.Optimizer,
-		completed: start.Completed, failed: start.Failed, final: map[string]model.Metrics{}}
+		completed: start.Completed, failed: start.Failed, final: map[string]model.Metrics{}, finalPersonal: map[string]model.Metrics{}}
 	for _, s := range cfg.Sites {
 		m.approved[s] = true
 	}
@@ -168,17 +171,15 @@ func (m *Machine) Status() Status {
 		s.Reported = sortedKeys(m.r.updates)
 	}
 	if m.phase == PhaseFinished || m.phase == PhaseFinalEval {
-		s.FinalTest = map[string]model.Metrics{}
-		for k, v := range m.final {
-			s.FinalTest[k] = v
-		}
+		s.FinalTest, s.FinalPersonal = maps.Clone(m.final), maps.Clone(m.finalPersonal)
 	}
 	return s
 }
 
 // Result is the study's outcome so far.
 func (m *Machine) Result() *Result {
-	return &Result{Study: m.cfg.Study, Model: m.parent, Rounds: slices.Clone(m.reports), FinalTest: m.Status().FinalTest}
+	st := m.Status()
+	return &Result{Study: m.cfg.Study, Model: m.parent, Rounds: slices.Clone(m.reports), FinalTest: st.FinalTest, FinalPersonal: st.FinalPersonal}
 }
 
 // Step applies ev, which happened at now. An error rejects ev (a
@@ -219,6 +220,9 @@ func (m *Machine) Step(now time.Time, ev Event) ([]Action, error) {
 	case EvalIn:
 		if e.Model == m.parent.Hash {
 			m.final[e.Site] = e.Test
+			if e.Personal != nil {
+				m.finalPersonal[e.Site] = *e.Personal
+			}
 		}
 	}
 	var more []Action

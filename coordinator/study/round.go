@@ -42,6 +42,7 @@ type accepted struct {
 	id         Identity
 	train      *model.Metrics
 	parentTest *model.Metrics
+	personal   *model.Metrics
 }
 
 type round struct {
@@ -197,7 +198,7 @@ func (m *Machine) accept(u UpdateIn) error {
 	if !verify(key, u.Update.Message(m.cfg.Study, r.n, u.Parent), u.Update.Signature) {
 		return fmt.Errorf("%w: contribution of %q", ErrBadSignature, site)
 	}
-	r.updates[site] = accepted{c: Contribution{Contribution: u.Update, Size: uint64(len(u.Payload))}, id: u.From, train: u.Train, parentTest: u.ParentTest}
+	r.updates[site] = accepted{c: Contribution{Contribution: u.Update, Size: uint64(len(u.Payload))}, id: u.From, train: u.Train, parentTest: u.ParentTest, personal: u.PersonalTest}
 	delete(r.refused, site)
 	return nil
 }
@@ -580,7 +581,7 @@ func (m *Machine) checkCountersign() []Action {
 func (m *Machine) report() *RoundReport {
 	r := m.r
 	rep := &RoundReport{Round: int(r.n), Parent: m.parent.Hash, Model: m.parent.Hash, Contributors: sortedKeys(r.updates),
-		ParentTest: map[string]model.Metrics{}, Duration: m.now.Sub(r.start)}
+		ParentTest: map[string]model.Metrics{}, PersonalTest: map[string]model.Metrics{}, Duration: m.now.Sub(r.start)}
 	if m.keys != nil {
 		rep.HEParams, rep.CollectiveKey = m.keys.HEParams, m.keys.CollectiveKey
 	}
@@ -595,6 +596,9 @@ func (m *Machine) report() *RoundReport {
 		u := r.updates[s]
 		if u.parentTest != nil {
 			rep.ParentTest[s] = *u.parentTest
+		}
+		if u.personal != nil {
+			rep.PersonalTest[s] = *u.personal
 		}
 		if u.train != nil {
 			lossW += u.train.Loss * float64(u.c.Samples)

@@ -45,6 +45,13 @@ type Config struct {
 	Mode string
 	// Threshold is t, the hospitals needed to decrypt an aggregate.
 	Threshold int
+	// Standardization is "site" (each hospital standardises with its own
+	// statistics) or "consortium" (every hospital with the pooled
+	// statistics, from the hospitals' summaries; train.PoolSummaries).
+	Standardization string
+	// Personal, when set, makes every hospital keep a personal model
+	// (client.PersonalConfig).
+	Personal *client.PersonalConfig
 	// Out receives the progress display and the final table.
 	Out io.Writer
 }
@@ -103,17 +110,35 @@ func (c Config) Validate() error {
 	if c.Out == nil {
 		errs = append(errs, errors.New("demo: no output writer"))
 	}
+	if c.Standardization != "" && c.Standardization != StandardizeSite && c.Standardization != StandardizeConsortium {
+		errs = append(errs, fmt.Errorf("demo: standardization %q, want %s or %s", c.Standardization, StandardizeSite, StandardizeConsortium))
+	}
+	if c.Personal != nil {
+		if err := c.Personal.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("demo: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
-// Row is one hospital's test accuracy under the three ways of training.
+// Standardisations.
+const (
+	StandardizeSite       = "site"
+	StandardizeConsortium = "consortium"
+)
+
+// Row is one hospital's test accuracy under the ways of training.
 type Row struct {
 	Hospital  string
 	Train     int
 	Test      int
 	Federated model.Metrics
-	Local     model.Metrics
-	Pooled    model.Metrics
+	// Personal is the hospital's personal model made from the final
+	// global one, as the hospital reported it (HasPersonal).
+	Personal    model.Metrics
+	HasPersonal bool
+	Local       model.Metrics
+	Pooled      model.Metrics
 }
 
 // Report is the outcome of a demo run.
@@ -136,6 +161,19 @@ func (r *Report) MeanAccuracy() (federated, local, pooled float64) {
 	}
 	n := float64(len(r.Rows))
 	return federated / n, local / n, pooled / n
+}
+
+// MeanPersonal returns the mean per-hospital test accuracy of the
+// hospitals' personal models, and whether every hospital reported one.
+func (r *Report) MeanPersonal() (float64, bool) {
+	var acc float64
+	for _, row := range r.Rows {
+		if !row.HasPersonal {
+			return 0, false
+		}
+		acc += row.Personal.Accuracy
+	}
+	return acc / float64(len(r.Rows)), len(r.Rows) > 0
 }
 
 // Run runs the demo federation to the end and prints its progress and the
@@ -179,17 +217,29 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	} else {
 		fmt.Fprintf(out, "  PLAINTEXT MODE: updates are NOT encrypted; the coordinator reads every hospital's update\n")
 	}
+	var consortium *train.Standardization
+	if cfg.Standardization == StandardizeConsortium {
+		s, err := consortiumStandardization()
+		if err != nil {
+			return nil, err
+		}
+		consortium = &s
+		fmt.Fprintf(out, "  consortium standardisation: every hospital scales its inputs with the pooled mean and std, from each one's row count, sums and sums of squares\n")
+	}
+	if cfg.Personal != nil {
+		fmt.Fprintf(out, "  personalisation: each hospital keeps a personal model (%s) beside the global one, chosen on a validation split of its training data\n", cfg.Personal.Method)
+	}
 	// The audit log has three Raft nodes; the consortium admin signs the
 	// study record, the coordinator commits every round with the
 	// hospitals' signatures, and each hospital checks its tasks against
 	// the log and accepts only studies the admin signed.
 	fed, err := fedtest.Start(ctx, fedtest.Config{
 		Dir: cfg.DataDir, Study: study, AuditNodes: 3, Logger: logger, Expires: time.Now().Add(24 * time.Hour),
-		Data: func(site string) client.DataConfig { return client.DataConfig{Heart: site} },
+		Data: func(site string) client.DataConfig { return client.DataConfig{Heart: site, Standardization: consortium} },
 		Coordinator: func(cc *coordinator.Config) {
 			cc.OnRound = func(r coordinator.RoundReport) { printRound(out, cfg.Rounds, r) }
 		},
-		Client: func(_ string, kc *client.Config) { kc.Policy.MinK = 2 },
+		Client: func(_ string, kc *client.Config) { kc.Policy.MinK, kc.Personal = 2, cfg.Personal },
 	})
 	if err != nil {
 		return nil, err
@@ -242,9 +292,31 @@ func verifyFinal(ctx context.Context, cfg Config, fed *fedtest.Federation, res c
 	return rep, nil
 }
 
-// compare evaluates the federated model on every hospital's test split and
-// trains the two baselines with the same local hyperparameters and the same
-// total number of local updates per hospital as the federation used.
+// consortiumStandardization pools the four hospitals' summaries of their
+// training splits, as a consortium computes it: no row leaves a hospital,
+// only its row count and, per input, the sum and the sum of squares.
+func consortiumStandardization() (train.Standardization, error) {
+	var sums []train.Summary
+	for _, h := range train.Hospitals {
+		tr, _, err := train.LoadHeart(h, train.HeartSplitSeed)
+		if err != nil {
+			return train.Standardization{}, err
+		}
+		s, err := train.Summarize(tr)
+		if err != nil {
+			return train.Standardization{}, err
+		}
+		sums = append(sums, s)
+	}
+	return train.PoolSummaries(sums...)
+}
+
+// compare evaluates the federated model on every hospital's test split
+// (standardised as the hospitals did) and trains the two baselines with the
+// same local hyperparameters and the same total number of local updates per
+// hospital as the federation used: each hospital alone on its own
+// standardisation, pooled training on the pooled one (the standardisation
+// of the data it trains on).
 func compare(ctx context.Context, cfg Config, res coordinator.StudyResult) (*Report, error) {
 	rep := &Report{FinalModel: res.Model, Rounds: res.Rounds}
 	spec, fedParams, err := model.Decode(res.ModelBytes)
@@ -263,16 +335,33 @@ func compare(ctx context.Context, cfg Config, res coordinator.StudyResult) (*Rep
 
 	trains := map[string]*train.Dataset{}
 	tests := map[string]*train.Dataset{}
+	fedTests := map[string]*train.Dataset{}
+	pooledTests := map[string]*train.Dataset{}
 	pooled := &train.Dataset{Name: "pooled"}
+	std, err := consortiumStandardization()
+	if err != nil {
+		return nil, err
+	}
 	for _, h := range train.Hospitals {
 		tr, te, err := train.LoadHeart(h, train.HeartSplitSeed)
 		if err != nil {
 			return nil, err
 		}
 		trains[h], tests[h] = tr, te
-		pooled.Features = tr.Features
-		pooled.X = append(pooled.X, tr.X...)
-		pooled.Y = append(pooled.Y, tr.Y...)
+		ptr, pte, err := train.LoadHeart(h, train.HeartSplitSeed)
+		if err != nil {
+			return nil, err
+		}
+		if err := train.Restandardize(ptr, pte, std); err != nil {
+			return nil, err
+		}
+		pooledTests[h], fedTests[h] = pte, te
+		if cfg.Standardization == StandardizeConsortium {
+			fedTests[h] = pte
+		}
+		pooled.Features = ptr.Features
+		pooled.X = append(pooled.X, ptr.X...)
+		pooled.Y = append(pooled.Y, ptr.Y...)
 	}
 	pooledBudget := budget
 	pooledBudget.LocalSteps = budget.LocalSteps * len(train.Hospitals)
@@ -286,13 +375,14 @@ func compare(ctx context.Context, cfg Config, res coordinator.StudyResult) (*Rep
 			return nil, fmt.Errorf("demo: %s alone: %w", h, err)
 		}
 		row := Row{Hospital: train.HospitalName(h), Train: trains[h].Len(), Test: tests[h].Len()}
-		if row.Federated, err = train.Evaluate(spec, fedParams, tests[h]); err != nil {
+		if row.Federated, err = train.Evaluate(spec, fedParams, fedTests[h]); err != nil {
 			return nil, err
 		}
+		row.Personal, row.HasPersonal = res.FinalPersonal[h]
 		if row.Local, err = train.Evaluate(cfg.Model, localParams, tests[h]); err != nil {
 			return nil, err
 		}
-		if row.Pooled, err = train.Evaluate(cfg.Model, pooledParams, tests[h]); err != nil {
+		if row.Pooled, err = train.Evaluate(cfg.Model, pooledParams, pooledTests[h]); err != nil {
 			return nil, err
 		}
 		rep.Rows = append(rep.Rows, row)

@@ -42,18 +42,34 @@ func printRound(w io.Writer, total int, r coordinator.RoundReport) {
 	}
 }
 
-// printTable prints per-hospital test accuracy of the three models.
+// printTable prints per-hospital test accuracy of the models.
 func printTable(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "\nPer-hospital test accuracy (each hospital's own held-out 34%%):\n\n")
+	_, personal := rep.MeanPersonal()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "hospital\ttrain\ttest\tfederated\talone\tpooled\t")
+	if personal {
+		fmt.Fprintln(tw, "hospital\ttrain\ttest\tfederated\tpersonalised\talone\tpooled\t")
+	} else {
+		fmt.Fprintln(tw, "hospital\ttrain\ttest\tfederated\talone\tpooled\t")
+	}
 	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.Hospital, r.Train, r.Test, r.Federated.Accuracy, r.Local.Accuracy, r.Pooled.Accuracy)
+		if personal {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t\n", r.Hospital, r.Train, r.Test, r.Federated.Accuracy, r.Personal.Accuracy, r.Local.Accuracy, r.Pooled.Accuracy)
+		} else {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.Hospital, r.Train, r.Test, r.Federated.Accuracy, r.Local.Accuracy, r.Pooled.Accuracy)
+		}
 	}
 	f, l, p := rep.MeanAccuracy()
-	fmt.Fprintf(tw, "mean\t\t\t%.3f\t%.3f\t%.3f\t\n", f, l, p)
+	if pm, ok := rep.MeanPersonal(); ok {
+		fmt.Fprintf(tw, "mean\t\t\t%.3f\t%.3f\t%.3f\t%.3f\t\n", f, pm, l, p)
+	} else {
+		fmt.Fprintf(tw, "mean\t\t\t%.3f\t%.3f\t%.3f\t\n", f, l, p)
+	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nfederated: the final global model; alone: each hospital trains only on its own data;\n"+
+	fmt.Fprintf(w, "\nfederated: the final global model (the one on the audit log); alone: each hospital trains only on its own data;\n"+
 		"pooled: one model trained on all hospitals' training data together (not possible in practice).\n")
+	if personal {
+		fmt.Fprintf(w, "personalised: each hospital's own model made from the global one, on its own data (it stays at the hospital).\n")
+	}
 	fmt.Fprintf(w, "final model sha256 %s   (%s)\n", hex.EncodeToString(rep.FinalModel[:]), rep.Elapsed.Round(time.Millisecond))
 }
