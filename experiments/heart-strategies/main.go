@@ -22,8 +22,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/fedledger/fedledger/client"
+	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/experiments/internal/expkit"
 	"github.com/fedledger/fedledger/internal/demo"
+	"github.com/fedledger/fedledger/internal/model"
 )
 
 func main() {
@@ -39,30 +42,56 @@ func main() {
 }
 
 // method is a server strategy, with FedProx as FedAvg plus the clients'
-// proximal term.
+// proximal term; the later methods standardise with the consortium's
+// statistics, train with SGD on the clients, and personalise.
 type method struct {
 	name, strategy string
 	proxMu         float64
 	serverLR       float64 // 0: the strategy's default
+	// consortium: the consortium's standardisation, SGD at learning rate
+	// 0.01 on the clients (chosen on validation splits; see the README).
+	consortium bool
+	personal   string // "": no personal models
+}
+
+// personalConfig is how the hospitals personalise: Adam at 0.01, batch 4,
+// 300 steps, λ chosen per hospital on a validation quarter of its training
+// split among 10, 1, 0.1 and 0.01 (the intercept also 0), or the global
+// model kept.
+func personalConfig(method string) *client.PersonalConfig {
+	tc := model.DefaultTrainConfig()
+	tc.Optimizer, tc.LearningRate, tc.BatchSize, tc.Epochs, tc.LocalSteps = model.OptAdam, 0.01, 4, 0, 300
+	p := &client.PersonalConfig{Method: method, Train: tc, Lambdas: []float64{10, 1, 0.1, 0.01}}
+	if method == train.PersonalIntercept {
+		p.Lambdas = append(p.Lambdas, 0)
+	}
+	return p
 }
 
 // Methods compared, each with its default server learning rate, and
 // FedAdagrad once more at the server learning rate FLamby tuned for it on
 // this dataset (0.316; config_heart_disease.json in owkin/FLamby).
 var methods = []method{
-	{"fedavg", "fedavg", 0, 0}, {"fedprox", "fedavg", 0.1, 0}, {"fedadam", "fedadam", 0, 0}, {"fedyogi", "fedyogi", 0, 0}, {"fedadagrad", "fedadagrad", 0, 0},
-	{"fedadagrad-lr0.316", "fedadagrad", 0, 0.316228},
+	{name: "fedavg", strategy: "fedavg"}, {name: "fedprox", strategy: "fedavg", proxMu: 0.1}, {name: "fedadam", strategy: "fedadam"},
+	{name: "fedyogi", strategy: "fedyogi"}, {name: "fedadagrad", strategy: "fedadagrad"},
+	{name: "fedadagrad-lr0.316", strategy: "fedadagrad", serverLR: 0.316228},
+	{name: "fedavg-cs+intercept", strategy: "fedavg", consortium: true, personal: train.PersonalIntercept},
+	{name: "fedavg-cs+ditto", strategy: "fedavg", consortium: true, personal: train.PersonalDitto},
+	{name: "fedavg-cs+finetune", strategy: "fedavg", consortium: true, personal: train.PersonalFineTune},
 }
 
 type row struct {
-	method   string
-	mode     string
-	seed     int64
-	perSite  []demo.Row
-	fed      float64
-	local    float64
-	pooled   float64
-	perRound []float64 // test accuracy of each round's starting model, then the final model's
+	method  string
+	mode    string
+	seed    int64
+	perSite []demo.Row
+	fed     float64
+	local   float64
+	pooled  float64
+	// personal is the mean of the hospitals' personal models (hasPersonal).
+	personal    float64
+	hasPersonal bool
+	perRound    []float64 // test accuracy of each round's starting model, then the final model's
 }
 
 func run(ctx context.Context, seeds, rounds int, modes []string, outDir string, progress io.Writer) error {
@@ -74,6 +103,13 @@ func run(ctx context.Context, seeds, rounds int, modes []string, outDir string, 
 				cfg.Strategy, cfg.Rounds, cfg.Seed, cfg.Mode, cfg.ServerLR = m.strategy, rounds, seed, mode, m.serverLR
 				cfg.Training.Seed, cfg.Training.ProxMu = seed, m.proxMu
 				cfg.MinClients = 4
+				if m.consortium {
+					cfg.Standardization = demo.StandardizeConsortium
+					cfg.Training.Optimizer, cfg.Training.LearningRate = model.OptSGD, 0.01
+				}
+				if m.personal != "" {
+					cfg.Personal = personalConfig(m.personal)
+				}
 				dir, err := os.MkdirTemp("", "fedledger-exp-")
 				if err != nil {
 					return err
@@ -87,6 +123,7 @@ func run(ctx context.Context, seeds, rounds int, modes []string, outDir string, 
 				}
 				f, l, p := rep.MeanAccuracy()
 				r := row{method: m.name, mode: mode, seed: seed, perSite: rep.Rows, fed: f, local: l, pooled: p}
+				r.personal, r.hasPersonal = rep.MeanPersonal()
 				for _, rr := range rep.Rounds {
 					var acc, n float64
 					for _, pt := range rr.ParentTest {
@@ -100,7 +137,7 @@ func run(ctx context.Context, seeds, rounds int, modes []string, outDir string, 
 				}
 				r.perRound = append(r.perRound, acc/n)
 				rows = append(rows, r)
-				fmt.Fprintf(progress, "%-10s %-9s seed %d: federated %.3f  alone %.3f  pooled %.3f\n", m.name, mode, seed, f, l, p)
+				fmt.Fprintf(progress, "%-20s %-9s seed %d: federated %.3f  personalised %.3f  alone %.3f  pooled %.3f\n", m.name, mode, seed, f, r.personal, l, p)
 			}
 		}
 	}
@@ -152,11 +189,17 @@ func writeCSV(path string, rows []row) error {
 	}
 	defer f.Close()
 	w := csv.NewWriter(f)
-	w.Write([]string{"method", "mode", "seed", "hospital", "test_n", "federated_acc", "alone_acc", "pooled_acc"})
+	w.Write([]string{"method", "mode", "seed", "hospital", "test_n", "federated_acc", "personalised_acc", "alone_acc", "pooled_acc",
+		"federated_auc", "personalised_auc", "alone_auc", "pooled_auc"})
 	for _, r := range rows {
 		for _, s := range r.perSite {
+			pa, pu := "", ""
+			if s.HasPersonal {
+				pa, pu = ff(s.Personal.Accuracy), ff(s.Personal.AUC)
+			}
 			w.Write([]string{r.method, r.mode, strconv.FormatInt(r.seed, 10), s.Hospital, strconv.Itoa(s.Test),
-				ff(s.Federated.Accuracy), ff(s.Local.Accuracy), ff(s.Pooled.Accuracy)})
+				ff(s.Federated.Accuracy), pa, ff(s.Local.Accuracy), ff(s.Pooled.Accuracy),
+				ff(s.Federated.AUC), pu, ff(s.Local.AUC), ff(s.Pooled.AUC)})
 		}
 	}
 	w.Flush()
@@ -169,23 +212,73 @@ func writeMarkdown(path string, rows []row, seeds, rounds int, modes []string) e
 		return err
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "Machine: %s. Mean per-hospital test accuracy, mean ± sd over %d seeds, %d rounds, logistic regression, Adam lr 1e-3, batch 4, 50 local steps per round (FedProx: mu = 0.1).\n\n", expkit.Machine(), seeds, rounds)
-	fmt.Fprintln(f, "| method | mode | federated | Cleveland | Hungary | Switzerland | VA | each hospital alone | pooled |")
-	fmt.Fprintln(f, "|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintf(f, "Machine: %s. Mean per-hospital test accuracy, mean ± sd over %d seeds, %d rounds, logistic regression, batch 4, 50 local steps per round. "+
+		"The first six methods: per-site standardisation, Adam lr 1e-3 on the clients (FedProx: mu = 0.1). The fedavg-cs methods: the consortium's standardisation, "+
+		"SGD lr 0.01 on the clients, and each hospital's personal model (Adam lr 0.01, batch 4, 300 steps, λ chosen on a validation quarter of its training split). "+
+		"The baselines train with each method's client settings; pooled training always uses the pooled standardisation.\n\n", expkit.Machine(), seeds, rounds)
+	fmt.Fprintln(f, "| method | mode | federated | personalised | Cleveland | Hungary | Switzerland | VA | each hospital alone | pooled |")
+	fmt.Fprintln(f, "|---|---|---|---|---|---|---|---|---|---|")
+	hospitals := []string{"Cleveland", "Hungary", "Switzerland", "VA Long Beach"}
 	for _, mode := range modes {
 		for _, m := range methods {
-			var fed, loc, poo []float64
+			var fed, loc, poo, per []float64
 			site := map[string][]float64{}
 			for _, r := range rows {
 				if r.method == m.name && r.mode == mode {
 					fed, loc, poo = append(fed, r.fed), append(loc, r.local), append(poo, r.pooled)
+					if r.hasPersonal {
+						per = append(per, r.personal)
+					}
 					for _, s := range r.perSite {
 						site[s.Hospital] = append(site[s.Hospital], s.Federated.Accuracy)
 					}
 				}
 			}
-			fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.name, mode, meanSD(fed),
-				meanSD(site["Cleveland"]), meanSD(site["Hungary"]), meanSD(site["Switzerland"]), meanSD(site["VA Long Beach"]), meanSD(loc), meanSD(poo))
+			if len(fed) == 0 {
+				continue
+			}
+			personal := "–"
+			if len(per) > 0 {
+				personal = meanSD(per)
+			}
+			fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.name, mode, meanSD(fed), personal,
+				meanSD(site[hospitals[0]]), meanSD(site[hospitals[1]]), meanSD(site[hospitals[2]]), meanSD(site[hospitals[3]]), meanSD(loc), meanSD(poo))
+		}
+	}
+	fmt.Fprintf(f, "\nPersonalised against alone, per hospital (mean over seeds; accuracy, then AUC):\n\n")
+	fmt.Fprintln(f, "| method | mode | hospital | federated | personalised | alone | pooled | federated AUC | personalised AUC | alone AUC | pooled AUC |")
+	fmt.Fprintln(f, "|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, mode := range modes {
+		for _, m := range methods {
+			if m.personal == "" {
+				continue
+			}
+			for _, h := range hospitals {
+				var v [8]float64
+				n := 0.0
+				for _, r := range rows {
+					if r.method != m.name || r.mode != mode {
+						continue
+					}
+					for _, s := range r.perSite {
+						if s.Hospital == h {
+							for k, x := range []float64{s.Federated.Accuracy, s.Personal.Accuracy, s.Local.Accuracy, s.Pooled.Accuracy,
+								s.Federated.AUC, s.Personal.AUC, s.Local.AUC, s.Pooled.AUC} {
+								v[k] += x
+							}
+							n++
+						}
+					}
+				}
+				if n == 0 {
+					continue
+				}
+				fmt.Fprintf(f, "| %s | %s | %s |", m.name, mode, h)
+				for _, x := range v {
+					fmt.Fprintf(f, " %.3f |", x/n)
+				}
+				fmt.Fprintln(f)
+			}
 		}
 	}
 	return nil

@@ -30,13 +30,26 @@ func TestShortRun(t *testing.T) {
 	if want := 1 + 2*len(methods)*4; len(recs) != want {
 		t.Fatalf("%d CSV rows, want %d", len(recs), want)
 	}
+	if got := strings.Join(recs[0][5:9], ","); got != "federated_acc,personalised_acc,alone_acc,pooled_acc" {
+		t.Fatalf("CSV columns %v", recs[0])
+	}
+	personalised := 0
 	for _, r := range recs[1:] {
-		for _, col := range r[5:] {
+		for i, col := range r[5:] {
+			if col == "" && (i == 1 || i == 5) { // no personal model in this method
+				continue
+			}
 			v, err := strconv.ParseFloat(col, 64)
 			if err != nil || v < 0 || v > 1 {
-				t.Fatalf("bad accuracy %q in %v", col, r)
+				t.Fatalf("bad metric %q in %v", col, r)
+			}
+			if i == 1 {
+				personalised++
 			}
 		}
+	}
+	if personalised == 0 {
+		t.Fatal("no personalised accuracy in results.csv")
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
 	for _, m := range methods {
