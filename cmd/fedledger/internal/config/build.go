@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -286,6 +288,37 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 		}
 	default:
 		return nil, s.errorf("data", "no local data: set data.heart (one of %v) or data.csv.path", train.Hospitals)
+	}
+	if f.Data.Standardization != "" {
+		path := s.path("data.standardization", f.Data.Standardization)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, s.errorf("data.standardization", "%v", err)
+		}
+		var st train.Standardization
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&st); err != nil {
+			return nil, s.errorf("data.standardization", "%s is not a standardisation file: %v", path, err)
+		}
+		cfg.Data.Standardization = &st
+	}
+	if p := f.Personal; p.Method != "" {
+		tc := model.DefaultTrainConfig()
+		tc.Epochs, tc.LocalSteps, tc.Seed = 0, p.Steps, p.Seed
+		if p.Steps == 0 {
+			tc.LocalSteps = 300
+		}
+		if p.Optimizer != "" {
+			tc.Optimizer = p.Optimizer
+		}
+		if p.LearningRate != 0 {
+			tc.LearningRate = p.LearningRate
+		}
+		if p.BatchSize != 0 {
+			tc.BatchSize = p.BatchSize
+		}
+		cfg.Personal = &client.PersonalConfig{Method: p.Method, Train: tc, Lambdas: p.Lambdas, ValidationFraction: p.ValidationFraction}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)

@@ -146,6 +146,22 @@ type CSVFile struct {
 type DataFile struct {
 	Heart string  `mapstructure:"heart"`
 	CSV   CSVFile `mapstructure:"csv"`
+	// Standardization is a JSON file of the consortium's statistics
+	// (train.Standardization: features, mean, std) to scale the inputs
+	// with instead of this site's own.
+	Standardization string `mapstructure:"standardization"`
+}
+
+// PersonalFile is how a hospital personalises (client.PersonalConfig).
+type PersonalFile struct {
+	Method             string    `mapstructure:"method"`
+	Optimizer          string    `mapstructure:"optimizer"`
+	LearningRate       float64   `mapstructure:"learning_rate"`
+	BatchSize          int       `mapstructure:"batch_size"`
+	Steps              int       `mapstructure:"steps"`
+	Lambdas            []float64 `mapstructure:"lambdas"`
+	ValidationFraction float64   `mapstructure:"validation_fraction"`
+	Seed               int64     `mapstructure:"seed"`
 }
 
 // PolicyFile is what a hospital accepts (see client.Policy).
@@ -179,6 +195,9 @@ type ClientFile struct {
 	// aggregate it helps decrypt.
 	MinContributors int        `mapstructure:"min_contributors"`
 	Policy          PolicyFile `mapstructure:"policy"`
+	// Personal, when its method is set, makes the site keep a personal
+	// model beside the study's global one.
+	Personal PersonalFile `mapstructure:"personal"`
 }
 
 func defaultLog() LogFile { return LogFile{Format: "text", Level: "info"} }
