@@ -91,7 +91,9 @@ func (c cell) bytesRatio() float64 { return c.sec.WireBytesPerRound / c.plain.Wi
 
 // checkContributions is what a decryptor received to check an aggregate,
 // in contributions' worth.
-func (c cell) checkContributions() float64 { return c.sec.CheckBytesPerDecryption / c.sec.ContributionBytes }
+func (c cell) checkContributions() float64 {
+	return c.sec.CheckBytesPerDecryption / c.sec.ContributionBytes
+}
 
 var phases = []string{"client_train", "client_encode", "client_upload", "coordinator_aggregate", "client_sketch", "coordinator_sketch", "client_decryption_share",
 	"coordinator_decryption_shares", "coordinator_combine", "audit_append"}

@@ -235,7 +235,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	// the log and accepts only studies the admin signed.
 	fed, err := fedtest.Start(ctx, fedtest.Config{
 		Dir: cfg.DataDir, Study: study, AuditNodes: 3, Logger: logger, Expires: time.Now().Add(24 * time.Hour),
-		Data: func(site string) client.DataConfig { return client.DataConfig{Heart: site, Standardization: consortium} },
+		Data: func(site string) client.DataConfig {
+			return client.DataConfig{Heart: site, Standardization: consortium}
+		},
 		Coordinator: func(cc *coordinator.Config) {
 			cc.OnRound = func(r coordinator.RoundReport) { printRound(out, cfg.Rounds, r) }
 		},
