@@ -31,7 +31,18 @@ type PersonalConfig struct {
 	// ValidationFraction of the training split is held out to choose
 	// (default 0.25).
 	ValidationFraction float64
+	// SelectBy is what the choice maximises on the validation part:
+	// "accuracy" (the default; ties go to the lower loss) or "loss" (the
+	// lowest cross-entropy, the training objective: a proper scoring rule,
+	// steadier than accuracy on a few dozen rows).
+	SelectBy string
 }
+
+// Selection criteria.
+const (
+	SelectByAccuracy = "accuracy"
+	SelectByLoss     = "loss"
+)
 
 // Validate checks the configuration.
 func (p PersonalConfig) Validate() error {
@@ -39,6 +50,9 @@ func (p PersonalConfig) Validate() error {
 		if err := (train.PersonalConfig{Method: p.Method, Train: p.Train, Lambda: l}).Validate(); err != nil {
 			return err
 		}
+	}
+	if p.SelectBy != "" && p.SelectBy != SelectByAccuracy && p.SelectBy != SelectByLoss {
+		return fmt.Errorf("%w: select by %q, want %s or %s", train.ErrPersonal, p.SelectBy, SelectByAccuracy, SelectByLoss)
 	}
 	if p.ValidationFraction < 0 || p.ValidationFraction >= 1 {
 		return fmt.Errorf("%w: validation fraction %v, want in [0, 1)", train.ErrPersonal, p.ValidationFraction)
@@ -82,8 +96,8 @@ func holdOut(d *train.Dataset, frac float64, seed int64) (fit, val *train.Datase
 
 // personalise makes the site's personal model from the global one: it
 // tries each candidate λ (and the global model itself) on the validation
-// part, keeps the best by accuracy (then by loss; ties keep the global
-// model, then the earlier candidate), refits the chosen one on the whole
+// part, keeps the best by SelectBy (ties keep the global model, then the
+// earlier candidate), refits the chosen one on the whole
 // training split, and returns it with its metrics on the test split.
 func (c *Client) personalise(ctx context.Context, spec model.Spec, global []float64, seed int64) ([]float64, model.Metrics, error) {
 	p := *c.cfg.Personal
@@ -110,7 +124,11 @@ func (c *Client) personalise(ctx context.Context, spec model.Spec, global []floa
 		if err != nil {
 			return nil, model.Metrics{}, err
 		}
-		if m.Accuracy > best.Accuracy || m.Accuracy == best.Accuracy && m.Loss < best.Loss {
+		better := m.Accuracy > best.Accuracy || m.Accuracy == best.Accuracy && m.Loss < best.Loss
+		if p.SelectBy == SelectByLoss {
+			better = m.Loss < best.Loss
+		}
+		if better {
 			best, chosen = m, i
 		}
 	}

@@ -13,6 +13,7 @@ import (
 func newDemoCmd() *cobra.Command {
 	d := demo.DefaultConfig()
 	var dev = true
+	personal := d.Personal.Method
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole federation on this machine with four real hospitals' data",
@@ -21,8 +22,11 @@ hospital clients (Cleveland, Hungary, Switzerland, VA Long Beach, from the UCI
 heart-disease data shipped in the binary), each training only on its own
 records, connected by gRPC with mutual TLS. By default the study runs in
 secure mode: the hospitals generate a collective key, send their updates
-encrypted, and any t of them decrypt only the aggregate. Prints a line per round and, at
-the end, each hospital's test accuracy for the federated model, for the
+encrypted, and any t of them decrypt only the aggregate. The hospitals scale
+their inputs with the consortium's pooled statistics (from each one's row
+count, sums and sums of squares), and each keeps a personal model beside the
+global one. Prints a line per round and, at the end, each hospital's test
+accuracy for the federated (global) model, for its personal model, for the
 hospital training alone, and for pooled training on everyone's data.
 
 The demo is the only place fedledger makes its own certificates (--dev).`,
@@ -45,6 +49,12 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 				}
 			}
 			d.Out = cmd.OutOrStdout()
+			switch personal {
+			case "none":
+				d.Personal = nil
+			default:
+				d.Personal = demo.PersonalConfig(personal)
+			}
 			_, err = demo.Run(cmd.Context(), d, logger)
 			return err
 		},
@@ -61,6 +71,8 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 	f.Float64Var(&d.Training.ProxMu, "prox-mu", 0, "FedProx proximal coefficient (0: off)")
 	f.StringVar(&d.Mode, "mode", d.Mode, "secure (updates encrypted, threshold decryption) or plaintext (baseline; coordinator reads updates)")
 	f.IntVar(&d.Threshold, "threshold", d.Threshold, "t: hospitals needed to decrypt an aggregate (secure mode)")
+	f.StringVar(&d.Standardization, "standardization", d.Standardization, "consortium (pooled statistics) or site (each hospital its own)")
+	f.StringVar(&personal, "personal", personal, "each hospital's personal model: intercept, ditto, finetune or none")
 	f.BoolVar(&dev, "dev", true, "use an on-the-fly development CA (always on for the demo)")
 	return cmd
 }

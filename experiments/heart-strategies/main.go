@@ -52,20 +52,7 @@ type method struct {
 	// 0.01 on the clients (chosen on validation splits; see the README).
 	consortium bool
 	personal   string // "": no personal models
-}
-
-// personalConfig is how the hospitals personalise: Adam at 0.01, batch 4,
-// 300 steps, λ chosen per hospital on a validation quarter of its training
-// split among 10, 1, 0.1 and 0.01 (the intercept also 0), or the global
-// model kept.
-func personalConfig(method string) *client.PersonalConfig {
-	tc := model.DefaultTrainConfig()
-	tc.Optimizer, tc.LearningRate, tc.BatchSize, tc.Epochs, tc.LocalSteps = model.OptAdam, 0.01, 4, 0, 300
-	p := &client.PersonalConfig{Method: method, Train: tc, Lambdas: []float64{10, 1, 0.1, 0.01}}
-	if method == train.PersonalIntercept {
-		p.Lambdas = append(p.Lambdas, 0)
-	}
-	return p
+	selectBy   string // the personal model's validation criterion ("": accuracy)
 }
 
 // Methods compared, each with its default server learning rate, and
@@ -76,6 +63,7 @@ var methods = []method{
 	{name: "fedyogi", strategy: "fedyogi"}, {name: "fedadagrad", strategy: "fedadagrad"},
 	{name: "fedadagrad-lr0.316", strategy: "fedadagrad", serverLR: 0.316228},
 	{name: "fedavg-cs+intercept", strategy: "fedavg", consortium: true, personal: train.PersonalIntercept},
+	{name: "fedavg-cs+intercept-byloss", strategy: "fedavg", consortium: true, personal: train.PersonalIntercept, selectBy: client.SelectByLoss},
 	{name: "fedavg-cs+ditto", strategy: "fedavg", consortium: true, personal: train.PersonalDitto},
 	{name: "fedavg-cs+finetune", strategy: "fedavg", consortium: true, personal: train.PersonalFineTune},
 }
@@ -103,12 +91,17 @@ func run(ctx context.Context, seeds, rounds int, modes []string, outDir string, 
 				cfg.Strategy, cfg.Rounds, cfg.Seed, cfg.Mode, cfg.ServerLR = m.strategy, rounds, seed, mode, m.serverLR
 				cfg.Training.Seed, cfg.Training.ProxMu = seed, m.proxMu
 				cfg.MinClients = 4
+				// The first methods: FLamby's setting, per-site
+				// standardisation and Adam at 1e-3 on the clients.
+				cfg.Standardization, cfg.Personal = demo.StandardizeSite, nil
+				cfg.Training.Optimizer, cfg.Training.LearningRate = model.OptAdam, 1e-3
 				if m.consortium {
 					cfg.Standardization = demo.StandardizeConsortium
 					cfg.Training.Optimizer, cfg.Training.LearningRate = model.OptSGD, 0.01
 				}
 				if m.personal != "" {
-					cfg.Personal = personalConfig(m.personal)
+					cfg.Personal = demo.PersonalConfig(m.personal)
+					cfg.Personal.SelectBy = m.selectBy
 				}
 				dir, err := os.MkdirTemp("", "fedledger-exp-")
 				if err != nil {

@@ -318,7 +318,7 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 		if p.BatchSize != 0 {
 			tc.BatchSize = p.BatchSize
 		}
-		cfg.Personal = &client.PersonalConfig{Method: p.Method, Train: tc, Lambdas: p.Lambdas, ValidationFraction: p.ValidationFraction}
+		cfg.Personal = &client.PersonalConfig{Method: p.Method, Train: tc, Lambdas: p.Lambdas, ValidationFraction: p.ValidationFraction, SelectBy: p.SelectBy}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)

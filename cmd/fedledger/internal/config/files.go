@@ -161,6 +161,7 @@ type PersonalFile struct {
 	Steps              int       `mapstructure:"steps"`
 	Lambdas            []float64 `mapstructure:"lambdas"`
 	ValidationFraction float64   `mapstructure:"validation_fraction"`
+	SelectBy           string    `mapstructure:"select_by"`
 	Seed               int64     `mapstructure:"seed"`
 }
 
