@@ -9,6 +9,7 @@ import (
 
 	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/grpcauth"
+	"github.com/fedledger/fedledger/internal/model"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	pb "github.com/fedledger/fedledger/proto"
 )
@@ -53,6 +54,16 @@ func (c *Coordinator) statusProto() *pb.StudyStatus {
 		// so its view of who is connected stops there; while the
 		// coordinator lingers, its own sessions say who still is.
 		out.Connected = c.liveSessions()
+	}
+	pbm := func(m model.Metrics) *pb.Metrics {
+		return &pb.Metrics{Loss: m.Loss, Accuracy: m.Accuracy, Auc: m.AUC, N: uint64(m.N)}
+	}
+	for _, site := range sortedSites(s.LastParentTest) {
+		sm := &pb.SiteMetrics{Site: site, Test: pbm(s.LastParentTest[site])}
+		if p, ok := s.LastPersonalTest[site]; ok {
+			sm.Personal = pbm(p)
+		}
+		out.LastRound = append(out.LastRound, sm)
 	}
 	for _, site := range sortedSites(s.FinalTest) {
 		m := s.FinalTest[site]

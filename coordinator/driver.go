@@ -176,6 +176,9 @@ func (c *Coordinator) do(ctx context.Context, a study.Action) study.Event {
 		rctx, cancel := context.WithTimeout(ctx, c.cfg.RecordTimeout)
 		defer cancel()
 		err := c.recorder.Record(rctx, a)
+		if err == nil && a.Round != nil && !a.Round.Failed {
+			c.metrics.round(*a.Round)
+		}
 		if err == nil && a.Round != nil && c.cfg.OnRound != nil {
 			c.cfg.OnRound(*a.Round)
 		}

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+
 	"github.com/fedledger/fedledger/coordinator/study"
 
 	"google.golang.org/grpc/codes"

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"github.com/fedledger/fedledger/coordinator/study"
+	"github.com/fedledger/fedledger/internal/model"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -22,6 +23,7 @@ type metrics struct {
 	shares          *prometheus.CounterVec
 	countersigs     *prometheus.CounterVec
 	sketches        *prometheus.CounterVec
+	siteTest        *prometheus.GaugeVec
 	refusedTLS      *prometheus.CounterVec
 }
 
@@ -68,14 +70,28 @@ func newMetrics(study string) *metrics {
 	m.sketches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_coordinator_sketches_total", Help: "Contributors' signed sketches of their contributions (secure mode), by result: accepted, rejected, or missing (the decryptors download that contribution).", ConstLabels: labels,
 	}, []string{"result"})
+	m.siteTest = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fedledger_coordinator_site_test", Help: "The last committed round's evaluation at each site on its own test split, as the site reported it: model is global (the round's start model) or personal (the site's own); metric is accuracy, auc or loss.", ConstLabels: labels,
+	}, []string{"site", "model", "metric"})
 	m.refusedTLS = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_coordinator_refused_handshakes_total", Help: "TLS handshakes refused, by reason (unknown CA, expired or missing certificate, ...).", ConstLabels: labels,
 	}, []string{"reason"})
-	m.reg.MustRegister(m.countersigs, m.sketches, m.refusedTLS)
+	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS)
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
 		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// rounds sets the per-site evaluation gauges from a committed round.
+func (m *metrics) round(r study.RoundReport) {
+	for which, ms := range map[string]map[string]model.Metrics{"global": r.ParentTest, "personal": r.PersonalTest} {
+		for site, v := range ms {
+			m.siteTest.WithLabelValues(site, which, "accuracy").Set(v.Accuracy)
+			m.siteTest.WithLabelValues(site, which, "auc").Set(v.AUC)
+			m.siteTest.WithLabelValues(site, which, "loss").Set(v.Loss)
+		}
+	}
 }
 
 // observe applies a study machine's measurement.

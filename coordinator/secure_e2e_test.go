@@ -105,6 +105,27 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
+	// Each site's evaluation of the last round's start model, as it
+	// reported it, is a gauge per site, and on the round record.
+	fams, _ := co.Metrics().Gather()
+	sites := map[string]bool{}
+	for _, f := range fams {
+		if f.GetName() != "fedledger_coordinator_site_test" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["model"] == "global" && l["metric"] == "accuracy" && m.GetGauge().GetValue() > 0 && m.GetGauge().GetValue() <= 1 {
+				sites[l["site"]] = true
+			}
+		}
+	}
+	if len(sites) != 4 {
+		t.Errorf("per-site accuracy gauges for %v, want the 4 hospitals", sites)
+	}
 	// Every contributor sketched: the decryptors checked each aggregate
 	// without downloading a single contribution.
 	for _, r := range res.Rounds {
@@ -153,6 +174,11 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 	for i, r := range rep.Rounds {
 		if !slices.Equal(r.Decryptors, res.Rounds[i].Decryptors) || !slices.Equal(r.Countersigners, res.Rounds[i].Decryptors) {
 			t.Errorf("round %d on the log: decryptors %v, countersigners %v", r.Round, r.Decryptors, r.Countersigners)
+		}
+		for _, h := range train.Hospitals {
+			if acc, ok := r.Metrics["site/"+h+"/global_test_accuracy"]; !ok || acc != res.Rounds[i].ParentTest[h].Accuracy {
+				t.Errorf("round %d on the log: %s's accuracy %v (%v), it reported %v", r.Round, h, acc, ok, res.Rounds[i].ParentTest[h].Accuracy)
+			}
 		}
 	}
 }

@@ -137,7 +137,11 @@ type StudyStatus struct {
 	FinalTest      []*SiteMetrics `protobuf:"bytes,15,rep,name=final_test,json=finalTest,proto3" json:"final_test,omitempty"`
 	// Why the coordinator is waiting, when it is (e.g. the audit log has no
 	// quorum); empty otherwise.
-	WaitingFor    string `protobuf:"bytes,16,opt,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	WaitingFor string `protobuf:"bytes,16,opt,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	// The last committed round's evaluation at each contributing site, on
+	// its own test split: test is the round's start (global) model, personal
+	// the site's personal model, as the sites reported them.
+	LastRound     []*SiteMetrics `protobuf:"bytes,17,rep,name=last_round,json=lastRound,proto3" json:"last_round,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +286,13 @@ func (x *StudyStatus) GetWaitingFor() string {
 		return x.WaitingFor
 	}
 	return ""
+}
+
+func (x *StudyStatus) GetLastRound() []*SiteMetrics {
+	if x != nil {
+		return x.LastRound
+	}
+	return nil
 }
 
 type SiteMetrics struct {
@@ -3297,7 +3308,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x10federation.proto\x12\ffedledger.v1\"\x14\n" +
 	"\x12StudyStatusRequest\".\n" +
 	"\x11StartStudyRequest\x12\x19\n" +
-	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xbc\x04\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xf6\x04\n" +
 	"\vStudyStatus\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
@@ -3317,7 +3328,9 @@ const file_federation_proto_rawDesc = "" +
 	"\n" +
 	"final_test\x18\x0f \x03(\v2\x19.fedledger.v1.SiteMetricsR\tfinalTest\x12\x1f\n" +
 	"\vwaiting_for\x18\x10 \x01(\tR\n" +
-	"waitingFor\"\x7f\n" +
+	"waitingFor\x128\n" +
+	"\n" +
+	"last_round\x18\x11 \x03(\v2\x19.fedledger.v1.SiteMetricsR\tlastRound\"\x7f\n" +
 	"\vSiteMetrics\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12)\n" +
 	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\x121\n" +
@@ -3617,70 +3630,71 @@ var file_federation_proto_goTypes = []any{
 }
 var file_federation_proto_depIdxs = []int32{
 	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
-	19, // 1: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
-	19, // 2: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
-	7,  // 3: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	17, // 4: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	18, // 5: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
-	9,  // 6: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	27, // 7: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	29, // 8: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	30, // 9: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
-	5,  // 10: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	38, // 11: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
-	33, // 12: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
-	8,  // 13: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	14, // 14: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	15, // 15: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	16, // 16: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	9,  // 17: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	26, // 18: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	28, // 19: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	29, // 20: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	34, // 21: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	37, // 22: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
-	32, // 23: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
-	10, // 24: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	12, // 25: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	13, // 26: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	11, // 27: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
-	19, // 28: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	19, // 29: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
-	22, // 30: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	23, // 31: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	19, // 32: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	19, // 33: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	19, // 34: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
-	25, // 35: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	27, // 36: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	31, // 37: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
-	31, // 38: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	33, // 39: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
-	35, // 40: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	35, // 41: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	31, // 42: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	35, // 43: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	36, // 44: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	35, // 45: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	35, // 46: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	35, // 47: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 48: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 49: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 50: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	20, // 51: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	21, // 52: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	21, // 53: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 54: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 55: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 56: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	21, // 57: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	24, // 58: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	24, // 59: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	54, // [54:60] is the sub-list for method output_type
-	48, // [48:54] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	3,  // 1: fedledger.v1.StudyStatus.last_round:type_name -> fedledger.v1.SiteMetrics
+	19, // 2: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
+	19, // 3: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
+	7,  // 4: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
+	17, // 5: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	18, // 6: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	9,  // 7: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	27, // 8: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	29, // 9: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	30, // 10: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	5,  // 11: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
+	38, // 12: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	33, // 13: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
+	8,  // 14: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	14, // 15: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	15, // 16: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	16, // 17: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	9,  // 18: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	26, // 19: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	28, // 20: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	29, // 21: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	34, // 22: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	37, // 23: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	32, // 24: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
+	10, // 25: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	12, // 26: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	13, // 27: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	11, // 28: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
+	19, // 29: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	19, // 30: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
+	22, // 31: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	23, // 32: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	19, // 33: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	19, // 34: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	19, // 35: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
+	25, // 36: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	27, // 37: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	31, // 38: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
+	31, // 39: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	33, // 40: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	35, // 41: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	35, // 42: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	31, // 43: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	35, // 44: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	36, // 45: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	35, // 46: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	35, // 47: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	35, // 48: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 49: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 50: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 51: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	20, // 52: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	21, // 53: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	21, // 54: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 55: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 56: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 57: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	21, // 58: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	24, // 59: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	24, // 60: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	55, // [55:61] is the sub-list for method output_type
+	49, // [49:55] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }

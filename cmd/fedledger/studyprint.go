@@ -105,6 +105,9 @@ type statusJSON struct {
 	// coordinator's host and each site's metrics of it.
 	FinalModelPath string            `json:"final_model_path,omitempty"`
 	FinalTest      []siteMetricsJSON `json:"final_test,omitempty"`
+	// LastRound: the last committed round's start model (and the sites'
+	// personal models) on each contributing site's test split.
+	LastRound []siteMetricsJSON `json:"last_round,omitempty"`
 }
 
 type siteMetricsJSON struct {
@@ -134,14 +137,19 @@ func statusView(s *pb.StudyStatus) statusJSON {
 	if v.Reported == nil {
 		v.Reported = []string{}
 	}
-	for _, m := range s.FinalTest {
-		t := m.GetTest()
-		sm := siteMetricsJSON{Site: m.Site, Loss: t.GetLoss(), Accuracy: t.GetAccuracy(), AUC: t.GetAuc(), N: t.GetN()}
-		if p := m.GetPersonal(); p != nil {
-			sm.Personal = &personalJSON{Loss: p.GetLoss(), Accuracy: p.GetAccuracy(), AUC: p.GetAuc()}
+	view := func(ms []*pb.SiteMetrics) []siteMetricsJSON {
+		var out []siteMetricsJSON
+		for _, m := range ms {
+			t := m.GetTest()
+			sm := siteMetricsJSON{Site: m.Site, Loss: t.GetLoss(), Accuracy: t.GetAccuracy(), AUC: t.GetAuc(), N: t.GetN()}
+			if p := m.GetPersonal(); p != nil {
+				sm.Personal = &personalJSON{Loss: p.GetLoss(), Accuracy: p.GetAccuracy(), AUC: p.GetAuc()}
+			}
+			out = append(out, sm)
 		}
-		v.FinalTest = append(v.FinalTest, sm)
+		return out
 	}
+	v.FinalTest, v.LastRound = view(s.FinalTest), view(s.LastRound)
 	return v
 }
 
@@ -168,6 +176,17 @@ func printStatus(w io.Writer, s *pb.StudyStatus, asJSON bool) error {
 	}
 	if s.FinalModelPath != "" {
 		fmt.Fprintf(&b, "  final model (on the coordinator's host): %s\n", s.FinalModelPath)
+	}
+	if len(s.LastRound) > 0 {
+		fmt.Fprintf(&b, "  last round's start model on each site's own test split:\n")
+		for _, m := range s.LastRound {
+			t := m.GetTest()
+			fmt.Fprintf(&b, "    %-20s accuracy %.3f  AUC %.3f  loss %.4f", m.Site, t.GetAccuracy(), t.GetAuc(), t.GetLoss())
+			if p := m.GetPersonal(); p != nil {
+				fmt.Fprintf(&b, "; its personal model %.3f, AUC %.3f", p.GetAccuracy(), p.GetAuc())
+			}
+			b.WriteString("\n")
+		}
 	}
 	if len(s.FinalTest) > 0 {
 		fmt.Fprintf(&b, "  final model on each site's own test split:\n")

@@ -73,6 +73,9 @@ type Status struct {
 	// FinalTest and FinalPersonal: the final model, and the personal
 	// models made from it, on each site's test split.
 	FinalTest, FinalPersonal map[string]model.Metrics
+	// LastParentTest and LastPersonalTest: the last committed round's
+	// start model, and the sites' personal models, on their test splits.
+	LastParentTest, LastPersonalTest map[string]model.Metrics
 }
 
 // Machine is one study's protocol state. It is not safe for concurrent
@@ -167,6 +170,12 @@ func (m *Machine) Status() Status {
 	s := Status{Phase: m.phase, Round: min(m.round, uint64(m.cfg.Rounds)), Rounds: m.cfg.Rounds, Connected: sortedKeys(m.live), Completed: m.completed,
 		Failed: m.failed, LastTrainLoss: m.lastLoss, LastParentTestAccuracy: m.lastAcc, LatestModel: m.parent.Hash,
 		WaitingFor: m.waitingFor, Failure: m.failure}
+	for i := len(m.reports) - 1; i >= 0; i-- {
+		if r := m.reports[i]; !r.Failed {
+			s.LastParentTest, s.LastPersonalTest = maps.Clone(r.ParentTest), maps.Clone(r.PersonalTest)
+			break
+		}
+	}
 	if m.r != nil {
 		s.Reported = sortedKeys(m.r.updates)
 	}
