@@ -177,28 +177,22 @@ func printStatus(w io.Writer, s *pb.StudyStatus, asJSON bool) error {
 	if s.FinalModelPath != "" {
 		fmt.Fprintf(&b, "  final model (on the coordinator's host): %s\n", s.FinalModelPath)
 	}
-	if len(s.LastRound) > 0 {
-		fmt.Fprintf(&b, "  last round's start model on each site's own test split:\n")
-		for _, m := range s.LastRound {
+	sites := func(title string, ms []*pb.SiteMetrics) {
+		if len(ms) == 0 {
+			return
+		}
+		fmt.Fprintf(&b, "  %s on each site's own test split:\n", title)
+		for _, m := range ms {
 			t := m.GetTest()
-			fmt.Fprintf(&b, "    %-20s accuracy %.3f  AUC %.3f  loss %.4f", m.Site, t.GetAccuracy(), t.GetAuc(), t.GetLoss())
+			fmt.Fprintf(&b, "    %-20s test accuracy %.3f  AUC %.3f  loss %.4f  (%d examples)", m.Site, t.GetAccuracy(), t.GetAuc(), t.GetLoss(), t.GetN())
 			if p := m.GetPersonal(); p != nil {
 				fmt.Fprintf(&b, "; its personal model %.3f, AUC %.3f", p.GetAccuracy(), p.GetAuc())
 			}
 			b.WriteString("\n")
 		}
 	}
-	if len(s.FinalTest) > 0 {
-		fmt.Fprintf(&b, "  final model on each site's own test split:\n")
-		for _, m := range s.FinalTest {
-			t := m.GetTest()
-			fmt.Fprintf(&b, "    %-20s test accuracy %.3f  AUC %.3f  (%d examples)", m.Site, t.GetAccuracy(), t.GetAuc(), t.GetN())
-			if p := m.GetPersonal(); p != nil {
-				fmt.Fprintf(&b, "; its personal model %.3f, AUC %.3f", p.GetAccuracy(), p.GetAuc())
-			}
-			b.WriteString("\n")
-		}
-	}
+	sites("last round's start model", s.LastRound)
+	sites("final model", s.FinalTest)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
