@@ -52,6 +52,7 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 			switch personal {
 			case "none":
 				d.Personal = nil
+			case d.Personal.Method:
 			default:
 				d.Personal = demo.PersonalConfig(personal)
 			}

@@ -79,9 +79,17 @@ func DefaultConfig() Config {
 		Mode:            coordinator.ModeSecure,
 		Threshold:       3,
 		Standardization: StandardizeConsortium,
-		Personal:        PersonalConfig(train.PersonalIntercept),
+		Personal:        personalByLoss(),
 		Out:             os.Stdout,
 	}
+}
+
+// personalByLoss is the demo's default personalisation: per-site
+// intercepts, λ chosen by validation loss (experiments/heart-strategies).
+func personalByLoss() *client.PersonalConfig {
+	p := PersonalConfig(train.PersonalIntercept)
+	p.SelectBy = client.SelectByLoss
+	return p
 }
 
 // PersonalConfig is how the demo's hospitals personalise with method:
