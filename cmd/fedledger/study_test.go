@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -221,10 +222,14 @@ audit_nodes: [%s]
 		!strings.Contains(text, "final model (on the coordinator's host): "+finalPath) {
 		t.Fatalf("study status after the study: %v\n%s", err, text)
 	}
-	for _, m := range st.FinalTest {
-		if want := fmt.Sprintf("%-20s test accuracy %.3f  AUC %.3f  (%d examples)", m.Site, m.Accuracy, m.AUC, m.N); !strings.Contains(text, want) {
+	for _, m := range append(slices.Clone(st.FinalTest), st.LastRound...) {
+		if want := fmt.Sprintf("%-20s test accuracy %.3f  AUC %.3f  loss %.4f  (%d examples)", m.Site, m.Accuracy, m.AUC, m.Loss, m.N); !strings.Contains(text, want) {
 			t.Fatalf("study status does not show %q:\n%s", want, text)
 		}
+	}
+	// The last round's evaluation at every site is in the status too.
+	if len(st.LastRound) != len(hospitals) || !strings.Contains(text, "last round's start model on each site's own test split:") {
+		t.Fatalf("last round's per-site evaluation: %+v\n%s", st.LastRound, text)
 	}
 	t.Logf("study status while the coordinator lingers:\n%s", text)
 	stopCoord()
