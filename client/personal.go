@@ -152,6 +152,11 @@ func (c *Client) personalise(ctx context.Context, spec model.Spec, global []floa
 	return personal, test, nil
 }
 
+// Summary is this site's contribution to the consortium's standardisation
+// (train.Summary): its training rows' count and, per input, the sum and
+// the sum of squares. No row leaves with it.
+func (c *Client) Summary() (train.Summary, error) { return train.Summarize(c.train) }
+
 // previousPersonal is the personal model Ditto continues from (nil: start
 // from the global model).
 func (c *Client) previousPersonal(global []float64) []float64 {

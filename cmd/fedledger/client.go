@@ -13,8 +13,9 @@ import (
 func newClientCmd() *cobra.Command {
 	var cfgFile string
 	var check bool
+	var summary string
 	cmd := &cobra.Command{
-		Use:   "client --config client.yaml [--check]",
+		Use:   "client --config client.yaml [--check] [--summary FILE]",
 		Short: "Run a hospital client: train on local data and send model updates",
 		Long: `Run a hospital's participant. It only dials out (the hospital accepts no
 inbound connection), authenticates with its certificate, and for each round
@@ -62,6 +63,9 @@ configuration and its data without connecting to anything with
 			if check {
 				return runClientCheck(cmd, cfgFile, c, logger.With(slog.String("site", c.Identity.ID)))
 			}
+			if summary != "" {
+				return writeSummary(cmd, cfgFile, c, summary, logger.With(slog.String("site", c.Identity.ID)))
+			}
 			cl, err := client.New(c.Config, logger.With(slog.String("site", c.Identity.ID)))
 			if err != nil {
 				return fmt.Errorf("%w: %v", config.ErrConfig, err)
@@ -83,6 +87,7 @@ configuration and its data without connecting to anything with
 	f.String("heart", "", "use the shipped UCI heart-disease data of one hospital: cleveland, hungary, switzerland or va")
 	f.String("csv", "", "local CSV export to train on (see data.csv in the config)")
 	f.BoolVar(&check, "check", false, "load the configuration and the data, print what was loaded and the data manifest hash, and exit")
+	f.StringVar(&summary, "summary", "", "write this site's summary for the consortium's standardisation (row count, per-input sums and sums of squares; no row) to FILE, and exit")
 	cmd.AddCommand(newClientInitCmd())
 	return cmd
 }

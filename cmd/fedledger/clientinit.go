@@ -201,6 +201,9 @@ func printPreprocessing(w io.Writer, p *train.Preprocessing) {
 		r.Read, r.NoLabel, r.Dropped, p.Missing, quoteAll(p.MissingTokens))
 	fmt.Fprintf(w, "split: train %d (%d positive), test %d (%d positive); test_fraction %v, seed %d, standardize %v\n",
 		r.Train, r.TrainPositive, r.Test, r.TestPositive, p.TestFraction, p.SplitSeed, p.Standardize)
+	if p.Consortium {
+		fmt.Fprintf(w, "standardised with the consortium's statistics (data.standardization), not this site's own\n")
+	}
 	num := p.ColumnsOf(train.KindNumeric)
 	fmt.Fprintf(w, "numeric (%d): %s\n", len(num), strings.Join(num, ", "))
 	var cats []string
