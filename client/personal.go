@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/internal/fsutil"
 	"github.com/fedledger/fedledger/internal/model"
 )
 
@@ -157,11 +160,40 @@ func (c *Client) personalise(ctx context.Context, spec model.Spec, global []floa
 // the sum of squares. No row leaves with it.
 func (c *Client) Summary() (train.Summary, error) { return train.Summarize(c.train) }
 
-// previousPersonal is the personal model Ditto continues from (nil: start
-// from the global model).
+// previousPersonal is the personal model Ditto continues from and whose
+// intercept the intercept method trains from (nil: start from the global
+// model). After a restart it is the one the site kept on disk.
 func (c *Client) previousPersonal(global []float64) []float64 {
+	if c.personal == nil && c.study != nil {
+		if b, err := fsutil.ReadFileChecked(c.personalFile()); err == nil {
+			if _, p, err := model.Decode(b); err == nil {
+				c.personal = p
+			} else {
+				c.log.Warn("the kept personal model is unreadable; starting again from the global model", slog.String("file", c.personalFile()), slog.Any("err", err))
+			}
+		}
+	}
 	if len(c.personal) != len(global) {
 		return nil
 	}
 	return c.personal
+}
+
+// personalFile is where the site keeps its personal model of the study, a
+// model file like the global one's, for its own use.
+func (c *Client) personalFile() string {
+	return filepath.Join(c.studyDir(c.study.StudyId), "personal.flm")
+}
+
+// keepPersonal makes p the site's personal model and writes it to its file.
+func (c *Client) keepPersonal(spec model.Spec, p []float64) error {
+	c.personal = p
+	b, err := model.Encode(spec, p)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(c.personalFile()), 0o700); err != nil {
+		return err
+	}
+	return fsutil.WriteFileChecked(c.personalFile(), b, 0o600)
 }

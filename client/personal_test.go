@@ -2,10 +2,13 @@ package client
 
 import (
 	"errors"
+	"os"
+	"slices"
 	"testing"
 
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/model"
+	pb "github.com/fedledger/fedledger/proto"
 )
 
 // TestHoldOutIsStratifiedAndStable: the validation part that chooses a
@@ -53,5 +56,36 @@ func TestPersonalConfigValidate(t *testing.T) {
 	}
 	if err := (PersonalConfig{Method: train.PersonalIntercept, Train: tc, Lambdas: []float64{0, 1}}).Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPersonalModelIsKept: a personalising site keeps its personal model
+// in a 0600 model file of the study, reports its test metrics with the
+// update, and after a restart continues from the model it kept.
+func TestPersonalModelIsKept(t *testing.T) {
+	f := secureFixture(t)
+	e := f.clone(t, "site-a")
+	tc := model.DefaultTrainConfig()
+	tc.Epochs, tc.LocalSteps, tc.LearningRate = 0, 50, 0.01
+	e.edit = func(c *Config) {
+		c.Personal = &PersonalConfig{Method: train.PersonalIntercept, Train: tc, Lambdas: []float64{0.1, 0}}
+	}
+	e.c = e.restart(t)
+	task := &pb.TrainTask{StudyId: studyID, Round: 1, ParentSha256: f.initial.Sha256, ParentSize: f.initial.Size}
+	if err := e.c.trainRound(t.Context(), e.coord, task); err != nil {
+		t.Fatal(err)
+	}
+	hdr := e.coord.updates[0].header
+	if hdr.PersonalTest == nil || hdr.PersonalTest.N != uint64(e.c.test.Len()) {
+		t.Fatalf("personal metrics with the update: %v", hdr.PersonalTest)
+	}
+	fi, err := os.Stat(e.c.personalFile())
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("personal model file: %v, %v", fi, err)
+	}
+	kept := slices.Clone(e.c.personal)
+	restarted := e.restart(t)
+	if got := restarted.previousPersonal(kept); !slices.Equal(got, kept) {
+		t.Fatalf("after a restart the site continues from %v, it kept %v", got, kept)
 	}
 }

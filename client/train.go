@@ -83,7 +83,10 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 		if err != nil {
 			return fmt.Errorf("personal model: %w", err)
 		}
-		c.personal, personalTest = p, toPB(m)
+		if err := c.keepPersonal(spec, p); err != nil {
+			return fmt.Errorf("keeping the personal model: %w", err)
+		}
+		personalTest = toPB(m)
 	}
 	n := uint64(c.train.Len())
 	t0 = time.Now()
@@ -183,7 +186,10 @@ func (c *Client) evaluate(ctx context.Context, coord Coordinator, t *pb.Evaluate
 	if err != nil {
 		return m, nil, fmt.Errorf("personal model: %w", err)
 	}
-	c.personal = p
+	if err := c.keepPersonal(spec, p); err != nil {
+		return m, nil, fmt.Errorf("keeping the personal model: %w", err)
+	}
+	c.log.Info("personal model kept", slog.String("file", c.personalFile()), slog.Float64("test_acc", pm.Accuracy))
 	return m, toPB(pm), nil
 }
 
