@@ -111,6 +111,9 @@ type Record struct {
 	// Set by the submitter; never compared with a wall clock in the log.
 	TimestampUnixNs int64
 	SubmitterID     string
+	// Evaluations (round-completed): the contributors' signed evaluations
+	// of the round's parent model and of their personal models.
+	Evaluations []Evaluation
 }
 
 // Errors returned by the decoders.
@@ -121,7 +124,11 @@ var (
 )
 
 const (
-	recordVersion = 2
+	// recordVersion is the encoding's version; a record with hospitals'
+	// evaluations is encoded as version 3 (recordVersionEvaluations), one
+	// without exactly as before.
+	recordVersion            = 2
+	recordVersionEvaluations = 3
 	maxString     = 1 << 12
 	maxBlob       = 1 << 12
 	maxItems      = 1 << 14
@@ -153,7 +160,11 @@ func (e *encoder) strs(v []string) {
 // float bits as big-endian 8-byte words. Equal records encode equally.
 func (r *Record) Marshal() []byte {
 	e := &encoder{b: make([]byte, 0, 256)}
-	e.b = append(e.b, recordVersion, byte(r.Kind))
+	version := byte(recordVersion)
+	if len(r.Evaluations) > 0 {
+		version = recordVersionEvaluations
+	}
+	e.b = append(e.b, version, byte(r.Kind))
 	e.str(r.StudyID)
 	e.u64(r.Round)
 	e.hash(r.ParentModel)
@@ -214,6 +225,18 @@ func (r *Record) Marshal() []byte {
 	e.boolean(r.MemberRemoved)
 	e.i64(r.TimestampUnixNs)
 	e.str(r.SubmitterID)
+	if version == recordVersionEvaluations {
+		e.u64(uint64(len(r.Evaluations)))
+		for _, v := range r.Evaluations {
+			e.str(v.Site)
+			e.u64(uint64(len(v.Metrics)))
+			for _, m := range v.Metrics {
+				e.str(m.Name)
+				e.i64(int64(math.Float64bits(m.Value)))
+			}
+			e.bytes(v.Signature)
+		}
+	}
 	return e.b
 }
 
@@ -327,7 +350,7 @@ func UnmarshalRecord(b []byte) (*Record, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
-	if head[0] != recordVersion {
+	if head[0] != recordVersion && head[0] != recordVersionEvaluations {
 		return nil, &DecodeError{Field: "version", Err: fmt.Errorf("version %d: %w", head[0], ErrVersion)}
 	}
 	r := &Record{Kind: Kind(head[1])}
@@ -391,6 +414,18 @@ func UnmarshalRecord(b []byte) (*Record, error) {
 	}
 	r.TimestampUnixNs = d.i64("timestamp")
 	r.SubmitterID = d.str("submitter_id")
+	if head[0] == recordVersionEvaluations {
+		n = d.count("evaluations", maxItems)
+		for i := 0; i < n && d.err == nil; i++ {
+			v := Evaluation{Site: d.str("evaluation.site")}
+			k := d.count("evaluation.metrics", maxItems)
+			for j := 0; j < k && d.err == nil; j++ {
+				v.Metrics = append(v.Metrics, Metric{Name: d.str("evaluation.metric.name"), Value: math.Float64frombits(uint64(d.i64("evaluation.metric.value")))})
+			}
+			v.Signature = d.bytes("evaluation.signature")
+			r.Evaluations = append(r.Evaluations, v)
+		}
+	}
 	if d.err != nil {
 		return nil, d.err
 	}

@@ -58,6 +58,17 @@ func TestRecordRoundTripIsCanonical(t *testing.T) {
 	if bytes.Equal((&audit.Record{Kind: audit.KindRoundCompleted, Round: 8}).Marshal(), (&audit.Record{Kind: audit.KindRoundCompleted, Round: 7}).Marshal()) {
 		t.Fatal("different records encode equally")
 	}
+	// With the hospitals' evaluations: version 3, the same canonical round
+	// trip; without them the encoding is version 2's, byte for byte.
+	if b[0] != 2 {
+		t.Fatalf("a record without evaluations is version %d", b[0])
+	}
+	r.Evaluations = []audit.Evaluation{{Site: "site-a", Metrics: []audit.Metric{{"global_test_accuracy", 0.8}, {"personal_test_auc", 0.9}}, Signature: bytes.Repeat([]byte{4}, 64)}}
+	b3 := r.Marshal()
+	got, err = audit.UnmarshalRecord(b3)
+	if err != nil || !reflect.DeepEqual(got, r) || b3[0] != 3 || !bytes.Equal(b3[:len(b)], append([]byte{3}, b[1:]...)) {
+		t.Fatalf("with evaluations: %v, version %d", err, b3[0])
+	}
 }
 
 func TestUnmarshalRecordRejects(t *testing.T) {
@@ -77,7 +88,13 @@ func TestUnmarshalRecordRejects(t *testing.T) {
 	}{
 		{"trailing byte", append(bytes.Clone(good), 0), audit.ErrMalformed, "trailer"},
 		{"bad version", mut(func(b []byte) []byte { b[0] = 1; return b }), audit.ErrVersion, "version"},
-		{"future version", mut(func(b []byte) []byte { b[0] = 3; return b }), audit.ErrVersion, "version"},
+		{"future version", mut(func(b []byte) []byte { b[0] = 4; return b }), audit.ErrVersion, "version"},
+		// Version 3 carries evaluations after every version-2 field; a
+		// version-2 body under version 3 lacks them.
+		{"version 3 without its evaluations", mut(func(b []byte) []byte { b[0] = 3; return b }), audit.ErrMalformed, "evaluations"},
+		// And version 3 with an empty list is not canonical: Marshal writes
+		// such a record as version 2.
+		{"version 3 with no evaluations", mut(func(b []byte) []byte { b[0] = 3; return append(b, 0) }), audit.ErrNonCanonical, "record"},
 		{"kind zero", mut(func(b []byte) []byte { b[1] = 0; return b }), audit.ErrMalformed, "kind"},
 		{"kind unknown", mut(func(b []byte) []byte { b[1] = 99; return b }), audit.ErrMalformed, "kind"},
 		// study id length 0 written as the non-minimal uvarint 0x80 0x00.
@@ -117,6 +134,9 @@ func FuzzUnmarshalRecord(f *testing.F) {
 		f.Add(r.Marshal())
 	}
 	f.Add((&audit.Record{Kind: audit.KindStudyCreated}).Marshal())
+	withEval := sampleRecord()
+	withEval.Evaluations = []audit.Evaluation{{Site: "site-a", Metrics: []audit.Metric{{"global_test_accuracy", 0.8}}, Signature: []byte{1}}}
+	f.Add(withEval.Marshal())
 	f.Add([]byte{})
 	f.Add([]byte{1, 3, 0x80, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -59,6 +60,9 @@ var (
 	// ErrMissingField: a field the kind requires is zero (output model,
 	// aggregate hash, collective key hash).
 	ErrMissingField = errors.New("audit: record lacks a field its kind requires")
+	// ErrMalformedEvaluation: a hospital's evaluation has no figures, too
+	// many, or one that is unnamed, too long a name, or not finite.
+	ErrMalformedEvaluation = errors.New("audit: malformed evaluation")
 	// ErrListOrder: contributions, decryption shares or countersignatures
 	// not strictly sorted by site, or key holders not strictly sorted by
 	// point or repeating a site.
@@ -322,7 +326,7 @@ func checkStudy(rec *Record) (*studyState, error) {
 	} else if rec.Threshold != 0 {
 		return nil, fmt.Errorf("%w: plaintext study (no HE parameters) with threshold t=%d, want 0", ErrStudyRules, rec.Threshold)
 	}
-	if err := absent(rec, "study-created", fContributions|fDecryptionShares|fCountersignatures|fKeyHolders|fCertificates|fCollectiveKey); err != nil {
+	if err := absent(rec, "study-created", fContributions|fDecryptionShares|fCountersignatures|fKeyHolders|fCertificates|fCollectiveKey|fEvaluations); err != nil {
 		return nil, err
 	}
 	return &studyState{rules: *rec, lastOutput: rec.OutputModel}, nil
@@ -349,7 +353,7 @@ func (l *Ledger) checkKeySetup(st *studyState, rec *Record) (*studyState, error)
 	case rec.CollectiveKeyHash == Hash{}:
 		return nil, fmt.Errorf("%w: collective key hash is zero", ErrMissingField)
 	}
-	if err := absent(rec, "key setup", fContributions|fDecryptionShares|fCountersignatures); err != nil {
+	if err := absent(rec, "key setup", fContributions|fDecryptionShares|fCountersignatures|fEvaluations); err != nil {
 		return nil, err
 	}
 	approved := approvedSet(rules)
@@ -412,7 +416,7 @@ func (l *Ledger) checkRound(st *studyState, rec *Record) (*studyState, error) {
 		case rec.OptimizerAfter != Hash{}:
 			return nil, fmt.Errorf("%w: failed round with an optimizer state after", ErrUnexpectedField)
 		}
-		if err := absent(rec, "failed round", fCountersignatures|fKeyHolders|fCertificates); err != nil {
+		if err := absent(rec, "failed round", fCountersignatures|fKeyHolders|fCertificates|fEvaluations); err != nil {
 			return nil, err
 		}
 		next.failed++
@@ -442,6 +446,9 @@ func (l *Ledger) checkRound(st *studyState, rec *Record) (*studyState, error) {
 	if len(rec.Contributions) < int(rules.MinContributors) {
 		return nil, fmt.Errorf("%w: %d < K=%d", ErrTooFewContributors, len(rec.Contributions), rules.MinContributors)
 	}
+	if err := checkEvaluations(rec); err != nil {
+		return nil, err
+	}
 	if err := sortedBySite("countersignatures", rec.Countersignatures, func(c Countersignature) string { return c.Site }); err != nil {
 		return nil, err
 	}
@@ -463,6 +470,9 @@ func (l *Ledger) checkRound(st *studyState, rec *Record) (*studyState, error) {
 			sigs = append(sigs, hospitalSig{site: d.Site, what: "decryption share", msg: d.Message(rec.StudyID, rec.Round, rec.AggregateHash, manifest), sig: d.Signature})
 		}
 	}
+	for _, e := range rec.Evaluations {
+		sigs = append(sigs, hospitalSig{site: e.Site, what: "evaluation", msg: e.Message(rec.StudyID, rec.Round, rec.ParentModel), sig: e.Signature})
+	}
 	out := rec.Outcome()
 	for _, c := range rec.Countersignatures {
 		sigs = append(sigs, hospitalSig{site: c.Site, what: "countersignature", msg: CountersignMessage(c.Site, out), sig: c.Signature})
@@ -474,6 +484,40 @@ func (l *Ledger) checkRound(st *studyState, rec *Record) (*studyState, error) {
 	next.lastOptimizer = rec.OptimizerAfter
 	next.completed++
 	return &next, nil
+}
+
+// Bounds of a hospital's evaluation.
+const (
+	maxEvaluationMetrics = 32
+	maxMetricName        = 64
+)
+
+// checkEvaluations holds a round's evaluations to their shape: in site
+// order, one per contributor at most (a site that did not contribute did
+// not train from the parent), a few named, finite figures each. Their
+// signatures are checked with the others (verifyHospitals).
+func checkEvaluations(rec *Record) error {
+	if err := sortedBySite("evaluations", rec.Evaluations, func(e Evaluation) string { return e.Site }); err != nil {
+		return err
+	}
+	contributed := map[string]bool{}
+	for _, c := range rec.Contributions {
+		contributed[c.Site] = true
+	}
+	for _, e := range rec.Evaluations {
+		if !contributed[e.Site] {
+			return fmt.Errorf("%w: an evaluation from %q, who did not contribute to round %d", ErrUnexpectedField, e.Site, rec.Round)
+		}
+		if len(e.Metrics) == 0 || len(e.Metrics) > maxEvaluationMetrics {
+			return fmt.Errorf("%w: %q's evaluation has %d figures (1 to %d)", ErrMalformedEvaluation, e.Site, len(e.Metrics), maxEvaluationMetrics)
+		}
+		for _, m := range e.Metrics {
+			if m.Name == "" || len(m.Name) > maxMetricName || math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+				return fmt.Errorf("%w: %q's figure %q = %v", ErrMalformedEvaluation, e.Site, m.Name, m.Value)
+			}
+		}
+	}
+	return nil
 }
 
 // checkSecureRound holds the structure of a secure study's completed round
@@ -669,6 +713,7 @@ const (
 	fKeyHolders
 	fCertificates
 	fCollectiveKey
+	fEvaluations
 )
 
 // absent checks that none of the fields in mask are set on rec.
@@ -684,6 +729,7 @@ func absent(rec *Record, what string, mask int) error {
 		{fKeyHolders, "key holders", len(rec.KeyHolders) > 0},
 		{fCertificates, "certificates", len(rec.Certificates) > 0},
 		{fCollectiveKey, "a collective key hash", rec.CollectiveKeyHash != Hash{}},
+		{fEvaluations, "evaluations", len(rec.Evaluations) > 0},
 	} {
 		if mask&f.bit != 0 && f.set {
 			return fmt.Errorf("%w: %s with %s", ErrUnexpectedField, what, f.name)

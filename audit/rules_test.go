@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"testing"
@@ -605,4 +606,51 @@ func FuzzLedgerRules(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRoundEvaluations: a round record may carry its contributors' signed
+// evaluations of the parent model (and of their personal models); every
+// node checks each one. An evaluation whose figures changed after the
+// hospital signed them, signed by another site, from a site that did not
+// contribute, out of site order, or with a figure that is not finite is
+// refused; so is one on a failed round.
+func TestRoundEvaluations(t *testing.T) {
+	for _, mode := range []string{"plaintext", "secure"} {
+		t.Run(mode, func(t *testing.T) {
+			o := audittest.Options{}
+			if mode == "secure" {
+				o = audittest.Options{Threshold: 2, KeyHolders: []string{"site-a", "site-b"}}
+			}
+			f := audittest.NewFixtureWith(t, o)
+			eval := func(site string, acc float64) audit.Evaluation {
+				return audit.Evaluation{Site: site, Metrics: []audit.Metric{{Name: "global_test_accuracy", Value: acc}, {Name: "personal_test_accuracy", Value: acc + 0.1}}}
+			}
+			round1 := vouched(f.Builder, f.Round(1, model(0), model(1), "site-a", "site-b"), func(r *audit.Record) {
+				r.Evaluations = []audit.Evaluation{eval("site-a", 0.7), eval("site-b", 0.6)}
+			})
+			f.MustApply(t, f.Coord, round1)
+			good := f.Round(2, model(1), model(2), "site-a", "site-b")
+			v := func(mod func(*audit.Record)) *audit.Record { return vouched(f.Builder, good, mod) }
+			withEvals := v(func(r *audit.Record) { r.Evaluations = []audit.Evaluation{eval("site-a", 0.8), eval("site-b", 0.75)} })
+			w := func(mod func(*audit.Record)) *audit.Record { return with(withEvals, mod) }
+			expectRejected(t, f.L, []ruleCase{
+				signed("figure changed after signing", f.Coord, w(func(r *audit.Record) { r.Evaluations[0].Metrics[0].Value = 0.99 }), audit.ErrHospitalSignature),
+				signed("figure added after signing", f.Coord, w(func(r *audit.Record) {
+					r.Evaluations[1].Metrics = append(r.Evaluations[1].Metrics, audit.Metric{Name: "global_test_auc", Value: 0.9})
+				}), audit.ErrHospitalSignature),
+				signed("another site's signature", f.Coord, w(func(r *audit.Record) { r.Evaluations[1].Signature = r.Evaluations[0].Signature }), audit.ErrHospitalSignature),
+				signed("signed for another parent", f.Coord, w(func(r *audit.Record) {
+					r.Evaluations[0].Signature = f.SignAs("site-a", r.Evaluations[0].Message(r.StudyID, r.Round, model(7)))
+				}), audit.ErrHospitalSignature),
+				signed("from a site that did not contribute", f.Coord, v(func(r *audit.Record) { r.Evaluations = []audit.Evaluation{eval("site-c", 0.8)} }), audit.ErrUnexpectedField),
+				signed("out of site order", f.Coord, v(func(r *audit.Record) {
+					r.Evaluations = []audit.Evaluation{eval("site-b", 0.8), eval("site-a", 0.8)}
+				}), audit.ErrListOrder),
+				signed("not finite", f.Coord, v(func(r *audit.Record) { r.Evaluations = []audit.Evaluation{eval("site-a", math.NaN())} }), audit.ErrMalformedEvaluation),
+				signed("no figures", f.Coord, v(func(r *audit.Record) { r.Evaluations = []audit.Evaluation{{Site: "site-a"}} }), audit.ErrMalformedEvaluation),
+				signed("on a failed round", f.Coord, with(f.Failed(2, model(1)), func(r *audit.Record) { r.Evaluations = []audit.Evaluation{eval("site-a", 0.8)} }), audit.ErrUnexpectedField),
+			})
+			f.MustApply(t, f.Coord, withEvals)
+		})
+	}
 }

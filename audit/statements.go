@@ -3,6 +3,7 @@ package audit
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"math"
 	"slices"
 	"strings"
 )
@@ -30,6 +31,8 @@ import (
 //	                     a committed aggregate
 //	decryption share     a hospital, for the decryption share it gives
 //	countersignature     a hospital that recomputed a round's new model
+//	evaluation           a hospital, for its evaluation of a round's start
+//	                     model (and of its personal model) on its test split
 //
 // Not signatures, but domain-separated the same way: the CRS seed
 // ("fedledger crs v1", coordinator.StudyConfig.CRS) and the HKDF info of
@@ -43,6 +46,7 @@ const (
 	domainCountersign  = "fedledger countersignature v1\x00"
 	domainManifest     = "fedledger decryption manifest v1\x00"
 	domainSketch       = "fedledger aggregate sketch v1\x00"
+	domainEvaluation   = "fedledger evaluation v1\x00"
 )
 
 // statement builds a message: a domain string, then fields, variable-length
@@ -175,6 +179,25 @@ type Sketch struct {
 // against the aggregate whose hash is aggregate.
 func (s Sketch) Message(study string, round uint64, aggregate, manifest Hash) []byte {
 	return newStatement(domainSketch).str(study).u64(round).str(s.Site).hash(aggregate).hash(manifest).bytes(s.Values).b
+}
+
+// Evaluation is a hospital's signed evaluation, on its own test split, of
+// a round's start model (the round's parent) and of its personal model:
+// named figures such as "global_test_accuracy" or "personal_test_auc".
+type Evaluation struct {
+	Site      string
+	Metrics   []Metric
+	Signature []byte
+}
+
+// Message is what the hospital signs: these figures, in this order, for
+// the parent model of this round.
+func (e Evaluation) Message(study string, round uint64, parent Hash) []byte {
+	s := newStatement(domainEvaluation).str(study).u64(round).hash(parent).str(e.Site).u64(uint64(len(e.Metrics)))
+	for _, m := range e.Metrics {
+		s.str(m.Name).u64(math.Float64bits(m.Value))
+	}
+	return s.b
 }
 
 // Outcome is what a round produced, as a countersigner vouches for it:

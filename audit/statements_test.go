@@ -37,6 +37,11 @@ func TestStatementsAreDomainSeparated(t *testing.T) {
 		"decryption/site":       DecryptionShare{Site: "b", ShareHash: h}.Message("s", 1, g, h),
 		"countersign":           CountersignMessage("a", o),
 		"sketch":                Sketch{Site: "a", Values: h[:]}.Message("s", 1, g, h),
+		"evaluation":            Evaluation{Site: "a", Metrics: []Metric{{"x", 1}}}.Message("s", 1, h),
+		"evaluation/value":      Evaluation{Site: "a", Metrics: []Metric{{"x", 2}}}.Message("s", 1, h),
+		"evaluation/name":       Evaluation{Site: "a", Metrics: []Metric{{"y", 1}}}.Message("s", 1, h),
+		"evaluation/parent":     Evaluation{Site: "a", Metrics: []Metric{{"x", 1}}}.Message("s", 1, g),
+		"evaluation/site":       Evaluation{Site: "b", Metrics: []Metric{{"x", 1}}}.Message("s", 1, h),
 		"sketch/site":           Sketch{Site: "b", Values: h[:]}.Message("s", 1, g, h),
 		"sketch/aggregate":      Sketch{Site: "a", Values: h[:]}.Message("s", 1, h, h),
 		"sketch/values":         Sketch{Site: "a", Values: g[:]}.Message("s", 1, g, h),
@@ -52,7 +57,7 @@ func TestStatementsAreDomainSeparated(t *testing.T) {
 		}
 		seen[string(m)] = name
 	}
-	domains := []string{domainRecord, domainContribution, domainKeyShare, domainKeySetup, domainDecryption, domainCountersign, domainManifest, domainSketch}
+	domains := []string{domainRecord, domainContribution, domainKeyShare, domainKeySetup, domainDecryption, domainCountersign, domainManifest, domainSketch, domainEvaluation}
 	for i, a := range domains {
 		for j, b := range domains {
 			if i != j && bytes.HasPrefix([]byte(a), []byte(b)) {

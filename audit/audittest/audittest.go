@@ -281,6 +281,11 @@ func (b *Builder) Vouch(rec *audit.Record) {
 			c.Signature = b.SignAs(c.Site, audit.CountersignMessage(c.Site, rec.Outcome()))
 			signers = append(signers, c.Site)
 		}
+		for i := range rec.Evaluations {
+			e := &rec.Evaluations[i]
+			e.Signature = b.SignAs(e.Site, e.Message(rec.StudyID, rec.Round, rec.ParentModel))
+			signers = append(signers, e.Site)
+		}
 		if b.Secure() || rec.Kind == audit.KindRoundFailed {
 			return
 		}
