@@ -125,6 +125,8 @@ func TestCorruptFollowerRecoversFromTheQuorum(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "recovery finished", func() bool { return n.State() == stateHealthy && !n.Recovering() })
+	// The node turns healthy just before it logs the recovery.
+	waitUntil(t, "the recovery logged", func() bool { return len(logs.Find("recovered from the quorum")) > 0 })
 	if len(logs.Find("recovered from the quorum")) != 1 {
 		t.Fatal("no 'recovered from the quorum' log line")
 	}
