@@ -129,9 +129,9 @@ const (
 	// without exactly as before.
 	recordVersion            = 2
 	recordVersionEvaluations = 3
-	maxString     = 1 << 12
-	maxBlob       = 1 << 12
-	maxItems      = 1 << 14
+	maxString                = 1 << 12
+	maxBlob                  = 1 << 12
+	maxItems                 = 1 << 14
 )
 
 type encoder struct{ b []byte }

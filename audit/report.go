@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -63,9 +65,12 @@ type ReportRound struct {
 	OptimizerBefore string   `json:"optimizer_before_sha256"`
 	OptimizerAfter  string   `json:"optimizer_after_sha256"`
 	// Metrics are the coordinator's figures; no hospital signs them.
-	Metrics     map[string]float64 `json:"metrics,omitempty"`
-	CommittedAt time.Time          `json:"committed_at"`
-	Submitter   string             `json:"submitter"`
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+	// Evaluations are each contributor's figures for the round's parent
+	// model (and its personal model) on its own test split, signed by it.
+	Evaluations map[string]map[string]float64 `json:"evaluations,omitempty"`
+	CommittedAt time.Time                     `json:"committed_at"`
+	Submitter   string                        `json:"submitter"`
 }
 
 // ReportContribution is one hospital's signed contribution to a round.
@@ -114,6 +119,15 @@ func NewReport(l *Lineage, model Hash) *Report {
 		}
 		for _, m := range rec.Metrics {
 			rr.Metrics[m.Name] = m.Value
+		}
+		for _, e := range rec.Evaluations {
+			if rr.Evaluations == nil {
+				rr.Evaluations = map[string]map[string]float64{}
+			}
+			rr.Evaluations[e.Site] = map[string]float64{}
+			for _, m := range e.Metrics {
+				rr.Evaluations[e.Site][m.Name] = m.Value
+			}
 		}
 		r.Rounds = append(r.Rounds, rr)
 	}
@@ -173,6 +187,18 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "    countersigned by: %s\n", strings.Join(rr.Countersigners, ", "))
 		fmt.Fprintf(&b, "    optimizer state %s -> %s\n", short(rr.OptimizerBefore), short(rr.OptimizerAfter))
+		if len(rr.Evaluations) > 0 {
+			var es []string
+			for _, site := range slices.Sorted(maps.Keys(rr.Evaluations)) {
+				e := rr.Evaluations[site]
+				s := fmt.Sprintf("%s %.3f", site, e["global_test_accuracy"])
+				if p, ok := e["personal_test_accuracy"]; ok {
+					s += fmt.Sprintf(" (personal %.3f)", p)
+				}
+				es = append(es, s)
+			}
+			fmt.Fprintf(&b, "    parent model's test accuracy, signed by each site: %s\n", strings.Join(es, ", "))
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

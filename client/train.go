@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/fedledger/fedledger/aggregation"
@@ -78,6 +79,7 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	}
 	c.metrics.phase.WithLabelValues("train").Observe(time.Since(t0).Seconds())
 	var personalTest *pb.Metrics
+	var personalMet *model.Metrics
 	if c.cfg.Personal != nil {
 		p, m, err := c.personalise(ctx, spec, parent, cfg.Seed)
 		if err != nil {
@@ -86,8 +88,9 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 		if err := c.keepPersonal(spec, p); err != nil {
 			return fmt.Errorf("keeping the personal model: %w", err)
 		}
-		personalTest = toPB(m)
+		personalTest, personalMet = toPB(m), &m
 	}
+	eval := evaluation(c.id, parentTest, personalMet)
 	n := uint64(c.train.Len())
 	t0 = time.Now()
 	payload, encoding, err := c.encodeUpdate(t.Round, t.ParentSha256, local, parent, n)
@@ -102,7 +105,11 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, DataManifestSha256: c.manifest[:],
 		Signature: c.sign(stmt.Message(t.StudyId, t.Round, audit.Hash(t.ParentSha256))),
 		Train:     &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}, ParentTest: toPB(parentTest),
-		PersonalTest: personalTest,
+		PersonalTest:        personalTest,
+		EvaluationSignature: c.sign(eval.Message(t.StudyId, t.Round, audit.Hash(t.ParentSha256))),
+	}
+	for _, m := range eval.Metrics {
+		chunks[0].Header.Evaluation = append(chunks[0].Header.Evaluation, &pb.NamedValue{Name: m.Name, Value: m.Value})
 	}
 	t0 = time.Now()
 	if err := coord.SubmitUpdate(ctx, chunks); err != nil {
@@ -217,4 +224,26 @@ func (c *Client) fetch(ctx context.Context, coord Coordinator, study string, sum
 		return nil, fmt.Errorf("object %x: the coordinator sent bytes hashing to %x", sum[:8], got[:8])
 	}
 	return b, nil
+}
+
+// evaluation is this site's evaluation statement for a round: the parent
+// (global) model's figures on its test split, and its personal model's if
+// it has one; figures that are not finite are left out.
+func evaluation(site string, global model.Metrics, personal *model.Metrics) audit.Evaluation {
+	e := audit.Evaluation{Site: site}
+	add := func(name string, v float64) {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			e.Metrics = append(e.Metrics, audit.Metric{Name: name, Value: v})
+		}
+	}
+	add("test_n", float64(global.N))
+	add("global_test_accuracy", global.Accuracy)
+	add("global_test_auc", global.AUC)
+	add("global_test_loss", global.Loss)
+	if personal != nil {
+		add("personal_test_accuracy", personal.Accuracy)
+		add("personal_test_auc", personal.AUC)
+		add("personal_test_loss", personal.Loss)
+	}
+	return e
 }

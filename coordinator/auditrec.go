@@ -16,7 +16,6 @@ import (
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/audit/cluster"
 	"github.com/fedledger/fedledger/coordinator/study"
-	"github.com/fedledger/fedledger/internal/model"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 	"github.com/fedledger/fedledger/internal/version"
 )
@@ -286,14 +285,9 @@ func (a *AuditRecorder) record(r study.Record) (string, *audit.Record) {
 	if acc, n := meanAccuracy(rep.ParentTest); n > 0 {
 		rec.Metrics = append(rec.Metrics, audit.Metric{Name: "parent_test_accuracy", Value: acc})
 	}
-	// Each site's evaluation, as it reported it: the round's start model
-	// (global) and its personal model on its own test split.
-	for _, site := range sortedSites(rep.ParentTest) {
-		rec.Metrics = append(rec.Metrics, siteMetrics(site, "global", rep.ParentTest[site])...)
-		if p, ok := rep.PersonalTest[site]; ok {
-			rec.Metrics = append(rec.Metrics, siteMetrics(site, "personal", p)...)
-		}
-	}
+	// Each site's evaluation of the round's start model (and of its
+	// personal model), signed by the site.
+	rec.Evaluations = slices.Clone(rep.Evaluations)
 	if rep.Failed {
 		rec = &audit.Record{Kind: audit.KindRoundFailed, StudyID: st.ID, Round: uint64(rep.Round), ParentModel: rep.Parent,
 			HEParamsID: rep.HEParams, CollectiveKeyHash: rep.CollectiveKey, Strategy: st.Strategy.Name, BinaryVersion: version.String(),
@@ -301,13 +295,6 @@ func (a *AuditRecorder) record(r study.Record) (string, *audit.Record) {
 				audit.Param{Name: "contributors", Value: fmt.Sprint(rep.Contributors)})}
 	}
 	return fmt.Sprintf("round %d", rep.Round), rec
-}
-
-// siteMetrics names one site's evaluation of a model for the round record:
-// site/<site>/<model>_test_{accuracy,auc,loss}.
-func siteMetrics(site, which string, m model.Metrics) []audit.Metric {
-	p := "site/" + site + "/" + which + "_test_"
-	return []audit.Metric{{Name: p + "accuracy", Value: m.Accuracy}, {Name: p + "auc", Value: m.AUC}, {Name: p + "loss", Value: m.Loss}}
 }
 
 func (a *AuditRecorder) log() *slog.Logger {

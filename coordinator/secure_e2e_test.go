@@ -175,9 +175,11 @@ func TestSecureStudyOverMTLS(t *testing.T) {
 		if !slices.Equal(r.Decryptors, res.Rounds[i].Decryptors) || !slices.Equal(r.Countersigners, res.Rounds[i].Decryptors) {
 			t.Errorf("round %d on the log: decryptors %v, countersigners %v", r.Round, r.Decryptors, r.Countersigners)
 		}
+		// Each contributor's evaluation of the round's parent model is on
+		// the log, signed by it (the rules checked every signature).
 		for _, h := range train.Hospitals {
-			if acc, ok := r.Metrics["site/"+h+"/global_test_accuracy"]; !ok || acc != res.Rounds[i].ParentTest[h].Accuracy {
-				t.Errorf("round %d on the log: %s's accuracy %v (%v), it reported %v", r.Round, h, acc, ok, res.Rounds[i].ParentTest[h].Accuracy)
+			if acc, ok := r.Evaluations[h]["global_test_accuracy"]; !ok || acc != res.Rounds[i].ParentTest[h].Accuracy {
+				t.Errorf("round %d on the log: %s's signed accuracy %v (%v), it reported %v", r.Round, h, acc, ok, res.Rounds[i].ParentTest[h].Accuracy)
 			}
 		}
 	}

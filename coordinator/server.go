@@ -435,6 +435,13 @@ func (c *Coordinator) receiveUpdate(p tlsutil.Peer, stream pb.Federation_SubmitU
 		m := metricsFrom(hdr.PersonalTest)
 		ev.PersonalTest = &m
 	}
+	if len(hdr.EvaluationSignature) > 0 {
+		e := &audit.Evaluation{Site: p.ID, Signature: hdr.EvaluationSignature}
+		for _, v := range hdr.Evaluation {
+			e.Metrics = append(e.Metrics, audit.Metric{Name: v.Name, Value: v.Value})
+		}
+		ev.Evaluation = e
+	}
 	return ev, nil
 }
 

@@ -1994,9 +1994,15 @@ type UpdateHeader struct {
 	DataManifestSha256 []byte `protobuf:"bytes,7,opt,name=data_manifest_sha256,json=dataManifestSha256,proto3" json:"data_manifest_sha256,omitempty"`
 	// Metrics of the site's personal model (if it personalises) on its
 	// local test split, after this round's training.
-	PersonalTest  *Metrics `protobuf:"bytes,8,opt,name=personal_test,json=personalTest,proto3" json:"personal_test,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PersonalTest *Metrics `protobuf:"bytes,8,opt,name=personal_test,json=personalTest,proto3" json:"personal_test,omitempty"`
+	// The site's evaluation statement (audit.Evaluation): named figures of
+	// the parent model (and of its personal model) on its test split, and
+	// its signature over them, the study, round and parent. It goes on the
+	// round record as the hospital's word.
+	Evaluation          []*NamedValue `protobuf:"bytes,9,rep,name=evaluation,proto3" json:"evaluation,omitempty"`
+	EvaluationSignature []byte        `protobuf:"bytes,10,opt,name=evaluation_signature,json=evaluationSignature,proto3" json:"evaluation_signature,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *UpdateHeader) Reset() {
@@ -2085,6 +2091,72 @@ func (x *UpdateHeader) GetPersonalTest() *Metrics {
 	return nil
 }
 
+func (x *UpdateHeader) GetEvaluation() []*NamedValue {
+	if x != nil {
+		return x.Evaluation
+	}
+	return nil
+}
+
+func (x *UpdateHeader) GetEvaluationSignature() []byte {
+	if x != nil {
+		return x.EvaluationSignature
+	}
+	return nil
+}
+
+type NamedValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamedValue) Reset() {
+	*x = NamedValue{}
+	mi := &file_federation_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamedValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamedValue) ProtoMessage() {}
+
+func (x *NamedValue) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamedValue.ProtoReflect.Descriptor instead.
+func (*NamedValue) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *NamedValue) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NamedValue) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 // ShareHeader rides on the first chunk of a SubmitShare stream.
 type ShareHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2100,7 +2172,7 @@ type ShareHeader struct {
 
 func (x *ShareHeader) Reset() {
 	*x = ShareHeader{}
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2184,7 @@ func (x *ShareHeader) String() string {
 func (*ShareHeader) ProtoMessage() {}
 
 func (x *ShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2197,7 @@ func (x *ShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
 func (*ShareHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ShareHeader) GetAggregateSha256() []byte {
@@ -2153,7 +2225,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2237,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2250,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -2213,7 +2285,7 @@ type Participant struct {
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2297,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2310,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Participant) GetClientId() string {
@@ -2270,7 +2342,7 @@ type KeySetupTask struct {
 
 func (x *KeySetupTask) Reset() {
 	*x = KeySetupTask{}
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2354,7 @@ func (x *KeySetupTask) String() string {
 func (*KeySetupTask) ProtoMessage() {}
 
 func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2367,7 @@ func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
 func (*KeySetupTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *KeySetupTask) GetStudyId() string {
@@ -2359,7 +2431,7 @@ type KeyShare struct {
 
 func (x *KeyShare) Reset() {
 	*x = KeyShare{}
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2443,7 @@ func (x *KeyShare) String() string {
 func (*KeyShare) ProtoMessage() {}
 
 func (x *KeyShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2456,7 @@ func (x *KeyShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
 func (*KeyShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{27}
+	return file_federation_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KeyShare) GetStudyId() string {
@@ -2435,7 +2507,7 @@ type PeerKey struct {
 
 func (x *PeerKey) Reset() {
 	*x = PeerKey{}
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2519,7 @@ func (x *PeerKey) String() string {
 func (*PeerKey) ProtoMessage() {}
 
 func (x *PeerKey) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2532,7 @@ func (x *PeerKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
 func (*PeerKey) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{28}
+	return file_federation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PeerKey) GetClientId() string {
@@ -2497,7 +2569,7 @@ type ShareBox struct {
 
 func (x *ShareBox) Reset() {
 	*x = ShareBox{}
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2581,7 @@ func (x *ShareBox) String() string {
 func (*ShareBox) ProtoMessage() {}
 
 func (x *ShareBox) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2594,7 @@ func (x *ShareBox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
 func (*ShareBox) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{29}
+	return file_federation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ShareBox) GetStudyId() string {
@@ -2568,7 +2640,7 @@ type KeySetupDone struct {
 
 func (x *KeySetupDone) Reset() {
 	*x = KeySetupDone{}
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +2652,7 @@ func (x *KeySetupDone) String() string {
 func (*KeySetupDone) ProtoMessage() {}
 
 func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +2665,7 @@ func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
 func (*KeySetupDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{30}
+	return file_federation_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *KeySetupDone) GetStudyId() string {
@@ -2634,7 +2706,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2718,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2731,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{31}
+	return file_federation_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Contribution) GetClientId() string {
@@ -2724,7 +2796,7 @@ type SketchTask struct {
 
 func (x *SketchTask) Reset() {
 	*x = SketchTask{}
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +2808,7 @@ func (x *SketchTask) String() string {
 func (*SketchTask) ProtoMessage() {}
 
 func (x *SketchTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +2821,7 @@ func (x *SketchTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SketchTask.ProtoReflect.Descriptor instead.
 func (*SketchTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{32}
+	return file_federation_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SketchTask) GetStudyId() string {
@@ -2812,7 +2884,7 @@ type ContributionSketch struct {
 
 func (x *ContributionSketch) Reset() {
 	*x = ContributionSketch{}
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2824,7 +2896,7 @@ func (x *ContributionSketch) String() string {
 func (*ContributionSketch) ProtoMessage() {}
 
 func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2837,7 +2909,7 @@ func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContributionSketch.ProtoReflect.Descriptor instead.
 func (*ContributionSketch) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{33}
+	return file_federation_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ContributionSketch) GetStudyId() string {
@@ -2904,7 +2976,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +2988,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3001,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{34}
+	return file_federation_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -3006,7 +3078,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3018,7 +3090,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3031,7 +3103,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{35}
+	return file_federation_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Object) GetSha256() []byte {
@@ -3061,7 +3133,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3145,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3158,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{36}
+	return file_federation_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SignedShare) GetClientId() string {
@@ -3133,7 +3205,7 @@ type CountersignTask struct {
 
 func (x *CountersignTask) Reset() {
 	*x = CountersignTask{}
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3217,7 @@ func (x *CountersignTask) String() string {
 func (*CountersignTask) ProtoMessage() {}
 
 func (x *CountersignTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3230,7 @@ func (x *CountersignTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersignTask.ProtoReflect.Descriptor instead.
 func (*CountersignTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{37}
+	return file_federation_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CountersignTask) GetStudyId() string {
@@ -3245,7 +3317,7 @@ type Countersignature struct {
 
 func (x *Countersignature) Reset() {
 	*x = Countersignature{}
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3257,7 +3329,7 @@ func (x *Countersignature) String() string {
 func (*Countersignature) ProtoMessage() {}
 
 func (x *Countersignature) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3270,7 +3342,7 @@ func (x *Countersignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Countersignature.ProtoReflect.Descriptor instead.
 func (*Countersignature) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{38}
+	return file_federation_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Countersignature) GetStudyId() string {
@@ -3457,7 +3529,7 @@ const file_federation_proto_rawDesc = "" +
 	"total_size\x18\x06 \x01(\x04R\ttotalSize\x12\x12\n" +
 	"\x04data\x18\a \x01(\fR\x04data\x122\n" +
 	"\x06header\x18\b \x01(\v2\x1a.fedledger.v1.UpdateHeaderR\x06header\x12/\n" +
-	"\x05share\x18\t \x01(\v2\x19.fedledger.v1.ShareHeaderR\x05share\"\xe1\x02\n" +
+	"\x05share\x18\t \x01(\v2\x19.fedledger.v1.ShareHeaderR\x05share\"\xce\x03\n" +
 	"\fUpdateHeader\x12#\n" +
 	"\rparent_sha256\x18\x01 \x01(\fR\fparentSha256\x12\x1f\n" +
 	"\vnum_samples\x18\x02 \x01(\x04R\n" +
@@ -3468,7 +3540,16 @@ const file_federation_proto_rawDesc = "" +
 	"parentTest\x12\x1c\n" +
 	"\tsignature\x18\x06 \x01(\fR\tsignature\x120\n" +
 	"\x14data_manifest_sha256\x18\a \x01(\fR\x12dataManifestSha256\x12:\n" +
-	"\rpersonal_test\x18\b \x01(\v2\x15.fedledger.v1.MetricsR\fpersonalTest\"V\n" +
+	"\rpersonal_test\x18\b \x01(\v2\x15.fedledger.v1.MetricsR\fpersonalTest\x128\n" +
+	"\n" +
+	"evaluation\x18\t \x03(\v2\x18.fedledger.v1.NamedValueR\n" +
+	"evaluation\x121\n" +
+	"\x14evaluation_signature\x18\n" +
+	" \x01(\fR\x13evaluationSignature\"6\n" +
+	"\n" +
+	"NamedValue\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\"V\n" +
 	"\vShareHeader\x12)\n" +
 	"\x10aggregate_sha256\x18\x01 \x01(\fR\x0faggregateSha256\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"g\n" +
@@ -3586,7 +3667,7 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_federation_proto_goTypes = []any{
 	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
 	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
@@ -3611,22 +3692,23 @@ var file_federation_proto_goTypes = []any{
 	(*FetchModelRequest)(nil),  // 20: fedledger.v1.FetchModelRequest
 	(*Chunk)(nil),              // 21: fedledger.v1.Chunk
 	(*UpdateHeader)(nil),       // 22: fedledger.v1.UpdateHeader
-	(*ShareHeader)(nil),        // 23: fedledger.v1.ShareHeader
-	(*SubmitReceipt)(nil),      // 24: fedledger.v1.SubmitReceipt
-	(*Participant)(nil),        // 25: fedledger.v1.Participant
-	(*KeySetupTask)(nil),       // 26: fedledger.v1.KeySetupTask
-	(*KeyShare)(nil),           // 27: fedledger.v1.KeyShare
-	(*PeerKey)(nil),            // 28: fedledger.v1.PeerKey
-	(*ShareBox)(nil),           // 29: fedledger.v1.ShareBox
-	(*KeySetupDone)(nil),       // 30: fedledger.v1.KeySetupDone
-	(*Contribution)(nil),       // 31: fedledger.v1.Contribution
-	(*SketchTask)(nil),         // 32: fedledger.v1.SketchTask
-	(*ContributionSketch)(nil), // 33: fedledger.v1.ContributionSketch
-	(*DecryptTask)(nil),        // 34: fedledger.v1.DecryptTask
-	(*Object)(nil),             // 35: fedledger.v1.Object
-	(*SignedShare)(nil),        // 36: fedledger.v1.SignedShare
-	(*CountersignTask)(nil),    // 37: fedledger.v1.CountersignTask
-	(*Countersignature)(nil),   // 38: fedledger.v1.Countersignature
+	(*NamedValue)(nil),         // 23: fedledger.v1.NamedValue
+	(*ShareHeader)(nil),        // 24: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 25: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 26: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 27: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 28: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 29: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 30: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 31: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 32: fedledger.v1.Contribution
+	(*SketchTask)(nil),         // 33: fedledger.v1.SketchTask
+	(*ContributionSketch)(nil), // 34: fedledger.v1.ContributionSketch
+	(*DecryptTask)(nil),        // 35: fedledger.v1.DecryptTask
+	(*Object)(nil),             // 36: fedledger.v1.Object
+	(*SignedShare)(nil),        // 37: fedledger.v1.SignedShare
+	(*CountersignTask)(nil),    // 38: fedledger.v1.CountersignTask
+	(*Countersignature)(nil),   // 39: fedledger.v1.Countersignature
 }
 var file_federation_proto_depIdxs = []int32{
 	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
@@ -3637,23 +3719,23 @@ var file_federation_proto_depIdxs = []int32{
 	17, // 5: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
 	18, // 6: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
 	9,  // 7: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	27, // 8: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	29, // 9: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	30, // 10: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	28, // 8: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	30, // 9: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	31, // 10: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
 	5,  // 11: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	38, // 12: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
-	33, // 13: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
+	39, // 12: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	34, // 13: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
 	8,  // 14: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
 	14, // 15: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
 	15, // 16: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
 	16, // 17: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
 	9,  // 18: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	26, // 19: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	28, // 20: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	29, // 21: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	34, // 22: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	37, // 23: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
-	32, // 24: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
+	27, // 19: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	29, // 20: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	30, // 21: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	35, // 22: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	38, // 23: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	33, // 24: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
 	10, // 25: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
 	12, // 26: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
 	13, // 27: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
@@ -3661,40 +3743,41 @@ var file_federation_proto_depIdxs = []int32{
 	19, // 29: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
 	19, // 30: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
 	22, // 31: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	23, // 32: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	24, // 32: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
 	19, // 33: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
 	19, // 34: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
 	19, // 35: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
-	25, // 36: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	27, // 37: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	31, // 38: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
-	31, // 39: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	33, // 40: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
-	35, // 41: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	35, // 42: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	31, // 43: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	35, // 44: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	36, // 45: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	35, // 46: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	35, // 47: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	35, // 48: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 49: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 50: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 51: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	20, // 52: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	21, // 53: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	21, // 54: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 55: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 56: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 57: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	21, // 58: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	24, // 59: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	24, // 60: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	55, // [55:61] is the sub-list for method output_type
-	49, // [49:55] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	23, // 36: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
+	26, // 37: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	28, // 38: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	32, // 39: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
+	32, // 40: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	34, // 41: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	36, // 42: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	36, // 43: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	32, // 44: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	36, // 45: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	37, // 46: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	36, // 47: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	36, // 48: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	36, // 49: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 50: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 51: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 52: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	20, // 53: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	21, // 54: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	21, // 55: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 56: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 57: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 58: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	21, // 59: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	25, // 60: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	25, // 61: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	56, // [56:62] is the sub-list for method output_type
+	50, // [50:56] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -3733,7 +3816,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -220,7 +220,10 @@ type RoundReport struct {
 	// PersonalTest are the personalising sites' personal models on their
 	// test splits after the round's training (reported, not vouched for).
 	PersonalTest map[string]model.Metrics
-	Duration     time.Duration
+	// Evaluations are the contributors' signed evaluation statements, in
+	// site order: the same figures, as each hospital's word.
+	Evaluations []audit.Evaluation
+	Duration    time.Duration
 }
 
 // Result is the outcome of a study.

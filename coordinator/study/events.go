@@ -72,6 +72,8 @@ type (
 		ParentTest *model.Metrics
 		// PersonalTest: the site's personal model on its test split.
 		PersonalTest *model.Metrics
+		// Evaluation: the site's signed evaluation statement (nil: none).
+		Evaluation *audit.Evaluation
 	}
 	// ShareIn: a decryption-share payload; the driver has checked it opens
 	// under the study's parameters.

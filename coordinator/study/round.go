@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"time"
 
@@ -43,6 +44,7 @@ type accepted struct {
 	train      *model.Metrics
 	parentTest *model.Metrics
 	personal   *model.Metrics
+	evaluation *audit.Evaluation
 }
 
 type round struct {
@@ -198,7 +200,17 @@ func (m *Machine) accept(u UpdateIn) error {
 	if !verify(key, u.Update.Message(m.cfg.Study, r.n, u.Parent), u.Update.Signature) {
 		return fmt.Errorf("%w: contribution of %q", ErrBadSignature, site)
 	}
-	r.updates[site] = accepted{c: Contribution{Contribution: u.Update, Size: uint64(len(u.Payload))}, id: u.From, train: u.Train, parentTest: u.ParentTest, personal: u.PersonalTest}
+	if e := u.Evaluation; e != nil {
+		if e.Site != site || !verify(key, e.Message(m.cfg.Study, r.n, u.Parent), e.Signature) {
+			return fmt.Errorf("%w: evaluation of %q", ErrBadSignature, site)
+		}
+		if len(e.Metrics) == 0 || len(e.Metrics) > 32 || slices.ContainsFunc(e.Metrics, func(x audit.Metric) bool {
+			return x.Name == "" || len(x.Name) > 64 || math.IsNaN(x.Value) || math.IsInf(x.Value, 0)
+		}) {
+			return fmt.Errorf("%w: evaluation of %q has no figures, too many, or one unnamed or not finite", ErrBadUpdate, site)
+		}
+	}
+	r.updates[site] = accepted{c: Contribution{Contribution: u.Update, Size: uint64(len(u.Payload))}, id: u.From, train: u.Train, parentTest: u.ParentTest, personal: u.PersonalTest, evaluation: u.Evaluation}
 	delete(r.refused, site)
 	return nil
 }
@@ -616,6 +628,11 @@ func (m *Machine) recordRound() []Action {
 	rep := m.report()
 	rep.Model, rep.Aggregate = r.output.Hash, r.aggregate.Hash
 	rep.Contributions = r.signed()
+	for _, s := range sortedKeys(r.updates) {
+		if e := r.updates[s].evaluation; e != nil {
+			rep.Evaluations = append(rep.Evaluations, *e)
+		}
+	}
 	rep.OptimizerBefore, rep.OptimizerAfter = m.optimizer.Hash, r.optAfter.Hash
 	for _, s := range r.active {
 		rep.DecryptionShares = append(rep.DecryptionShares, r.shares[s].Share)
