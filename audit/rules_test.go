@@ -287,17 +287,23 @@ func vouchedAs(b *audittest.Builder, rec *audit.Record, site string, id *tlsutil
 	return r
 }
 
+// roundFixture is a study in mode (plaintext or secure) whose rounds the
+// tests build; in the secure one sites a and b hold key shares with t = 2,
+// and site-c is approved but holds none.
+func roundFixture(t *testing.T, mode string) *audittest.Fixture {
+	o := audittest.Options{}
+	if mode == "secure" {
+		o = audittest.Options{Threshold: 2, KeyHolders: []string{"site-a", "site-b"}}
+	}
+	return audittest.NewFixtureWith(t, o)
+}
+
 // TestRoundRules: one row per rule of a completed round, in both modes,
 // each a valid round 2 with one thing changed.
 func TestRoundRules(t *testing.T) {
 	for _, mode := range []string{"plaintext", "secure"} {
 		t.Run(mode, func(t *testing.T) {
-			o := audittest.Options{}
-			if mode == "secure" {
-				// site-c is approved but holds no key share.
-				o = audittest.Options{Threshold: 2, KeyHolders: []string{"site-a", "site-b"}}
-			}
-			f := audittest.NewFixtureWith(t, o)
+			f := roundFixture(t, mode)
 			f.MustApply(t, f.Coord, f.Round(1, model(0), model(1), "site-a", "site-b"))
 			good := f.Round(2, model(1), model(2), "site-a", "site-b")
 			v := func(mod func(*audit.Record)) *audit.Record { return vouched(f.Builder, good, mod) }
@@ -617,11 +623,7 @@ func FuzzLedgerRules(f *testing.F) {
 func TestRoundEvaluations(t *testing.T) {
 	for _, mode := range []string{"plaintext", "secure"} {
 		t.Run(mode, func(t *testing.T) {
-			o := audittest.Options{}
-			if mode == "secure" {
-				o = audittest.Options{Threshold: 2, KeyHolders: []string{"site-a", "site-b"}}
-			}
-			f := audittest.NewFixtureWith(t, o)
+			f := roundFixture(t, mode)
 			eval := func(site string, acc float64) audit.Evaluation {
 				return audit.Evaluation{Site: site, Metrics: []audit.Metric{{Name: "global_test_accuracy", Value: acc}, {Name: "personal_test_accuracy", Value: acc + 0.1}}}
 			}
