@@ -252,7 +252,11 @@ func TestRolesRunASecureRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if math.Abs(weight-30) > 1e-6 {
+	// Two flooded shares (σ = 2^30 per coefficient, at scale 2^58) leave
+	// noise of about 5e-7 rms in each decoded slot (measured over 40 runs:
+	// at most 1.6e-6, so the former bound of 1e-6 failed one run in 25);
+	// 1e-5 is twenty times the rms.
+	if math.Abs(weight-30) > 1e-5 {
 		t.Fatalf("total weight %v, want 30", weight)
 	}
 	for j := range want {
