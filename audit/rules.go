@@ -508,13 +508,24 @@ func checkEvaluations(rec *Record) error {
 		if !contributed[e.Site] {
 			return fmt.Errorf("%w: an evaluation from %q, who did not contribute to round %d", ErrUnexpectedField, e.Site, rec.Round)
 		}
-		if len(e.Metrics) == 0 || len(e.Metrics) > maxEvaluationMetrics {
-			return fmt.Errorf("%w: %q's evaluation has %d figures (1 to %d)", ErrMalformedEvaluation, e.Site, len(e.Metrics), maxEvaluationMetrics)
+		if err := e.Check(); err != nil {
+			return err
 		}
-		for _, m := range e.Metrics {
-			if m.Name == "" || len(m.Name) > maxMetricName || math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
-				return fmt.Errorf("%w: %q's figure %q = %v", ErrMalformedEvaluation, e.Site, m.Name, m.Value)
-			}
+	}
+	return nil
+}
+
+// Check holds one evaluation to its shape: 1 to maxEvaluationMetrics
+// figures, each named (at most maxMetricName bytes) and finite. The
+// coordinator applies it when it accepts an update, the rules when they
+// check a round record.
+func (e Evaluation) Check() error {
+	if len(e.Metrics) == 0 || len(e.Metrics) > maxEvaluationMetrics {
+		return fmt.Errorf("%w: %q's evaluation has %d figures (1 to %d)", ErrMalformedEvaluation, e.Site, len(e.Metrics), maxEvaluationMetrics)
+	}
+	for _, m := range e.Metrics {
+		if m.Name == "" || len(m.Name) > maxMetricName || math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+			return fmt.Errorf("%w: %q's figure %q = %v", ErrMalformedEvaluation, e.Site, m.Name, m.Value)
 		}
 	}
 	return nil

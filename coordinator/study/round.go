@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
-	"math"
 	"slices"
 	"time"
 
@@ -204,10 +203,8 @@ func (m *Machine) accept(u UpdateIn) error {
 		if e.Site != site || !verify(key, e.Message(m.cfg.Study, r.n, u.Parent), e.Signature) {
 			return fmt.Errorf("%w: evaluation of %q", ErrBadSignature, site)
 		}
-		if len(e.Metrics) == 0 || len(e.Metrics) > 32 || slices.ContainsFunc(e.Metrics, func(x audit.Metric) bool {
-			return x.Name == "" || len(x.Name) > 64 || math.IsNaN(x.Value) || math.IsInf(x.Value, 0)
-		}) {
-			return fmt.Errorf("%w: evaluation of %q has no figures, too many, or one unnamed or not finite", ErrBadUpdate, site)
+		if err := e.Check(); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadUpdate, err)
 		}
 	}
 	r.updates[site] = accepted{c: Contribution{Contribution: u.Update, Size: uint64(len(u.Payload))}, id: u.From, train: u.Train, parentTest: u.ParentTest, personal: u.PersonalTest, evaluation: u.Evaluation}

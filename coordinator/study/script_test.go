@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 
 	"sort"
 	"strconv"
@@ -38,7 +39,7 @@ import (
 //	sharebox a from=1 to=2
 //	keydone a [key=k1] [badsig]
 //	saved [err=...]
-//	update a [round=R] [parent=mX] [samples=N] [badsig] [wrongsite] [badeval]
+//	update a [round=R] [parent=mX] [samples=N] [badsig] [wrongsite] [badeval] [nanfigure]
 //	aggregated [agg=A1] [err=...]
 //	sketch a [round=R] [agg=AX] [badsig]
 //	share a [round=R] [agg=AX] [badsig]
@@ -126,7 +127,7 @@ func argInt(t *testing.T, d *datadriven.TestData, key string, def int) int {
 func sites(d *datadriven.TestData) []string {
 	var out []string
 	for _, a := range d.CmdArgs {
-		if len(a.Vals) == 0 && a.Key != "badsig" && a.Key != "retry" && a.Key != "wrongsite" && a.Key != "badeval" {
+		if len(a.Vals) == 0 && a.Key != "badsig" && a.Key != "retry" && a.Key != "wrongsite" && a.Key != "badeval" && a.Key != "nanfigure" {
 			out = append(out, a.Key)
 		}
 	}
@@ -250,6 +251,9 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 			c.Signature = sign(s, c.Message("heart", r, parent), d.HasArg("badsig"))
 			train, test := model.Metrics{Loss: 0.5, Accuracy: 0.7, N: 10}, model.Metrics{Loss: 0.6, Accuracy: 0.6, N: 5}
 			ev := &audit.Evaluation{Site: s, Metrics: []audit.Metric{{Name: "global_test_accuracy", Value: 0.6}}}
+			if d.HasArg("nanfigure") {
+				ev.Metrics[0].Value = math.NaN() // signed, but not a figure
+			}
 			ev.Signature = sign(s, ev.Message("heart", r, parent), false)
 			if d.HasArg("badeval") {
 				ev.Metrics[0].Value = 0.99 // changed after the site signed it
