@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 )
 
 // ErrTerms: an admin-signed study record does not say what a participant
@@ -26,6 +27,40 @@ type Terms struct {
 	Strategy  string
 	// InitialModel is the round-0 model's hash (nil: not checked).
 	InitialModel *Hash
+	// Params are hyperparameters as announced (learning rates, local
+	// steps, a trial's validation fraction): each must be the record's,
+	// a parameter the record does not carry counting as "". Use
+	// StudyParam to format them as the study record does.
+	Params []Param
+}
+
+// StudyParam formats a study hyperparameter as study records carry it:
+// floats in the shortest form that round-trips, integers in decimal.
+func StudyParam(name string, v any) Param {
+	switch v := v.(type) {
+	case float64:
+		return Param{Name: name, Value: strconv.FormatFloat(v, 'g', -1, 64)}
+	case int:
+		return Param{Name: name, Value: strconv.Itoa(v)}
+	case int64:
+		return Param{Name: name, Value: strconv.FormatInt(v, 10)}
+	case uint32:
+		return Param{Name: name, Value: strconv.FormatUint(uint64(v), 10)}
+	case string:
+		return Param{Name: name, Value: v}
+	}
+	panic(fmt.Sprintf("audit: study parameter %s of type %T", name, v))
+}
+
+// Param returns the value of the record's hyperparameter name ("" when
+// it has none).
+func (r *Record) Param(name string) string {
+	for _, p := range r.Hyperparameters {
+		if p.Name == name {
+			return p.Value
+		}
+	}
+	return ""
 }
 
 // Check returns why rec is not the study record of these terms, or nil.
@@ -56,6 +91,11 @@ func (t Terms) Check(rec *Record) error {
 		return bad("its strategy is %q, announced %q", rec.Strategy, t.Strategy)
 	case t.InitialModel != nil && rec.OutputModel != *t.InitialModel:
 		return bad("its initial model is %x, this one is %x", rec.OutputModel[:8], t.InitialModel[:8])
+	}
+	for _, p := range t.Params {
+		if v := rec.Param(p.Name); v != p.Value {
+			return bad("its %s is %q, announced %q", p.Name, v, p.Value)
+		}
 	}
 	return nil
 }

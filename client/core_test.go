@@ -283,6 +283,11 @@ func studyRecord(admin *tlsutil.Identity, s *pb.StudySpec, initial [32]byte, app
 	if s.Mode == modeSecure {
 		rec.HEParamsID, rec.Threshold = s.HePreset, s.Threshold
 	}
+	for _, p := range announcedParams(s) {
+		if p.Value != "" {
+			rec.Hyperparameters = append(rec.Hyperparameters, p)
+		}
+	}
 	env, err := audit.Sign(admin, rec)
 	if err != nil {
 		return nil, err

@@ -91,7 +91,29 @@ func studyTerms(s *pb.StudySpec, site string) audit.Terms {
 	if s.Mode == modeSecure {
 		t.HEParams, t.Threshold = s.HePreset, int(s.Threshold)
 	}
+	t.Params = announcedParams(s)
 	return t
+}
+
+// announcedParams are the model, training, server-optimiser and
+// validation parameters the coordinator announced, formatted as the study
+// record carries them: a coordinator that trains the hospitals otherwise
+// than the admin signed is refused.
+func announcedParams(s *pb.StudySpec) []audit.Param {
+	p := audit.StudyParam
+	tr, so := s.GetTraining(), s.GetServerOptimizer()
+	ps := []audit.Param{
+		p("mode", s.Mode), p("model", specFrom(s.Model).String()),
+		p("server_lr", so.GetServerLr()), p("beta1", so.GetBeta1()), p("beta2", so.GetBeta2()), p("tau", so.GetTau()),
+		p("optimizer", tr.GetOptimizer()), p("learning_rate", tr.GetLearningRate()), p("batch_size", tr.GetBatchSize()),
+		p("local_steps", tr.GetLocalSteps()), p("epochs", tr.GetEpochs()), p("prox_mu", tr.GetProxMu()),
+	}
+	if s.ValidationFraction != 0 {
+		ps = append(ps, p("validation_fraction", s.ValidationFraction))
+	} else {
+		ps = append(ps, audit.Param{Name: "validation_fraction"})
+	}
+	return ps
 }
 
 func specFrom(m *pb.ModelSpec) model.Spec {

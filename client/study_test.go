@@ -154,6 +154,40 @@ func TestCheckStudy(t *testing.T) {
 				return record(pki.Admin, s, func(s *pb.StudySpec) { s.Strategy = "fedavg" })
 			},
 			want: `its strategy is "fedavg", announced "fedadam"`},
+		{name: "admins: learning rate differs", spec: secureSpec, config: admins,
+			log: func(s *pb.StudySpec) []byte {
+				return record(pki.Admin, s, func(s *pb.StudySpec) { s.Training.LearningRate *= 10 })
+			},
+			want: `its learning_rate is "0.1", announced "0.01"`},
+		{name: "admins: local steps differ", spec: secureSpec, config: admins,
+			log: func(s *pb.StudySpec) []byte {
+				return record(pki.Admin, s, func(s *pb.StudySpec) { s.Training.LocalSteps, s.Training.Epochs = 7, 0 })
+			},
+			want: `its local_steps is "7"`},
+		{name: "admins: server learning rate differs", spec: secureSpec, config: admins,
+			log: func(s *pb.StudySpec) []byte {
+				return record(pki.Admin, s, func(s *pb.StudySpec) { s.ServerOptimizer.ServerLr = 3 })
+			},
+			want: `its server_lr is "3"`},
+		{name: "admins: a validation split the record does not have", spec: func() *pb.StudySpec {
+			s := secureSpec()
+			s.ValidationFraction = 0.25
+			return s
+		}, config: admins,
+			log: func(s *pb.StudySpec) []byte {
+				return record(pki.Admin, s, func(s *pb.StudySpec) { s.ValidationFraction = 0 })
+			},
+			want: `its validation_fraction is "", announced "0.25"`},
+		{name: "admins: the record's validation split not announced", spec: secureSpec, config: admins,
+			log: func(s *pb.StudySpec) []byte {
+				return record(pki.Admin, s, func(s *pb.StudySpec) { s.ValidationFraction = 0.25 })
+			},
+			want: `its validation_fraction is "0.25", announced ""`},
+		{name: "admins: a trial's record accepted", spec: func() *pb.StudySpec {
+			s := secureSpec()
+			s.ValidationFraction = 0.25
+			return s
+		}, config: admins, log: func(s *pb.StudySpec) []byte { return record(pki.Admin, s, nil) }},
 		{name: "admins: this site not approved", spec: secureSpec, config: admins,
 			log:  func(s *pb.StudySpec) []byte { return record(pki.Admin, s, nil, "site-b", "site-c") },
 			want: `site "site-a" is not among its approved sites [site-b site-c]`},

@@ -130,7 +130,26 @@ func studyTerms(st StudyConfig, initial [32]byte) audit.Terms {
 	if st.Secure() {
 		t.HEParams, t.Threshold = st.HEPreset, st.Threshold
 	}
+	t.Params = announced(studyParams(st))
 	return t
+}
+
+// announcedParams are the study parameters a hospital is told (the study
+// spec carries them) and checks against the study record: the model, the
+// local training and the server optimiser, and a tuning trial's
+// validation split. The coordinator holds its configuration to the same
+// list.
+var announcedParams = []string{"mode", "model", "server_lr", "beta1", "beta2", "tau", "optimizer", "learning_rate",
+	"batch_size", "local_steps", "epochs", "prox_mu", "validation_fraction"}
+
+func announced(ps []audit.Param) []audit.Param {
+	var out []audit.Param
+	for _, p := range ps {
+		if slices.Contains(announcedParams, p.Name) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // logState reads where the study stands from the log's entries: its study
@@ -227,6 +246,15 @@ func studyParams(st StudyConfig) []audit.Param {
 	}
 	if st.Secure() {
 		ps = append(ps, audit.Param{Name: "crs_seed", Value: hex.EncodeToString(st.CRS())})
+	}
+	if st.ValidationFraction > 0 {
+		ps = append(ps, audit.StudyParam("validation_fraction", st.ValidationFraction))
+	}
+	if st.Trial != nil {
+		ps = append(ps, audit.StudyParam("tuning", st.Trial.Tuning), audit.StudyParam("trial", st.Trial.Name))
+	}
+	if st.TunedBy != "" {
+		ps = append(ps, audit.StudyParam("tuned_by", st.TunedBy))
 	}
 	return ps
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/fedledger/fedledger/internal/model"
@@ -66,6 +67,24 @@ type StudyConfig struct {
 	// PhaseTimeout bounds collecting decryption shares and
 	// countersignatures (0: RoundDeadline).
 	PhaseTimeout time.Duration
+	// ValidationFraction, when > 0, makes the study a tuning trial's: each
+	// hospital holds out this fraction of its training split, trains on
+	// the rest and evaluates (and signs its figures) on the held-out part;
+	// its test split is not used.
+	ValidationFraction float64
+	// Trial names the tuning run and trial this study is (nil: none); on
+	// the study record.
+	Trial *Trial
+	// TunedBy names the tuning run that chose this study's
+	// hyperparameters (on the study record; tuning.Recompute checks the
+	// choice from the log).
+	TunedBy string
+}
+
+// Trial identifies a tuning trial's study.
+type Trial struct {
+	// Tuning is the tuning run's id; Name the trial within it.
+	Tuning, Name string
 }
 
 // Secure reports whether the study runs in secure mode.
@@ -137,6 +156,17 @@ func (s StudyConfig) Validate() error {
 	case ModePlaintext:
 	default:
 		errs = append(errs, fmt.Errorf("study.mode = %q, want %q or %q", s.Mode, ModeSecure, ModePlaintext))
+	}
+	if s.ValidationFraction < 0 || s.ValidationFraction >= 0.9 || math.IsNaN(s.ValidationFraction) {
+		errs = append(errs, fmt.Errorf("study.validation_fraction = %v, want 0 (none) or in (0, 0.9)", s.ValidationFraction))
+	}
+	if s.Trial != nil && s.ValidationFraction == 0 {
+		errs = append(errs, fmt.Errorf("study %q is trial %q of tuning %q but holds out no validation split: a trial is scored on validation data only", s.ID, s.Trial.Name, s.Trial.Tuning))
+	}
+	if s.TunedBy != "" {
+		if err := tlsutil.ValidID(s.TunedBy); err != nil {
+			errs = append(errs, fmt.Errorf("study.tuned_by: %w", err))
+		}
 	}
 	if s.RoundDeadline <= 0 || s.StartTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("study.round_deadline (%v) and study.start_timeout (%v) must be > 0", s.RoundDeadline, s.StartTimeout))

@@ -1040,8 +1040,13 @@ type StudySpec struct {
 	// The server optimiser, in full: countersigning hospitals recompute each
 	// round's model with it.
 	ServerOptimizer *ServerOptimizer `protobuf:"bytes,11,opt,name=server_optimizer,json=serverOptimizer,proto3" json:"server_optimizer,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// A tuning trial's validation split: each hospital holds out this
+	// fraction of its training split (stratified, the same rows in every
+	// trial), trains on the rest and evaluates on it; its test split is not
+	// used. 0 for an ordinary study.
+	ValidationFraction float64 `protobuf:"fixed64,12,opt,name=validation_fraction,json=validationFraction,proto3" json:"validation_fraction,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StudySpec) Reset() {
@@ -1149,6 +1154,13 @@ func (x *StudySpec) GetServerOptimizer() *ServerOptimizer {
 		return x.ServerOptimizer
 	}
 	return nil
+}
+
+func (x *StudySpec) GetValidationFraction() float64 {
+	if x != nil {
+		return x.ValidationFraction
+	}
+	return 0
 }
 
 type ServerOptimizer struct {
@@ -3447,7 +3459,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x05study\x18\x03 \x01(\v2\x17.fedledger.v1.StudySpecR\x05study\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\x99\x03\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xca\x03\n" +
 	"\tStudySpec\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12-\n" +
 	"\x05model\x18\x02 \x01(\v2\x17.fedledger.v1.ModelSpecR\x05model\x128\n" +
@@ -3461,7 +3473,8 @@ const file_federation_proto_rawDesc = "" +
 	"\tthreshold\x18\t \x01(\rR\tthreshold\x12\x1a\n" +
 	"\bfeatures\x18\n" +
 	" \x03(\tR\bfeatures\x12H\n" +
-	"\x10server_optimizer\x18\v \x01(\v2\x1d.fedledger.v1.ServerOptimizerR\x0fserverOptimizer\"\x80\x01\n" +
+	"\x10server_optimizer\x18\v \x01(\v2\x1d.fedledger.v1.ServerOptimizerR\x0fserverOptimizer\x12/\n" +
+	"\x13validation_fraction\x18\f \x01(\x01R\x12validationFraction\"\x80\x01\n" +
 	"\x0fServerOptimizer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tserver_lr\x18\x02 \x01(\x01R\bserverLr\x12\x14\n" +
