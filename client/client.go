@@ -202,10 +202,16 @@ type Client struct {
 	audit       AuditLog
 	metrics     *metrics
 
-	study  *pb.StudySpec // the study joined
-	setup  *keySetup     // a key setup in progress
-	keys   *studyKeys    // the finished key material of the study
-	rounds roundCache    // what this site has of the current round
+	study *pb.StudySpec // the study joined
+	// fit and eval are what this site trains and evaluates on in the
+	// study: its training and test splits, or, in a tuning trial, the
+	// training split less a validation part and that part (evalSplit
+	// names which).
+	fit, eval *train.Dataset
+	evalSplit string
+	setup     *keySetup  // a key setup in progress
+	keys      *studyKeys // the finished key material of the study
+	rounds    roundCache // what this site has of the current round
 	// personal is this site's personal model in the study (nil: none yet).
 	personal []float64
 	// csMemory is the countersigning record of a site without a data_dir.

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/model"
@@ -87,5 +90,68 @@ func TestPersonalModelIsKept(t *testing.T) {
 	restarted := e.restart(t)
 	if got := restarted.previousPersonal(kept); !slices.Equal(got, kept) {
 		t.Fatalf("after a restart the site continues from %v, it kept %v", got, kept)
+	}
+}
+
+// TestTrialUsesValidationOnly: in a tuning trial (a study with a
+// validation fraction) the site trains on its training split less the
+// held-out part, signs its figures on that part under val_* names, never
+// evaluates on its test split, and does not personalise; the held-out rows
+// are the same in every trial.
+func TestTrialUsesValidationOnly(t *testing.T) {
+	f := secureFixture(t)
+	e := f.clone(t, "site-a")
+	tc := model.DefaultTrainConfig()
+	tc.Epochs, tc.LocalSteps, tc.LearningRate = 0, 5, 0.01
+	e.edit = func(c *Config) {
+		c.Personal = &PersonalConfig{Method: train.PersonalIntercept, Train: tc, Lambdas: []float64{0}}
+	}
+	e.spec = proto.Clone(f.spec).(*pb.StudySpec)
+	e.spec.ValidationFraction = 0.25
+	e.c = e.restart(t)
+	task := &pb.TrainTask{StudyId: studyID, Round: 1, ParentSha256: f.initial.Sha256, ParentSize: f.initial.Size}
+	if err := e.c.trainRound(t.Context(), e.coord, task); err != nil {
+		t.Fatal(err)
+	}
+	hdr := e.coord.updates[0].header
+	all := e.c.train.Len()
+	nVal := e.c.eval.Len()
+	if nVal < all/5 || nVal > all/3 || e.c.fit.Len()+nVal != all {
+		t.Fatalf("held out %d of %d training rows, fit on %d; want about a quarter", nVal, all, e.c.fit.Len())
+	}
+	if hdr.NumSamples != uint64(e.c.fit.Len()) {
+		t.Fatalf("the update counts %d samples, the site trained on %d", hdr.NumSamples, e.c.fit.Len())
+	}
+	if hdr.PersonalTest != nil {
+		t.Fatalf("a trial's update carries personal metrics: %v", hdr.PersonalTest)
+	}
+	names := map[string]float64{}
+	for _, m := range hdr.Evaluation {
+		names[m.Name] = m.Value
+		if strings.Contains(m.Name, "test") || strings.HasPrefix(m.Name, "personal") {
+			t.Errorf("a trial's evaluation names %q", m.Name)
+		}
+	}
+	if names["val_n"] != float64(nVal) {
+		t.Fatalf("val_n = %v, want %d", names["val_n"], nVal)
+	}
+	for _, n := range []string{"global_val_accuracy", "global_val_auc", "global_val_loss"} {
+		if _, ok := names[n]; !ok {
+			t.Errorf("no %s in %v", n, names)
+		}
+	}
+	if hdr.ParentTest.N != uint64(nVal) {
+		t.Fatalf("parent evaluated on %d rows, the validation part has %d", hdr.ParentTest.N, nVal)
+	}
+	// Another trial holds out the same rows.
+	again := e.restart(t)
+	if !slices.EqualFunc(again.eval.X, e.c.eval.X, slices.Equal) {
+		t.Fatal("two trials held out different rows")
+	}
+	// An ordinary study evaluates on the test split.
+	e.spec = f.spec
+	plain := e.restart(t)
+	if plain.eval != plain.test || plain.fit != plain.train || !plain.personalises() {
+		t.Fatal("an ordinary study does not train on the training split and evaluate on the test split")
 	}
 }

@@ -271,7 +271,24 @@ func (c *Client) join(s *pb.StudySpec) {
 		c.keys, c.setup, c.rounds, c.personal = nil, nil, roundCache{}, nil
 	}
 	c.study = s
+	c.fit, c.eval, c.evalSplit = c.train, c.test, splitTest
+	if f := s.ValidationFraction; f > 0 {
+		c.fit, c.eval = holdOut(c.train, f, trialSplitSeed)
+		c.evalSplit = splitValidation
+		c.log.Info("tuning trial: training on part of the training split, evaluating on the rest; the test split is not used",
+			slog.String("study", s.StudyId), slog.Int("fit", c.fit.Len()), slog.Int("validation", c.eval.Len()))
+	}
 }
+
+// The splits a site evaluates on, as its evaluation statements name them.
+const (
+	splitTest       = "test"
+	splitValidation = "val"
+)
+
+// trialSplitSeed fixes which rows a tuning trial holds out: the same in
+// every trial, so trials are scored on the same data.
+const trialSplitSeed = 0x7e57
 
 // grpcCoordinator is the Coordinator over the Federation service.
 type grpcCoordinator struct {

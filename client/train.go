@@ -62,7 +62,7 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	if spec.String() != want.String() {
 		return fmt.Errorf("parent model is %s, the study says %s", spec, want)
 	}
-	parentTest, err := train.Evaluate(spec, parent, c.test)
+	parentTest, err := train.Evaluate(spec, parent, c.eval)
 	if err != nil {
 		return err
 	}
@@ -70,17 +70,17 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	cfg.Seed += int64(t.Round) // a fresh shuffle every round, reproducibly
 	t0 := time.Now()
 	from := parent
-	if c.cfg.Personal != nil {
+	if c.personalises() {
 		from = train.LocalStart(spec, c.cfg.Personal.Method, parent, c.previousPersonal(parent))
 	}
-	local, st, err := train.Train(ctx, spec, from, c.train, cfg)
+	local, st, err := train.Train(ctx, spec, from, c.fit, cfg)
 	if err != nil {
 		return err
 	}
 	c.metrics.phase.WithLabelValues("train").Observe(time.Since(t0).Seconds())
 	var personalTest *pb.Metrics
 	var personalMet *model.Metrics
-	if c.cfg.Personal != nil {
+	if c.personalises() {
 		p, m, err := c.personalise(ctx, spec, parent, cfg.Seed)
 		if err != nil {
 			return fmt.Errorf("personal model: %w", err)
@@ -90,8 +90,8 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 		}
 		personalTest, personalMet = toPB(m), &m
 	}
-	eval := evaluation(c.id, parentTest, personalMet)
-	n := uint64(c.train.Len())
+	eval := evaluation(c.id, c.evalSplit, parentTest, personalMet)
+	n := uint64(c.fit.Len())
 	t0 = time.Now()
 	payload, encoding, err := c.encodeUpdate(t.Round, t.ParentSha256, local, parent, n)
 	if err != nil {
@@ -99,7 +99,7 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	}
 	c.metrics.phase.WithLabelValues("encode").Observe(time.Since(t0).Seconds())
 	stmt := audit.Contribution{Site: c.id, UpdateHash: sha256.Sum256(payload), Samples: n, DataManifest: c.manifest}
-	trainMet, _ := train.Evaluate(spec, local, c.train)
+	trainMet, _ := train.Evaluate(spec, local, c.fit)
 	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
 	chunks[0].Header = &pb.UpdateHeader{
 		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, DataManifestSha256: c.manifest[:],
@@ -181,12 +181,12 @@ func (c *Client) evaluate(ctx context.Context, coord Coordinator, t *pb.Evaluate
 	if err != nil {
 		return model.Metrics{}, nil, err
 	}
-	m, err := train.Evaluate(spec, params, c.test)
+	m, err := train.Evaluate(spec, params, c.eval)
 	if err != nil {
 		return m, nil, err
 	}
-	c.log.Info("final model evaluated", slog.Float64("test_acc", m.Accuracy), slog.Float64("test_auc", m.AUC), slog.Int("n", m.N))
-	if c.cfg.Personal == nil {
+	c.log.Info("final model evaluated", slog.String("split", c.evalSplit), slog.Float64("acc", m.Accuracy), slog.Float64("auc", m.AUC), slog.Int("n", m.N))
+	if !c.personalises() {
 		return m, nil, nil
 	}
 	p, pm, err := c.personalise(ctx, spec, params, trainConfigFrom(c.study.Training).Seed+int64(t.Round)+1)
@@ -226,24 +226,30 @@ func (c *Client) fetch(ctx context.Context, coord Coordinator, study string, sum
 	return b, nil
 }
 
+// personalises reports whether this site makes a personal model in its
+// study: it is configured to, and the study is not a tuning trial (a
+// trial tunes the global model, on validation data only).
+func (c *Client) personalises() bool { return c.cfg.Personal != nil && c.evalSplit != splitValidation }
+
 // evaluation is this site's evaluation statement for a round: the parent
-// (global) model's figures on its test split, and its personal model's if
-// it has one; figures that are not finite are left out.
-func evaluation(site string, global model.Metrics, personal *model.Metrics) audit.Evaluation {
+// (global) model's figures on split (its test split, or a tuning trial's
+// validation part), and its personal model's if it has one; figures that
+// are not finite are left out.
+func evaluation(site, split string, global model.Metrics, personal *model.Metrics) audit.Evaluation {
 	e := audit.Evaluation{Site: site}
 	add := func(name string, v float64) {
 		if !math.IsNaN(v) && !math.IsInf(v, 0) {
 			e.Metrics = append(e.Metrics, audit.Metric{Name: name, Value: v})
 		}
 	}
-	add("test_n", float64(global.N))
-	add("global_test_accuracy", global.Accuracy)
-	add("global_test_auc", global.AUC)
-	add("global_test_loss", global.Loss)
+	add(split+"_n", float64(global.N))
+	add("global_"+split+"_accuracy", global.Accuracy)
+	add("global_"+split+"_auc", global.AUC)
+	add("global_"+split+"_loss", global.Loss)
 	if personal != nil {
-		add("personal_test_accuracy", personal.Accuracy)
-		add("personal_test_auc", personal.AUC)
-		add("personal_test_loss", personal.Loss)
+		add("personal_"+split+"_accuracy", personal.Accuracy)
+		add("personal_"+split+"_auc", personal.AUC)
+		add("personal_"+split+"_loss", personal.Loss)
 	}
 	return e
 }

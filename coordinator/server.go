@@ -129,7 +129,8 @@ func (c *Coordinator) studySpec() *pb.StudySpec {
 			Epochs: uint32(t.Epochs), LocalSteps: uint32(t.LocalSteps), ProxMu: t.ProxMu, Seed: t.Seed},
 		Rounds: uint32(st.Rounds), MinClients: uint32(st.MinClients), Strategy: s.Name, Mode: st.Mode,
 		HePreset: st.HEPreset, Threshold: uint32(st.Threshold), Features: st.Features,
-		ServerOptimizer: &pb.ServerOptimizer{Name: s.Name, ServerLr: s.ServerLR, Beta1: s.Beta1, Beta2: s.Beta2, Tau: s.Tau},
+		ServerOptimizer:    &pb.ServerOptimizer{Name: s.Name, ServerLr: s.ServerLR, Beta1: s.Beta1, Beta2: s.Beta2, Tau: s.Tau},
+		ValidationFraction: st.ValidationFraction,
 	}
 }
 
