@@ -108,47 +108,24 @@ type Lineage struct {
 // and the hospitals' signatures on every round), requires the recomputed root to equal the checkpoint's, and walks
 // model back through the study's completed rounds to its initial model.
 func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, error) {
-	cp, signers, err := OpenCheckpoint(b.Checkpoint, trust.Keys, trust.Quorum)
+	cp, signers, records, err := ReplayBundle(b, trust)
 	if err != nil {
 		return nil, err
 	}
-	if trust.Origin != "" && cp.Origin != trust.Origin {
-		return nil, fmt.Errorf("%w: checkpoint of log %q, trusted log is %q", ErrBadCheckpoint, cp.Origin, trust.Origin)
-	}
-	if int64(len(b.Leaves)) != cp.Size {
-		return nil, fmt.Errorf("%w: %d entries, checkpoint size %d", ErrRootMismatch, len(b.Leaves), cp.Size)
-	}
-	l := NewLedger(trust.Roots)
 	byOutput := map[Hash]LineageStep{}
 	var created, keys *LineageStep
-	for i, leaf := range b.Leaves {
-		idx, err := l.Apply(leaf)
-		if err != nil {
-			return nil, fmt.Errorf("audit: entry %d: %w", i, err)
-		}
-		if idx != int64(i) {
-			return nil, fmt.Errorf("audit: entry %d duplicates entry %d: %w", i, idx, ErrConflict)
-		}
-		env, _ := UnmarshalEnvelope(leaf) // Apply has decoded it already
-		rec, _ := UnmarshalRecord(env.Body)
-		if rec.StudyID != study {
+	for _, step := range records {
+		if step.Record.StudyID != study {
 			continue
 		}
-		switch step := (LineageStep{Index: idx, Record: rec}); rec.Kind {
+		switch step.Record.Kind {
 		case KindStudyCreated:
 			created = &step
 		case KindKeySetupDone:
 			keys = &step
 		case KindRoundCompleted:
-			byOutput[rec.OutputModel] = step
+			byOutput[step.Record.OutputModel] = step
 		}
-	}
-	_, root, err := l.Root()
-	if err != nil {
-		return nil, err
-	}
-	if root != cp.Root {
-		return nil, fmt.Errorf("%w: recomputed %v, checkpoint %v", ErrRootMismatch, root, cp.Root)
 	}
 	if created == nil {
 		return nil, fmt.Errorf("%w: study %q not in bundle", ErrUnknownStudy, study)
@@ -170,6 +147,45 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 		steps[i], steps[j] = steps[j], steps[i]
 	}
 	return &Lineage{Checkpoint: cp, Signers: signers, Study: study, StudyRecord: *created, KeySetup: keys, Initial: initial, Steps: steps}, nil
+}
+
+// ReplayBundle checks the bundle's checkpoint against trust (k-of-n),
+// replays every leaf through a fresh Ledger (the rules the audit nodes
+// apply) and requires the recomputed root to be the checkpoint's. It
+// returns the checkpoint, its signers and every record, in log order.
+func ReplayBundle(b *Bundle, trust Trust) (Checkpoint, []string, []LineageStep, error) {
+	cp, signers, err := OpenCheckpoint(b.Checkpoint, trust.Keys, trust.Quorum)
+	if err != nil {
+		return Checkpoint{}, nil, nil, err
+	}
+	if trust.Origin != "" && cp.Origin != trust.Origin {
+		return Checkpoint{}, nil, nil, fmt.Errorf("%w: checkpoint of log %q, trusted log is %q", ErrBadCheckpoint, cp.Origin, trust.Origin)
+	}
+	if int64(len(b.Leaves)) != cp.Size {
+		return Checkpoint{}, nil, nil, fmt.Errorf("%w: %d entries, checkpoint size %d", ErrRootMismatch, len(b.Leaves), cp.Size)
+	}
+	l := NewLedger(trust.Roots)
+	steps := make([]LineageStep, 0, len(b.Leaves))
+	for i, leaf := range b.Leaves {
+		idx, err := l.Apply(leaf)
+		if err != nil {
+			return Checkpoint{}, nil, nil, fmt.Errorf("audit: entry %d: %w", i, err)
+		}
+		if idx != int64(i) {
+			return Checkpoint{}, nil, nil, fmt.Errorf("audit: entry %d duplicates entry %d: %w", i, idx, ErrConflict)
+		}
+		env, _ := UnmarshalEnvelope(leaf) // Apply has decoded it already
+		rec, _ := UnmarshalRecord(env.Body)
+		steps = append(steps, LineageStep{Index: idx, Record: rec})
+	}
+	_, root, err := l.Root()
+	if err != nil {
+		return Checkpoint{}, nil, nil, err
+	}
+	if root != cp.Root {
+		return Checkpoint{}, nil, nil, fmt.Errorf("%w: recomputed %v, checkpoint %v", ErrRootMismatch, root, cp.Root)
+	}
+	return cp, signers, steps, nil
 }
 
 // FindStudy names the study a model belongs to in a bundle: the study whose

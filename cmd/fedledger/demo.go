@@ -13,6 +13,7 @@ import (
 func newDemoCmd() *cobra.Command {
 	d := demo.DefaultConfig()
 	var dev = true
+	var tune bool
 	personal := d.Personal.Method
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -56,6 +57,9 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 			default:
 				d.Personal = demo.PersonalConfig(personal)
 			}
+			if tune {
+				d.Tune = demo.TunePlan(d.Rounds)
+			}
 			_, err = demo.Run(cmd.Context(), d, logger)
 			return err
 		},
@@ -74,6 +78,7 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 	f.IntVar(&d.Threshold, "threshold", d.Threshold, "t: hospitals needed to decrypt an aggregate (secure mode)")
 	f.StringVar(&d.Standardization, "standardization", d.Standardization, "consortium (pooled statistics) or site (each hospital its own)")
 	f.StringVar(&personal, "personal", personal, "each hospital's personal model: intercept, ditto, finetune or none")
+	f.BoolVar(&tune, "tune", false, "first tune the learning rate, local steps and rounds by successive halving on the hospitals' validation data, every trial a study on the log")
 	f.BoolVar(&dev, "dev", true, "use an on-the-fly development CA (always on for the demo)")
 	return cmd
 }

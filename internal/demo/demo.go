@@ -28,6 +28,7 @@ import (
 	"github.com/fedledger/fedledger/client"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/coordinator"
+	"github.com/fedledger/fedledger/coordinator/tuning"
 )
 
 // Config is the demo's configuration.
@@ -52,8 +53,21 @@ type Config struct {
 	// Personal, when set, makes every hospital keep a personal model
 	// (client.PersonalConfig).
 	Personal *client.PersonalConfig
+	// Tune, when set, first tunes the hospitals' learning rate, local
+	// steps and the server learning rate (and the rounds) by successive
+	// halving on validation data (coordinator/tuning), every trial a study
+	// on the log, and then runs the study with what it chose.
+	Tune *tuning.Plan
 	// Out receives the progress display and the final table.
 	Out io.Writer
+}
+
+// TunePlan is the demo's tuning: learning rates 0.01, 0.03 and 0.1,
+// 25 or 50 local steps, the strategy's server learning rate, from 4 rounds
+// up to the demo's rounds, keeping a third of the trials at each rung.
+func TunePlan(rounds int) *tuning.Plan {
+	return &tuning.Plan{ID: "heart-tuning", Space: tuning.Space{LearningRates: []float64{0.01, 0.03, 0.1}, LocalSteps: []int{25, 50}},
+		MinRounds: min(4, rounds), MaxRounds: rounds, Eta: 3}
 }
 
 // DefaultConfig is the setting experiments/heart-strategies chose on the
@@ -259,27 +273,57 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	// study record, the coordinator commits every round with the
 	// hospitals' signatures, and each hospital checks its tasks against
 	// the log and accepts only studies the admin signed.
-	fed, err := fedtest.Start(ctx, fedtest.Config{
-		Dir: cfg.DataDir, Study: study, AuditNodes: 3, Logger: logger, Expires: time.Now().Add(24 * time.Hour),
-		Data: func(site string) client.DataConfig {
-			return client.DataConfig{Heart: site, Standardization: consortium}
-		},
-		Coordinator: func(cc *coordinator.Config) {
-			cc.OnRound = func(r coordinator.RoundReport) { printRound(out, cfg.Rounds, r) }
-		},
-		Client: func(_ string, kc *client.Config) { kc.Policy.MinK, kc.Personal = 2, cfg.Personal },
-	})
-	if err != nil {
-		return nil, err
+	var quiet bool // trials print a line each, not every round
+	var fed *fedtest.Federation
+	defer func() {
+		if fed != nil {
+			fed.Close()
+		}
+	}()
+	// runStudy runs st on the federation, starting it for the first study.
+	runStudy := func(st coordinator.StudyConfig) (coordinator.StudyResult, error) {
+		if fed == nil {
+			var err error
+			fed, err = fedtest.Start(ctx, fedtest.Config{
+				Dir: cfg.DataDir, Study: st, AuditNodes: 3, Logger: logger, Expires: time.Now().Add(24 * time.Hour),
+				Data: func(site string) client.DataConfig {
+					return client.DataConfig{Heart: site, Standardization: consortium}
+				},
+				Coordinator: func(cc *coordinator.Config) {
+					cc.OnRound = func(r coordinator.RoundReport) {
+						if !quiet {
+							printRound(out, cc.Study.Rounds, r)
+						}
+					}
+				},
+				Client: func(_ string, kc *client.Config) { kc.Policy.MinK, kc.Personal = 2, cfg.Personal },
+			})
+			if err != nil {
+				return coordinator.StudyResult{}, err
+			}
+			fmt.Fprintf(out, "  development CA and certificates: %s\n", fed.PKI.Dir)
+			fmt.Fprintf(out, "  audit log: 3 Raft nodes on %v (mTLS, bbolt); every round is committed, with the hospitals' signatures, before the next starts\n", fed.Audit.Addrs)
+			fmt.Fprintf(out, "  coordinator on %s (mTLS); hospital clients dial out to it\n\n", fed.Addr)
+		} else if err := fed.NextStudy(ctx, st); err != nil {
+			return coordinator.StudyResult{}, err
+		}
+		if err := fed.StartClients(); err != nil {
+			return coordinator.StudyResult{}, err
+		}
+		return fed.Wait(time.Hour)
 	}
-	defer fed.Close()
-	fmt.Fprintf(out, "  development CA and certificates: %s\n", fed.PKI.Dir)
-	fmt.Fprintf(out, "  audit log: 3 Raft nodes on %v (mTLS, bbolt); every round is committed, with the hospitals' signatures, before the next starts\n", fed.Audit.Addrs)
-	fmt.Fprintf(out, "  coordinator on %s (mTLS); hospital clients dial out to it\n\n", fed.Addr)
-	if err := fed.StartClients(); err != nil {
-		return nil, err
+	if cfg.Tune != nil {
+		quiet = true
+		chosen, err := tune(ctx, cfg, study, runStudy, func() *fedtest.Federation { return fed })
+		if err != nil {
+			return nil, err
+		}
+		quiet = false
+		study = chosen
+		cfg.Rounds, cfg.Training = chosen.Rounds, chosen.Training
+		fmt.Fprintf(out, "\nthe study, with the tuned hyperparameters: %d rounds\n", cfg.Rounds)
 	}
-	res, err := fed.Wait(time.Hour)
+	res, err := runStudy(study)
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
@@ -416,4 +460,82 @@ func compare(ctx context.Context, cfg Config, res coordinator.StudyResult) (*Rep
 		rep.Rows = append(rep.Rows, row)
 	}
 	return rep, nil
+}
+
+// tune runs cfg.Tune's trials, each a study on the federation runStudy
+// drives, scores each from the audit log (replayed through the rules, as
+// anyone can), prints a line per trial and the choice, checks that the
+// log alone gives the same choice, and returns the study to run: study
+// with the chosen hyperparameters and rounds, naming the tuning run.
+func tune(ctx context.Context, cfg Config, study coordinator.StudyConfig, runStudy func(coordinator.StudyConfig) (coordinator.StudyResult, error),
+	fed func() *fedtest.Federation) (coordinator.StudyConfig, error) {
+	out, plan := cfg.Out, *cfg.Tune
+	if len(plan.Space.ServerLRs) == 0 {
+		plan.Space.ServerLRs = []float64{study.Strategy.ServerLR}
+	}
+	budgets, sizes := plan.Rungs(len(plan.Candidates()))
+	fmt.Fprintf(out, "tuning %s: %d candidates, successive halving over rungs of %v rounds (%v trials), each trial a study on the log, scored on validation data held out of the hospitals' training splits\n",
+		plan.ID, len(plan.Candidates()), budgets, sizes)
+	replay := func() ([]audit.LineageStep, error) {
+		b, err := fed().Export(ctx)
+		if err != nil {
+			return nil, err
+		}
+		trust, err := fed().Audit.Trust.Trust()
+		if err != nil {
+			return nil, err
+		}
+		_, _, steps, err := audit.ReplayBundle(b, trust)
+		return steps, err
+	}
+	run := func(ctx context.Context, st coordinator.StudyConfig) ([]*audit.Record, error) {
+		start := time.Now()
+		_, err := runStudy(st)
+		if err != nil && fed() == nil {
+			return nil, err
+		}
+		steps, lerr := replay()
+		if lerr != nil {
+			return nil, lerr
+		}
+		var recs []*audit.Record
+		for _, s := range steps {
+			if s.Record.StudyID == st.ID {
+				recs = append(recs, s.Record)
+			}
+		}
+		best, ok := tuning.Best(tuning.Scores(recs))
+		switch {
+		case err != nil:
+			fmt.Fprintf(out, "  %-22s lr %-6g steps %-3d  FAILED: %v\n", st.ID, st.Training.LearningRate, st.Training.LocalSteps, err)
+			return recs, fmt.Errorf("%w: %w", tuning.ErrTrialFailed, err)
+		case ok:
+			fmt.Fprintf(out, "  %-22s lr %-6g steps %-3d  best validation loss %.4f (accuracy %.3f) after %d of %d rounds  %s\n",
+				st.ID, st.Training.LearningRate, st.Training.LocalSteps, best.Loss, best.Accuracy, best.After, st.Rounds-1, time.Since(start).Round(time.Second))
+		default:
+			fmt.Fprintf(out, "  %-22s lr %-6g steps %-3d  no validation figures\n", st.ID, st.Training.LearningRate, st.Training.LocalSteps)
+		}
+		return recs, nil
+	}
+	res, err := tuning.Run(ctx, study, plan, run)
+	if err != nil {
+		return coordinator.StudyConfig{}, fmt.Errorf("demo: %w", err)
+	}
+	steps, err := replay()
+	if err != nil {
+		return coordinator.StudyConfig{}, err
+	}
+	again, err := tuning.Recompute(steps, plan.ID)
+	if err != nil {
+		return coordinator.StudyConfig{}, fmt.Errorf("demo: recomputing the tuning from the log: %w", err)
+	}
+	if again.Selected.Study != res.Selected.Study || again.Selected.Best != res.Selected.Best {
+		return coordinator.StudyConfig{}, fmt.Errorf("demo: the log selects %s, the run selected %s", again.Selected.Study, res.Selected.Study)
+	}
+	c := res.Selected.Candidate
+	fmt.Fprintf(out, "chosen on validation data (the log gives the same choice: fedledger tuning report %s): learning rate %g, %d local steps, server learning rate %g, %d rounds (validation loss %.4f, accuracy %.3f)\n",
+		plan.ID, c.LearningRate, c.LocalSteps, c.ServerLR, res.Selected.Best.After, res.Selected.Best.Loss, res.Selected.Best.Accuracy)
+	chosen := res.Chosen(study)
+	chosen.TunedBy = plan.ID
+	return chosen, nil
 }

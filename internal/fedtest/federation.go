@@ -60,6 +60,9 @@ type Federation struct {
 	// StudyRecord is the admin-signed study record (with an audit log).
 	StudyRecord []byte
 
+	// studies counts the studies run after the first (NextStudy).
+	studies int
+
 	mu       sync.Mutex
 	coord    *coordinator.Coordinator
 	lastRes  coordinator.StudyResult
@@ -122,6 +125,9 @@ func Start(ctx context.Context, cfg Config) (*Federation, error) {
 func (f *Federation) coordinatorConfig() coordinator.Config {
 	cc := coordinator.DefaultConfig()
 	cc.DataDir = filepath.Join(f.cfg.Dir, "coordinator")
+	if f.studies > 0 {
+		cc.DataDir = filepath.Join(f.cfg.Dir, "coordinator-"+f.cfg.Study.ID)
+	}
 	cc.TLS = tlsutil.ServerConfig(f.PKI.Coordinator, f.PKI.CA.Pool())
 	cc.Study = f.cfg.Study
 	cc.RetryMin, cc.RetryMax = 200*time.Millisecond, 2*time.Second
@@ -191,6 +197,47 @@ func (f *Federation) RestartCoordinator(ctx context.Context) error {
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if lis, err = net.Listen("tcp", f.Addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("fedtest: listening again on %s: %w", f.Addr, err)
+	}
+	return f.startCoordinator(lis)
+}
+
+// NextStudy runs another study on the same federation once the current
+// one has ended (Wait has returned): the admin signs st's study record, and
+// a new coordinator for st starts on the same address, with a data
+// directory of its own; start the clients and Wait as for the first. The
+// audit log, certificates and the clients' data directories carry over.
+func (f *Federation) NextStudy(ctx context.Context, st coordinator.StudyConfig) error {
+	f.mu.Lock()
+	done := f.coordErr
+	f.mu.Unlock()
+	select {
+	case err := <-done:
+		done <- err
+	default:
+		return errors.New("fedtest: the current study is still running")
+	}
+	f.cfg.Study = st
+	f.studies++
+	if f.Audit != nil {
+		_, _, initial, err := coordinator.InitialModel(st)
+		if err != nil {
+			return err
+		}
+		env, err := audit.Sign(f.PKI.Admin, coordinator.StudyRecord(st, initial, f.PKI.Admin.ID, f.cfg.Expires))
+		if err != nil {
+			return err
+		}
+		f.StudyRecord = env.Marshal()
+	}
+	var lis net.Listener
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if lis, err = net.Listen("tcp", f.Addr); err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
 	}
