@@ -137,6 +137,8 @@ type studyState struct {
 	completed     uint32
 	failed        uint32
 	keys          *keySetup // nil until the key setup (always, in a plaintext study)
+	// dp is the study's record-level DP budget (nil: not a DP study).
+	dp *DPBudget
 }
 
 // keySetup is a secure study's finished key setup: the collective key and
@@ -329,7 +331,11 @@ func checkStudy(rec *Record) (*studyState, error) {
 	if err := absent(rec, "study-created", fContributions|fDecryptionShares|fCountersignatures|fKeyHolders|fCertificates|fCollectiveKey|fEvaluations); err != nil {
 		return nil, err
 	}
-	return &studyState{rules: *rec, lastOutput: rec.OutputModel}, nil
+	dp, err := DPBudgetOf(rec)
+	if err != nil {
+		return nil, err
+	}
+	return &studyState{rules: *rec, lastOutput: rec.OutputModel, dp: dp}, nil
 }
 
 // checkKeySetup validates a key-setup-done record: the coordinator
@@ -402,6 +408,11 @@ func (l *Ledger) checkRound(st *studyState, rec *Record) (*studyState, error) {
 		return nil, fmt.Errorf("%w: round %d of a study of %d rounds", ErrRoundLimit, rec.Round, rules.Rounds)
 	case rec.ParentModel != st.lastOutput:
 		return nil, fmt.Errorf("%w: parent %x, latest %x", ErrParentMismatch, rec.ParentModel[:8], st.lastOutput[:8])
+	}
+	if st.dp != nil {
+		if err := checkPrivacy(st.dp, rec); err != nil {
+			return nil, err
+		}
 	}
 	next := *st
 	next.lastRound = rec.Round

@@ -108,6 +108,8 @@ type Options struct {
 	// KeyHolders are the sites in the key setup of a secure study, by
 	// Shamir point 1, 2, ... (default: all Sites).
 	KeyHolders []string
+	// Hyperparameters go on the study record (a DP study's budget).
+	Hyperparameters []audit.Param
 }
 
 // Builder builds valid records of one study. Its methods never touch a
@@ -134,7 +136,7 @@ func (p *PKI) NewBuilder(o Options, t0 int64) *Builder {
 	b := &Builder{PKI: p, T0: t0}
 	b.Study = &audit.Record{Kind: audit.KindStudyCreated, StudyID: o.ID, OutputModel: Model(0),
 		ApprovedSites: slices.Clone(Sites), MinContributors: o.K, Rounds: o.Rounds, Strategy: "fedavg",
-		ExpiresAtUnixNs: t0 + int64(time.Hour), TimestampUnixNs: t0, SubmitterID: p.Admin.ID}
+		ExpiresAtUnixNs: t0 + int64(time.Hour), TimestampUnixNs: t0, SubmitterID: p.Admin.ID, Hyperparameters: slices.Clone(o.Hyperparameters)}
 	if o.Threshold > 0 {
 		b.Study.HEParamsID, b.Study.Threshold = HEParams, o.Threshold
 		holders := o.KeyHolders
@@ -224,15 +226,31 @@ func (b *Builder) Round(r uint64, parent, out audit.Hash, sites ...string) *audi
 	for _, s := range signers {
 		rec.Countersignatures = append(rec.Countersignatures, audit.Countersignature{Site: s})
 	}
+	b.account(rec)
 	b.Vouch(rec)
 	return rec
 }
 
+// account states the ε spent after round rec.Round on a DP study's round.
+func (b *Builder) account(rec *audit.Record) {
+	dp, err := audit.DPBudgetOf(b.Study)
+	if err != nil || dp == nil {
+		return
+	}
+	spent, err := dp.Spent(int(rec.Round))
+	if err != nil {
+		panic(err)
+	}
+	rec.Metrics = append(rec.Metrics, audit.Metric{Name: audit.MetricDPEpsilon, Value: spent})
+}
+
 // Failed is a failed round r of the study, from parent.
 func (b *Builder) Failed(r uint64, parent audit.Hash) *audit.Record {
-	return &audit.Record{Kind: audit.KindRoundFailed, StudyID: b.Study.StudyID, Round: r, ParentModel: parent,
+	rec := &audit.Record{Kind: audit.KindRoundFailed, StudyID: b.Study.StudyID, Round: r, ParentModel: parent,
 		Hyperparameters: []audit.Param{{Name: "failure", Value: "fewer than K updates by the deadline"}},
 		TimestampUnixNs: b.T0 + int64(r)*int64(time.Millisecond), SubmitterID: b.Coord.ID}
+	b.account(rec)
+	return rec
 }
 
 // Chain is n completed rounds from the initial model, round r outputting
