@@ -140,7 +140,8 @@ func studyTerms(st StudyConfig, initial [32]byte) audit.Terms {
 // validation split. The coordinator holds its configuration to the same
 // list.
 var announcedParams = []string{"mode", "model", "server_lr", "beta1", "beta2", "tau", "optimizer", "learning_rate",
-	"batch_size", "local_steps", "epochs", "prox_mu", "validation_fraction"}
+	"batch_size", "local_steps", "epochs", "prox_mu", "validation_fraction",
+	audit.ParamDPEpsilon, audit.ParamDPDelta, audit.ParamDPNoiseMultiplier, audit.ParamDPClipNorm, audit.ParamDPSampleRate}
 
 func announced(ps []audit.Param) []audit.Param {
 	var out []audit.Param
@@ -256,6 +257,11 @@ func studyParams(st StudyConfig) []audit.Param {
 	if st.TunedBy != "" {
 		ps = append(ps, audit.StudyParam("tuned_by", st.TunedBy))
 	}
+	if d := st.DP; d != nil {
+		ps = append(ps, audit.StudyParam(audit.ParamDPEpsilon, d.Epsilon), audit.StudyParam(audit.ParamDPDelta, d.Delta),
+			audit.StudyParam(audit.ParamDPNoiseMultiplier, d.NoiseMultiplier), audit.StudyParam(audit.ParamDPClipNorm, d.ClipNorm),
+			audit.StudyParam(audit.ParamDPSampleRate, d.SampleRate))
+	}
 	return ps
 }
 
@@ -321,6 +327,13 @@ func (a *AuditRecorder) record(r study.Record) (string, *audit.Record) {
 			HEParamsID: rep.HEParams, CollectiveKeyHash: rep.CollectiveKey, Strategy: st.Strategy.Name, BinaryVersion: version.String(),
 			Hyperparameters: append(studyParams(st), audit.Param{Name: "failure", Value: rep.Reason},
 				audit.Param{Name: "contributors", Value: fmt.Sprint(rep.Contributors)})}
+	}
+	// A DP study's rounds state the ε each hospital has spent; the rules
+	// recompute it and refuse a round past the budget.
+	if b, err := st.DPBudget(); err == nil && b != nil {
+		if spent, err := b.Spent(rep.Round); err == nil {
+			rec.Metrics = append(rec.Metrics, audit.Metric{Name: audit.MetricDPEpsilon, Value: spent})
+		}
 	}
 	return fmt.Sprintf("round %d", rep.Round), rec
 }

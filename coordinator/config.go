@@ -12,6 +12,7 @@ import (
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
+	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
@@ -75,10 +76,31 @@ type StudyConfig struct {
 	// Trial names the tuning run and trial this study is (nil: none); on
 	// the study record.
 	Trial *Trial
+	// DP, when set, makes the study record-level differentially private:
+	// every hospital trains with DP-SGD, and the study's ε per hospital
+	// may not pass the budget (every audit node enforces it).
+	DP *DPConfig
 	// TunedBy names the tuning run that chose this study's
 	// hyperparameters (on the study record; tuning.Recompute checks the
 	// choice from the log).
 	TunedBy string
+}
+
+// DPConfig is a record-level DP study's budget and DP-SGD mechanism.
+type DPConfig struct {
+	// Epsilon and Delta: the budget per hospital over the whole study.
+	Epsilon, Delta float64
+	// NoiseMultiplier σ, ClipNorm C and SampleRate q of DP-SGD.
+	NoiseMultiplier, ClipNorm, SampleRate float64
+}
+
+// DPBudget is the study's budget as the audit rules read it from the
+// study record (nil: not a DP study).
+func (s StudyConfig) DPBudget() (*audit.DPBudget, error) {
+	if s.DP == nil {
+		return nil, nil
+	}
+	return audit.DPBudgetOf(&audit.Record{Hyperparameters: studyParams(s)})
 }
 
 // Trial identifies a tuning trial's study.
@@ -162,6 +184,16 @@ func (s StudyConfig) Validate() error {
 	}
 	if s.Trial != nil && s.ValidationFraction == 0 {
 		errs = append(errs, fmt.Errorf("study %q is trial %q of tuning %q but holds out no validation split: a trial is scored on validation data only", s.ID, s.Trial.Name, s.Trial.Tuning))
+	}
+	if s.DP != nil {
+		if s.Training.LocalSteps < 1 {
+			errs = append(errs, fmt.Errorf("study.dp: a DP study fixes training.local_steps (got %d): its privacy accounting counts steps", s.Training.LocalSteps))
+		} else if b, err := s.DPBudget(); err != nil {
+			errs = append(errs, fmt.Errorf("study.dp: %w", err))
+		} else if n, err := b.Rounds(1); err != nil || n < 1 {
+			spent, _ := b.Spent(1)
+			errs = append(errs, fmt.Errorf("study.dp: one round already spends ε = %.3f, past the budget %g: raise the noise multiplier, or lower local_steps or the sample rate", spent, b.Epsilon))
+		}
 	}
 	if s.TunedBy != "" {
 		if err := tlsutil.ValidID(s.TunedBy); err != nil {

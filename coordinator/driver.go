@@ -37,7 +37,30 @@ func (c *Coordinator) prepare(ctx context.Context) (*study.Machine, []study.Acti
 	if err != nil {
 		return nil, nil, err
 	}
-	m, acts, err := study.New(c.machineConfig(), start, time.Now())
+	mc := c.machineConfig()
+	// A DP study runs the rounds its privacy budget allows: the rules would
+	// refuse the record of the next one.
+	if b, err := st.DPBudget(); err != nil {
+		return nil, nil, err
+	} else if b != nil {
+		n, err := b.Rounds(st.Rounds)
+		if err != nil {
+			return nil, nil, err
+		}
+		spent, _ := b.Spent(n)
+		if n < st.Rounds {
+			next, _ := b.Spent(n + 1)
+			c.log.Warn("the study's privacy budget allows fewer rounds than it may run; it ends after them",
+				slog.Int("rounds", n), slog.Int("of", st.Rounds), slog.Float64("epsilon_spent", spent), slog.Float64("next_round_epsilon", next),
+				slog.Float64("budget", b.Epsilon), slog.Float64("delta", b.Delta))
+			mc.Rounds = n
+		}
+		c.metrics.dpBudget.Set(b.Epsilon)
+		c.log.Info("differentially private study", slog.Float64("epsilon_budget", b.Epsilon), slog.Float64("delta", b.Delta),
+			slog.Float64("noise_multiplier", b.NoiseMultiplier), slog.Float64("clip_norm", b.ClipNorm), slog.Float64("sample_rate", b.SampleRate),
+			slog.Int("rounds", mc.Rounds), slog.Float64("epsilon_at_end", spent))
+	}
+	m, acts, err := study.New(mc, start, time.Now())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -178,6 +201,12 @@ func (c *Coordinator) do(ctx context.Context, a study.Action) study.Event {
 		err := c.recorder.Record(rctx, a)
 		if err == nil && a.Round != nil && !a.Round.Failed {
 			c.metrics.round(*a.Round)
+		}
+		if err == nil && a.Round != nil {
+			if b, _ := c.cfg.Study.DPBudget(); b != nil {
+				spent, _ := b.Spent(a.Round.Round)
+				c.metrics.dpSpent.Set(spent)
+			}
 		}
 		if err == nil && a.Round != nil && c.cfg.OnRound != nil {
 			c.cfg.OnRound(*a.Round)

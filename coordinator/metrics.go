@@ -25,6 +25,9 @@ type metrics struct {
 	sketches        *prometheus.CounterVec
 	siteTest        *prometheus.GaugeVec
 	refusedTLS      *prometheus.CounterVec
+	// dpBudget and dpSpent: a DP study's ε budget and the ε each hospital
+	// has spent after the last committed round.
+	dpBudget, dpSpent prometheus.Gauge
 }
 
 func newMetrics(study string) *metrics {
@@ -76,7 +79,13 @@ func newMetrics(study string) *metrics {
 	m.refusedTLS = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_coordinator_refused_handshakes_total", Help: "TLS handshakes refused, by reason (unknown CA, expired or missing certificate, ...).", ConstLabels: labels,
 	}, []string{"reason"})
-	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS)
+	m.dpBudget = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fedledger_coordinator_dp_epsilon_budget", Help: "A differentially private study's epsilon budget per hospital (at its delta); 0 for a study without DP.", ConstLabels: labels,
+	})
+	m.dpSpent = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fedledger_coordinator_dp_epsilon_spent", Help: "The epsilon each hospital has spent after the last committed round of a differentially private study, as its round record states and the audit rules recompute.", ConstLabels: labels,
+	})
+	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS, m.dpBudget, m.dpSpent)
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
 		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

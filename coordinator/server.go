@@ -122,7 +122,7 @@ func (c *Coordinator) studySpec() *pb.StudySpec {
 		hidden[i] = uint32(h)
 	}
 	t, s := st.Training, st.Strategy
-	return &pb.StudySpec{
+	spec := &pb.StudySpec{
 		StudyId: st.ID,
 		Model:   &pb.ModelSpec{Kind: st.Model.Kind, Inputs: uint32(st.Model.Inputs), Hidden: hidden},
 		Training: &pb.TrainingParams{Optimizer: t.Optimizer, LearningRate: t.LearningRate, BatchSize: uint32(t.BatchSize),
@@ -132,6 +132,10 @@ func (c *Coordinator) studySpec() *pb.StudySpec {
 		ServerOptimizer:    &pb.ServerOptimizer{Name: s.Name, ServerLr: s.ServerLR, Beta1: s.Beta1, Beta2: s.Beta2, Tau: s.Tau},
 		ValidationFraction: st.ValidationFraction,
 	}
+	if d := st.DP; d != nil {
+		spec.Dp = &pb.DPParams{Epsilon: d.Epsilon, Delta: d.Delta, NoiseMultiplier: d.NoiseMultiplier, ClipNorm: d.ClipNorm, SampleRate: d.SampleRate}
+	}
+	return spec
 }
 
 // Participate is the client's control stream.

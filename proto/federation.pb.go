@@ -141,9 +141,15 @@ type StudyStatus struct {
 	// The last committed round's evaluation at each contributing site, on
 	// its own test split: test is the round's start (global) model, personal
 	// the site's personal model, as the sites reported them.
-	LastRound     []*SiteMetrics `protobuf:"bytes,17,rep,name=last_round,json=lastRound,proto3" json:"last_round,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastRound []*SiteMetrics `protobuf:"bytes,17,rep,name=last_round,json=lastRound,proto3" json:"last_round,omitempty"`
+	// A differentially private study: its epsilon budget per hospital (at
+	// dp_delta) and the epsilon spent after the last committed round, as
+	// its round record states and the audit rules recompute. 0: no DP.
+	DpEpsilonBudget float64 `protobuf:"fixed64,18,opt,name=dp_epsilon_budget,json=dpEpsilonBudget,proto3" json:"dp_epsilon_budget,omitempty"`
+	DpDelta         float64 `protobuf:"fixed64,19,opt,name=dp_delta,json=dpDelta,proto3" json:"dp_delta,omitempty"`
+	DpEpsilonSpent  float64 `protobuf:"fixed64,20,opt,name=dp_epsilon_spent,json=dpEpsilonSpent,proto3" json:"dp_epsilon_spent,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StudyStatus) Reset() {
@@ -293,6 +299,27 @@ func (x *StudyStatus) GetLastRound() []*SiteMetrics {
 		return x.LastRound
 	}
 	return nil
+}
+
+func (x *StudyStatus) GetDpEpsilonBudget() float64 {
+	if x != nil {
+		return x.DpEpsilonBudget
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetDpDelta() float64 {
+	if x != nil {
+		return x.DpDelta
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetDpEpsilonSpent() float64 {
+	if x != nil {
+		return x.DpEpsilonSpent
+	}
+	return 0
 }
 
 type SiteMetrics struct {
@@ -1045,8 +1072,11 @@ type StudySpec struct {
 	// trial), trains on the rest and evaluates on it; its test split is not
 	// used. 0 for an ordinary study.
 	ValidationFraction float64 `protobuf:"fixed64,12,opt,name=validation_fraction,json=validationFraction,proto3" json:"validation_fraction,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Record-level differential privacy (unset: none): each hospital trains
+	// with DP-SGD and the study's epsilon may not pass the budget.
+	Dp            *DPParams `protobuf:"bytes,13,opt,name=dp,proto3" json:"dp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StudySpec) Reset() {
@@ -1163,6 +1193,92 @@ func (x *StudySpec) GetValidationFraction() float64 {
 	return 0
 }
 
+func (x *StudySpec) GetDp() *DPParams {
+	if x != nil {
+		return x.Dp
+	}
+	return nil
+}
+
+type DPParams struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget: (epsilon, delta) per hospital over the whole study.
+	Epsilon float64 `protobuf:"fixed64,1,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	Delta   float64 `protobuf:"fixed64,2,opt,name=delta,proto3" json:"delta,omitempty"`
+	// DP-SGD: noise multiplier sigma, per-example clip norm C, Poisson
+	// sampling rate q.
+	NoiseMultiplier float64 `protobuf:"fixed64,3,opt,name=noise_multiplier,json=noiseMultiplier,proto3" json:"noise_multiplier,omitempty"`
+	ClipNorm        float64 `protobuf:"fixed64,4,opt,name=clip_norm,json=clipNorm,proto3" json:"clip_norm,omitempty"`
+	SampleRate      float64 `protobuf:"fixed64,5,opt,name=sample_rate,json=sampleRate,proto3" json:"sample_rate,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DPParams) Reset() {
+	*x = DPParams{}
+	mi := &file_federation_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DPParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DPParams) ProtoMessage() {}
+
+func (x *DPParams) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DPParams.ProtoReflect.Descriptor instead.
+func (*DPParams) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DPParams) GetEpsilon() float64 {
+	if x != nil {
+		return x.Epsilon
+	}
+	return 0
+}
+
+func (x *DPParams) GetDelta() float64 {
+	if x != nil {
+		return x.Delta
+	}
+	return 0
+}
+
+func (x *DPParams) GetNoiseMultiplier() float64 {
+	if x != nil {
+		return x.NoiseMultiplier
+	}
+	return 0
+}
+
+func (x *DPParams) GetClipNorm() float64 {
+	if x != nil {
+		return x.ClipNorm
+	}
+	return 0
+}
+
+func (x *DPParams) GetSampleRate() float64 {
+	if x != nil {
+		return x.SampleRate
+	}
+	return 0
+}
+
 type ServerOptimizer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1176,7 +1292,7 @@ type ServerOptimizer struct {
 
 func (x *ServerOptimizer) Reset() {
 	*x = ServerOptimizer{}
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1304,7 @@ func (x *ServerOptimizer) String() string {
 func (*ServerOptimizer) ProtoMessage() {}
 
 func (x *ServerOptimizer) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1317,7 @@ func (x *ServerOptimizer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerOptimizer.ProtoReflect.Descriptor instead.
 func (*ServerOptimizer) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{11}
+	return file_federation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServerOptimizer) GetName() string {
@@ -1251,7 +1367,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1379,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1392,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1318,7 +1434,7 @@ type TrainingParams struct {
 
 func (x *TrainingParams) Reset() {
 	*x = TrainingParams{}
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1446,7 @@ func (x *TrainingParams) String() string {
 func (*TrainingParams) ProtoMessage() {}
 
 func (x *TrainingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1459,7 @@ func (x *TrainingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainingParams.ProtoReflect.Descriptor instead.
 func (*TrainingParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TrainingParams) GetOptimizer() string {
@@ -1410,7 +1526,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1538,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1551,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TrainTask) GetStudyId() string {
@@ -1487,7 +1603,7 @@ type EvaluateTask struct {
 
 func (x *EvaluateTask) Reset() {
 	*x = EvaluateTask{}
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1615,7 @@ func (x *EvaluateTask) String() string {
 func (*EvaluateTask) ProtoMessage() {}
 
 func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1628,7 @@ func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateTask.ProtoReflect.Descriptor instead.
 func (*EvaluateTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EvaluateTask) GetStudyId() string {
@@ -1556,7 +1672,7 @@ type StudyFinished struct {
 
 func (x *StudyFinished) Reset() {
 	*x = StudyFinished{}
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1684,7 @@ func (x *StudyFinished) String() string {
 func (*StudyFinished) ProtoMessage() {}
 
 func (x *StudyFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1697,7 @@ func (x *StudyFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyFinished.ProtoReflect.Descriptor instead.
 func (*StudyFinished) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StudyFinished) GetStudyId() string {
@@ -1625,7 +1741,7 @@ type TaskRefusal struct {
 
 func (x *TaskRefusal) Reset() {
 	*x = TaskRefusal{}
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1753,7 @@ func (x *TaskRefusal) String() string {
 func (*TaskRefusal) ProtoMessage() {}
 
 func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1766,7 @@ func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRefusal.ProtoReflect.Descriptor instead.
 func (*TaskRefusal) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskRefusal) GetStudyId() string {
@@ -1689,7 +1805,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1817,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1830,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{18}
+	return file_federation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EvalReport) GetStudyId() string {
@@ -1764,7 +1880,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1892,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1905,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{19}
+	return file_federation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Metrics) GetLoss() float64 {
@@ -1830,7 +1946,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +1958,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +1971,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{20}
+	return file_federation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FetchModelRequest) GetStudyId() string {
@@ -1895,7 +2011,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2023,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2036,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{21}
+	return file_federation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Chunk) GetStudyId() string {
@@ -2019,7 +2135,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2147,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2160,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{22}
+	return file_federation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateHeader) GetParentSha256() []byte {
@@ -2127,7 +2243,7 @@ type NamedValue struct {
 
 func (x *NamedValue) Reset() {
 	*x = NamedValue{}
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2255,7 @@ func (x *NamedValue) String() string {
 func (*NamedValue) ProtoMessage() {}
 
 func (x *NamedValue) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2268,7 @@ func (x *NamedValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamedValue.ProtoReflect.Descriptor instead.
 func (*NamedValue) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NamedValue) GetName() string {
@@ -2184,7 +2300,7 @@ type ShareHeader struct {
 
 func (x *ShareHeader) Reset() {
 	*x = ShareHeader{}
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2312,7 @@ func (x *ShareHeader) String() string {
 func (*ShareHeader) ProtoMessage() {}
 
 func (x *ShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2325,7 @@ func (x *ShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
 func (*ShareHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ShareHeader) GetAggregateSha256() []byte {
@@ -2237,7 +2353,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2365,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2378,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -2297,7 +2413,7 @@ type Participant struct {
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2425,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2438,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Participant) GetClientId() string {
@@ -2354,7 +2470,7 @@ type KeySetupTask struct {
 
 func (x *KeySetupTask) Reset() {
 	*x = KeySetupTask{}
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2366,7 +2482,7 @@ func (x *KeySetupTask) String() string {
 func (*KeySetupTask) ProtoMessage() {}
 
 func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2379,7 +2495,7 @@ func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
 func (*KeySetupTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{27}
+	return file_federation_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KeySetupTask) GetStudyId() string {
@@ -2443,7 +2559,7 @@ type KeyShare struct {
 
 func (x *KeyShare) Reset() {
 	*x = KeyShare{}
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2571,7 @@ func (x *KeyShare) String() string {
 func (*KeyShare) ProtoMessage() {}
 
 func (x *KeyShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2584,7 @@ func (x *KeyShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
 func (*KeyShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{28}
+	return file_federation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KeyShare) GetStudyId() string {
@@ -2519,7 +2635,7 @@ type PeerKey struct {
 
 func (x *PeerKey) Reset() {
 	*x = PeerKey{}
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2647,7 @@ func (x *PeerKey) String() string {
 func (*PeerKey) ProtoMessage() {}
 
 func (x *PeerKey) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2660,7 @@ func (x *PeerKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
 func (*PeerKey) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{29}
+	return file_federation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PeerKey) GetClientId() string {
@@ -2581,7 +2697,7 @@ type ShareBox struct {
 
 func (x *ShareBox) Reset() {
 	*x = ShareBox{}
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +2709,7 @@ func (x *ShareBox) String() string {
 func (*ShareBox) ProtoMessage() {}
 
 func (x *ShareBox) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +2722,7 @@ func (x *ShareBox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
 func (*ShareBox) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{30}
+	return file_federation_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ShareBox) GetStudyId() string {
@@ -2652,7 +2768,7 @@ type KeySetupDone struct {
 
 func (x *KeySetupDone) Reset() {
 	*x = KeySetupDone{}
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2780,7 @@ func (x *KeySetupDone) String() string {
 func (*KeySetupDone) ProtoMessage() {}
 
 func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2793,7 @@ func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
 func (*KeySetupDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{31}
+	return file_federation_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *KeySetupDone) GetStudyId() string {
@@ -2718,7 +2834,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2730,7 +2846,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2743,7 +2859,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{32}
+	return file_federation_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Contribution) GetClientId() string {
@@ -2808,7 +2924,7 @@ type SketchTask struct {
 
 func (x *SketchTask) Reset() {
 	*x = SketchTask{}
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +2936,7 @@ func (x *SketchTask) String() string {
 func (*SketchTask) ProtoMessage() {}
 
 func (x *SketchTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +2949,7 @@ func (x *SketchTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SketchTask.ProtoReflect.Descriptor instead.
 func (*SketchTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{33}
+	return file_federation_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SketchTask) GetStudyId() string {
@@ -2896,7 +3012,7 @@ type ContributionSketch struct {
 
 func (x *ContributionSketch) Reset() {
 	*x = ContributionSketch{}
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +3024,7 @@ func (x *ContributionSketch) String() string {
 func (*ContributionSketch) ProtoMessage() {}
 
 func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3037,7 @@ func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContributionSketch.ProtoReflect.Descriptor instead.
 func (*ContributionSketch) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{34}
+	return file_federation_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ContributionSketch) GetStudyId() string {
@@ -2988,7 +3104,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3116,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3129,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{35}
+	return file_federation_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -3090,7 +3206,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3218,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3231,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{36}
+	return file_federation_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Object) GetSha256() []byte {
@@ -3145,7 +3261,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3273,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3286,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{37}
+	return file_federation_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SignedShare) GetClientId() string {
@@ -3217,7 +3333,7 @@ type CountersignTask struct {
 
 func (x *CountersignTask) Reset() {
 	*x = CountersignTask{}
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3345,7 @@ func (x *CountersignTask) String() string {
 func (*CountersignTask) ProtoMessage() {}
 
 func (x *CountersignTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3358,7 @@ func (x *CountersignTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersignTask.ProtoReflect.Descriptor instead.
 func (*CountersignTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{38}
+	return file_federation_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CountersignTask) GetStudyId() string {
@@ -3329,7 +3445,7 @@ type Countersignature struct {
 
 func (x *Countersignature) Reset() {
 	*x = Countersignature{}
-	mi := &file_federation_proto_msgTypes[39]
+	mi := &file_federation_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3341,7 +3457,7 @@ func (x *Countersignature) String() string {
 func (*Countersignature) ProtoMessage() {}
 
 func (x *Countersignature) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[39]
+	mi := &file_federation_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3354,7 +3470,7 @@ func (x *Countersignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Countersignature.ProtoReflect.Descriptor instead.
 func (*Countersignature) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{39}
+	return file_federation_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Countersignature) GetStudyId() string {
@@ -3392,7 +3508,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x10federation.proto\x12\ffedledger.v1\"\x14\n" +
 	"\x12StudyStatusRequest\".\n" +
 	"\x11StartStudyRequest\x12\x19\n" +
-	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xf6\x04\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xe7\x05\n" +
 	"\vStudyStatus\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
@@ -3414,7 +3530,10 @@ const file_federation_proto_rawDesc = "" +
 	"\vwaiting_for\x18\x10 \x01(\tR\n" +
 	"waitingFor\x128\n" +
 	"\n" +
-	"last_round\x18\x11 \x03(\v2\x19.fedledger.v1.SiteMetricsR\tlastRound\"\x7f\n" +
+	"last_round\x18\x11 \x03(\v2\x19.fedledger.v1.SiteMetricsR\tlastRound\x12*\n" +
+	"\x11dp_epsilon_budget\x18\x12 \x01(\x01R\x0fdpEpsilonBudget\x12\x19\n" +
+	"\bdp_delta\x18\x13 \x01(\x01R\adpDelta\x12(\n" +
+	"\x10dp_epsilon_spent\x18\x14 \x01(\x01R\x0edpEpsilonSpent\"\x7f\n" +
 	"\vSiteMetrics\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12)\n" +
 	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\x121\n" +
@@ -3459,7 +3578,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x05study\x18\x03 \x01(\v2\x17.fedledger.v1.StudySpecR\x05study\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xca\x03\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xf2\x03\n" +
 	"\tStudySpec\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12-\n" +
 	"\x05model\x18\x02 \x01(\v2\x17.fedledger.v1.ModelSpecR\x05model\x128\n" +
@@ -3474,7 +3593,15 @@ const file_federation_proto_rawDesc = "" +
 	"\bfeatures\x18\n" +
 	" \x03(\tR\bfeatures\x12H\n" +
 	"\x10server_optimizer\x18\v \x01(\v2\x1d.fedledger.v1.ServerOptimizerR\x0fserverOptimizer\x12/\n" +
-	"\x13validation_fraction\x18\f \x01(\x01R\x12validationFraction\"\x80\x01\n" +
+	"\x13validation_fraction\x18\f \x01(\x01R\x12validationFraction\x12&\n" +
+	"\x02dp\x18\r \x01(\v2\x16.fedledger.v1.DPParamsR\x02dp\"\xa3\x01\n" +
+	"\bDPParams\x12\x18\n" +
+	"\aepsilon\x18\x01 \x01(\x01R\aepsilon\x12\x14\n" +
+	"\x05delta\x18\x02 \x01(\x01R\x05delta\x12)\n" +
+	"\x10noise_multiplier\x18\x03 \x01(\x01R\x0fnoiseMultiplier\x12\x1b\n" +
+	"\tclip_norm\x18\x04 \x01(\x01R\bclipNorm\x12\x1f\n" +
+	"\vsample_rate\x18\x05 \x01(\x01R\n" +
+	"sampleRate\"\x80\x01\n" +
 	"\x0fServerOptimizer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tserver_lr\x18\x02 \x01(\x01R\bserverLr\x12\x14\n" +
@@ -3680,7 +3807,7 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_federation_proto_goTypes = []any{
 	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
 	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
@@ -3693,104 +3820,106 @@ var file_federation_proto_goTypes = []any{
 	(*Welcome)(nil),            // 8: fedledger.v1.Welcome
 	(*Heartbeat)(nil),          // 9: fedledger.v1.Heartbeat
 	(*StudySpec)(nil),          // 10: fedledger.v1.StudySpec
-	(*ServerOptimizer)(nil),    // 11: fedledger.v1.ServerOptimizer
-	(*ModelSpec)(nil),          // 12: fedledger.v1.ModelSpec
-	(*TrainingParams)(nil),     // 13: fedledger.v1.TrainingParams
-	(*TrainTask)(nil),          // 14: fedledger.v1.TrainTask
-	(*EvaluateTask)(nil),       // 15: fedledger.v1.EvaluateTask
-	(*StudyFinished)(nil),      // 16: fedledger.v1.StudyFinished
-	(*TaskRefusal)(nil),        // 17: fedledger.v1.TaskRefusal
-	(*EvalReport)(nil),         // 18: fedledger.v1.EvalReport
-	(*Metrics)(nil),            // 19: fedledger.v1.Metrics
-	(*FetchModelRequest)(nil),  // 20: fedledger.v1.FetchModelRequest
-	(*Chunk)(nil),              // 21: fedledger.v1.Chunk
-	(*UpdateHeader)(nil),       // 22: fedledger.v1.UpdateHeader
-	(*NamedValue)(nil),         // 23: fedledger.v1.NamedValue
-	(*ShareHeader)(nil),        // 24: fedledger.v1.ShareHeader
-	(*SubmitReceipt)(nil),      // 25: fedledger.v1.SubmitReceipt
-	(*Participant)(nil),        // 26: fedledger.v1.Participant
-	(*KeySetupTask)(nil),       // 27: fedledger.v1.KeySetupTask
-	(*KeyShare)(nil),           // 28: fedledger.v1.KeyShare
-	(*PeerKey)(nil),            // 29: fedledger.v1.PeerKey
-	(*ShareBox)(nil),           // 30: fedledger.v1.ShareBox
-	(*KeySetupDone)(nil),       // 31: fedledger.v1.KeySetupDone
-	(*Contribution)(nil),       // 32: fedledger.v1.Contribution
-	(*SketchTask)(nil),         // 33: fedledger.v1.SketchTask
-	(*ContributionSketch)(nil), // 34: fedledger.v1.ContributionSketch
-	(*DecryptTask)(nil),        // 35: fedledger.v1.DecryptTask
-	(*Object)(nil),             // 36: fedledger.v1.Object
-	(*SignedShare)(nil),        // 37: fedledger.v1.SignedShare
-	(*CountersignTask)(nil),    // 38: fedledger.v1.CountersignTask
-	(*Countersignature)(nil),   // 39: fedledger.v1.Countersignature
+	(*DPParams)(nil),           // 11: fedledger.v1.DPParams
+	(*ServerOptimizer)(nil),    // 12: fedledger.v1.ServerOptimizer
+	(*ModelSpec)(nil),          // 13: fedledger.v1.ModelSpec
+	(*TrainingParams)(nil),     // 14: fedledger.v1.TrainingParams
+	(*TrainTask)(nil),          // 15: fedledger.v1.TrainTask
+	(*EvaluateTask)(nil),       // 16: fedledger.v1.EvaluateTask
+	(*StudyFinished)(nil),      // 17: fedledger.v1.StudyFinished
+	(*TaskRefusal)(nil),        // 18: fedledger.v1.TaskRefusal
+	(*EvalReport)(nil),         // 19: fedledger.v1.EvalReport
+	(*Metrics)(nil),            // 20: fedledger.v1.Metrics
+	(*FetchModelRequest)(nil),  // 21: fedledger.v1.FetchModelRequest
+	(*Chunk)(nil),              // 22: fedledger.v1.Chunk
+	(*UpdateHeader)(nil),       // 23: fedledger.v1.UpdateHeader
+	(*NamedValue)(nil),         // 24: fedledger.v1.NamedValue
+	(*ShareHeader)(nil),        // 25: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 26: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 27: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 28: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 29: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 30: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 31: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 32: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 33: fedledger.v1.Contribution
+	(*SketchTask)(nil),         // 34: fedledger.v1.SketchTask
+	(*ContributionSketch)(nil), // 35: fedledger.v1.ContributionSketch
+	(*DecryptTask)(nil),        // 36: fedledger.v1.DecryptTask
+	(*Object)(nil),             // 37: fedledger.v1.Object
+	(*SignedShare)(nil),        // 38: fedledger.v1.SignedShare
+	(*CountersignTask)(nil),    // 39: fedledger.v1.CountersignTask
+	(*Countersignature)(nil),   // 40: fedledger.v1.Countersignature
 }
 var file_federation_proto_depIdxs = []int32{
 	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
 	3,  // 1: fedledger.v1.StudyStatus.last_round:type_name -> fedledger.v1.SiteMetrics
-	19, // 2: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
-	19, // 3: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
+	20, // 2: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
+	20, // 3: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
 	7,  // 4: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	17, // 5: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	18, // 6: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	18, // 5: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	19, // 6: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
 	9,  // 7: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	28, // 8: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	30, // 9: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	31, // 10: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	29, // 8: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	31, // 9: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	32, // 10: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
 	5,  // 11: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	39, // 12: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
-	34, // 13: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
+	40, // 12: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	35, // 13: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
 	8,  // 14: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	14, // 15: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	15, // 16: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	16, // 17: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	15, // 15: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	16, // 16: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	17, // 17: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
 	9,  // 18: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	27, // 19: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	29, // 20: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	30, // 21: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	35, // 22: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	38, // 23: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
-	33, // 24: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
+	28, // 19: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	30, // 20: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	31, // 21: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	36, // 22: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	39, // 23: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	34, // 24: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
 	10, // 25: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	12, // 26: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	13, // 27: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	11, // 28: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
-	19, // 29: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	19, // 30: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
-	22, // 31: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	24, // 32: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	19, // 33: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	19, // 34: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	19, // 35: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
-	23, // 36: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
-	26, // 37: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	28, // 38: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	32, // 39: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
-	32, // 40: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	34, // 41: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
-	36, // 42: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	36, // 43: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	32, // 44: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	36, // 45: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	37, // 46: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	36, // 47: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	36, // 48: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	36, // 49: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 50: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 51: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 52: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	20, // 53: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	21, // 54: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	21, // 55: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 56: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 57: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 58: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	21, // 59: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	25, // 60: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	25, // 61: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	56, // [56:62] is the sub-list for method output_type
-	50, // [50:56] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	13, // 26: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	14, // 27: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	12, // 28: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
+	11, // 29: fedledger.v1.StudySpec.dp:type_name -> fedledger.v1.DPParams
+	20, // 30: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	20, // 31: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
+	23, // 32: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	25, // 33: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	20, // 34: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	20, // 35: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	20, // 36: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
+	24, // 37: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
+	27, // 38: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	29, // 39: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	33, // 40: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
+	33, // 41: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	35, // 42: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	37, // 43: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	37, // 44: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	33, // 45: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	37, // 46: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	38, // 47: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	37, // 48: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	37, // 49: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	37, // 50: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 51: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 52: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 53: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	21, // 54: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	22, // 55: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	22, // 56: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 57: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 58: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 59: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	22, // 60: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	26, // 61: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	26, // 62: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	57, // [57:63] is the sub-list for method output_type
+	51, // [51:57] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -3829,7 +3958,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

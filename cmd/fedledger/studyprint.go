@@ -108,6 +108,10 @@ type statusJSON struct {
 	// LastRound: the last committed round's start model (and the sites'
 	// personal models) on each contributing site's test split.
 	LastRound []siteMetricsJSON `json:"last_round,omitempty"`
+	// A DP study's budget per hospital, at its δ, and the ε spent.
+	DPEpsilonBudget float64 `json:"dp_epsilon_budget,omitempty"`
+	DPDelta         float64 `json:"dp_delta,omitempty"`
+	DPEpsilonSpent  float64 `json:"dp_epsilon_spent,omitempty"`
 }
 
 type siteMetricsJSON struct {
@@ -130,7 +134,8 @@ func statusView(s *pb.StudyStatus) statusJSON {
 	v := statusJSON{Study: s.StudyId, Mode: s.Mode, Phase: s.Phase, Round: s.Round, Rounds: s.Rounds, Connected: s.Connected,
 		Reported: s.Reported, RoundsCompleted: s.RoundsCompleted, RoundsFailed: s.RoundsFailed, LastTrainLoss: s.LastTrainLoss,
 		LastParentTestAccuracy: s.LastParentTestAccuracy, LatestModel: hex.EncodeToString(s.LatestModelSha256),
-		WaitingFor: s.WaitingFor, Failure: s.Failure, FinalModelPath: s.FinalModelPath}
+		WaitingFor: s.WaitingFor, Failure: s.Failure, FinalModelPath: s.FinalModelPath,
+		DPEpsilonBudget: s.DpEpsilonBudget, DPDelta: s.DpDelta, DPEpsilonSpent: s.DpEpsilonSpent}
 	if v.Connected == nil {
 		v.Connected = []string{}
 	}
@@ -167,6 +172,10 @@ func printStatus(w io.Writer, s *pb.StudyStatus, asJSON bool) error {
 		s.RoundsCompleted, s.RoundsFailed, s.LastTrainLoss, s.LastParentTestAccuracy)
 	if len(s.LatestModelSha256) > 0 {
 		fmt.Fprintf(&b, "  latest model %s\n", hex.EncodeToString(s.LatestModelSha256))
+	}
+	if s.DpEpsilonBudget > 0 {
+		fmt.Fprintf(&b, "  differential privacy: each hospital has spent ε = %.3f of its budget %g (δ = %g); %.3f left\n",
+			s.DpEpsilonSpent, s.DpEpsilonBudget, s.DpDelta, max(0, s.DpEpsilonBudget-s.DpEpsilonSpent))
 	}
 	if s.WaitingFor != "" {
 		fmt.Fprintf(&b, "  waiting for %s\n", s.WaitingFor)
