@@ -18,12 +18,16 @@ type metrics struct {
 	checkBytes  *prometheus.CounterVec
 	sketches    *prometheus.CounterVec
 	countersigs *prometheus.CounterVec
+	dpSpent     prometheus.Gauge
 }
 
 func newMetrics(site string) *metrics {
 	labels := prometheus.Labels{"site": site}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
+		dpSpent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedledger_client_dp_epsilon_spent", Help: "The epsilon of record-level differential privacy this site has spent in its study, by its own account (at the study's delta).", ConstLabels: labels,
+		}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fedledger_client_connected", Help: "1 while the Participate stream to the coordinator is up.", ConstLabels: labels,
 		}),
@@ -56,6 +60,7 @@ func newMetrics(site string) *metrics {
 	m.countersigs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_client_countersignatures_total", Help: "Round outcomes this site was asked to countersign, by result (given or refused).", ConstLabels: labels,
 	}, []string{"result"})
+	m.reg.MustRegister(m.dpSpent)
 	m.reg.MustRegister(m.countersigs, m.checkBytes, m.sketches)
 	m.reg.MustRegister(m.connected, m.rounds, m.updateSize, m.phase, m.shares, m.refusals, m.checkFetch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

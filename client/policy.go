@@ -34,6 +34,11 @@ type Policy struct {
 	MinThreshold int
 	// MaxRounds bounds the rounds a study may ask of this site.
 	MaxRounds int
+	// MaxDPEpsilon, when > 0, is the most privacy this site spends of its
+	// patients' records in one study: it joins only record-level DP studies
+	// whose budget is at most this (at their δ), and its client never
+	// trains past it, by its own account.
+	MaxDPEpsilon float64
 }
 
 // Validate checks the policy against the rest of the configuration.
@@ -47,7 +52,7 @@ func (p Policy) Validate(c Config) error {
 			errs = append(errs, fmt.Errorf("policy.model_kinds: unknown kind %q", k))
 		}
 	}
-	if p.MaxParameters < 0 || p.MinK < 0 || p.MinThreshold < 0 || p.MaxRounds < 0 {
+	if p.MaxParameters < 0 || p.MinK < 0 || p.MinThreshold < 0 || p.MaxRounds < 0 || p.MaxDPEpsilon < 0 || p.MaxDPEpsilon != p.MaxDPEpsilon {
 		errs = append(errs, errors.New("policy: limits must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -72,6 +77,10 @@ func (c *Client) checkPolicy(ctx context.Context, s *pb.StudySpec) string {
 		return refusal("decryption threshold t=%d is below this site's minimum of %d", s.Threshold, max(2, p.MinThreshold))
 	case p.MaxRounds > 0 && int(s.Rounds) > p.MaxRounds:
 		return refusal("study asks for %d rounds, this site allows at most %d", s.Rounds, p.MaxRounds)
+	case p.MaxDPEpsilon > 0 && s.GetDp() == nil:
+		return refusal("study is not differentially private; this site joins only studies with a privacy budget of ε <= %g", p.MaxDPEpsilon)
+	case p.MaxDPEpsilon > 0 && s.GetDp().GetEpsilon() > p.MaxDPEpsilon:
+		return refusal("study's privacy budget ε = %g (δ = %g) exceeds this site's cap of %g", s.GetDp().GetEpsilon(), s.GetDp().GetDelta(), p.MaxDPEpsilon)
 	}
 	local := c.train.Features
 	if len(s.Features) > 0 && !slices.Equal(s.Features, local) {

@@ -33,6 +33,17 @@ func (c *Client) checkStudy(ctx context.Context, s *pb.StudySpec) string {
 	if _, err := strategyFrom(s); err != nil {
 		return err.Error()
 	}
+	if s.GetDp() != nil {
+		if _, err := dpBudget(s); err != nil {
+			return fmt.Sprintf("differential privacy: %v", err)
+		}
+		if c.cfg.DataDir == "" {
+			return "differentially private study, but this site has no data_dir to keep its privacy account"
+		}
+		if s.Training.GetProxMu() > 0 {
+			return "differentially private study with FedProx (prox_mu > 0): DP-SGD here does not support it"
+		}
+	}
 	switch s.Mode {
 	case modeSecure:
 		if _, err := secure.LookupPreset(s.HePreset); err != nil {
@@ -112,6 +123,14 @@ func announcedParams(s *pb.StudySpec) []audit.Param {
 		ps = append(ps, p("validation_fraction", s.ValidationFraction))
 	} else {
 		ps = append(ps, audit.Param{Name: "validation_fraction"})
+	}
+	if d := s.GetDp(); d != nil {
+		ps = append(ps, p(audit.ParamDPEpsilon, d.Epsilon), p(audit.ParamDPDelta, d.Delta), p(audit.ParamDPNoiseMultiplier, d.NoiseMultiplier),
+			p(audit.ParamDPClipNorm, d.ClipNorm), p(audit.ParamDPSampleRate, d.SampleRate))
+	} else {
+		for _, n := range []string{audit.ParamDPEpsilon, audit.ParamDPDelta, audit.ParamDPNoiseMultiplier, audit.ParamDPClipNorm, audit.ParamDPSampleRate} {
+			ps = append(ps, audit.Param{Name: n})
+		}
 	}
 	return ps
 }

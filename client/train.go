@@ -13,6 +13,7 @@ import (
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/internal/privacy"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/model"
 	pb "github.com/fedledger/fedledger/proto"
@@ -68,13 +69,34 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	}
 	cfg := trainConfigFrom(c.study.Training)
 	cfg.Seed += int64(t.Round) // a fresh shuffle every round, reproducibly
+	budget, err := dpBudget(c.study)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
 	from := parent
-	if c.personalises() {
+	if c.personalises() && budget == nil {
+		// Not under DP: the personal intercept was fitted without noise,
+		// and starting from it would put that fit into the released update.
 		from = train.LocalStart(spec, c.cfg.Personal.Method, parent, c.previousPersonal(parent))
 	}
-	local, st, err := train.Train(ctx, spec, from, c.fit, cfg)
-	if err != nil {
+	var local []float64
+	var st train.TrainStats
+	var spent float64
+	if budget != nil {
+		steps, err := dpConfig(budget).Steps(cfg)
+		if err != nil {
+			return err
+		}
+		if spent, err = c.spendDP(budget, steps); err != nil {
+			return err
+		}
+		cfg.Seed = secretSeed()
+		local, st, err = train.TrainDP(ctx, spec, from, c.fit, cfg, dpConfig(budget), privacy.NewGaussian())
+		if err != nil {
+			return err
+		}
+	} else if local, st, err = train.Train(ctx, spec, from, c.fit, cfg); err != nil {
 		return err
 	}
 	c.metrics.phase.WithLabelValues("train").Observe(time.Since(t0).Seconds())
@@ -100,11 +122,17 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	c.metrics.phase.WithLabelValues("encode").Observe(time.Since(t0).Seconds())
 	stmt := audit.Contribution{Site: c.id, UpdateHash: sha256.Sum256(payload), Samples: n, DataManifest: c.manifest}
 	trainMet, _ := train.Evaluate(spec, local, c.fit)
+	trainPB := &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}
+	if budget != nil {
+		// Figures computed on the training records without noise would
+		// spend privacy the accountant does not count: not sent.
+		trainPB = &pb.Metrics{N: n}
+	}
 	chunks := chunk.Split(t.StudyId, t.Round, payload, c.cfg.ChunkSize)
 	chunks[0].Header = &pb.UpdateHeader{
 		ParentSha256: t.ParentSha256, NumSamples: n, Encoding: encoding, DataManifestSha256: c.manifest[:],
 		Signature: c.sign(stmt.Message(t.StudyId, t.Round, audit.Hash(t.ParentSha256))),
-		Train:     &pb.Metrics{Loss: st.Loss, Accuracy: trainMet.Accuracy, Auc: trainMet.AUC, N: n}, ParentTest: toPB(parentTest),
+		Train:     trainPB, ParentTest: toPB(parentTest),
 		PersonalTest:        personalTest,
 		EvaluationSignature: c.sign(eval.Message(t.StudyId, t.Round, audit.Hash(t.ParentSha256))),
 	}
@@ -122,6 +150,11 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	}
 	c.metrics.phase.WithLabelValues("upload").Observe(time.Since(t0).Seconds())
 	c.metrics.updateSize.Add(float64(len(payload)))
+	if budget != nil {
+		c.log.Info("trained with DP-SGD", slog.Uint64("round", t.Round), slog.Float64("epsilon_spent", spent), slog.Float64("delta", budget.Delta),
+			slog.Float64("cap", c.dpCap(budget)))
+		st.Loss = 0 // not logged either
+	}
 	c.log.Info("update submitted", slog.Uint64("round", t.Round), slog.Int("steps", st.Steps), slog.Float64("train_loss", st.Loss),
 		slog.Float64("parent_test_acc", parentTest.Accuracy), slog.String("sha256", fmt.Sprintf("%x", stmt.UpdateHash[:8])),
 		slog.String("encoding", encoding), slog.Int("bytes", len(payload)), slog.Duration("took", time.Since(start)))

@@ -14,6 +14,7 @@ import (
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/chunk"
+	"github.com/fedledger/fedledger/internal/privacy"
 	"github.com/fedledger/fedledger/internal/tlsutil"
 )
 
@@ -92,6 +93,23 @@ type DPConfig struct {
 	Epsilon, Delta float64
 	// NoiseMultiplier σ, ClipNorm C and SampleRate q of DP-SGD.
 	NoiseMultiplier, ClipNorm, SampleRate float64
+}
+
+// CalibrateNoise is the smallest noise multiplier (to 1e-4 relative, rounded
+// up) whose ε after rounds rounds of localSteps DP-SGD steps at d's
+// sample rate stays within d.Epsilon at d.Delta.
+func CalibrateNoise(d DPConfig, rounds, localSteps int) (float64, error) {
+	if rounds < 1 || localSteps < 1 {
+		return 0, fmt.Errorf("calibrating the noise needs rounds (%d) and local_steps (%d) >= 1", rounds, localSteps)
+	}
+	sigma, err := privacy.NoiseMultiplier(d.Epsilon, d.Delta, d.SampleRate, rounds*localSteps)
+	if err != nil {
+		return 0, err
+	}
+	// Keep four significant figures, rounded up: the record shows a short
+	// number and ε stays within the budget.
+	scale := math.Pow(10, 3-math.Floor(math.Log10(sigma)))
+	return math.Ceil(sigma*scale) / scale, nil
 }
 
 // DPBudget is the study's budget as the audit rules read it from the

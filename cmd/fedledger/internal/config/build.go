@@ -216,7 +216,17 @@ func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
 	if t == 0 {
 		t = max(2, len(f.Clients)/2+1)
 	}
+	var dp *coordinator.DPConfig
+	if d := f.DP; d != nil {
+		dp = &coordinator.DPConfig{Epsilon: d.Epsilon, Delta: d.Delta, NoiseMultiplier: d.NoiseMultiplier, ClipNorm: d.ClipNorm, SampleRate: d.SampleRate}
+		if dp.NoiseMultiplier == 0 {
+			if dp.NoiseMultiplier, err = coordinator.CalibrateNoise(*dp, f.Rounds, tc.LocalSteps); err != nil {
+				return coordinator.StudyConfig{}, s.errorf("study.dp", "%v", err)
+			}
+		}
+	}
 	return coordinator.StudyConfig{
+		DP: dp,
 		ID: f.ID, Model: spec, Training: tc, Rounds: f.Rounds, MinClients: f.MinClients, Clients: f.Clients,
 		RoundDeadline: f.RoundDeadline, StartTimeout: f.StartTimeout, Strategy: strat, Seed: f.Seed,
 		Mode: f.Mode, HEPreset: f.HEPreset, Threshold: t, CRSSeed: seed, KeySetupTimeout: f.KeySetupTimeout, Features: f.Features,
@@ -273,7 +283,7 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 	cfg.AllowPlaintext, cfg.MinContributors = f.AllowPlaintext, f.MinContributors
 	p := f.Policy
 	cfg.Policy = client.Policy{Admins: p.Admins, ModelKinds: p.ModelKinds, MaxParameters: p.MaxParameters, AllowedColumns: p.AllowedColumns,
-		MinK: p.MinK, MinThreshold: p.MinThreshold, MaxRounds: p.MaxRounds}
+		MinK: p.MinK, MinThreshold: p.MinThreshold, MaxRounds: p.MaxRounds, MaxDPEpsilon: p.MaxDPEpsilon}
 	switch {
 	case f.Data.Heart != "" && f.Data.CSV.Path != "":
 		return nil, s.errorf("data", "set either data.heart or data.csv.path, not both")

@@ -79,6 +79,19 @@ type StudyFile struct {
 	// Start is "auto" (default: start as soon as the coordinator runs) or
 	// "manual" (wait for an admin: fedledger study start).
 	Start string `mapstructure:"start"`
+	// DP makes the study record-level differentially private.
+	DP *DPFile `mapstructure:"dp"`
+}
+
+// DPFile is a DP study's budget and DP-SGD mechanism. Without a
+// noise_multiplier the smallest one whose ε over the study's rounds stays
+// within epsilon is used.
+type DPFile struct {
+	Epsilon         float64 `mapstructure:"epsilon"`
+	Delta           float64 `mapstructure:"delta"`
+	NoiseMultiplier float64 `mapstructure:"noise_multiplier"`
+	ClipNorm        float64 `mapstructure:"clip_norm"`
+	SampleRate      float64 `mapstructure:"sample_rate"`
 }
 
 // AuditClientFile points a coordinator at the audit log.
@@ -174,6 +187,9 @@ type PolicyFile struct {
 	MinK           int      `mapstructure:"min_k"`
 	MinThreshold   int      `mapstructure:"min_threshold"`
 	MaxRounds      int      `mapstructure:"max_rounds"`
+	// MaxDPEpsilon caps the privacy budget of the studies this site joins
+	// (0: none; set, it joins only differentially private studies).
+	MaxDPEpsilon float64 `mapstructure:"max_dp_epsilon"`
 }
 
 // ClientFile is a hospital client's configuration file.
