@@ -30,7 +30,9 @@ type dpAccount struct {
 	Steps int    `json:"steps"`
 }
 
-func (c *Client) dpFile() string { return filepath.Join(c.studyDir(c.study.StudyId), "dp-account.json") }
+func (c *Client) dpFile() string {
+	return filepath.Join(c.studyDir(c.study.StudyId), "dp-account.json")
+}
 
 // dpBudget is the study's DP budget as announced (nil: not a DP study).
 func dpBudget(s *pb.StudySpec) (*audit.DPBudget, error) {

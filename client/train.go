@@ -13,9 +13,9 @@ import (
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client/train"
-	"github.com/fedledger/fedledger/internal/privacy"
 	"github.com/fedledger/fedledger/internal/chunk"
 	"github.com/fedledger/fedledger/internal/model"
+	"github.com/fedledger/fedledger/internal/privacy"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
