@@ -46,6 +46,23 @@ type Report struct {
 	RoundsAllowed   uint32   `json:"rounds_allowed"`
 	Strategy        string   `json:"strategy,omitempty"`
 	Parameters      []Param  `json:"parameters,omitempty"`
+	// DP is a differentially private study's budget and the ε its
+	// hospitals had spent when this model was made (nil: no DP).
+	DP *ReportDP `json:"differential_privacy,omitempty"`
+}
+
+// ReportDP is the privacy a model's lineage spent, per hospital: ε after
+// the model's last round, recomputed from the study's declared DP-SGD
+// mechanism as the rules do, against the study's budget.
+type ReportDP struct {
+	EpsilonSpent    float64 `json:"epsilon_spent"`
+	EpsilonBudget   float64 `json:"epsilon_budget"`
+	Delta           float64 `json:"delta"`
+	NoiseMultiplier float64 `json:"noise_multiplier"`
+	ClipNorm        float64 `json:"clip_norm"`
+	SampleRate      float64 `json:"sample_rate"`
+	StepsPerRound   int     `json:"steps_per_round"`
+	Rounds          uint64  `json:"rounds"`
 }
 
 // ReportRound is one completed round on the path to the model.
@@ -90,6 +107,15 @@ func NewReport(l *Lineage, model Hash) *Report {
 		MinContributors: study.MinContributors, RoundsAllowed: study.Rounds, Strategy: study.Strategy, Parameters: study.Hyperparameters}
 	if study.HEParamsID != "" {
 		r.Mode, r.HEParams, r.Threshold = "secure", study.HEParamsID, study.Threshold
+	}
+	if b, err := DPBudgetOf(study); err == nil && b != nil {
+		var last uint64
+		if n := len(l.Steps); n > 0 {
+			last = l.Steps[n-1].Record.Round
+		}
+		spent, _ := b.Spent(int(last))
+		r.DP = &ReportDP{EpsilonSpent: spent, EpsilonBudget: b.Epsilon, Delta: b.Delta, NoiseMultiplier: b.NoiseMultiplier,
+			ClipNorm: b.ClipNorm, SampleRate: b.SampleRate, StepsPerRound: b.StepsPerRound, Rounds: last}
 	}
 	if k := l.KeySetup; k != nil {
 		r.KeySetupIndex, r.CollectiveKey = k.Index, hexOf(k.Record.CollectiveKeyHash)
@@ -163,6 +189,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if len(r.Sites) > 0 {
 		fmt.Fprintf(&b, "  sites: %s\n", strings.Join(r.Sites, ", "))
+	}
+	if d := r.DP; d != nil {
+		fmt.Fprintf(&b, "  differential privacy: ε spent %.3f of the budget %g per hospital (δ = %g) over %d rounds of %d DP-SGD steps (σ = %g, clip %g, sampling rate %g)\n",
+			d.EpsilonSpent, d.EpsilonBudget, d.Delta, d.Rounds, d.StepsPerRound, d.NoiseMultiplier, d.ClipNorm, d.SampleRate)
 	}
 	if r.Strategy != "" {
 		line := "  strategy " + r.Strategy
