@@ -29,6 +29,11 @@ const (
 	ParamDPNoiseMultiplier = "dp_noise_multiplier"
 	ParamDPClipNorm        = "dp_clip_norm"
 	ParamDPSampleRate      = "dp_sample_rate"
+	// ParamDPLevel is "client" for client-level DP (DP-FedAvg: each
+	// hospital's whole update clipped to ClipNorm and noised, one
+	// mechanism per round over all hospitals, SampleRate 1); absent or
+	// "record" for record-level DP-SGD.
+	ParamDPLevel = "dp_level"
 	// MetricDPEpsilon is the ε spent so far, on every round record of a DP
 	// study.
 	MetricDPEpsilon = "dp_epsilon_spent"
@@ -40,13 +45,24 @@ type DPBudget struct {
 	Epsilon, Delta                        float64
 	NoiseMultiplier, ClipNorm, SampleRate float64
 	StepsPerRound                         int
+	// Level is DPRecord or DPClient.
+	Level string
 }
+
+// DP levels.
+const (
+	DPRecord = "record"
+	DPClient = "client"
+)
 
 // DPBudgetOf reads a study record's DP budget: nil (and no error) for a
 // study that declares none, an error naming the parameter if it declares
 // one badly.
 func DPBudgetOf(study *Record) (*DPBudget, error) {
 	names := []string{ParamDPEpsilon, ParamDPDelta, ParamDPNoiseMultiplier, ParamDPClipNorm, ParamDPSampleRate}
+	if study.Param(ParamDPLevel) != "" && study.Param(ParamDPEpsilon) == "" {
+		return nil, fmt.Errorf("%w: %s without a budget", ErrStudyRules, ParamDPLevel)
+	}
 	var vals [5]float64
 	declared := 0
 	for i, n := range names {
@@ -67,12 +83,25 @@ func DPBudgetOf(study *Record) (*DPBudget, error) {
 	if declared != len(names) {
 		return nil, fmt.Errorf("%w: a DP study declares all of %v", ErrStudyRules, names)
 	}
-	b := &DPBudget{Epsilon: vals[0], Delta: vals[1], NoiseMultiplier: vals[2], ClipNorm: vals[3], SampleRate: vals[4]}
-	steps, err := strconv.Atoi(study.Param("local_steps"))
-	if err != nil || steps < 1 {
-		return nil, fmt.Errorf("%w: a DP study fixes local_steps >= 1 (got %q): its accounting counts steps", ErrStudyRules, study.Param("local_steps"))
+	b := &DPBudget{Epsilon: vals[0], Delta: vals[1], NoiseMultiplier: vals[2], ClipNorm: vals[3], SampleRate: vals[4], Level: DPRecord}
+	switch study.Param(ParamDPLevel) {
+	case "", DPRecord:
+		steps, err := strconv.Atoi(study.Param("local_steps"))
+		if err != nil || steps < 1 {
+			return nil, fmt.Errorf("%w: a DP study fixes local_steps >= 1 (got %q): its accounting counts steps", ErrStudyRules, study.Param("local_steps"))
+		}
+		b.StepsPerRound = steps
+	case DPClient:
+		// One Gaussian mechanism a round over every hospital's clipped
+		// update. Who takes part is no secret (the coordinator picks), so
+		// no amplification by sampling is claimed.
+		b.Level, b.StepsPerRound = DPClient, 1
+		if b.SampleRate != 1 {
+			return nil, fmt.Errorf("%w: client-level DP with %s = %v: every round asks every hospital, and the coordinator knows who takes part, so it is 1", ErrStudyRules, ParamDPSampleRate, b.SampleRate)
+		}
+	default:
+		return nil, fmt.Errorf("%w: %s = %q, want %q or %q", ErrStudyRules, ParamDPLevel, study.Param(ParamDPLevel), DPRecord, DPClient)
 	}
-	b.StepsPerRound = steps
 	switch {
 	case !(b.Epsilon > 0):
 		return nil, fmt.Errorf("%w: %s = %v, want > 0", ErrStudyRules, ParamDPEpsilon, b.Epsilon)
@@ -89,7 +118,8 @@ func DPBudgetOf(study *Record) (*DPBudget, error) {
 }
 
 // Spent is the ε each hospital has spent after rounds rounds: the RDP of
-// rounds·StepsPerRound sampled Gaussian steps, converted at δ. Every round
+// rounds·StepsPerRound sampled Gaussian steps, converted at δ (at client
+// level one unsampled Gaussian mechanism a round). Every round
 // counts, failed or not: a hospital may have trained and sent its update
 // before a round failed.
 func (b DPBudget) Spent(rounds int) (float64, error) {
@@ -126,6 +156,15 @@ func (b DPBudget) Rounds(limit int) (int, error) {
 // spent must be the declared mechanism's after round rounds, and within
 // the budget.
 func checkPrivacy(b *DPBudget, rec *Record) error {
+	if b.Level == DPClient {
+		// The sensitivity bound holds for updates of weight 1: a sample
+		// count would scale it (and reveal the count).
+		for _, c := range rec.Contributions {
+			if c.Samples != 1 && rec.Kind == KindRoundCompleted {
+				return fmt.Errorf("%w: %q's contribution weighs %d samples; in a client-level DP study every update weighs 1", ErrPrivacyAccount, c.Site, c.Samples)
+			}
+		}
+	}
 	spent, err := b.Spent(int(rec.Round))
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrPrivacyAccount, err)

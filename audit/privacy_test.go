@@ -125,3 +125,38 @@ func TestPrivacyBudgetStudyRules(t *testing.T) {
 		})
 	}
 }
+
+// TestClientLevelBudgetRules: a client-level DP study counts one Gaussian
+// mechanism a round (no sampling), and every contribution weighs 1.
+func TestClientLevelBudgetRules(t *testing.T) {
+	ps := []audit.Param{{Name: audit.ParamDPEpsilon, Value: "5"}, {Name: audit.ParamDPDelta, Value: "1e-05"},
+		{Name: audit.ParamDPNoiseMultiplier, Value: "3"}, {Name: audit.ParamDPClipNorm, Value: "0.5"}, {Name: audit.ParamDPSampleRate, Value: "1"},
+		{Name: audit.ParamDPLevel, Value: audit.DPClient}}
+	f := audittest.NewFixtureWith(t, audittest.Options{Hyperparameters: ps})
+	b, err := audit.DPBudgetOf(f.Study)
+	if err != nil || b.Level != audit.DPClient || b.StepsPerRound != 1 {
+		t.Fatalf("budget %+v, %v", b, err)
+	}
+	good := f.Round(1, audittest.Model(0), audittest.Output(1), "site-a", "site-b")
+	weighed := vouched(f.Builder, good, func(r *audit.Record) { r.Contributions[0].Samples, r.Contributions[1].Samples = 1, 1 })
+	expectRejected(t, f.L, []ruleCase{
+		signed("an update weighing its samples", f.Coord, good, audit.ErrPrivacyAccount),
+	})
+	f.MustApply(t, f.Coord, weighed)
+
+	for name, edit := range map[string]func([]audit.Param){
+		"sampled clients": func(ps []audit.Param) { ps[4].Value = "0.5" },
+		"unknown level":   func(ps []audit.Param) { ps[5].Value = "hospital" },
+		"level, no budget": func(ps []audit.Param) {
+			ps[0].Name = "not_dp"
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			bad := append([]audit.Param(nil), ps...)
+			edit(bad)
+			if _, err := audit.DPBudgetOf(&audit.Record{Hyperparameters: bad}); !errors.Is(err, audit.ErrStudyRules) {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+}

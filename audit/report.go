@@ -55,6 +55,7 @@ type Report struct {
 // the model's last round, recomputed from the study's declared DP-SGD
 // mechanism as the rules do, against the study's budget.
 type ReportDP struct {
+	Level           string  `json:"level"`
 	EpsilonSpent    float64 `json:"epsilon_spent"`
 	EpsilonBudget   float64 `json:"epsilon_budget"`
 	Delta           float64 `json:"delta"`
@@ -114,7 +115,7 @@ func NewReport(l *Lineage, model Hash) *Report {
 			last = l.Steps[n-1].Record.Round
 		}
 		spent, _ := b.Spent(int(last))
-		r.DP = &ReportDP{EpsilonSpent: spent, EpsilonBudget: b.Epsilon, Delta: b.Delta, NoiseMultiplier: b.NoiseMultiplier,
+		r.DP = &ReportDP{Level: b.Level, EpsilonSpent: spent, EpsilonBudget: b.Epsilon, Delta: b.Delta, NoiseMultiplier: b.NoiseMultiplier,
 			ClipNorm: b.ClipNorm, SampleRate: b.SampleRate, StepsPerRound: b.StepsPerRound, Rounds: last}
 	}
 	if k := l.KeySetup; k != nil {
@@ -190,7 +191,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	if len(r.Sites) > 0 {
 		fmt.Fprintf(&b, "  sites: %s\n", strings.Join(r.Sites, ", "))
 	}
-	if d := r.DP; d != nil {
+	if d := r.DP; d != nil && d.Level == DPClient {
+		fmt.Fprintf(&b, "  client-level differential privacy (DP-FedAvg): ε spent %.3f of the budget %g per hospital (δ = %g) over %d rounds (σ = %g, update clip norm %g)\n",
+			d.EpsilonSpent, d.EpsilonBudget, d.Delta, d.Rounds, d.NoiseMultiplier, d.ClipNorm)
+	} else if d != nil {
 		fmt.Fprintf(&b, "  differential privacy: ε spent %.3f of the budget %g per hospital (δ = %g) over %d rounds of %d DP-SGD steps (σ = %g, clip %g, sampling rate %g)\n",
 			d.EpsilonSpent, d.EpsilonBudget, d.Delta, d.Rounds, d.StepsPerRound, d.NoiseMultiplier, d.ClipNorm, d.SampleRate)
 	}

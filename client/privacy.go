@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -126,4 +127,31 @@ func secretSeed() int64 {
 		panic(err) // crypto/rand does not fail on supported platforms
 	}
 	return int64(binary.LittleEndian.Uint64(b[:]) >> 1)
+}
+
+// clientLevelUpdate is DP-FedAvg's update from this site: local − parent
+// clipped to the study's clip norm S, plus this site's share of the
+// noise, N(0, (σ·S)²/K) per coordinate. The sum of at least K such updates
+// (the study's minimum; secure aggregation reveals only the sum) carries
+// noise of at least σ·S, the Gaussian mechanism the accountant counts
+// with sensitivity S; with m > K contributors it carries √(m/K) times
+// that, the price of tolerating dropouts down to K. It returns the new
+// local model, parent plus the noisy clipped update.
+func clientLevelUpdate(parent, local []float64, b *audit.DPBudget, k int, noise train.Noise) []float64 {
+	var norm float64
+	for i := range local {
+		d := local[i] - parent[i]
+		norm += d * d
+	}
+	norm = math.Sqrt(norm)
+	scale := 1.0
+	if norm > b.ClipNorm {
+		scale = b.ClipNorm / norm
+	}
+	std := b.NoiseMultiplier * b.ClipNorm / math.Sqrt(float64(max(k, 1)))
+	out := make([]float64, len(local))
+	for i := range local {
+		out[i] = parent[i] + scale*(local[i]-parent[i]) + std*noise.Normal()
+	}
+	return out
 }

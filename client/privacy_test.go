@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/internal/privacy"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -135,5 +137,64 @@ func TestDPPolicy(t *testing.T) {
 	}
 	if reason := c.checkStudy(t.Context(), bad); !strings.Contains(reason, "dp_sample_rate = 2") {
 		t.Fatalf("a study with q = 2: %q", reason)
+	}
+}
+
+type zeroNoise struct{}
+
+func (zeroNoise) Normal() float64 { return 0 }
+
+// TestClientLevelUpdate: DP-FedAvg's update is the local change clipped to
+// the clip norm, plus noise of σ·S/√K per coordinate.
+func TestClientLevelUpdate(t *testing.T) {
+	b := &audit.DPBudget{NoiseMultiplier: 2, ClipNorm: 0.5, Level: audit.DPClient}
+	parent := []float64{1, 1, 1}
+	// A change of norm 5 is scaled to 0.5, keeping its direction.
+	got := clientLevelUpdate(parent, []float64{4, 5, 1}, b, 4, zeroNoise{})
+	if d := []float64{got[0] - 1, got[1] - 1, got[2] - 1}; math.Abs(d[0]-0.3) > 1e-12 || math.Abs(d[1]-0.4) > 1e-12 || d[2] != 0 {
+		t.Fatalf("clipped change %v, want [0.3 0.4 0]", d)
+	}
+	// A change within the norm is kept.
+	if got := clientLevelUpdate(parent, []float64{1.1, 1, 1}, b, 4, zeroNoise{}); math.Abs(got[0]-1.1) > 1e-15 {
+		t.Fatalf("a small change was altered: %v", got)
+	}
+	// The noise: σ·S/√K = 2·0.5/2 = 0.5.
+	n := 200000
+	parent, local := make([]float64, n), make([]float64, n)
+	got = clientLevelUpdate(parent, local, b, 4, privacy.NewGaussian())
+	var sum, sq float64
+	for _, v := range got {
+		sum, sq = sum+v, sq+v*v
+	}
+	mean := sum / float64(n)
+	std := math.Sqrt(sq/float64(n) - mean*mean)
+	if math.Abs(std-0.5) > 0.005 || math.Abs(mean) > 0.005 {
+		t.Fatalf("noise mean %v std %v, want 0 and 0.5", mean, std)
+	}
+}
+
+// TestClientLevelRound: in a client-level DP study the site's update weighs
+// 1, carries no training figures, and each round spends one mechanism of
+// its account.
+func TestClientLevelRound(t *testing.T) {
+	f := secureFixture(t)
+	spec := proto.Clone(f.spec).(*pb.StudySpec)
+	spec.Dp = &pb.DPParams{Epsilon: 50, Delta: 1e-5, NoiseMultiplier: 1, ClipNorm: 1, SampleRate: 1, Level: audit.DPClient}
+	e := f.clone(t, "site-a")
+	e.spec = spec
+	e.c = e.restart(t)
+	task := &pb.TrainTask{StudyId: studyID, Round: 1, ParentSha256: f.initial.Sha256, ParentSize: f.initial.Size}
+	if err := e.c.trainRound(t.Context(), e.coord, task); err != nil {
+		t.Fatal(err)
+	}
+	hdr := e.coord.updates[0].header
+	if hdr.NumSamples != 1 || hdr.Train.GetLoss() != 0 {
+		t.Fatalf("client-level update: %d samples, training figures %v", hdr.NumSamples, hdr.Train)
+	}
+	b := mustBudget(t, spec)
+	steps, spent, err := e.c.dpSpent(b)
+	want, _ := b.Spent(1)
+	if err != nil || steps != 1 || spent != want {
+		t.Fatalf("account: %d mechanisms, ε %v (%v), want 1 and %v", steps, spent, err, want)
 	}
 }

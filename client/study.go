@@ -40,8 +40,8 @@ func (c *Client) checkStudy(ctx context.Context, s *pb.StudySpec) string {
 		if c.cfg.DataDir == "" {
 			return "differentially private study, but this site has no data_dir to keep its privacy account"
 		}
-		if s.Training.GetProxMu() > 0 {
-			return "differentially private study with FedProx (prox_mu > 0): DP-SGD here does not support it"
+		if s.Training.GetProxMu() > 0 && s.GetDp().GetLevel() != audit.DPClient {
+			return "record-level differentially private study with FedProx (prox_mu > 0): DP-SGD here does not support it"
 		}
 	}
 	switch s.Mode {
@@ -126,9 +126,9 @@ func announcedParams(s *pb.StudySpec) []audit.Param {
 	}
 	if d := s.GetDp(); d != nil {
 		ps = append(ps, p(audit.ParamDPEpsilon, d.Epsilon), p(audit.ParamDPDelta, d.Delta), p(audit.ParamDPNoiseMultiplier, d.NoiseMultiplier),
-			p(audit.ParamDPClipNorm, d.ClipNorm), p(audit.ParamDPSampleRate, d.SampleRate))
+			p(audit.ParamDPClipNorm, d.ClipNorm), p(audit.ParamDPSampleRate, d.SampleRate), p(audit.ParamDPLevel, d.Level))
 	} else {
-		for _, n := range []string{audit.ParamDPEpsilon, audit.ParamDPDelta, audit.ParamDPNoiseMultiplier, audit.ParamDPClipNorm, audit.ParamDPSampleRate} {
+		for _, n := range []string{audit.ParamDPEpsilon, audit.ParamDPDelta, audit.ParamDPNoiseMultiplier, audit.ParamDPClipNorm, audit.ParamDPSampleRate, audit.ParamDPLevel} {
 			ps = append(ps, audit.Param{Name: n})
 		}
 	}

@@ -83,7 +83,16 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	var local []float64
 	var st train.TrainStats
 	var spent float64
-	if budget != nil {
+	switch {
+	case budget != nil && budget.Level == audit.DPClient:
+		if spent, err = c.spendDP(budget, 1); err != nil {
+			return err
+		}
+		if local, st, err = train.Train(ctx, spec, from, c.fit, cfg); err != nil {
+			return err
+		}
+		local = clientLevelUpdate(parent, local, budget, int(c.study.MinClients), privacy.NewGaussian())
+	case budget != nil:
 		steps, err := dpConfig(budget).Steps(cfg)
 		if err != nil {
 			return err
@@ -96,8 +105,10 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 		if err != nil {
 			return err
 		}
-	} else if local, st, err = train.Train(ctx, spec, from, c.fit, cfg); err != nil {
-		return err
+	default:
+		if local, st, err = train.Train(ctx, spec, from, c.fit, cfg); err != nil {
+			return err
+		}
 	}
 	c.metrics.phase.WithLabelValues("train").Observe(time.Since(t0).Seconds())
 	var personalTest *pb.Metrics
@@ -114,6 +125,9 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	}
 	eval := evaluation(c.id, c.evalSplit, parentTest, personalMet)
 	n := uint64(c.fit.Len())
+	if budget != nil && budget.Level == audit.DPClient {
+		n = 1 // every update weighs the same: its sensitivity is the clip norm
+	}
 	t0 = time.Now()
 	payload, encoding, err := c.encodeUpdate(t.Round, t.ParentSha256, local, parent, n)
 	if err != nil {

@@ -141,7 +141,7 @@ func studyTerms(st StudyConfig, initial [32]byte) audit.Terms {
 // list.
 var announcedParams = []string{"mode", "model", "server_lr", "beta1", "beta2", "tau", "optimizer", "learning_rate",
 	"batch_size", "local_steps", "epochs", "prox_mu", "validation_fraction",
-	audit.ParamDPEpsilon, audit.ParamDPDelta, audit.ParamDPNoiseMultiplier, audit.ParamDPClipNorm, audit.ParamDPSampleRate}
+	audit.ParamDPEpsilon, audit.ParamDPDelta, audit.ParamDPNoiseMultiplier, audit.ParamDPClipNorm, audit.ParamDPSampleRate, audit.ParamDPLevel}
 
 func announced(ps []audit.Param) []audit.Param {
 	var out []audit.Param
@@ -261,6 +261,9 @@ func studyParams(st StudyConfig) []audit.Param {
 		ps = append(ps, audit.StudyParam(audit.ParamDPEpsilon, d.Epsilon), audit.StudyParam(audit.ParamDPDelta, d.Delta),
 			audit.StudyParam(audit.ParamDPNoiseMultiplier, d.NoiseMultiplier), audit.StudyParam(audit.ParamDPClipNorm, d.ClipNorm),
 			audit.StudyParam(audit.ParamDPSampleRate, d.SampleRate))
+		if d.Level != "" {
+			ps = append(ps, audit.StudyParam(audit.ParamDPLevel, d.Level))
+		}
 	}
 	return ps
 }

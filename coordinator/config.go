@@ -93,12 +93,19 @@ type DPConfig struct {
 	Epsilon, Delta float64
 	// NoiseMultiplier σ, ClipNorm C and SampleRate q of DP-SGD.
 	NoiseMultiplier, ClipNorm, SampleRate float64
+	// Level is "" (record-level DP-SGD) or audit.DPClient: DP-FedAvg,
+	// each hospital's update clipped to ClipNorm, noise of σ·ClipNorm on
+	// the sum shared among at least K hospitals, SampleRate 1.
+	Level string
 }
 
 // CalibrateNoise is the smallest noise multiplier (to 1e-4 relative, rounded
 // up) whose ε after rounds rounds of localSteps DP-SGD steps at d's
 // sample rate stays within d.Epsilon at d.Delta.
 func CalibrateNoise(d DPConfig, rounds, localSteps int) (float64, error) {
+	if d.Level == audit.DPClient {
+		localSteps = 1 // one mechanism a round
+	}
 	if rounds < 1 || localSteps < 1 {
 		return 0, fmt.Errorf("calibrating the noise needs rounds (%d) and local_steps (%d) >= 1", rounds, localSteps)
 	}
@@ -204,7 +211,7 @@ func (s StudyConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("study %q is trial %q of tuning %q but holds out no validation split: a trial is scored on validation data only", s.ID, s.Trial.Name, s.Trial.Tuning))
 	}
 	if s.DP != nil {
-		if s.Training.LocalSteps < 1 {
+		if s.DP.Level != audit.DPClient && s.Training.LocalSteps < 1 {
 			errs = append(errs, fmt.Errorf("study.dp: a DP study fixes training.local_steps (got %d): its privacy accounting counts steps", s.Training.LocalSteps))
 		} else if b, err := s.DPBudget(); err != nil {
 			errs = append(errs, fmt.Errorf("study.dp: %w", err))

@@ -133,7 +133,7 @@ func (c *Coordinator) studySpec() *pb.StudySpec {
 		ValidationFraction: st.ValidationFraction,
 	}
 	if d := st.DP; d != nil {
-		spec.Dp = &pb.DPParams{Epsilon: d.Epsilon, Delta: d.Delta, NoiseMultiplier: d.NoiseMultiplier, ClipNorm: d.ClipNorm, SampleRate: d.SampleRate}
+		spec.Dp = &pb.DPParams{Epsilon: d.Epsilon, Delta: d.Delta, NoiseMultiplier: d.NoiseMultiplier, ClipNorm: d.ClipNorm, SampleRate: d.SampleRate, Level: d.Level}
 	}
 	return spec
 }

@@ -1210,8 +1210,12 @@ type DPParams struct {
 	NoiseMultiplier float64 `protobuf:"fixed64,3,opt,name=noise_multiplier,json=noiseMultiplier,proto3" json:"noise_multiplier,omitempty"`
 	ClipNorm        float64 `protobuf:"fixed64,4,opt,name=clip_norm,json=clipNorm,proto3" json:"clip_norm,omitempty"`
 	SampleRate      float64 `protobuf:"fixed64,5,opt,name=sample_rate,json=sampleRate,proto3" json:"sample_rate,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// "client" for client-level DP (DP-FedAvg: each hospital clips its whole
+	// update to clip_norm and adds its share of the noise); "" for
+	// record-level DP-SGD.
+	Level         string `protobuf:"bytes,6,opt,name=level,proto3" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DPParams) Reset() {
@@ -1277,6 +1281,13 @@ func (x *DPParams) GetSampleRate() float64 {
 		return x.SampleRate
 	}
 	return 0
+}
+
+func (x *DPParams) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
 }
 
 type ServerOptimizer struct {
@@ -3594,14 +3605,15 @@ const file_federation_proto_rawDesc = "" +
 	" \x03(\tR\bfeatures\x12H\n" +
 	"\x10server_optimizer\x18\v \x01(\v2\x1d.fedledger.v1.ServerOptimizerR\x0fserverOptimizer\x12/\n" +
 	"\x13validation_fraction\x18\f \x01(\x01R\x12validationFraction\x12&\n" +
-	"\x02dp\x18\r \x01(\v2\x16.fedledger.v1.DPParamsR\x02dp\"\xa3\x01\n" +
+	"\x02dp\x18\r \x01(\v2\x16.fedledger.v1.DPParamsR\x02dp\"\xb9\x01\n" +
 	"\bDPParams\x12\x18\n" +
 	"\aepsilon\x18\x01 \x01(\x01R\aepsilon\x12\x14\n" +
 	"\x05delta\x18\x02 \x01(\x01R\x05delta\x12)\n" +
 	"\x10noise_multiplier\x18\x03 \x01(\x01R\x0fnoiseMultiplier\x12\x1b\n" +
 	"\tclip_norm\x18\x04 \x01(\x01R\bclipNorm\x12\x1f\n" +
 	"\vsample_rate\x18\x05 \x01(\x01R\n" +
-	"sampleRate\"\x80\x01\n" +
+	"sampleRate\x12\x14\n" +
+	"\x05level\x18\x06 \x01(\tR\x05level\"\x80\x01\n" +
 	"\x0fServerOptimizer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tserver_lr\x18\x02 \x01(\x01R\bserverLr\x12\x14\n" +

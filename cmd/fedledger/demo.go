@@ -79,6 +79,7 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 	f.StringVar(&d.Standardization, "standardization", d.Standardization, "consortium (pooled statistics) or site (each hospital its own)")
 	f.StringVar(&personal, "personal", personal, "each hospital's personal model: intercept, ditto, finetune or none")
 	f.Float64Var(&d.DPEpsilon, "dp-epsilon", 0, "run a record-level differentially private study: each hospital's epsilon budget (delta 1e-5), every audit node enforcing it")
+	f.StringVar(&d.DPLevel, "dp-level", "record", "with --dp-epsilon: record (DP-SGD at each hospital) or client (DP-FedAvg over the hospitals' clipped updates)")
 	f.BoolVar(&tune, "tune", false, "first tune the learning rate, local steps and rounds by successive halving on the hospitals' validation data, every trial a study on the log")
 	f.BoolVar(&dev, "dev", true, "use an on-the-fly development CA (always on for the demo)")
 	return cmd

@@ -58,6 +58,10 @@ type Config struct {
 	// sampling rate 0.05), the noise calibrated to spend it over the
 	// study's rounds.
 	DPEpsilon float64
+	// DPLevel is "record" (default) or "client": DP-FedAvg, each
+	// hospital's update clipped to norm 0.1 and its share of the noise
+	// sized for K contributors.
+	DPLevel string
 	// Tune, when set, first tunes the hospitals' learning rate, local
 	// steps and the server learning rate (and the rounds) by successive
 	// halving on validation data (coordinator/tuning), every trial a study
@@ -128,6 +132,9 @@ func PersonalConfig(method string) *client.PersonalConfig {
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
+	if c.DPEpsilon < 0 || c.DPLevel != "" && c.DPLevel != audit.DPRecord && c.DPLevel != audit.DPClient {
+		errs = append(errs, fmt.Errorf("demo: dp epsilon %v, level %q: want epsilon >= 0 and level record or client", c.DPEpsilon, c.DPLevel))
+	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("demo: data directory is empty"))
 	}
@@ -257,6 +264,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	out := cfg.Out
 	if cfg.DPEpsilon > 0 {
 		study.DP = &coordinator.DPConfig{Epsilon: cfg.DPEpsilon, Delta: 1e-5, ClipNorm: 1, SampleRate: 0.05}
+		if cfg.DPLevel == audit.DPClient {
+			study.DP.Level, study.DP.ClipNorm, study.DP.SampleRate = audit.DPClient, 0.1, 1
+		}
 		if study.DP.NoiseMultiplier, err = coordinator.CalibrateNoise(*study.DP, study.Rounds, study.Training.LocalSteps); err != nil {
 			return nil, fmt.Errorf("demo: %w", err)
 		}
@@ -268,7 +278,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	} else {
 		fmt.Fprintf(out, "  PLAINTEXT MODE: updates are NOT encrypted; the coordinator reads every hospital's update\n")
 	}
-	if d := study.DP; d != nil {
+	if d := study.DP; d != nil && d.Level == audit.DPClient {
+		fmt.Fprintf(out, "  client-level differential privacy (DP-FedAvg): every hospital clips its update to norm %g and adds its share of noise σ = %g for K = %d, within ε = %g, δ = %g; every audit node enforces the budget\n",
+			d.ClipNorm, d.NoiseMultiplier, study.MinClients, d.Epsilon, d.Delta)
+	} else if d != nil {
 		fmt.Fprintf(out, "  differential privacy: every hospital trains with DP-SGD (σ = %g, clip %g, sampling rate %g) within ε = %g, δ = %g each; every audit node enforces the budget\n",
 			d.NoiseMultiplier, d.ClipNorm, d.SampleRate, d.Epsilon, d.Delta)
 	}

@@ -219,6 +219,13 @@ func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
 	var dp *coordinator.DPConfig
 	if d := f.DP; d != nil {
 		dp = &coordinator.DPConfig{Epsilon: d.Epsilon, Delta: d.Delta, NoiseMultiplier: d.NoiseMultiplier, ClipNorm: d.ClipNorm, SampleRate: d.SampleRate}
+		switch d.Level {
+		case "", "record":
+		case "client":
+			dp.Level = "client"
+		default:
+			return coordinator.StudyConfig{}, s.errorf("study.dp.level", "%q, want record or client", d.Level)
+		}
 		if dp.NoiseMultiplier == 0 {
 			if dp.NoiseMultiplier, err = coordinator.CalibrateNoise(*dp, f.Rounds, tc.LocalSteps); err != nil {
 				return coordinator.StudyConfig{}, s.errorf("study.dp", "%v", err)

@@ -92,6 +92,9 @@ type DPFile struct {
 	NoiseMultiplier float64 `mapstructure:"noise_multiplier"`
 	ClipNorm        float64 `mapstructure:"clip_norm"`
 	SampleRate      float64 `mapstructure:"sample_rate"`
+	// Level is "record" (default: DP-SGD at each hospital) or "client"
+	// (DP-FedAvg over the hospitals' clipped updates).
+	Level string `mapstructure:"level"`
 }
 
 // AuditClientFile points a coordinator at the audit log.
