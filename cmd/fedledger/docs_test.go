@@ -12,6 +12,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/fedledger/fedledger/cmd/fedledger/internal/config"
 	"github.com/fedledger/fedledger/cmd/fedledger/internal/provision"
@@ -29,6 +30,8 @@ import (
 //	                           ("..." in a line matches anything)
 //	<!-- fragment: KIND -->    a YAML fragment of a client, coordinator or
 //	                           audit-node file, loaded merged into a kit's file
+//	                           (its top-level sections replace the kit's; with
+//	                           "KIND merged", merged key by key into them)
 //
 // Unmarked blocks:
 //
@@ -577,7 +580,10 @@ func checkYAML(t *testing.T, b mdBlock, kits string) error {
 	for _, m := range topKeyRe.FindAllStringSubmatch(b.text, -1) {
 		keys[m[1]] = true
 	}
-	kind := b.arg
+	kind, mode, _ := strings.Cut(b.arg, " ")
+	if mode != "" && mode != "merged" {
+		return fmt.Errorf("<!-- fragment: %s -->: want KIND or KIND merged", b.arg)
+	}
 	if b.marker != "fragment" {
 		switch {
 		case keys["hospitals"]:
@@ -632,11 +638,26 @@ func checkYAML(t *testing.T, b mdBlock, kits string) error {
 		if err != nil {
 			return err
 		}
-		text = string(full)
-		for k := range keys {
-			text = config.ReplaceSection(text, k, "")
+		if mode == "merged" {
+			var into, frag map[string]any
+			if err := yaml.Unmarshal(full, &into); err != nil {
+				return err
+			}
+			if err := yaml.Unmarshal([]byte(b.text), &frag); err != nil {
+				return err
+			}
+			merged, err := yaml.Marshal(mergeYAML(into, frag))
+			if err != nil {
+				return err
+			}
+			text = string(merged)
+		} else {
+			text = string(full)
+			for k := range keys {
+				text = config.ReplaceSection(text, k, "")
+			}
+			text += b.text
 		}
-		text += b.text
 	}
 	p := filepath.Join(kits, kit, fmt.Sprintf("doc-%d.yaml", b.line))
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
@@ -653,4 +674,19 @@ func checkYAML(t *testing.T, b mdBlock, kits string) error {
 		_, err = config.LoadAuditNode(p, nil)
 	}
 	return err
+}
+
+// mergeYAML merges frag into into key by key: maps merge, any other value
+// replaces.
+func mergeYAML(into, frag map[string]any) map[string]any {
+	for k, v := range frag {
+		sub, ok1 := v.(map[string]any)
+		base, ok2 := into[k].(map[string]any)
+		if ok1 && ok2 {
+			into[k] = mergeYAML(base, sub)
+			continue
+		}
+		into[k] = v
+	}
+	return into
 }
