@@ -160,3 +160,34 @@ func TestClientLevelBudgetRules(t *testing.T) {
 		})
 	}
 }
+
+// FuzzDPBudgetOf: any study parameters either give a budget whose
+// accounting works and is monotone, or an ErrStudyRules naming the
+// problem; never a panic. The seeds run as a plain test.
+func FuzzDPBudgetOf(f *testing.F) {
+	f.Add("3", "1e-05", "1", "1", "0.05", "50", "")
+	f.Add("3", "1e-05", "6.7", "0.1", "1", "0", "client")
+	f.Add("NaN", "0", "-1", "0", "2", "x", "hospital")
+	f.Add("1e308", "1e-300", "1e-300", "1e308", "1e-300", "100", "record")
+	f.Fuzz(func(t *testing.T, eps, delta, sigma, clip, q, steps, level string) {
+		rec := &audit.Record{Hyperparameters: []audit.Param{
+			{Name: audit.ParamDPEpsilon, Value: eps}, {Name: audit.ParamDPDelta, Value: delta}, {Name: audit.ParamDPNoiseMultiplier, Value: sigma},
+			{Name: audit.ParamDPClipNorm, Value: clip}, {Name: audit.ParamDPSampleRate, Value: q}, {Name: "local_steps", Value: steps},
+			{Name: audit.ParamDPLevel, Value: level}}}
+		b, err := audit.DPBudgetOf(rec)
+		if err != nil {
+			if !errors.Is(err, audit.ErrStudyRules) {
+				t.Fatalf("error %v is not ErrStudyRules", err)
+			}
+			return
+		}
+		if b.StepsPerRound > 1<<20 {
+			return // a valid but enormous study: accounting is slow, not wrong
+		}
+		e1, err1 := b.Spent(1)
+		e2, err2 := b.Spent(2)
+		if err1 == nil && err2 == nil && e2 < e1 {
+			t.Fatalf("ε after 2 rounds %v < after 1 %v", e2, e1)
+		}
+	})
+}
