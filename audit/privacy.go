@@ -39,6 +39,12 @@ const (
 	MetricDPEpsilon = "dp_epsilon_spent"
 )
 
+// Bounds of a declared noise multiplier.
+const (
+	minNoise = 0.1
+	maxNoise = 1000.0
+)
+
 // DPBudget is a record-level DP study's declared budget and mechanism, per
 // hospital: each trains StepsPerRound DP-SGD steps a round.
 type DPBudget struct {
@@ -107,8 +113,11 @@ func DPBudgetOf(study *Record) (*DPBudget, error) {
 		return nil, fmt.Errorf("%w: %s = %v, want > 0", ErrStudyRules, ParamDPEpsilon, b.Epsilon)
 	case !(b.Delta > 0 && b.Delta < 1):
 		return nil, fmt.Errorf("%w: %s = %v, want in (0, 1)", ErrStudyRules, ParamDPDelta, b.Delta)
-	case !(b.NoiseMultiplier > 0):
-		return nil, fmt.Errorf("%w: %s = %v, want > 0", ErrStudyRules, ParamDPNoiseMultiplier, b.NoiseMultiplier)
+	case !(b.NoiseMultiplier >= minNoise && b.NoiseMultiplier <= maxNoise):
+		// Below 0.1 ε runs to the thousands and the accountant's series
+		// converge slowly; above 1000 nothing is learnt. Bounding it keeps
+		// every audit node's check of a round cheap.
+		return nil, fmt.Errorf("%w: %s = %v, want %g..%g", ErrStudyRules, ParamDPNoiseMultiplier, b.NoiseMultiplier, minNoise, maxNoise)
 	case !(b.ClipNorm > 0):
 		return nil, fmt.Errorf("%w: %s = %v, want > 0", ErrStudyRules, ParamDPClipNorm, b.ClipNorm)
 	case !(b.SampleRate > 0 && b.SampleRate <= 1):

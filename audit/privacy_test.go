@@ -106,6 +106,7 @@ func TestPrivacyBudgetStudyRules(t *testing.T) {
 		"ε infinite":           edit(audit.ParamDPEpsilon, "+Inf"),
 		"δ one":                edit(audit.ParamDPDelta, "1"),
 		"σ negative":           edit(audit.ParamDPNoiseMultiplier, "-1"),
+		"σ tiny":               edit(audit.ParamDPNoiseMultiplier, "0.001"),
 		"clip norm zero":       edit(audit.ParamDPClipNorm, "0"),
 		"sample rate above 1":  edit(audit.ParamDPSampleRate, "1.5"),
 		"no local steps":       edit("local_steps", "0"),
@@ -168,7 +169,8 @@ func FuzzDPBudgetOf(f *testing.F) {
 	f.Add("3", "1e-05", "1", "1", "0.05", "50", "")
 	f.Add("3", "1e-05", "6.7", "0.1", "1", "0", "client")
 	f.Add("NaN", "0", "-1", "0", "2", "x", "hospital")
-	f.Add("1e308", "1e-300", "1e-300", "1e308", "1e-300", "100", "record")
+	f.Add("1e308", "1e-300", "0.1", "1e308", "1e-300", "100", "record")
+	f.Add("3", "1e-05", "1e-300", "1", "0.05", "100", "record")
 	f.Fuzz(func(t *testing.T, eps, delta, sigma, clip, q, steps, level string) {
 		rec := &audit.Record{Hyperparameters: []audit.Param{
 			{Name: audit.ParamDPEpsilon, Value: eps}, {Name: audit.ParamDPDelta, Value: delta}, {Name: audit.ParamDPNoiseMultiplier, Value: sigma},
