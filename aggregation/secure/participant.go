@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -438,4 +439,74 @@ func LoadParticipant(dir, self string) (*Participant, error) {
 		return nil, fmt.Errorf("%w: the secret share in %s does not belong to the setup beside it", ErrInput, dir)
 	}
 	return &Participant{Setup: s, party: party, self: self, dir: dir}, nil
+}
+
+// projectedFile records the last round this key holder gave projection
+// shares for, and the manifest it gave them for.
+const projectedFile = "projected.bin"
+
+// ProjectionShares are this key holder's projection shares, for the active
+// set, of every contribution the manifest lists, onto the round's direction
+// (RoundDirection of the manifest's digest, dim values): one per
+// contributor, one residue per prime. A holder answers once per round: a
+// second manifest for the same round (another set of contributions, so
+// another direction) would open a second scalar of each update, and an
+// earlier round is closed. The same manifest again is answered again (a
+// retry). Before answering it records the round and the manifest's digest.
+func (p *Participant) ProjectionShares(m Manifest, active []uint64, dim int) (map[string][]uint64, error) {
+	if m.Study != p.Setup.study {
+		return nil, fmt.Errorf("%w: task for study %q, this key is %q's", ErrManifest, m.Study, p.Setup.study)
+	}
+	if p.dir == "" {
+		return nil, fmt.Errorf("%w: the participant has no directory to record what it answered; Save it first", ErrInput)
+	}
+	if len(m.Contributions) == 0 {
+		return nil, fmt.Errorf("%w: no contributions to check", ErrManifest)
+	}
+	digest := m.Digest()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	path := filepath.Join(p.dir, projectedFile)
+	if b, err := fsutil.ReadFileChecked(path); err == nil {
+		if len(b) != 8+32 {
+			return nil, fmt.Errorf("%w: %s has %d bytes", ErrInput, path, len(b))
+		}
+		round := binary.BigEndian.Uint64(b[:8])
+		switch {
+		case round > m.Round:
+			return nil, fmt.Errorf("%w: round %d is behind round %d, already checked", ErrAlreadyShared, m.Round, round)
+		case round == m.Round && !bytes.Equal(b[8:], digest[:]):
+			return nil, fmt.Errorf("%w: projections of round %d were given for another set of contributions; a second set would open a second scalar of each update", ErrAlreadyShared, m.Round)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	dir, err := NewDirection(p.Setup.preset, RoundDirection(digest, dim))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]uint64{}
+	points := make(map[string]uint64, len(m.Contributions))
+	for _, c := range m.Contributions {
+		point, ok := p.Setup.points[c.Site]
+		if !ok {
+			return nil, fmt.Errorf("%w: %q is not a key holder of this study", ErrManifest, c.Site)
+		}
+		if _, dup := points[c.Site]; dup {
+			return nil, fmt.Errorf("%w: %q listed twice", ErrManifest, c.Site)
+		}
+		points[c.Site] = point
+	}
+	rec := binary.BigEndian.AppendUint64(nil, m.Round)
+	if err := fsutil.WriteFileChecked(path, append(rec, digest[:]...), 0o600); err != nil {
+		return nil, err
+	}
+	for site, point := range points {
+		sh, err := p.party.ProjectionShare(p.nonce(m.Round), point, active, dir)
+		if err != nil {
+			return nil, err
+		}
+		out[site] = sh
+	}
+	return out, nil
 }

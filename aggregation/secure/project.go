@@ -1,6 +1,8 @@
 package secure
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -205,4 +207,23 @@ func Project(preset Preset, contribution []ring.Poly, shares [][]uint64, thresho
 		one.Coeffs[j] = []uint64{acc[j]}
 	}
 	return k.center(one, 0) / dir.factor, nil
+}
+
+// RoundDirection is the public direction of a round's projection check: a
+// uniformly random unit vector of dim values drawn (AES-256-CTR, as the
+// sketches' coefficients) from seed, the digest of the round's manifest.
+// Nobody can aim an update away from it: it is fixed only once every
+// contribution of the round is, and no party chooses it.
+func RoundDirection(seed [32]byte, dim int) []float64 {
+	prng := newPRNG(sha256.Sum256(append([]byte("fedledger projection direction v1\x00"), seed[:]...)))
+	u := make([]float64, dim)
+	var buf [16]byte
+	for i := range u {
+		// Box–Muller from two 53-bit uniforms in (0, 1].
+		prng.Read(buf[:])
+		a := float64(binary.LittleEndian.Uint64(buf[:8])>>11+1) / (1 << 53)
+		b := float64(binary.LittleEndian.Uint64(buf[8:])>>11) / (1 << 53)
+		u[i] = math.Sqrt(-2*math.Log(a)) * math.Cos(2*math.Pi*b)
+	}
+	return u
 }

@@ -1,10 +1,14 @@
 package secure
 
 import (
+	"crypto/sha256"
 	"errors"
 	"math"
 	"math/rand"
+	"slices"
 	"testing"
+
+	"github.com/fedledger/fedledger/audit"
 )
 
 // project has hospital c (index) encrypt v for round 1 and the parties at
@@ -166,5 +170,107 @@ func TestProjectionNeedsTShares(t *testing.T) {
 	}
 	if _, err := Project(Default, append(c, c[0]), [][]uint64{share(0, 4, act), share(1, 4, act), share(2, 4, act)}, 3, dir); !errors.Is(err, ErrParams) {
 		t.Fatalf("a contribution of the wrong length: %v", err)
+	}
+}
+
+// TestParticipantsCheckTheNorm: three hospitals with t = 2 run the norm
+// check as the protocol does: each key holder derives the round's
+// direction from the manifest itself and gives its shares once; the
+// coordinator's Setup opens each contribution's projection, n·⟨Δ, u⟩. A
+// holder refuses a second set of contributions for the round (it would
+// open a second scalar of each update) and an earlier round, and answers
+// the same manifest again.
+func TestParticipantsCheckTheNorm(t *testing.T) {
+	sites := []string{"a", "b", "c"}
+	const dim, n = 14, 10.0
+	ps := roleStudy(t, sites, 2, dim)
+	coord := ps[0].Setup
+	parent := audit.Hash{9}
+	rng := rand.New(rand.NewSource(11))
+	var payloads [][]byte
+	var contribs []audit.Contribution
+	vecs := make([][]float64, len(ps))
+	for i, p := range ps {
+		vecs[i] = make([]float64, dim)
+		for j := range vecs[i] {
+			vecs[i][j] = rng.NormFloat64() * n // the weighted update n·Δ
+		}
+		payload, err := p.Contribute(1, parent[:], vecs[i], n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payloads = append(payloads, payload)
+		contribs = append(contribs, audit.Contribution{Site: sites[i], UpdateHash: sha256.Sum256(payload), Samples: 10})
+	}
+	m := Manifest{Study: "heart", Round: 1, Parent: parent, Contributions: contribs}
+	u := RoundDirection(m.Digest(), dim)
+	dir, err := NewDirection(Default, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	active := []uint64{1, 3}
+	shares := map[string]map[string][]uint64{}
+	for _, i := range []int{0, 2} {
+		sh, err := ps[i].ProjectionShares(m, active, dim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shares[sites[i]] = sh
+	}
+	for i, site := range sites {
+		got, err := coord.Project(1, payloads[i], [][]uint64{shares["a"][site], shares["c"][site]}, 2, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := dot(vecs[i], u)
+		if math.Abs(got-want) > 1e-4 {
+			t.Fatalf("%s: projection %v, plaintext %v", site, got, want)
+		}
+	}
+	// The same manifest again: answered (a retry).
+	if _, err := ps[0].ProjectionShares(m, active, dim); err != nil {
+		t.Fatalf("a retry: %v", err)
+	}
+	// Another set of contributions for round 1: refused.
+	fewer := m
+	fewer.Contributions = contribs[:2]
+	if _, err := ps[0].ProjectionShares(fewer, active, dim); !errors.Is(err, ErrAlreadyShared) {
+		t.Fatalf("a second set for round 1: %v", err)
+	}
+	// A later round is answered; then round 1 is closed.
+	later := m
+	later.Round = 2
+	if _, err := ps[0].ProjectionShares(later, active, dim); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps[0].ProjectionShares(m, active, dim); !errors.Is(err, ErrAlreadyShared) {
+		t.Fatalf("round 1 after round 2: %v", err)
+	}
+	stranger := m
+	stranger.Contributions = append(slices.Clone(contribs), audit.Contribution{Site: "z"})
+	stranger.Round = 3
+	if _, err := ps[2].ProjectionShares(stranger, active, dim); !errors.Is(err, ErrManifest) {
+		t.Fatalf("a contribution from a site with no key share: %v", err)
+	}
+}
+
+// TestRoundDirection: the direction is a deterministic function of the
+// manifest's digest, different for different digests, and spread like a
+// standard normal vector.
+func TestRoundDirection(t *testing.T) {
+	a, b := RoundDirection([32]byte{1}, 20000), RoundDirection([32]byte{1}, 20000)
+	if !slices.Equal(a, b) {
+		t.Fatal("the same digest gave two directions")
+	}
+	if c := RoundDirection([32]byte{2}, 20000); slices.Equal(a, c) {
+		t.Fatal("two digests gave one direction")
+	}
+	var sum, sq float64
+	for _, x := range a {
+		sum, sq = sum+x, sq+x*x
+	}
+	mean, v := sum/float64(len(a)), sq/float64(len(a))
+	if math.Abs(mean) > 0.03 || math.Abs(v-1) > 0.04 {
+		t.Fatalf("mean %v, variance %v: not standard normal", mean, v)
 	}
 }

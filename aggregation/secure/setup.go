@@ -353,3 +353,14 @@ func (s *Setup) Digest() ([32]byte, error) {
 	}
 	return sha256.Sum256(b), nil
 }
+
+// Project opens the projection of a contribution payload of round onto dir
+// from t key holders' projection shares (ProjectionShare): one scalar,
+// ⟨n·Δ, u⟩ for the weighted update the hospital encrypted.
+func (s *Setup) Project(round uint64, payload []byte, shares [][]uint64, threshold int, dir *Direction) (float64, error) {
+	polys, err := OpenPolys(payload, s.expect(KindContribution, round))
+	if err != nil {
+		return 0, err
+	}
+	return Project(s.preset, polys, shares, threshold, dir)
+}
