@@ -139,6 +139,8 @@ type studyState struct {
 	keys          *keySetup // nil until the key setup (always, in a plaintext study)
 	// dp is the study's record-level DP budget (nil: not a DP study).
 	dp *DPBudget
+	// bound is the study's norm bound on every update (0: none).
+	bound float64
 }
 
 // keySetup is a secure study's finished key setup: the collective key and
@@ -335,7 +337,14 @@ func checkStudy(rec *Record) (*studyState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &studyState{rules: *rec, lastOutput: rec.OutputModel, dp: dp}, nil
+	bound, err := normBound(rec)
+	if err != nil {
+		return nil, err
+	}
+	if bound > 0 && rec.HEParamsID == "" {
+		return nil, fmt.Errorf("%w: %s in a plaintext study: the bound is checked under encryption", ErrStudyRules, ParamNormBound)
+	}
+	return &studyState{rules: *rec, lastOutput: rec.OutputModel, dp: dp, bound: bound}, nil
 }
 
 // checkKeySetup validates a key-setup-done record: the coordinator
@@ -459,6 +468,11 @@ func (l *Ledger) checkRound(st *studyState, rec *Record) (*studyState, error) {
 	}
 	if err := checkEvaluations(rec); err != nil {
 		return nil, err
+	}
+	if st.bound > 0 {
+		if err := checkBound(st.bound, rec); err != nil {
+			return nil, err
+		}
 	}
 	if err := sortedBySite("countersignatures", rec.Countersignatures, func(c Countersignature) string { return c.Site }); err != nil {
 		return nil, err

@@ -93,6 +93,11 @@ type Config struct {
 	// DialOptions are extra gRPC options for the connection to the
 	// coordinator (e.g. a proxy dialer or interceptors).
 	DialOptions []grpc.DialOption
+	// Tamper, when set, rewrites this site's model update Δ (the local
+	// model minus the parent) after clipping and before encryption: a
+	// compromised hospital, for attack experiments and tests. No
+	// configuration file sets it.
+	Tamper func(round uint64, delta []float64)
 }
 
 const modeSecure, modePlaintext = "secure", "plaintext"

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/fedledger/fedledger/aggregation/secure"
@@ -171,4 +173,43 @@ func manifestFrom(study string, round uint64, parent []byte, cs []*pb.Contributi
 		sizes[e.ClientId] = e.Size
 	}
 	return m, sizes, nil
+}
+
+// boundRound answers a norm-check task: this key holder's projection
+// shares of every listed contribution, for the active set, onto the round's
+// direction, which it derives itself from the manifest (nobody chooses it).
+// The round must be the one the audit log has open, as for decryption, and
+// the participant answers once per round (a second set of contributions
+// would open a second scalar of each update).
+func (c *Client) boundRound(ctx context.Context, t *pb.BoundTask) (*pb.ClientMessage, error) {
+	if c.study == nil || c.study.Mode != modeSecure || t.StudyId != c.study.StudyId || c.study.NormBound <= 0 {
+		return nil, fmt.Errorf("norm-check task for %q, which is not this client's secure study with a norm bound", t.StudyId)
+	}
+	if len(t.ParentSha256) != sha256.Size {
+		return nil, fmt.Errorf("norm-check task without a 32-byte parent hash")
+	}
+	if err := c.checkOnLog(ctx, t.StudyId, t.Round, t.ParentSha256); err != nil {
+		return nil, err
+	}
+	k, err := c.studyKeys()
+	if err != nil {
+		return nil, err
+	}
+	if len(t.ActivePoints) != k.participant.Threshold() || !slices.Contains(t.ActivePoints, k.participant.Point()) {
+		return nil, fmt.Errorf("norm-check active set %v: want t=%d points including this site's %d", t.ActivePoints, k.participant.Threshold(), k.participant.Point())
+	}
+	m, _, err := manifestFrom(t.StudyId, t.Round, t.ParentSha256, t.Contributions)
+	if err != nil {
+		return nil, err
+	}
+	shares, err := k.participant.ProjectionShares(m, t.ActivePoints, specFrom(c.study.Model).NumParams())
+	if err != nil {
+		return nil, err
+	}
+	out := &pb.ProjectionShares{StudyId: t.StudyId, Round: t.Round}
+	for _, site := range slices.Sorted(maps.Keys(shares)) {
+		out.Shares = append(out.Shares, &pb.ProjectionShare{ClientId: site, Residues: shares[site]})
+	}
+	c.log.Info("norm-check projection shares given", slog.Uint64("round", t.Round), slog.Int("contributions", len(shares)))
+	return &pb.ClientMessage{Msg: &pb.ClientMessage_Bound{Bound: out}}, nil
 }

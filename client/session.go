@@ -219,6 +219,17 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 			c.metrics.sketches.WithLabelValues("given").Inc()
 			c.metrics.phase.WithLabelValues("sketch").Observe(time.Since(t0).Seconds())
 			out = []*pb.ClientMessage{sk}
+		case *pb.CoordinatorMessage_Bound:
+			t0 := time.Now()
+			b, err := c.boundRound(ctx, msg.Bound)
+			if err != nil {
+				if err := refuse(msg.Bound.StudyId, msg.Bound.Round, "norm check", err); err != nil {
+					return true, err
+				}
+				continue
+			}
+			c.metrics.phase.WithLabelValues("norm_check").Observe(time.Since(t0).Seconds())
+			out = []*pb.ClientMessage{b}
 		case *pb.CoordinatorMessage_Countersign:
 			t0 := time.Now()
 			cs, err := c.countersign(ctx, coord, msg.Countersign)

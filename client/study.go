@@ -124,6 +124,11 @@ func announcedParams(s *pb.StudySpec) []audit.Param {
 	} else {
 		ps = append(ps, audit.Param{Name: "validation_fraction"})
 	}
+	if s.NormBound != 0 {
+		ps = append(ps, p(audit.ParamNormBound, s.NormBound))
+	} else {
+		ps = append(ps, audit.Param{Name: audit.ParamNormBound})
+	}
 	if d := s.GetDp(); d != nil {
 		ps = append(ps, p(audit.ParamDPEpsilon, d.Epsilon), p(audit.ParamDPDelta, d.Delta), p(audit.ParamDPNoiseMultiplier, d.NoiseMultiplier),
 			p(audit.ParamDPClipNorm, d.ClipNorm), p(audit.ParamDPSampleRate, d.SampleRate), p(audit.ParamDPLevel, d.Level))

@@ -128,6 +128,24 @@ func (c *Client) trainRound(ctx context.Context, coord Coordinator, t *pb.TrainT
 	if budget != nil && budget.Level == audit.DPClient {
 		n = 1 // every update weighs the same: its sensitivity is the clip norm
 	}
+	if b := c.study.NormBound; b > 0 {
+		// The study bounds every update's norm; the coordinator checks it
+		// under encryption and leaves out an update past it.
+		var clipped bool
+		if local, clipped = clipUpdate(parent, local, b); clipped {
+			c.log.Info("update clipped to the study's norm bound", slog.Uint64("round", t.Round), slog.Float64("bound", b))
+		}
+	}
+	if c.cfg.Tamper != nil {
+		delta := make([]float64, len(local))
+		for i := range local {
+			delta[i] = local[i] - parent[i]
+		}
+		c.cfg.Tamper(t.Round, delta)
+		for i := range local {
+			local[i] = parent[i] + delta[i]
+		}
+	}
 	t0 = time.Now()
 	payload, encoding, err := c.encodeUpdate(t.Round, t.ParentSha256, local, parent, n)
 	if err != nil {
@@ -299,4 +317,22 @@ func evaluation(site, split string, global model.Metrics, personal *model.Metric
 		add("personal_"+split+"_loss", personal.Loss)
 	}
 	return e
+}
+
+// clipUpdate is parent + Δ scaled to norm at most bound, Δ = local − parent.
+func clipUpdate(parent, local []float64, bound float64) ([]float64, bool) {
+	var norm float64
+	for i := range local {
+		d := local[i] - parent[i]
+		norm += d * d
+	}
+	norm = math.Sqrt(norm)
+	if norm <= bound {
+		return local, false
+	}
+	out := make([]float64, len(local))
+	for i := range local {
+		out[i] = parent[i] + (local[i]-parent[i])*(bound/norm)
+	}
+	return out, true
 }

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,7 +143,7 @@ func studyTerms(st StudyConfig, initial [32]byte) audit.Terms {
 // list.
 var announcedParams = []string{"mode", "model", "server_lr", "beta1", "beta2", "tau", "optimizer", "learning_rate",
 	"batch_size", "local_steps", "epochs", "prox_mu", "validation_fraction",
-	audit.ParamDPEpsilon, audit.ParamDPDelta, audit.ParamDPNoiseMultiplier, audit.ParamDPClipNorm, audit.ParamDPSampleRate, audit.ParamDPLevel}
+	audit.ParamDPEpsilon, audit.ParamDPDelta, audit.ParamDPNoiseMultiplier, audit.ParamDPClipNorm, audit.ParamDPSampleRate, audit.ParamDPLevel, audit.ParamNormBound}
 
 func announced(ps []audit.Param) []audit.Param {
 	var out []audit.Param
@@ -257,6 +259,9 @@ func studyParams(st StudyConfig) []audit.Param {
 	if st.TunedBy != "" {
 		ps = append(ps, audit.StudyParam("tuned_by", st.TunedBy))
 	}
+	if st.NormBound > 0 {
+		ps = append(ps, audit.StudyParam(audit.ParamNormBound, st.NormBound))
+	}
 	if d := st.DP; d != nil {
 		ps = append(ps, audit.StudyParam(audit.ParamDPEpsilon, d.Epsilon), audit.StudyParam(audit.ParamDPDelta, d.Delta),
 			audit.StudyParam(audit.ParamDPNoiseMultiplier, d.NoiseMultiplier), audit.StudyParam(audit.ParamDPClipNorm, d.ClipNorm),
@@ -330,6 +335,14 @@ func (a *AuditRecorder) record(r study.Record) (string, *audit.Record) {
 			HEParamsID: rep.HEParams, CollectiveKeyHash: rep.CollectiveKey, Strategy: st.Strategy.Name, BinaryVersion: version.String(),
 			Hyperparameters: append(studyParams(st), audit.Param{Name: "failure", Value: rep.Reason},
 				audit.Param{Name: "contributors", Value: fmt.Sprint(rep.Contributors)})}
+	}
+	// The norm check's disclosures: each checked contribution's opened
+	// projection, and who was left out for being past the bound.
+	for _, site := range slices.Sorted(maps.Keys(rep.Projections)) {
+		rec.Metrics = append(rec.Metrics, audit.Metric{Name: audit.MetricProjectionPrefix + site, Value: rep.Projections[site]})
+	}
+	if len(rep.Excluded) > 0 {
+		rec.Hyperparameters = append(rec.Hyperparameters, audit.Param{Name: audit.ParamExcluded, Value: strings.Join(rep.Excluded, ",")})
 	}
 	// A DP study's rounds state the ε each hospital has spent; the rules
 	// recompute it and refuse a round past the budget.

@@ -77,6 +77,11 @@ type StudyConfig struct {
 	// Trial names the tuning run and trial this study is (nil: none); on
 	// the study record.
 	Trial *Trial
+	// NormBound, when > 0, bounds every hospital's update: each clips Δ to
+	// this L2 norm, and in a secure study the coordinator checks it under
+	// encryption (t key holders open one projection per contribution) and
+	// leaves out a contribution past it before the aggregate is formed.
+	NormBound float64
 	// DP, when set, makes the study record-level differentially private:
 	// every hospital trains with DP-SGD, and the study's ε per hospital
 	// may not pass the budget (every audit node enforces it).
@@ -219,6 +224,11 @@ func (s StudyConfig) Validate() error {
 			spent, _ := b.Spent(1)
 			errs = append(errs, fmt.Errorf("study.dp: one round already spends ε = %.3f, past the budget %g: raise the noise multiplier, or lower local_steps or the sample rate", spent, b.Epsilon))
 		}
+	}
+	if s.NormBound < 0 || math.IsNaN(s.NormBound) || math.IsInf(s.NormBound, 0) {
+		errs = append(errs, fmt.Errorf("study.norm_bound = %v, want 0 (none) or a finite bound > 0", s.NormBound))
+	} else if s.NormBound > 0 && !s.Secure() {
+		errs = append(errs, fmt.Errorf("study.norm_bound is checked under encryption, in secure studies; a plaintext study has no such check yet"))
 	}
 	if s.TunedBy != "" {
 		if err := tlsutil.ValidID(s.TunedBy); err != nil {

@@ -76,7 +76,7 @@ func (c *Coordinator) machineConfig() study.Config {
 	if phase <= 0 {
 		phase = st.RoundDeadline
 	}
-	return study.Config{Study: st.ID, Secure: st.Secure(), HEParams: st.HEPreset, Threshold: st.Threshold, K: st.MinClients,
+	return study.Config{Study: st.ID, Secure: st.Secure(), HEParams: st.HEPreset, Threshold: st.Threshold, K: st.MinClients, NormBound: st.NormBound,
 		Rounds: st.Rounds, Sites: st.Clients, ManualStart: st.ManualStart, StartTimeout: st.StartTimeout,
 		KeySetupTimeout: st.KeySetupTimeout, RoundDeadline: st.RoundDeadline, PhaseTimeout: phase,
 		FinalEvalTimeout: c.cfg.FinalEvalTimeout, RetryMin: c.cfg.RetryMin, RetryMax: c.cfg.RetryMax}
@@ -97,7 +97,7 @@ func (c *Coordinator) drive(ctx context.Context, m *study.Machine, acts []study.
 	perform := func(acts []study.Action) {
 		for _, a := range acts {
 			switch a := a.(type) {
-			case study.ComputeCollectiveKey, study.SaveKeySetup, study.Aggregate, study.Combine, study.Record:
+			case study.ComputeCollectiveKey, study.SaveKeySetup, study.Project, study.Aggregate, study.Combine, study.Record:
 				queue = append(queue, a)
 			case study.Done:
 				done = &a
@@ -185,6 +185,11 @@ func (c *Coordinator) do(ctx context.Context, a study.Action) study.Event {
 		return study.CollectiveKeyDone{Hash: h, Err: err}
 	case study.SaveKeySetup:
 		return study.KeySetupSaved{Err: c.saveKeySetup(a.KeySetup)}
+	case study.Project:
+		t0 := time.Now()
+		proj, err := c.project(a)
+		c.metrics.phaseSeconds.WithLabelValues("bound_work").Observe(time.Since(t0).Seconds())
+		return study.Projected{Round: a.Round, Projections: proj, Err: err}
 	case study.Aggregate:
 		t0 := time.Now()
 		obj, err := c.aggregate(a)

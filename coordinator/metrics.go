@@ -28,6 +28,7 @@ type metrics struct {
 	// dpBudget and dpSpent: a DP study's ε budget and the ε each hospital
 	// has spent after the last committed round.
 	dpBudget, dpSpent prometheus.Gauge
+	projections       *prometheus.CounterVec
 }
 
 func newMetrics(study string) *metrics {
@@ -85,7 +86,10 @@ func newMetrics(study string) *metrics {
 	m.dpSpent = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "fedledger_coordinator_dp_epsilon_spent", Help: "The epsilon each hospital has spent after the last committed round of a differentially private study, as its round record states and the audit rules recompute.", ConstLabels: labels,
 	})
-	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS, m.dpBudget, m.dpSpent)
+	m.projections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_coordinator_norm_checks_total", Help: "Contributions checked against the study's norm bound under encryption, by result: within, excluded (left out of the aggregate) or rejected (malformed projection shares).", ConstLabels: labels,
+	}, []string{"result"})
+	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS, m.dpBudget, m.dpSpent, m.projections)
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
 		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -118,6 +122,8 @@ func (m *metrics) observe(o study.Observe) {
 		m.shares.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricSketches:
 		m.sketches.WithLabelValues(o.Label).Add(o.Value)
+	case study.MetricProjections:
+		m.projections.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricCountersignatures:
 		m.countersigs.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricRounds:

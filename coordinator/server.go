@@ -131,6 +131,7 @@ func (c *Coordinator) studySpec() *pb.StudySpec {
 		HePreset: st.HEPreset, Threshold: uint32(st.Threshold), Features: st.Features,
 		ServerOptimizer:    &pb.ServerOptimizer{Name: s.Name, ServerLr: s.ServerLR, Beta1: s.Beta1, Beta2: s.Beta2, Tau: s.Tau},
 		ValidationFraction: st.ValidationFraction,
+		NormBound:          st.NormBound,
 	}
 	if d := st.DP; d != nil {
 		spec.Dp = &pb.DPParams{Epsilon: d.Epsilon, Delta: d.Delta, NoiseMultiplier: d.NoiseMultiplier, ClipNorm: d.ClipNorm, SampleRate: d.SampleRate, Level: d.Level}
@@ -208,6 +209,8 @@ func (s *server) Participate(stream pb.Federation_ParticipateServer) error {
 				ev = c.countersignIn(p, msg.Countersign)
 			case *pb.ClientMessage_Sketch:
 				ev = c.sketchIn(p.ID, msg.Sketch)
+			case *pb.ClientMessage_Bound:
+				ev = c.boundIn(p.ID, msg.Bound)
 			}
 			if ev == nil {
 				continue
@@ -289,6 +292,31 @@ func (c *Coordinator) countersignIn(p tlsutil.Peer, m *pb.Countersignature) stud
 		return nil
 	}
 	return study.CountersignIn{From: identity(p), Round: m.Round, Output: audit.Hash(m.OutputSha256), Signature: m.Signature}
+}
+
+// boundIn turns a key holder's projection shares into an event; shares of
+// the wrong shape, or for another study, count as its refusal.
+func (c *Coordinator) boundIn(site string, m *pb.ProjectionShares) study.Event {
+	st := c.cfg.Study
+	ev := study.BoundIn{From: site, Round: m.Round, Shares: map[string][]uint64{}}
+	err := error(nil)
+	if !st.Secure() || st.NormBound <= 0 || m.StudyId != st.ID {
+		err = errors.New("projection shares for another study, or a study without a norm bound")
+	}
+	for _, s := range m.Shares {
+		if err != nil {
+			break
+		}
+		if _, dup := ev.Shares[s.ClientId]; dup || len(s.Residues) != 2 {
+			err = fmt.Errorf("projection share for %q repeated, or of %d residues (the preset has 2 primes)", s.ClientId, len(s.Residues))
+		}
+		ev.Shares[s.ClientId] = s.Residues
+	}
+	if err != nil {
+		c.log.Warn("malformed projection shares", slog.String("client", site), slog.Any("err", err))
+		return study.Refused{Site: site, Round: m.Round, Reason: "malformed projection shares: " + err.Error()}
+	}
+	return ev
 }
 
 // sketchIn turns a sketch into an event; one of the wrong size for the

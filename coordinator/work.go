@@ -1,8 +1,11 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 
 	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
@@ -38,6 +41,44 @@ func (c *Coordinator) computeKey(a study.ComputeCollectiveKey) (audit.Hash, erro
 // the study's key, or the plaintext weighted deltas into the plaintext
 // aggregate Σ n_i·Δ_i, Σ n_i. The aggregate is stored for the decryptors
 // and countersigners to fetch.
+// project opens every contribution's projection onto the round's
+// direction from the key holders' shares (the norm check).
+func (c *Coordinator) project(a study.Project) (map[string]float64, error) {
+	setup := c.keySetup()
+	if setup == nil {
+		return nil, errors.New("no key setup")
+	}
+	preset, err := secure.LookupPreset(c.cfg.Study.HEPreset)
+	if err != nil {
+		return nil, err
+	}
+	signed := make([]audit.Contribution, len(a.Updates))
+	for i, u := range a.Updates {
+		signed[i] = u.Contribution
+	}
+	digest := audit.ManifestDigest(c.cfg.Study.ID, a.Round, a.Parent, signed)
+	dir, err := secure.NewDirection(preset, secure.RoundDirection(digest, c.cfg.Study.Model.NumParams()))
+	if err != nil {
+		return nil, err
+	}
+	holders := slices.Sorted(maps.Keys(a.Shares))
+	out := map[string]float64{}
+	for _, u := range a.Updates {
+		b, err := c.objects.Get(u.UpdateHash)
+		if err != nil {
+			return nil, fmt.Errorf("update of %s: %w", u.Site, err)
+		}
+		var shares [][]uint64
+		for _, h := range holders {
+			shares = append(shares, a.Shares[h][u.Site])
+		}
+		if out[u.Site], err = setup.Project(a.Round, b, shares, c.cfg.Study.Threshold, dir); err != nil {
+			return nil, fmt.Errorf("projection of %s: %w", u.Site, err)
+		}
+	}
+	return out, nil
+}
+
 func (c *Coordinator) aggregate(a study.Aggregate) (study.Object, error) {
 	fetch := func(i int) ([]byte, error) {
 		b, err := c.objects.Get(a.Updates[i].UpdateHash)

@@ -398,6 +398,7 @@ type ClientMessage struct {
 	//	*ClientMessage_Accepted
 	//	*ClientMessage_Countersign
 	//	*ClientMessage_Sketch
+	//	*ClientMessage_Bound
 	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -530,6 +531,15 @@ func (x *ClientMessage) GetSketch() *ContributionSketch {
 	return nil
 }
 
+func (x *ClientMessage) GetBound() *ProjectionShares {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Bound); ok {
+			return x.Bound
+		}
+	}
+	return nil
+}
+
 type isClientMessage_Msg interface {
 	isClientMessage_Msg()
 }
@@ -574,6 +584,10 @@ type ClientMessage_Sketch struct {
 	Sketch *ContributionSketch `protobuf:"bytes,10,opt,name=sketch,proto3,oneof"`
 }
 
+type ClientMessage_Bound struct {
+	Bound *ProjectionShares `protobuf:"bytes,11,opt,name=bound,proto3,oneof"`
+}
+
 func (*ClientMessage_Hello) isClientMessage_Msg() {}
 
 func (*ClientMessage_Refusal) isClientMessage_Msg() {}
@@ -593,6 +607,8 @@ func (*ClientMessage_Accepted) isClientMessage_Msg() {}
 func (*ClientMessage_Countersign) isClientMessage_Msg() {}
 
 func (*ClientMessage_Sketch) isClientMessage_Msg() {}
+
+func (*ClientMessage_Bound) isClientMessage_Msg() {}
 
 // StudyAccepted tells the coordinator the client checked the study in the
 // Welcome against its policy and takes part. Until it does, the client is
@@ -656,6 +672,7 @@ type CoordinatorMessage struct {
 	//	*CoordinatorMessage_Decrypt
 	//	*CoordinatorMessage_Countersign
 	//	*CoordinatorMessage_Sketch
+	//	*CoordinatorMessage_Bound
 	Msg           isCoordinatorMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -797,6 +814,15 @@ func (x *CoordinatorMessage) GetSketch() *SketchTask {
 	return nil
 }
 
+func (x *CoordinatorMessage) GetBound() *BoundTask {
+	if x != nil {
+		if x, ok := x.Msg.(*CoordinatorMessage_Bound); ok {
+			return x.Bound
+		}
+	}
+	return nil
+}
+
 type isCoordinatorMessage_Msg interface {
 	isCoordinatorMessage_Msg()
 }
@@ -845,6 +871,10 @@ type CoordinatorMessage_Sketch struct {
 	Sketch *SketchTask `protobuf:"bytes,11,opt,name=sketch,proto3,oneof"`
 }
 
+type CoordinatorMessage_Bound struct {
+	Bound *BoundTask `protobuf:"bytes,12,opt,name=bound,proto3,oneof"`
+}
+
 func (*CoordinatorMessage_Welcome) isCoordinatorMessage_Msg() {}
 
 func (*CoordinatorMessage_Train) isCoordinatorMessage_Msg() {}
@@ -866,6 +896,8 @@ func (*CoordinatorMessage_Decrypt) isCoordinatorMessage_Msg() {}
 func (*CoordinatorMessage_Countersign) isCoordinatorMessage_Msg() {}
 
 func (*CoordinatorMessage_Sketch) isCoordinatorMessage_Msg() {}
+
+func (*CoordinatorMessage_Bound) isCoordinatorMessage_Msg() {}
 
 // Hello is the first message on Participate. The client's identity is taken
 // from its mTLS certificate, never from this message.
@@ -1074,7 +1106,12 @@ type StudySpec struct {
 	ValidationFraction float64 `protobuf:"fixed64,12,opt,name=validation_fraction,json=validationFraction,proto3" json:"validation_fraction,omitempty"`
 	// Record-level differential privacy (unset: none): each hospital trains
 	// with DP-SGD and the study's epsilon may not pass the budget.
-	Dp            *DPParams `protobuf:"bytes,13,opt,name=dp,proto3" json:"dp,omitempty"`
+	Dp *DPParams `protobuf:"bytes,13,opt,name=dp,proto3" json:"dp,omitempty"`
+	// The bound on every hospital's update norm (0: none): each clips its
+	// update Δ to it, and in a secure study t key holders open the
+	// projection of each contribution onto a direction fixed by the round's
+	// contributions, and the coordinator leaves out any past the bound.
+	NormBound     float64 `protobuf:"fixed64,14,opt,name=norm_bound,json=normBound,proto3" json:"norm_bound,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1198,6 +1235,13 @@ func (x *StudySpec) GetDp() *DPParams {
 		return x.Dp
 	}
 	return nil
+}
+
+func (x *StudySpec) GetNormBound() float64 {
+	if x != nil {
+		return x.NormBound
+	}
+	return 0
 }
 
 type DPParams struct {
@@ -3005,6 +3049,209 @@ func (x *SketchTask) GetDeadlineUnixNanos() int64 {
 	return 0
 }
 
+// BoundTask asks a key holder, in a study with a norm bound, for its
+// projection shares of every listed contribution onto the round's
+// direction (aggregation/secure RoundDirection of the manifest's digest),
+// for the active set of exactly t Shamir points: t holders' shares open one
+// scalar per contribution, its projection, and nothing else of it.
+type BoundTask struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	StudyId           string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Round             uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	ParentSha256      []byte                 `protobuf:"bytes,3,opt,name=parent_sha256,json=parentSha256,proto3" json:"parent_sha256,omitempty"`
+	Contributions     []*Contribution        `protobuf:"bytes,4,rep,name=contributions,proto3" json:"contributions,omitempty"`
+	ActivePoints      []uint64               `protobuf:"varint,5,rep,packed,name=active_points,json=activePoints,proto3" json:"active_points,omitempty"`
+	DeadlineUnixNanos int64                  `protobuf:"varint,6,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *BoundTask) Reset() {
+	*x = BoundTask{}
+	mi := &file_federation_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BoundTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BoundTask) ProtoMessage() {}
+
+func (x *BoundTask) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BoundTask.ProtoReflect.Descriptor instead.
+func (*BoundTask) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *BoundTask) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *BoundTask) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *BoundTask) GetParentSha256() []byte {
+	if x != nil {
+		return x.ParentSha256
+	}
+	return nil
+}
+
+func (x *BoundTask) GetContributions() []*Contribution {
+	if x != nil {
+		return x.Contributions
+	}
+	return nil
+}
+
+func (x *BoundTask) GetActivePoints() []uint64 {
+	if x != nil {
+		return x.ActivePoints
+	}
+	return nil
+}
+
+func (x *BoundTask) GetDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
+// ProjectionShares are a key holder's shares for a BoundTask: per
+// contribution (client_id), one residue per prime of the preset.
+type ProjectionShares struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StudyId       string                 `protobuf:"bytes,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	Round         uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Shares        []*ProjectionShare     `protobuf:"bytes,3,rep,name=shares,proto3" json:"shares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectionShares) Reset() {
+	*x = ProjectionShares{}
+	mi := &file_federation_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectionShares) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectionShares) ProtoMessage() {}
+
+func (x *ProjectionShares) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectionShares.ProtoReflect.Descriptor instead.
+func (*ProjectionShares) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ProjectionShares) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *ProjectionShares) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ProjectionShares) GetShares() []*ProjectionShare {
+	if x != nil {
+		return x.Shares
+	}
+	return nil
+}
+
+type ProjectionShare struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Residues      []uint64               `protobuf:"varint,2,rep,packed,name=residues,proto3" json:"residues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectionShare) Reset() {
+	*x = ProjectionShare{}
+	mi := &file_federation_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectionShare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectionShare) ProtoMessage() {}
+
+func (x *ProjectionShare) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectionShare.ProtoReflect.Descriptor instead.
+func (*ProjectionShare) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ProjectionShare) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ProjectionShare) GetResidues() []uint64 {
+	if x != nil {
+		return x.Residues
+	}
+	return nil
+}
+
 // ContributionSketch is a contributor's sketch, signed over the sketch
 // statement (audit.Sketch.Message: study, round, site, aggregate, the
 // manifest's digest and the values). From a client, client_id is ignored
@@ -3023,7 +3270,7 @@ type ContributionSketch struct {
 
 func (x *ContributionSketch) Reset() {
 	*x = ContributionSketch{}
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3282,7 @@ func (x *ContributionSketch) String() string {
 func (*ContributionSketch) ProtoMessage() {}
 
 func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3295,7 @@ func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContributionSketch.ProtoReflect.Descriptor instead.
 func (*ContributionSketch) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{35}
+	return file_federation_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ContributionSketch) GetStudyId() string {
@@ -3115,7 +3362,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3127,7 +3374,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3140,7 +3387,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{36}
+	return file_federation_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -3217,7 +3464,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3476,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3489,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{37}
+	return file_federation_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Object) GetSha256() []byte {
@@ -3272,7 +3519,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3284,7 +3531,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3297,7 +3544,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{38}
+	return file_federation_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SignedShare) GetClientId() string {
@@ -3344,7 +3591,7 @@ type CountersignTask struct {
 
 func (x *CountersignTask) Reset() {
 	*x = CountersignTask{}
-	mi := &file_federation_proto_msgTypes[39]
+	mi := &file_federation_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3356,7 +3603,7 @@ func (x *CountersignTask) String() string {
 func (*CountersignTask) ProtoMessage() {}
 
 func (x *CountersignTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[39]
+	mi := &file_federation_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3369,7 +3616,7 @@ func (x *CountersignTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersignTask.ProtoReflect.Descriptor instead.
 func (*CountersignTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{39}
+	return file_federation_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CountersignTask) GetStudyId() string {
@@ -3456,7 +3703,7 @@ type Countersignature struct {
 
 func (x *Countersignature) Reset() {
 	*x = Countersignature{}
-	mi := &file_federation_proto_msgTypes[40]
+	mi := &file_federation_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3715,7 @@ func (x *Countersignature) String() string {
 func (*Countersignature) ProtoMessage() {}
 
 func (x *Countersignature) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[40]
+	mi := &file_federation_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3728,7 @@ func (x *Countersignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Countersignature.ProtoReflect.Descriptor instead.
 func (*Countersignature) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{40}
+	return file_federation_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Countersignature) GetStudyId() string {
@@ -3548,7 +3795,7 @@ const file_federation_proto_rawDesc = "" +
 	"\vSiteMetrics\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12)\n" +
 	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\x121\n" +
-	"\bpersonal\x18\x03 \x01(\v2\x15.fedledger.v1.MetricsR\bpersonal\"\xc5\x04\n" +
+	"\bpersonal\x18\x03 \x01(\v2\x15.fedledger.v1.MetricsR\bpersonal\"\xfd\x04\n" +
 	"\rClientMessage\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fedledger.v1.HelloH\x00R\x05hello\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.fedledger.v1.TaskRefusalH\x00R\arefusal\x12.\n" +
@@ -3560,10 +3807,11 @@ const file_federation_proto_rawDesc = "" +
 	"\baccepted\x18\b \x01(\v2\x1b.fedledger.v1.StudyAcceptedH\x00R\baccepted\x12B\n" +
 	"\vcountersign\x18\t \x01(\v2\x1e.fedledger.v1.CountersignatureH\x00R\vcountersign\x12:\n" +
 	"\x06sketch\x18\n" +
-	" \x01(\v2 .fedledger.v1.ContributionSketchH\x00R\x06sketchB\x05\n" +
+	" \x01(\v2 .fedledger.v1.ContributionSketchH\x00R\x06sketch\x126\n" +
+	"\x05bound\x18\v \x01(\v2\x1e.fedledger.v1.ProjectionSharesH\x00R\x05boundB\x05\n" +
 	"\x03msg\"*\n" +
 	"\rStudyAccepted\x12\x19\n" +
-	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\x81\x05\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xb2\x05\n" +
 	"\x12CoordinatorMessage\x121\n" +
 	"\awelcome\x18\x01 \x01(\v2\x15.fedledger.v1.WelcomeH\x00R\awelcome\x12/\n" +
 	"\x05train\x18\x02 \x01(\v2\x17.fedledger.v1.TrainTaskH\x00R\x05train\x128\n" +
@@ -3576,7 +3824,8 @@ const file_federation_proto_rawDesc = "" +
 	"\adecrypt\x18\t \x01(\v2\x19.fedledger.v1.DecryptTaskH\x00R\adecrypt\x12A\n" +
 	"\vcountersign\x18\n" +
 	" \x01(\v2\x1d.fedledger.v1.CountersignTaskH\x00R\vcountersign\x122\n" +
-	"\x06sketch\x18\v \x01(\v2\x18.fedledger.v1.SketchTaskH\x00R\x06sketchB\x05\n" +
+	"\x06sketch\x18\v \x01(\v2\x18.fedledger.v1.SketchTaskH\x00R\x06sketch\x12/\n" +
+	"\x05bound\x18\f \x01(\v2\x17.fedledger.v1.BoundTaskH\x00R\x05boundB\x05\n" +
 	"\x03msg\"\x80\x01\n" +
 	"\x05Hello\x12%\n" +
 	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\x12\x18\n" +
@@ -3589,7 +3838,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x05study\x18\x03 \x01(\v2\x17.fedledger.v1.StudySpecR\x05study\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\xf2\x03\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\x91\x04\n" +
 	"\tStudySpec\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12-\n" +
 	"\x05model\x18\x02 \x01(\v2\x17.fedledger.v1.ModelSpecR\x05model\x128\n" +
@@ -3605,7 +3854,9 @@ const file_federation_proto_rawDesc = "" +
 	" \x03(\tR\bfeatures\x12H\n" +
 	"\x10server_optimizer\x18\v \x01(\v2\x1d.fedledger.v1.ServerOptimizerR\x0fserverOptimizer\x12/\n" +
 	"\x13validation_fraction\x18\f \x01(\x01R\x12validationFraction\x12&\n" +
-	"\x02dp\x18\r \x01(\v2\x16.fedledger.v1.DPParamsR\x02dp\"\xb9\x01\n" +
+	"\x02dp\x18\r \x01(\v2\x16.fedledger.v1.DPParamsR\x02dp\x12\x1d\n" +
+	"\n" +
+	"norm_bound\x18\x0e \x01(\x01R\tnormBound\"\xb9\x01\n" +
 	"\bDPParams\x12\x18\n" +
 	"\aepsilon\x18\x01 \x01(\x01R\aepsilon\x12\x14\n" +
 	"\x05delta\x18\x02 \x01(\x01R\x05delta\x12)\n" +
@@ -3753,7 +4004,21 @@ const file_federation_proto_rawDesc = "" +
 	"\rparent_sha256\x18\x03 \x01(\fR\fparentSha256\x12@\n" +
 	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x12)\n" +
 	"\x10aggregate_sha256\x18\x05 \x01(\fR\x0faggregateSha256\x12.\n" +
-	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\"\xc3\x01\n" +
+	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\"\xf8\x01\n" +
+	"\tBoundTask\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
+	"\rparent_sha256\x18\x03 \x01(\fR\fparentSha256\x12@\n" +
+	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x12#\n" +
+	"\ractive_points\x18\x05 \x03(\x04R\factivePoints\x12.\n" +
+	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\"z\n" +
+	"\x10ProjectionShares\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x125\n" +
+	"\x06shares\x18\x03 \x03(\v2\x1d.fedledger.v1.ProjectionShareR\x06shares\"J\n" +
+	"\x0fProjectionShare\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1a\n" +
+	"\bresidues\x18\x02 \x03(\x04R\bresidues\"\xc3\x01\n" +
 	"\x12ContributionSketch\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x1b\n" +
@@ -3819,7 +4084,7 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_federation_proto_goTypes = []any{
 	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
 	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
@@ -3856,12 +4121,15 @@ var file_federation_proto_goTypes = []any{
 	(*KeySetupDone)(nil),       // 32: fedledger.v1.KeySetupDone
 	(*Contribution)(nil),       // 33: fedledger.v1.Contribution
 	(*SketchTask)(nil),         // 34: fedledger.v1.SketchTask
-	(*ContributionSketch)(nil), // 35: fedledger.v1.ContributionSketch
-	(*DecryptTask)(nil),        // 36: fedledger.v1.DecryptTask
-	(*Object)(nil),             // 37: fedledger.v1.Object
-	(*SignedShare)(nil),        // 38: fedledger.v1.SignedShare
-	(*CountersignTask)(nil),    // 39: fedledger.v1.CountersignTask
-	(*Countersignature)(nil),   // 40: fedledger.v1.Countersignature
+	(*BoundTask)(nil),          // 35: fedledger.v1.BoundTask
+	(*ProjectionShares)(nil),   // 36: fedledger.v1.ProjectionShares
+	(*ProjectionShare)(nil),    // 37: fedledger.v1.ProjectionShare
+	(*ContributionSketch)(nil), // 38: fedledger.v1.ContributionSketch
+	(*DecryptTask)(nil),        // 39: fedledger.v1.DecryptTask
+	(*Object)(nil),             // 40: fedledger.v1.Object
+	(*SignedShare)(nil),        // 41: fedledger.v1.SignedShare
+	(*CountersignTask)(nil),    // 42: fedledger.v1.CountersignTask
+	(*Countersignature)(nil),   // 43: fedledger.v1.Countersignature
 }
 var file_federation_proto_depIdxs = []int32{
 	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
@@ -3876,62 +4144,66 @@ var file_federation_proto_depIdxs = []int32{
 	31, // 9: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
 	32, // 10: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
 	5,  // 11: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	40, // 12: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
-	35, // 13: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
-	8,  // 14: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	15, // 15: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	16, // 16: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	17, // 17: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	9,  // 18: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	28, // 19: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	30, // 20: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	31, // 21: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	36, // 22: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	39, // 23: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
-	34, // 24: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
-	10, // 25: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	13, // 26: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	14, // 27: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	12, // 28: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
-	11, // 29: fedledger.v1.StudySpec.dp:type_name -> fedledger.v1.DPParams
-	20, // 30: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	20, // 31: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
-	23, // 32: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	25, // 33: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	20, // 34: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	20, // 35: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	20, // 36: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
-	24, // 37: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
-	27, // 38: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	29, // 39: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	33, // 40: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
-	33, // 41: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	35, // 42: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
-	37, // 43: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	37, // 44: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	33, // 45: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	37, // 46: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	38, // 47: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	37, // 48: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	37, // 49: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	37, // 50: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 51: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 52: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 53: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	21, // 54: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	22, // 55: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	22, // 56: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 57: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 58: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 59: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	22, // 60: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	26, // 61: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	26, // 62: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	57, // [57:63] is the sub-list for method output_type
-	51, // [51:57] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	43, // 12: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	38, // 13: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
+	36, // 14: fedledger.v1.ClientMessage.bound:type_name -> fedledger.v1.ProjectionShares
+	8,  // 15: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	15, // 16: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	16, // 17: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	17, // 18: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	9,  // 19: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	28, // 20: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	30, // 21: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	31, // 22: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	39, // 23: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	42, // 24: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	34, // 25: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
+	35, // 26: fedledger.v1.CoordinatorMessage.bound:type_name -> fedledger.v1.BoundTask
+	10, // 27: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	13, // 28: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	14, // 29: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	12, // 30: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
+	11, // 31: fedledger.v1.StudySpec.dp:type_name -> fedledger.v1.DPParams
+	20, // 32: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	20, // 33: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
+	23, // 34: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	25, // 35: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	20, // 36: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	20, // 37: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	20, // 38: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
+	24, // 39: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
+	27, // 40: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	29, // 41: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	33, // 42: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
+	33, // 43: fedledger.v1.BoundTask.contributions:type_name -> fedledger.v1.Contribution
+	37, // 44: fedledger.v1.ProjectionShares.shares:type_name -> fedledger.v1.ProjectionShare
+	33, // 45: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	38, // 46: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	40, // 47: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	40, // 48: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	33, // 49: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	40, // 50: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	41, // 51: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	40, // 52: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	40, // 53: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	40, // 54: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 55: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 56: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 57: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	21, // 58: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	22, // 59: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	22, // 60: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 61: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 62: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 63: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	22, // 64: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	26, // 65: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	26, // 66: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	61, // [61:67] is the sub-list for method output_type
+	55, // [55:61] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -3950,6 +4222,7 @@ func file_federation_proto_init() {
 		(*ClientMessage_Accepted)(nil),
 		(*ClientMessage_Countersign)(nil),
 		(*ClientMessage_Sketch)(nil),
+		(*ClientMessage_Bound)(nil),
 	}
 	file_federation_proto_msgTypes[6].OneofWrappers = []any{
 		(*CoordinatorMessage_Welcome)(nil),
@@ -3963,6 +4236,7 @@ func file_federation_proto_init() {
 		(*CoordinatorMessage_Decrypt)(nil),
 		(*CoordinatorMessage_Countersign)(nil),
 		(*CoordinatorMessage_Sketch)(nil),
+		(*CoordinatorMessage_Bound)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3970,7 +4244,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -40,6 +40,16 @@ type (
 		Aggregate     Object
 		Deadline      time.Time
 	}
+	// BoundTask: give, for the Active set of Shamir points, this key
+	// holder's projection shares of every listed contribution onto the
+	// round's direction (secure.RoundDirection of the manifest's digest).
+	BoundTask struct {
+		Round         uint64
+		Parent        audit.Hash
+		Contributions []Contribution
+		Active        []uint64
+		Deadline      time.Time
+	}
 	// DecryptTask: give a decryption share of Aggregate, the sum of
 	// Contributions (checked against the contributors' Sketches), for the
 	// active set of Shamir points.
@@ -126,6 +136,16 @@ type (
 	// computed) on disk before its record is appended. Answered by
 	// KeySetupSaved.
 	SaveKeySetup struct{ KeySetup *KeySetup }
+	// Project opens every listed contribution's projection onto the
+	// round's direction from the key holders' shares (Shares[holder][site],
+	// for the Active points). Answered by Projected.
+	Project struct {
+		Round   uint64
+		Parent  audit.Hash
+		Updates []Contribution
+		Active  []uint64
+		Shares  map[string]map[string][]uint64
+	}
 	// Aggregate adds the round's updates, in site order. Answered by
 	// Aggregated.
 	Aggregate struct {
@@ -175,6 +195,7 @@ func (Store) action()                {}
 func (ComputeCollectiveKey) action() {}
 func (SaveKeySetup) action()         {}
 func (Aggregate) action()            {}
+func (Project) action()              {}
 func (Combine) action()              {}
 func (Record) action()               {}
 func (Log) action()                  {}
@@ -223,6 +244,11 @@ type RoundReport struct {
 	// Evaluations are the contributors' signed evaluation statements, in
 	// site order: the same figures, as each hospital's word.
 	Evaluations []audit.Evaluation
+	// Projections are the norm check's opened projections, by site (the
+	// contributors' and the excluded ones'), and Excluded the sites whose
+	// contributions were past the bound and left out (bounded studies).
+	Projections map[string]float64
+	Excluded    []string
 	Duration    time.Duration
 }
 
@@ -248,6 +274,7 @@ const (
 	MetricUpdateBytes       Metric = "update_bytes"      // counter: accepted update bytes
 	MetricShares            Metric = "shares"            // counter by result
 	MetricSketches          Metric = "sketches"          // counter by result (accepted, rejected, missing)
+	MetricProjections       Metric = "projections"       // counter by result (within, excluded, rejected)
 	MetricCountersignatures Metric = "countersignatures" // counter by result
 	MetricRounds            Metric = "rounds"            // counter by outcome
 	MetricRoundSeconds      Metric = "round_seconds"     // histogram: a round's duration

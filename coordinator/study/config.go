@@ -17,6 +17,9 @@ type Config struct {
 	Secure    bool
 	HEParams  string
 	Threshold int
+	// NormBound, in a secure study, is the bound on every update Δ's norm
+	// the norm check holds contributions to (0: none).
+	NormBound float64
 	// K is the minimum number of contributions a round needs.
 	K      int
 	Rounds int

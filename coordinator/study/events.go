@@ -92,6 +92,19 @@ type (
 		// Sketch names its Site, the sender.
 		Sketch audit.Sketch
 	}
+	// BoundIn: a key holder's projection shares for the norm check, by
+	// contributor site.
+	BoundIn struct {
+		From   string
+		Round  uint64
+		Shares map[string][]uint64
+	}
+	// Projected: the driver's opened projections, by contributor site.
+	Projected struct {
+		Round       uint64
+		Projections map[string]float64
+		Err         error
+	}
 	// CountersignIn: a hospital's countersignature of a round's outcome.
 	CountersignIn struct {
 		From      Identity
@@ -154,6 +167,8 @@ func (KeyDoneIn) event()         {}
 func (UpdateIn) event()          {}
 func (ShareIn) event()           {}
 func (SketchIn) event()          {}
+func (BoundIn) event()           {}
+func (Projected) event()         {}
 func (CountersignIn) event()     {}
 func (EvalIn) event()            {}
 func (CollectiveKeyDone) event() {}

@@ -40,6 +40,7 @@ const (
 	PhaseWaiting
 	PhaseKeySetup
 	PhaseRoundOpen
+	PhaseBounding
 	PhaseAggregating
 	PhaseSketching
 	PhaseDecrypting
@@ -51,7 +52,7 @@ const (
 	PhaseFailed
 )
 
-var phaseNames = [...]string{"created", "waiting_for_clients", "key_setup", "round_open", "aggregating", "sketching", "decrypting", "combining",
+var phaseNames = [...]string{"created", "waiting_for_clients", "key_setup", "round_open", "bounding", "aggregating", "sketching", "decrypting", "combining",
 	"countersigning", "recording", "final_evaluation", "finished", "failed"}
 
 func (p Phase) String() string { return phaseNames[p] }
@@ -243,7 +244,7 @@ func (m *Machine) Step(now time.Time, ev Event) ([]Action, error) {
 		more, err = m.stepWaiting(ev)
 	case PhaseKeySetup:
 		more, err = m.stepKeySetup(ev)
-	case PhaseRoundOpen, PhaseAggregating, PhaseSketching, PhaseDecrypting, PhaseCombining, PhaseCountersigning:
+	case PhaseRoundOpen, PhaseBounding, PhaseAggregating, PhaseSketching, PhaseDecrypting, PhaseCombining, PhaseCountersigning:
 		more, err = m.stepRound(ev)
 	case PhaseRecording:
 		more, err = m.stepRecording(ev)
@@ -268,6 +269,8 @@ func rejected(ev Event, err error) []Action {
 		what, site, metric = "decryption share", e.Site, MetricShares
 	case SketchIn:
 		what, site, metric = "sketch", e.Sketch.Site, MetricSketches
+	case BoundIn:
+		what, site, metric = "projection shares", e.From, MetricProjections
 	case CountersignIn:
 		what, site, metric = "countersignature", e.From.Site, MetricCountersignatures
 	default:
@@ -286,6 +289,8 @@ func (m *Machine) refuseOutOfPhase(ev Event) error {
 		return fmt.Errorf("%w: no decryption is open (%s)", ErrRoundClosed, m.phase)
 	case SketchIn:
 		return fmt.Errorf("%w: no sketches are asked for (%s)", ErrRoundClosed, m.phase)
+	case BoundIn:
+		return fmt.Errorf("%w: no projections are asked for (%s)", ErrRoundClosed, m.phase)
 	case CountersignIn:
 		return fmt.Errorf("%w: no countersigning is open (%s)", ErrRoundClosed, m.phase)
 	case StartRequested:

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -66,6 +67,13 @@ type round struct {
 	countered map[string]audit.Countersignature
 	csIDs     map[string]Identity
 	declined  map[string]bool
+	// The norm check (secure studies with a norm bound): the key holders
+	// asked, their projection shares by holder, the opened projections by
+	// contributor, and the contributions left out for being past the bound.
+	bounders    []string
+	boundShares map[string]map[string][]uint64
+	projections map[string]float64
+	excluded    map[string]float64
 }
 
 func (m *Machine) beginRound() []Action {
@@ -108,6 +116,8 @@ func (m *Machine) stepRound(ev Event) ([]Action, error) {
 	switch m.phase {
 	case PhaseRoundOpen:
 		return m.stepCollect(ev)
+	case PhaseBounding:
+		return m.stepBound(ev)
 	case PhaseSketching:
 		return m.stepSketch(ev)
 	case PhaseDecrypting:
@@ -261,6 +271,9 @@ func (r *round) weight() uint64 {
 }
 
 func (m *Machine) closeCollect() []Action {
+	if m.cfg.Secure && m.cfg.NormBound > 0 {
+		return m.requestBounds()
+	}
 	m.setPhase(PhaseAggregating)
 	return []Action{Aggregate{Round: m.r.n, Updates: m.r.contributions()}}
 }
@@ -595,9 +608,14 @@ func (m *Machine) report() *RoundReport {
 		rep.HEParams, rep.CollectiveKey = m.keys.HEParams, m.keys.CollectiveKey
 	}
 	for s := range r.assigned {
-		if _, ok := r.updates[s]; !ok {
+		_, ok := r.updates[s]
+		if _, out := r.excluded[s]; !ok && !out {
 			rep.Dropped = append(rep.Dropped, s)
 		}
+	}
+	if len(r.projections) > 0 {
+		rep.Projections = maps.Clone(r.projections)
+		rep.Excluded = sortedKeys(r.excluded)
 	}
 	slices.Sort(rep.Dropped)
 	var lossW, w float64

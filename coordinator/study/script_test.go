@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
+	"slices"
 
 	"sort"
 	"strconv"
@@ -156,7 +158,8 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 		e.t0 = time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC)
 		e.now = e.t0
 		e.metrics = d.HasArg("metrics")
-		cfg := Config{Study: "heart", Secure: d.HasArg("secure"), HEParams: "ckks-test", Threshold: argInt(t, d, "t", 0), K: argInt(t, d, "k", 2),
+		bound, _ := strconv.ParseFloat(arg(d, "bound", "0"), 64)
+		cfg := Config{Study: "heart", Secure: d.HasArg("secure"), HEParams: "ckks-test", Threshold: argInt(t, d, "t", 0), K: argInt(t, d, "k", 2), NormBound: bound,
 			Rounds: argInt(t, d, "rounds", 2), Sites: strings.Split(arg(d, "sites", "a,b,c"), ","), ManualStart: d.HasArg("manual"),
 			StartTimeout: time.Minute, KeySetupTimeout: time.Minute, RoundDeadline: time.Minute, PhaseTimeout: 30 * time.Second,
 			FinalEvalTimeout: 30 * time.Second, RetryMin: time.Second, RetryMax: 8 * time.Second}
@@ -292,6 +295,34 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 			sk.Signature = sign(s, sk.Message("heart", r, agg, manifest), d.HasArg("badsig"))
 			step(SketchIn{Round: r, Aggregate: agg, Sketch: sk})
 		}
+	case "bound":
+		// bound a b: holders a and b send projection shares for every
+		// contribution (skip=c leaves c's out; extra=z adds one for z).
+		for _, s := range sites(d) {
+			sh := map[string][]uint64{}
+			for site := range e.m.r.updates {
+				if site != arg(d, "skip", "") {
+					sh[site] = []uint64{1, 2}
+				}
+			}
+			if z := arg(d, "extra", ""); z != "" {
+				sh[z] = []uint64{1, 2}
+			}
+			step(BoundIn{From: s, Round: roundArg(), Shares: sh})
+		}
+	case "projected":
+		// projected a=0.5 b=30 ...: the opened projections (err=msg fails).
+		var err error
+		if msg := arg(d, "err", ""); msg != "" {
+			err = errors.New(msg)
+		}
+		proj := map[string]float64{}
+		for _, a := range d.CmdArgs {
+			if v, perr := strconv.ParseFloat(strings.Join(a.Vals, ","), 64); perr == nil && a.Key != "round" {
+				proj[a.Key] = v
+			}
+		}
+		step(Projected{Round: roundArg(), Projections: proj, Err: err})
 	case "combined":
 		var err error
 		if msg := arg(d, "err", ""); msg != "" {
@@ -351,6 +382,8 @@ func (e *scriptEnv) print(w *strings.Builder, acts []Action) {
 			fmt.Fprintf(w, "save-key-setup key=%s holders=%s\n", e.name(a.KeySetup.CollectiveKey), holders(a.KeySetup.Holders))
 		case Aggregate:
 			fmt.Fprintf(w, "aggregate round=%d updates=%s\n", a.Round, e.contributions(a.Updates))
+		case Project:
+			fmt.Fprintf(w, "project round=%d updates=%s active=%v holders=%s\n", a.Round, e.contributions(a.Updates), a.Active, strings.Join(slices.Sorted(maps.Keys(a.Shares)), ","))
 		case Combine:
 			var shares []string
 			for _, h := range a.Shares {
@@ -379,6 +412,13 @@ func (e *scriptEnv) print(w *strings.Builder, acts []Action) {
 			fmt.Fprintf(w, "record round=%d parent=%s model=%s aggregate=%s optimizer=%s->%s contributions=%v decryptors=%v countersigners=%v certificates=%d\n",
 				r.Round, e.name(r.Parent), e.name(r.Model), e.name(r.Aggregate), e.name(r.OptimizerBefore), e.name(r.OptimizerAfter), contribs,
 				r.Decryptors, cs, len(r.Certificates))
+			if len(r.Projections) > 0 {
+				var ps []string
+				for _, site := range slices.Sorted(maps.Keys(r.Projections)) {
+					ps = append(ps, fmt.Sprintf("%s=%g", site, r.Projections[site]))
+				}
+				fmt.Fprintf(w, "  projections %s excluded=%v\n", strings.Join(ps, " "), r.Excluded)
+			}
 		case Log:
 			fmt.Fprintf(w, "log %s %s%s\n", a.Level, a.Msg, e.attrs(a.Attrs))
 		case Observe:
@@ -420,6 +460,8 @@ func (e *scriptEnv) message(msg any) string {
 		return "peer-keys " + strings.Join(s, ",")
 	case ShareBox:
 		return fmt.Sprintf("share-box %d->%d", m.From, m.To)
+	case BoundTask:
+		return fmt.Sprintf("bound round=%d parent=%s contributions=%s active=%v deadline=+%s", m.Round, e.name(m.Parent), e.contributions(m.Contributions), m.Active, m.Deadline.Sub(e.now))
 	case SketchTask:
 		return fmt.Sprintf("sketch round=%d parent=%s aggregate=%s contributions=%s deadline=+%s", m.Round, e.name(m.Parent), e.name(m.Aggregate.Hash),
 			e.contributions(m.Contributions), m.Deadline.Sub(e.now))
