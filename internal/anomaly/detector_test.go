@@ -3,7 +3,6 @@ package anomaly
 import (
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -85,11 +84,10 @@ func TestDetectorSimulatedFederation(t *testing.T) {
 
 // TestSweep reproduces the figures quoted in the package documentation:
 // false positives against the number of sites, and detection against the
-// size of the norm boost. It takes a few seconds, so it only runs with
-// ANOMALY_SWEEP=1.
+// size of the norm boost. It takes a few seconds; -short leaves it out.
 func TestSweep(t *testing.T) {
-	if os.Getenv("ANOMALY_SWEEP") == "" {
-		t.Skip("set ANOMALY_SWEEP=1 to run the sweep")
+	if testing.Short() {
+		t.Skip("the sweep takes a few seconds; run without -short")
 	}
 	for _, sites := range []int{3, 5, 10, 50} {
 		var n, fp int

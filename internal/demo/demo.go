@@ -62,6 +62,14 @@ type Config struct {
 	// hospital's update clipped to norm 0.1 and its share of the noise
 	// sized for K contributors.
 	DPLevel string
+	// NormBound, when > 0, bounds every hospital's update norm; the
+	// coordinator checks it under encryption (secure mode) and leaves out
+	// an update past it.
+	NormBound float64
+	// Attacker, when set, is a compromised hospital that multiplies its
+	// update by AttackScale every round (attack experiments).
+	Attacker    string
+	AttackScale float64
 	// Tune, when set, first tunes the hospitals' learning rate, local
 	// steps and the server learning rate (and the rounds) by successive
 	// halving on validation data (coordinator/tuning), every trial a study
@@ -262,6 +270,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		KeySetupTimeout: time.Minute,
 	}
 	out := cfg.Out
+	study.NormBound = cfg.NormBound
 	if cfg.DPEpsilon > 0 {
 		study.DP = &coordinator.DPConfig{Epsilon: cfg.DPEpsilon, Delta: 1e-5, ClipNorm: 1, SampleRate: 0.05}
 		if cfg.DPLevel == audit.DPClient {
@@ -324,7 +333,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 						}
 					}
 				},
-				Client: func(_ string, kc *client.Config) { kc.Policy.MinK, kc.Personal = 2, cfg.Personal },
+				Client: func(site string, kc *client.Config) {
+					kc.Policy.MinK, kc.Personal = 2, cfg.Personal
+					if site == cfg.Attacker {
+						kc.Tamper = func(_ uint64, delta []float64) {
+							for i := range delta {
+								delta[i] *= cfg.AttackScale
+							}
+						}
+					}
+				},
 			})
 			if err != nil {
 				return coordinator.StudyResult{}, err
