@@ -15,13 +15,11 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -112,28 +110,18 @@ func run(ctx context.Context, seeds, rounds int, budgets []float64, levels []str
 }
 
 func writeCSV(path, mode string, rows []row) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := csv.NewWriter(f)
 	g := func(v float64) string { return strconv.FormatFloat(v, 'f', 4, 64) }
-	w.Write([]string{"dp_level", "epsilon_budget", "mode", "seed", "hospital", "noise_multiplier", "epsilon_spent", "federated_acc", "federated_auc", "alone_acc", "pooled_acc"})
+	var out [][]string
 	for _, r := range rows {
 		budget := "none"
 		if r.epsilon > 0 {
 			budget = g(r.epsilon)
 		}
 		for _, s := range r.perSite {
-			w.Write([]string{r.level, budget, mode, strconv.FormatInt(r.seed, 10), s.Hospital, g(r.sigma), g(r.spent), g(s.Federated.Accuracy), g(s.Federated.AUC), g(s.Local.Accuracy), g(s.Pooled.Accuracy)})
+			out = append(out, []string{r.level, budget, mode, strconv.FormatInt(r.seed, 10), s.Hospital, g(r.sigma), g(r.spent), g(s.Federated.Accuracy), g(s.Federated.AUC), g(s.Local.Accuracy), g(s.Pooled.Accuracy)})
 		}
 	}
-	w.Flush()
-	if err := w.Error(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return expkit.WriteCSV(path, []string{"dp_level", "epsilon_budget", "mode", "seed", "hospital", "noise_multiplier", "epsilon_spent", "federated_acc", "federated_auc", "alone_acc", "pooled_acc"}, out)
 }
 
 // writeMarkdown writes the mean and standard deviation over seeds of the
@@ -152,15 +140,12 @@ func writeMarkdown(path, mode string, rows []row) error {
 		}
 		by[k] = append(by[k], r)
 	}
-	mean := func(rs []row) (m, sd float64) {
+	mean := func(rs []row) (float64, float64) {
+		var accs []float64
 		for _, r := range rs {
-			m += r.fed
+			accs = append(accs, r.fed)
 		}
-		m /= float64(len(rs))
-		for _, r := range rs {
-			sd += (r.fed - m) * (r.fed - m)
-		}
-		return m, math.Sqrt(sd / float64(max(1, len(rs)-1)))
+		return expkit.MeanSD(accs)
 	}
 	base, _ := mean(by[key{"none", 0}])
 	var b strings.Builder

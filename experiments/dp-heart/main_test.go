@@ -2,12 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/fedledger/fedledger/experiments/internal/expkit"
 )
 
 // TestShortRun runs the experiment at 2 rounds, one seed, without DP and
@@ -19,12 +20,7 @@ func TestShortRun(t *testing.T) {
 	if err := run(context.Background(), 1, 2, []float64{3}, []string{"record", "client"}, "plaintext", dir, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(dir, "results.csv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
+	recs, err := expkit.ReadCSV(filepath.Join(dir, "results.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}

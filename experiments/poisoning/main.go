@@ -15,13 +15,11 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -123,24 +121,14 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, outDir st
 }
 
 func writeCSV(path string, rows []row) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := csv.NewWriter(f)
 	g := func(v float64) string { return strconv.FormatFloat(v, 'f', 4, 64) }
-	w.Write([]string{"arm", "seed", "hospital", "federated_acc", "attacker_rounds_caught", "attacker_rounds", "honest_left_out", "honest_checked"})
+	var out [][]string
 	for _, r := range rows {
 		for _, h := range []string{"Cleveland", "Hungary", "Switzerland", "VA Long Beach"} {
-			w.Write([]string{r.arm, strconv.FormatInt(r.seed, 10), h, g(r.perSite[h]), strconv.Itoa(r.caught), strconv.Itoa(r.attacked), strconv.Itoa(r.honestOut), strconv.Itoa(r.honest)})
+			out = append(out, []string{r.arm, strconv.FormatInt(r.seed, 10), h, g(r.perSite[h]), strconv.Itoa(r.caught), strconv.Itoa(r.attacked), strconv.Itoa(r.honestOut), strconv.Itoa(r.honest)})
 		}
 	}
-	w.Flush()
-	if err := w.Error(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return expkit.WriteCSV(path, []string{"arm", "seed", "hospital", "federated_acc", "attacker_rounds_caught", "attacker_rounds", "honest_left_out", "honest_checked"}, out)
 }
 
 func writeMarkdown(path string, arms []arm, rows []row) error {
@@ -156,7 +144,7 @@ func writeMarkdown(path string, arms []arm, rows []row) error {
 				caught, attacked, out, honest = caught+r.caught, attacked+r.attacked, out+r.honestOut, honest+r.honest
 			}
 		}
-		m, sd := meanSD(accs)
+		m, sd := expkit.MeanSD(accs)
 		if i == 0 {
 			clean = m
 		}
@@ -170,15 +158,4 @@ func writeMarkdown(path string, arms []arm, rows []row) error {
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %+.3f | %s | %s |\n", a.name, m, sd, m-clean, det, fp)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
-}
-
-func meanSD(xs []float64) (m, sd float64) {
-	for _, x := range xs {
-		m += x
-	}
-	m /= float64(len(xs))
-	for _, x := range xs {
-		sd += (x - m) * (x - m)
-	}
-	return m, math.Sqrt(sd / float64(max(1, len(xs)-1)))
 }
