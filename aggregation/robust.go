@@ -340,3 +340,16 @@ func unitVector(x []float64) ([]float64, float64) {
 	}
 	return out, float64(scale * r)
 }
+
+// Drift is parent − initial: how far the global model has moved, the
+// public direction the norm check blends into its own.
+func Drift(parent, initial []float64) ([]float64, error) {
+	if len(parent) != len(initial) {
+		return nil, fmt.Errorf("%w: a parent of %d parameters, an initial model of %d", ErrUpdate, len(parent), len(initial))
+	}
+	out := make([]float64, len(parent))
+	for i := range out {
+		out[i] = parent[i] - initial[i]
+	}
+	return out, nil
+}

@@ -219,6 +219,9 @@ type Client struct {
 	rounds    roundCache // what this site has of the current round
 	// personal is this site's personal model in the study (nil: none yet).
 	personal []float64
+	// initial is the study's initial model, once checked against the
+	// study record (for the norm check's direction).
+	initial []float64
 	// csMemory is the countersigning record of a site without a data_dir.
 	csMemory *countersignedFile
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/internal/chunk"
@@ -175,13 +177,59 @@ func manifestFrom(study string, round uint64, parent []byte, cs []*pb.Contributi
 	return m, sizes, nil
 }
 
+// drift is the global model's movement so far, the parent minus the
+// initial model, each checked: the parent is the log's latest output (the
+// caller checked), the initial model the one the admin-signed study record
+// on the log names.
+func (c *Client) drift(ctx context.Context, coord Coordinator, t *pb.BoundTask) ([]float64, error) {
+	if t.Parent == nil || t.Initial == nil || !bytes.Equal(t.Parent.Sha256, t.ParentSha256) {
+		return nil, fmt.Errorf("norm-check task without its parent and initial models")
+	}
+	rc := c.rounds.at(t.Round)
+	parent := rc.params
+	if parent == nil || rc.parent != [32]byte(t.ParentSha256) {
+		_, p, err := c.fetchModel(ctx, coord, t.StudyId, t.Parent.Sha256, t.Parent.Size)
+		if err != nil {
+			return nil, fmt.Errorf("parent model: %w", err)
+		}
+		parent = p
+	}
+	if c.initial == nil {
+		if c.audit == nil {
+			return nil, fmt.Errorf("no audit log to check the study's initial model against")
+		}
+		env, err := c.audit.StudyRecord(ctx, t.StudyId)
+		if err != nil {
+			return nil, fmt.Errorf("study record: %w", err)
+		}
+		e, err := audit.UnmarshalEnvelope(env)
+		if err != nil {
+			return nil, fmt.Errorf("study record: %w", err)
+		}
+		rec, _, err := e.Verify(c.cfg.TLS.RootCAs)
+		if err != nil {
+			return nil, fmt.Errorf("study record: %w", err)
+		}
+		if rec.OutputModel != audit.Hash(t.Initial.Sha256) {
+			return nil, fmt.Errorf("the task's initial model %x is not the study record's %x", t.Initial.Sha256[:min(8, len(t.Initial.Sha256))], rec.OutputModel[:8])
+		}
+		_, p, err := c.fetchModel(ctx, coord, t.StudyId, t.Initial.Sha256, t.Initial.Size)
+		if err != nil {
+			return nil, fmt.Errorf("initial model: %w", err)
+		}
+		c.initial = p
+	}
+	return aggregation.Drift(parent, c.initial)
+}
+
 // boundRound answers a norm-check task: this key holder's projection
 // shares of every listed contribution, for the active set, onto the round's
-// direction, which it derives itself from the manifest (nobody chooses it).
+// direction, which it derives itself from the manifest and the checked
+// parent and initial models (nobody chooses it).
 // The round must be the one the audit log has open, as for decryption, and
 // the participant answers once per round (a second set of contributions
 // would open a second scalar of each update).
-func (c *Client) boundRound(ctx context.Context, t *pb.BoundTask) (*pb.ClientMessage, error) {
+func (c *Client) boundRound(ctx context.Context, coord Coordinator, t *pb.BoundTask) (*pb.ClientMessage, error) {
 	if c.study == nil || c.study.Mode != modeSecure || t.StudyId != c.study.StudyId || c.study.NormBound <= 0 {
 		return nil, fmt.Errorf("norm-check task for %q, which is not this client's secure study with a norm bound", t.StudyId)
 	}
@@ -202,7 +250,11 @@ func (c *Client) boundRound(ctx context.Context, t *pb.BoundTask) (*pb.ClientMes
 	if err != nil {
 		return nil, err
 	}
-	shares, err := k.participant.ProjectionShares(m, t.ActivePoints, specFrom(c.study.Model).NumParams())
+	drift, err := c.drift(ctx, coord, t)
+	if err != nil {
+		return nil, err
+	}
+	shares, err := k.participant.ProjectionShares(m, t.ActivePoints, secure.RoundDirectionAlong(m.Digest(), drift))
 	if err != nil {
 		return nil, err
 	}

@@ -221,7 +221,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 			out = []*pb.ClientMessage{sk}
 		case *pb.CoordinatorMessage_Bound:
 			t0 := time.Now()
-			b, err := c.boundRound(ctx, msg.Bound)
+			b, err := c.boundRound(ctx, coord, msg.Bound)
 			if err != nil {
 				if err := refuse(msg.Bound.StudyId, msg.Bound.Round, "norm check", err); err != nil {
 					return true, err
@@ -279,7 +279,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (connecte
 // memory (a restarted client loads its key material from data_dir).
 func (c *Client) join(s *pb.StudySpec) {
 	if c.study == nil || c.study.StudyId != s.StudyId {
-		c.keys, c.setup, c.rounds, c.personal = nil, nil, roundCache{}, nil
+		c.keys, c.setup, c.rounds, c.personal, c.initial = nil, nil, roundCache{}, nil, nil
 	}
 	c.study = s
 	c.fit, c.eval, c.evalSplit = c.train, c.test, splitTest

@@ -40,6 +40,8 @@ type Coordinator struct {
 	recorder Recorder
 	approved map[string]bool
 	metrics  *metrics
+	// initial is the study's round-0 model (set before the study runs).
+	initial study.Object
 
 	events  chan request
 	results chan study.Event

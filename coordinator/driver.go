@@ -29,6 +29,7 @@ func (c *Coordinator) prepare(ctx context.Context) (*study.Machine, []study.Acti
 	if _, err := c.models.Put(initial); err != nil {
 		return nil, nil, err
 	}
+	c.initial = study.Object{Hash: sum, Size: uint64(len(initial))}
 	logged, err := c.recorder.Begin(ctx, StudyStart{Study: st, InitialModel: sum})
 	if err != nil {
 		return nil, nil, fmt.Errorf("coordinator: reading the study on the audit log: %w", err)

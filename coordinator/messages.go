@@ -65,8 +65,8 @@ func (c *Coordinator) message(msg any) *pb.CoordinatorMessage {
 			AggregateSha256: m.Aggregate.Hash[:], DeadlineUnixNanos: m.Deadline.UnixNano()}}}
 	case study.BoundTask:
 		return &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Bound{Bound: &pb.BoundTask{
-			StudyId: id, Round: m.Round, ParentSha256: m.Parent[:], Contributions: contributions(m.Contributions),
-			ActivePoints: m.Active, DeadlineUnixNanos: m.Deadline.UnixNano()}}}
+			StudyId: id, Round: m.Round, ParentSha256: m.Parent.Hash[:], Contributions: contributions(m.Contributions),
+			ActivePoints: m.Active, DeadlineUnixNanos: m.Deadline.UnixNano(), Parent: object(m.Parent), Initial: object(c.initial)}}}
 	case study.DecryptTask:
 		t := &pb.DecryptTask{
 			StudyId: id, Round: m.Round, ActivePoints: m.Active, Contributions: contributions(m.Contributions),

@@ -56,8 +56,12 @@ func (c *Coordinator) project(a study.Project) (map[string]float64, error) {
 	for i, u := range a.Updates {
 		signed[i] = u.Contribution
 	}
-	digest := audit.ManifestDigest(c.cfg.Study.ID, a.Round, a.Parent, signed)
-	dir, err := secure.NewDirection(preset, secure.RoundDirection(digest, c.cfg.Study.Model.NumParams()))
+	digest := audit.ManifestDigest(c.cfg.Study.ID, a.Round, a.Parent.Hash, signed)
+	drift, err := c.drift(a.Parent.Hash)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := secure.NewDirection(preset, secure.RoundDirectionAlong(digest, drift))
 	if err != nil {
 		return nil, err
 	}
@@ -77,6 +81,28 @@ func (c *Coordinator) project(a study.Project) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// drift is the global model's movement so far, parent minus initial, for
+// the norm check's direction.
+func (c *Coordinator) drift(parent [32]byte) ([]float64, error) {
+	load := func(h [32]byte) ([]float64, error) {
+		b, err := c.models.Get(h)
+		if err != nil {
+			return nil, err
+		}
+		_, p, err := model.Decode(b)
+		return p, err
+	}
+	p, err := load(parent)
+	if err != nil {
+		return nil, fmt.Errorf("parent model: %w", err)
+	}
+	init, err := load(c.initial.Hash)
+	if err != nil {
+		return nil, fmt.Errorf("initial model: %w", err)
+	}
+	return aggregation.Drift(p, init)
 }
 
 func (c *Coordinator) aggregate(a study.Aggregate) (study.Object, error) {

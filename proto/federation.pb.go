@@ -3062,8 +3062,14 @@ type BoundTask struct {
 	Contributions     []*Contribution        `protobuf:"bytes,4,rep,name=contributions,proto3" json:"contributions,omitempty"`
 	ActivePoints      []uint64               `protobuf:"varint,5,rep,packed,name=active_points,json=activePoints,proto3" json:"active_points,omitempty"`
 	DeadlineUnixNanos int64                  `protobuf:"varint,6,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The round's parent and the study's initial model: the direction is
+	// blended with their difference (the model's drift so far), which the
+	// holder computes from models it checks (the parent against the log,
+	// the initial model against the admin-signed study record).
+	Parent        *Object `protobuf:"bytes,7,opt,name=parent,proto3" json:"parent,omitempty"`
+	Initial       *Object `protobuf:"bytes,8,opt,name=initial,proto3" json:"initial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BoundTask) Reset() {
@@ -3136,6 +3142,20 @@ func (x *BoundTask) GetDeadlineUnixNanos() int64 {
 		return x.DeadlineUnixNanos
 	}
 	return 0
+}
+
+func (x *BoundTask) GetParent() *Object {
+	if x != nil {
+		return x.Parent
+	}
+	return nil
+}
+
+func (x *BoundTask) GetInitial() *Object {
+	if x != nil {
+		return x.Initial
+	}
+	return nil
 }
 
 // ProjectionShares are a key holder's shares for a BoundTask: per
@@ -4004,14 +4024,16 @@ const file_federation_proto_rawDesc = "" +
 	"\rparent_sha256\x18\x03 \x01(\fR\fparentSha256\x12@\n" +
 	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x12)\n" +
 	"\x10aggregate_sha256\x18\x05 \x01(\fR\x0faggregateSha256\x12.\n" +
-	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\"\xf8\x01\n" +
+	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\"\xd6\x02\n" +
 	"\tBoundTask\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
 	"\rparent_sha256\x18\x03 \x01(\fR\fparentSha256\x12@\n" +
 	"\rcontributions\x18\x04 \x03(\v2\x1a.fedledger.v1.ContributionR\rcontributions\x12#\n" +
 	"\ractive_points\x18\x05 \x03(\x04R\factivePoints\x12.\n" +
-	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\"z\n" +
+	"\x13deadline_unix_nanos\x18\x06 \x01(\x03R\x11deadlineUnixNanos\x12,\n" +
+	"\x06parent\x18\a \x01(\v2\x14.fedledger.v1.ObjectR\x06parent\x12.\n" +
+	"\ainitial\x18\b \x01(\v2\x14.fedledger.v1.ObjectR\ainitial\"z\n" +
 	"\x10ProjectionShares\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x125\n" +
@@ -4176,34 +4198,36 @@ var file_federation_proto_depIdxs = []int32{
 	29, // 41: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
 	33, // 42: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
 	33, // 43: fedledger.v1.BoundTask.contributions:type_name -> fedledger.v1.Contribution
-	37, // 44: fedledger.v1.ProjectionShares.shares:type_name -> fedledger.v1.ProjectionShare
-	33, // 45: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	38, // 46: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
-	40, // 47: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	40, // 48: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	33, // 49: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	40, // 50: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	41, // 51: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	40, // 52: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	40, // 53: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	40, // 54: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 55: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 56: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 57: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	21, // 58: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	22, // 59: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	22, // 60: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 61: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 62: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 63: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	22, // 64: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	26, // 65: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	26, // 66: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	61, // [61:67] is the sub-list for method output_type
-	55, // [55:61] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	40, // 44: fedledger.v1.BoundTask.parent:type_name -> fedledger.v1.Object
+	40, // 45: fedledger.v1.BoundTask.initial:type_name -> fedledger.v1.Object
+	37, // 46: fedledger.v1.ProjectionShares.shares:type_name -> fedledger.v1.ProjectionShare
+	33, // 47: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	38, // 48: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	40, // 49: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	40, // 50: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	33, // 51: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	40, // 52: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	41, // 53: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	40, // 54: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	40, // 55: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	40, // 56: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 57: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 58: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	4,  // 59: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	21, // 60: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	22, // 61: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	22, // 62: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 63: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 64: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	6,  // 65: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	22, // 66: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	26, // 67: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	26, // 68: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	63, // [63:69] is the sub-list for method output_type
+	57, // [57:63] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }

@@ -447,13 +447,14 @@ const projectedFile = "projected.bin"
 
 // ProjectionShares are this key holder's projection shares, for the active
 // set, of every contribution the manifest lists, onto the round's direction
-// (RoundDirection of the manifest's digest, dim values): one per
+// u (RoundDirectionAlong of the manifest's digest, which the holder derives
+// itself from public, checked models): one per
 // contributor, one residue per prime. A holder answers once per round: a
 // second manifest for the same round (another set of contributions, so
 // another direction) would open a second scalar of each update, and an
 // earlier round is closed. The same manifest again is answered again (a
 // retry). Before answering it records the round and the manifest's digest.
-func (p *Participant) ProjectionShares(m Manifest, active []uint64, dim int) (map[string][]uint64, error) {
+func (p *Participant) ProjectionShares(m Manifest, active []uint64, u []float64) (map[string][]uint64, error) {
 	if m.Study != p.Setup.study {
 		return nil, fmt.Errorf("%w: task for study %q, this key is %q's", ErrManifest, m.Study, p.Setup.study)
 	}
@@ -481,7 +482,10 @@ func (p *Participant) ProjectionShares(m Manifest, active []uint64, dim int) (ma
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	dir, err := NewDirection(p.Setup.preset, RoundDirection(digest, dim))
+	if len(u) != p.Setup.dim {
+		return nil, fmt.Errorf("%w: a direction of %d values, the study's model has %d", ErrDirection, len(u), p.Setup.dim)
+	}
+	dir, err := NewDirection(p.Setup.preset, u)
 	if err != nil {
 		return nil, err
 	}

@@ -227,3 +227,26 @@ func RoundDirection(seed [32]byte, dim int) []float64 {
 	}
 	return u
 }
+
+// RoundDirectionAlong blends the round's random direction with drift, the
+// public movement of the global model so far (the parent model minus the
+// initial one): u = drift/‖drift‖ + r/‖r‖, r = RoundDirection(seed). An
+// update scaled or sign-flipped along the way the model is going projects
+// far onto it, and its random half keeps it unpredictable before the
+// contributions are fixed. With no drift yet (round 1) it is r alone.
+func RoundDirectionAlong(seed [32]byte, drift []float64) []float64 {
+	r := RoundDirection(seed, len(drift))
+	var nd, nr float64
+	for i := range drift {
+		nd, nr = nd+drift[i]*drift[i], nr+r[i]*r[i]
+	}
+	nd, nr = math.Sqrt(nd), math.Sqrt(nr)
+	if nd == 0 || math.IsNaN(nd) || math.IsInf(nd, 0) {
+		return r
+	}
+	u := make([]float64, len(r))
+	for i := range u {
+		u[i] = drift[i]/nd + r[i]/nr
+	}
+	return u
+}

@@ -211,7 +211,7 @@ func TestParticipantsCheckTheNorm(t *testing.T) {
 	active := []uint64{1, 3}
 	shares := map[string]map[string][]uint64{}
 	for _, i := range []int{0, 2} {
-		sh, err := ps[i].ProjectionShares(m, active, dim)
+		sh, err := ps[i].ProjectionShares(m, active, u)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,28 +228,28 @@ func TestParticipantsCheckTheNorm(t *testing.T) {
 		}
 	}
 	// The same manifest again: answered (a retry).
-	if _, err := ps[0].ProjectionShares(m, active, dim); err != nil {
+	if _, err := ps[0].ProjectionShares(m, active, u); err != nil {
 		t.Fatalf("a retry: %v", err)
 	}
 	// Another set of contributions for round 1: refused.
 	fewer := m
 	fewer.Contributions = contribs[:2]
-	if _, err := ps[0].ProjectionShares(fewer, active, dim); !errors.Is(err, ErrAlreadyShared) {
+	if _, err := ps[0].ProjectionShares(fewer, active, u); !errors.Is(err, ErrAlreadyShared) {
 		t.Fatalf("a second set for round 1: %v", err)
 	}
 	// A later round is answered; then round 1 is closed.
 	later := m
 	later.Round = 2
-	if _, err := ps[0].ProjectionShares(later, active, dim); err != nil {
+	if _, err := ps[0].ProjectionShares(later, active, u); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ps[0].ProjectionShares(m, active, dim); !errors.Is(err, ErrAlreadyShared) {
+	if _, err := ps[0].ProjectionShares(m, active, u); !errors.Is(err, ErrAlreadyShared) {
 		t.Fatalf("round 1 after round 2: %v", err)
 	}
 	stranger := m
 	stranger.Contributions = append(slices.Clone(contribs), audit.Contribution{Site: "z"})
 	stranger.Round = 3
-	if _, err := ps[2].ProjectionShares(stranger, active, dim); !errors.Is(err, ErrManifest) {
+	if _, err := ps[2].ProjectionShares(stranger, active, u); !errors.Is(err, ErrManifest) {
 		t.Fatalf("a contribution from a site with no key share: %v", err)
 	}
 }
@@ -264,6 +264,17 @@ func TestRoundDirection(t *testing.T) {
 	}
 	if c := RoundDirection([32]byte{2}, 20000); slices.Equal(a, c) {
 		t.Fatal("two digests gave one direction")
+	}
+	// Along a drift: the drift's half dominates the projection of an
+	// update along it; with no drift it is the random direction.
+	drift := make([]float64, 20000)
+	drift[0] = 3
+	along := RoundDirectionAlong([32]byte{1}, drift)
+	if p, _ := dot(drift, along); p < 2 {
+		t.Fatalf("a vector of norm 3 along the drift projects to %v, want about 3/√2", p)
+	}
+	if !slices.Equal(RoundDirectionAlong([32]byte{1}, make([]float64, 20000)), a) {
+		t.Fatal("with no drift the direction is not the random one")
 	}
 	var sum, sq float64
 	for _, x := range a {

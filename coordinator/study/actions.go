@@ -45,7 +45,7 @@ type (
 	// round's direction (secure.RoundDirection of the manifest's digest).
 	BoundTask struct {
 		Round         uint64
-		Parent        audit.Hash
+		Parent        Object
 		Contributions []Contribution
 		Active        []uint64
 		Deadline      time.Time
@@ -141,7 +141,7 @@ type (
 	// for the Active points). Answered by Projected.
 	Project struct {
 		Round   uint64
-		Parent  audit.Hash
+		Parent  Object
 		Updates []Contribution
 		Active  []uint64
 		Shares  map[string]map[string][]uint64

@@ -53,7 +53,7 @@ func (m *Machine) boundTask() BoundTask {
 		points[i] = m.keys.point(s)
 	}
 	slices.Sort(points)
-	return BoundTask{Round: r.n, Parent: m.parent.Hash, Contributions: r.contributions(), Active: points, Deadline: m.deadline}
+	return BoundTask{Round: r.n, Parent: m.parent, Contributions: r.contributions(), Active: points, Deadline: m.deadline}
 }
 
 func (m *Machine) stepBound(ev Event) ([]Action, error) {
@@ -85,7 +85,7 @@ func (m *Machine) stepBound(ev Event) ([]Action, error) {
 			return nil, nil
 		}
 		points := m.boundTask().Active
-		return []Action{Project{Round: r.n, Parent: m.parent.Hash, Updates: r.contributions(), Active: points, Shares: r.boundShares}}, nil
+		return []Action{Project{Round: r.n, Parent: m.parent, Updates: r.contributions(), Active: points, Shares: r.boundShares}}, nil
 	case Projected:
 		if e.Round == r.n && r.projections == nil {
 			return m.onProjected(e), nil

@@ -461,7 +461,7 @@ func (e *scriptEnv) message(msg any) string {
 	case ShareBox:
 		return fmt.Sprintf("share-box %d->%d", m.From, m.To)
 	case BoundTask:
-		return fmt.Sprintf("bound round=%d parent=%s contributions=%s active=%v deadline=+%s", m.Round, e.name(m.Parent), e.contributions(m.Contributions), m.Active, m.Deadline.Sub(e.now))
+		return fmt.Sprintf("bound round=%d parent=%s contributions=%s active=%v deadline=+%s", m.Round, e.name(m.Parent.Hash), e.contributions(m.Contributions), m.Active, m.Deadline.Sub(e.now))
 	case SketchTask:
 		return fmt.Sprintf("sketch round=%d parent=%s aggregate=%s contributions=%s deadline=+%s", m.Round, e.name(m.Parent), e.name(m.Aggregate.Hash),
 			e.contributions(m.Contributions), m.Deadline.Sub(e.now))
