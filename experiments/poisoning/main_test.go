@@ -17,7 +17,7 @@ import (
 // left out of every round it sent in the bounded arm.
 func TestShortRun(t *testing.T) {
 	dir := t.TempDir()
-	if err := run(context.Background(), 1, 2, 0.5, 1e6, dir, io.Discard); err != nil {
+	if err := run(context.Background(), 1, 2, 0.5, 1e6, []string{"va"}, dir, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	recs, err := expkit.ReadCSV(filepath.Join(dir, "results.csv"))
@@ -34,7 +34,7 @@ func TestShortRun(t *testing.T) {
 		if out != 0 {
 			t.Fatalf("honest contributions left out: %v", r)
 		}
-		if r[0] == "x1e+06+bound" && (attacked != 2 || caught != 2) {
+		if r[0] == "va-x1e+06+bound" && (attacked != 2 || caught != 2) {
 			t.Fatalf("the attacker caught in %d of %d rounds: %v", caught, attacked, r)
 		}
 	}
