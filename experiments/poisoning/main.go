@@ -21,12 +21,16 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/fedledger/fedledger/experiments/internal/expkit"
+	"github.com/fedledger/fedledger/internal/anomaly"
 	"github.com/fedledger/fedledger/internal/demo"
 )
 
@@ -59,6 +63,10 @@ type row struct {
 	attacked  int // rounds the attacker contributed to or was left out of
 	honestOut int // honest contributions left out
 	honest    int // honest contributions checked
+	// The anomaly detector over the disclosed projections (|p| / n·B per
+	// site and round), together with the norm check: the attacker's rounds
+	// flagged or left out, and the honest site-rounds flagged.
+	flagged, honestFlagged int
 }
 
 func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers []string, outDir string, progress io.Writer) error {
@@ -93,6 +101,10 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 			for _, s := range rep.Rows {
 				r.perSite[s.Hospital] = s.Federated.Accuracy
 			}
+			r.flagged, r.honestFlagged, err = detect(rep, a.attacker, bound)
+			if err != nil {
+				return err
+			}
 			for _, rr := range rep.Rounds {
 				for site := range rr.Projections {
 					out := false
@@ -114,7 +126,8 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 				}
 			}
 			rows = append(rows, r)
-			fmt.Fprintf(progress, "%-12s seed %d: mean accuracy %.3f  attacker caught %d/%d  honest left out %d/%d\n", a.name, seed, f, r.caught, r.attacked, r.honestOut, r.honest)
+			fmt.Fprintf(progress, "%-12s seed %d: mean accuracy %.3f  attacker caught %d/%d (flagged or caught %d)  honest left out %d/%d (flagged %d)\n",
+				a.name, seed, f, r.caught, r.attacked, r.flagged, r.honestOut, r.honest, r.honestFlagged)
 		}
 	}
 	if err := writeCSV(filepath.Join(outDir, "results.csv"), rows); err != nil {
@@ -123,42 +136,98 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 	return writeMarkdown(filepath.Join(outDir, "results.md"), arms, rows)
 }
 
+// detect runs the anomaly detector (robust z-score and isolation forest,
+// internal/anomaly) over each round's disclosed projections, |p| / (n·B)
+// per site, as the coordinator would: it returns the attacker's rounds
+// flagged or left out by the norm check, and the honest site-rounds
+// flagged.
+func detect(rep *demo.Report, attacker string, bound float64) (flagged, honestFlagged int, err error) {
+	det := anomaly.NewDetector([]string{"projection_ratio"}, anomaly.WithMinScale("projection_ratio", 0.05))
+	for _, rr := range rep.Rounds {
+		if len(rr.Projections) == 0 {
+			continue
+		}
+		samples := map[string]uint64{}
+		for _, c := range rr.Contributions {
+			samples[c.Site] = c.Samples
+		}
+		var obs []anomaly.Observation
+		for _, site := range slices.Sorted(maps.Keys(rr.Projections)) {
+			n := samples[site]
+			if n == 0 { // left out: not in the round's contributions
+				n = 1
+				for _, o := range rep.Rounds[0].Contributions {
+					if o.Site == site {
+						n = o.Samples
+					}
+				}
+			}
+			obs = append(obs, anomaly.Observation{Site: site, Round: uint64(rr.Round), Values: []float64{math.Abs(rr.Projections[site]) / (float64(n) * bound)}})
+		}
+		flags, err := det.Observe(uint64(rr.Round), obs)
+		if err != nil {
+			return 0, 0, err
+		}
+		hit := map[string]bool{}
+		for _, f := range flags {
+			hit[f.Site] = true
+		}
+		for _, e := range rr.Excluded {
+			hit[e] = true
+		}
+		for site := range rr.Projections {
+			switch {
+			case site == attacker && hit[site]:
+				flagged++
+			case site != attacker && hit[site]:
+				honestFlagged++
+			}
+		}
+	}
+	return flagged, honestFlagged, nil
+}
+
 func writeCSV(path string, rows []row) error {
 	g := func(v float64) string { return strconv.FormatFloat(v, 'f', 4, 64) }
 	var out [][]string
 	for _, r := range rows {
 		for _, h := range []string{"Cleveland", "Hungary", "Switzerland", "VA Long Beach"} {
-			out = append(out, []string{r.arm, strconv.FormatInt(r.seed, 10), h, g(r.perSite[h]), strconv.Itoa(r.caught), strconv.Itoa(r.attacked), strconv.Itoa(r.honestOut), strconv.Itoa(r.honest)})
+			out = append(out, []string{r.arm, strconv.FormatInt(r.seed, 10), h, g(r.perSite[h]), strconv.Itoa(r.caught), strconv.Itoa(r.attacked), strconv.Itoa(r.honestOut), strconv.Itoa(r.honest),
+				strconv.Itoa(r.flagged), strconv.Itoa(r.honestFlagged)})
 		}
 	}
-	return expkit.WriteCSV(path, []string{"arm", "seed", "hospital", "federated_acc", "attacker_rounds_caught", "attacker_rounds", "honest_left_out", "honest_checked"}, out)
+	return expkit.WriteCSV(path, []string{"arm", "seed", "hospital", "federated_acc", "attacker_rounds_caught", "attacker_rounds", "honest_left_out", "honest_checked",
+		"attacker_rounds_flagged_or_caught", "honest_flagged"}, out)
 }
 
 func writeMarkdown(path string, arms []arm, rows []row) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| arm | mean per-hospital accuracy | sd over seeds | vs clean | attacker's rounds caught | honest contributions left out |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| arm | mean per-hospital accuracy | sd over seeds | vs clean | attacker's rounds caught | honest contributions left out | attacker's rounds flagged or caught | honest site-rounds flagged |\n|---|---|---|---|---|---|---|---|\n")
 	var clean float64
 	for i, a := range arms {
 		var accs []float64
-		var caught, attacked, out, honest int
+		var caught, attacked, out, honest, flagged, honestFlagged int
 		for _, r := range rows {
 			if r.arm == a.name {
 				accs = append(accs, r.acc)
 				caught, attacked, out, honest = caught+r.caught, attacked+r.attacked, out+r.honestOut, honest+r.honest
+				flagged, honestFlagged = flagged+r.flagged, honestFlagged+r.honestFlagged
 			}
 		}
 		m, sd := expkit.MeanSD(accs)
 		if i == 0 {
 			clean = m
 		}
-		det, fp := "-", "-"
+		det, fp, fl, hf := "-", "-", "-", "-"
 		if attacked > 0 {
 			det = fmt.Sprintf("%d/%d (%.0f%%)", caught, attacked, 100*float64(caught)/float64(attacked))
+			fl = fmt.Sprintf("%d/%d (%.0f%%)", flagged, attacked, 100*float64(flagged)/float64(attacked))
 		}
 		if honest > 0 {
 			fp = fmt.Sprintf("%d/%d", out, honest)
+			hf = fmt.Sprintf("%d/%d (%.1f%%)", honestFlagged, honest, 100*float64(honestFlagged)/float64(honest))
 		}
-		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %+.3f | %s | %s |\n", a.name, m, sd, m-clean, det, fp)
+		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %+.3f | %s | %s | %s | %s |\n", a.name, m, sd, m-clean, det, fp, fl, hf)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

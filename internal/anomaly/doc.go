@@ -50,6 +50,6 @@
 //     reported accuracy that contradicts the reported loss) when both
 //     values are common on their own.
 //
-// The figures above come from the simulated federation in sim_test.go; set
-// ANOMALY_SWEEP=1 to rerun the sweep that produced them (TestSweep).
+// The figures above come from the simulated federation in sim_test.go;
+// TestSweep, which runs unless -short, reproduces them.
 package anomaly
