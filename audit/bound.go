@@ -20,6 +20,11 @@ const MetricProjectionPrefix = "projection:"
 // were left out for being past the norm bound.
 const ParamExcluded = "norm_excluded"
 
+// ParamAnomalyPrefix names, on a round record, an anomaly flag on a site's
+// signals of the round (ParamAnomalyPrefix + site), with the detector's
+// reason: the coordinator's word, signed with the record.
+const ParamAnomalyPrefix = "anomaly:"
+
 // ErrNormBound: a round of a bounded study includes a contribution past
 // the bound, or does not state the projections it was checked with.
 var ErrNormBound = errors.New("audit: the round does not respect the study's norm bound")

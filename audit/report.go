@@ -89,6 +89,11 @@ type ReportRound struct {
 	Evaluations map[string]map[string]float64 `json:"evaluations,omitempty"`
 	CommittedAt time.Time                     `json:"committed_at"`
 	Submitter   string                        `json:"submitter"`
+	// Excluded are the sites whose contributions were past the study's
+	// norm bound and left out; Flags the anomaly detector's flags by site
+	// (both the coordinator's word).
+	Excluded []string          `json:"norm_excluded,omitempty"`
+	Flags    map[string]string `json:"anomaly_flags,omitempty"`
 }
 
 // ReportContribution is one hospital's signed contribution to a round.
@@ -146,6 +151,17 @@ func NewReport(l *Lineage, model Hash) *Report {
 		}
 		for _, m := range rec.Metrics {
 			rr.Metrics[m.Name] = m.Value
+		}
+		for _, p := range rec.Hyperparameters {
+			switch {
+			case p.Name == ParamExcluded && p.Value != "":
+				rr.Excluded = strings.Split(p.Value, ",")
+			case strings.HasPrefix(p.Name, ParamAnomalyPrefix):
+				if rr.Flags == nil {
+					rr.Flags = map[string]string{}
+				}
+				rr.Flags[strings.TrimPrefix(p.Name, ParamAnomalyPrefix)] = p.Value
+			}
 		}
 		for _, e := range rec.Evaluations {
 			if rr.Evaluations == nil {
@@ -232,6 +248,12 @@ func (r *Report) WriteText(w io.Writer) error {
 				es = append(es, s)
 			}
 			fmt.Fprintf(&b, "    parent model's test accuracy, signed by each site: %s\n", strings.Join(es, ", "))
+		}
+		if len(rr.Excluded) > 0 {
+			fmt.Fprintf(&b, "    left out, past the norm bound: %s\n", strings.Join(rr.Excluded, ", "))
+		}
+		for _, site := range slices.Sorted(maps.Keys(rr.Flags)) {
+			fmt.Fprintf(&b, "    anomaly flagged at %s: %s\n", site, rr.Flags[site])
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -344,6 +344,10 @@ func (a *AuditRecorder) record(r study.Record) (string, *audit.Record) {
 	if len(rep.Excluded) > 0 {
 		rec.Hyperparameters = append(rec.Hyperparameters, audit.Param{Name: audit.ParamExcluded, Value: strings.Join(rep.Excluded, ",")})
 	}
+	// The anomaly detector's flags, as the coordinator's word.
+	for _, f := range rep.Flags {
+		rec.Hyperparameters = append(rec.Hyperparameters, audit.Param{Name: audit.ParamAnomalyPrefix + f.Site, Value: f.Reason})
+	}
 	// A DP study's rounds state the ε each hospital has spent; the rules
 	// recompute it and refuse a round past the budget.
 	if b, err := st.DPBudget(); err == nil && b != nil {

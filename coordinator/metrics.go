@@ -29,6 +29,7 @@ type metrics struct {
 	// has spent after the last committed round.
 	dpBudget, dpSpent prometheus.Gauge
 	projections       *prometheus.CounterVec
+	anomalies         *prometheus.CounterVec
 }
 
 func newMetrics(study string) *metrics {
@@ -89,7 +90,10 @@ func newMetrics(study string) *metrics {
 	m.projections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_coordinator_norm_checks_total", Help: "Contributions checked against the study's norm bound under encryption, by result: within, excluded (left out of the aggregate) or rejected (malformed projection shares).", ConstLabels: labels,
 	}, []string{"result"})
-	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS, m.dpBudget, m.dpSpent, m.projections)
+	m.anomalies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_coordinator_anomaly_flags_total", Help: "Anomaly flags on a site's signals in a completed round (reported test loss of the parent, upload time, the disclosed projection over its bound), by site; each is on the round's record.", ConstLabels: labels,
+	}, []string{"site"})
+	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS, m.dpBudget, m.dpSpent, m.projections, m.anomalies)
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
 		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -124,6 +128,8 @@ func (m *metrics) observe(o study.Observe) {
 		m.sketches.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricProjections:
 		m.projections.WithLabelValues(o.Label).Add(o.Value)
+	case study.MetricAnomalies:
+		m.anomalies.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricCountersignatures:
 		m.countersigs.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricRounds:

@@ -249,7 +249,10 @@ type RoundReport struct {
 	// contributions were past the bound and left out (bounded studies).
 	Projections map[string]float64
 	Excluded    []string
-	Duration    time.Duration
+	// Flags are the anomaly detector's flags on this round's signals, by
+	// site (detect.go); the coordinator's word, on the record.
+	Flags    []Flag
+	Duration time.Duration
 }
 
 // Result is the outcome of a study.
@@ -275,6 +278,7 @@ const (
 	MetricShares            Metric = "shares"            // counter by result
 	MetricSketches          Metric = "sketches"          // counter by result (accepted, rejected, missing)
 	MetricProjections       Metric = "projections"       // counter by result (within, excluded, rejected)
+	MetricAnomalies         Metric = "anomalies"         // counter by site: anomaly flags
 	MetricCountersignatures Metric = "countersignatures" // counter by result
 	MetricRounds            Metric = "rounds"            // counter by outcome
 	MetricRoundSeconds      Metric = "round_seconds"     // histogram: a round's duration

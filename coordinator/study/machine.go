@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/internal/anomaly"
 	"github.com/fedledger/fedledger/internal/model"
 )
 
@@ -111,6 +112,11 @@ type Machine struct {
 	asked                []string
 	final, finalPersonal map[string]model.Metrics
 
+	// detector flags unusual sites from each completed round's signals
+	// (internal/anomaly); its history starts afresh after a restart.
+	detector    *anomaly.Detector
+	detectorErr error
+
 	done    bool
 	failure string
 }
@@ -126,7 +132,8 @@ func New(cfg Config, start Start, now time.Time) (*Machine, []Action, error) {
 	}
 	m := &Machine{cfg: cfg, start: start, now: now, approved: map[string]bool{}, live: map[string]bool{},
 		startRound: start.Round + 1, round: start.Round + 1, parent: start.Model, optimizer: start.Optimizer,
-		completed: start.Completed, failed: start.Failed, final: map[string]model.Metrics{}, finalPersonal: map[string]model.Metrics{}}
+		completed: start.Completed, failed: start.Failed, final: map[string]model.Metrics{}, finalPersonal: map[string]model.Metrics{},
+		detector: newDetector()}
 	for _, s := range cfg.Sites {
 		m.approved[s] = true
 	}

@@ -45,6 +45,8 @@ type accepted struct {
 	parentTest *model.Metrics
 	personal   *model.Metrics
 	evaluation *audit.Evaluation
+	// uploaded is how long after the round opened the update arrived.
+	uploaded time.Duration
 }
 
 type round struct {
@@ -217,7 +219,8 @@ func (m *Machine) accept(u UpdateIn) error {
 			return fmt.Errorf("%w: %w", ErrBadUpdate, err)
 		}
 	}
-	r.updates[site] = accepted{c: Contribution{Contribution: u.Update, Size: uint64(len(u.Payload))}, id: u.From, train: u.Train, parentTest: u.ParentTest, personal: u.PersonalTest, evaluation: u.Evaluation}
+	r.updates[site] = accepted{c: Contribution{Contribution: u.Update, Size: uint64(len(u.Payload))}, id: u.From, train: u.Train, parentTest: u.ParentTest, personal: u.PersonalTest, evaluation: u.Evaluation,
+		uploaded: m.now.Sub(r.start)}
 	delete(r.refused, site)
 	return nil
 }
@@ -670,12 +673,17 @@ func (m *Machine) recordRound() []Action {
 			rep.Certificates = append(rep.Certificates, certs[s])
 		}
 	}
-	acts := []Action{
-		Observe{Metric: MetricPhaseSeconds, Label: "countersign", Value: m.now.Sub(m.phaseAt).Seconds()},
+	rep.Flags = m.detect()
+	acts := append(m.detectorLog(),
+		Action(Observe{Metric: MetricPhaseSeconds, Label: "countersign", Value: m.now.Sub(m.phaseAt).Seconds()}),
 		Observe{Metric: MetricRounds, Label: "aggregated", Value: 1},
 		Observe{Metric: MetricRoundSeconds, Value: rep.Duration.Seconds()},
 		logf(slog.LevelInfo, "round aggregated", "round", r.n, "updates", len(rep.Contributions), "dropped", rep.Dropped,
 			"decryptors", rep.Decryptors, "model", short(rep.Model), "train_loss", rep.TrainLoss, "took", rep.Duration),
+	)
+	for _, f := range rep.Flags {
+		acts = append(acts, Observe{Metric: MetricAnomalies, Label: f.Site, Value: 1},
+			logf(slog.LevelWarn, "anomaly flagged", "round", r.n, "client", f.Site, "reason", f.Reason))
 	}
 	return append(acts, m.record(Record{Round: rep}, false)...)
 }
