@@ -70,9 +70,17 @@ func TestNormBoundLeavesOutAScaledUpdate(t *testing.T) {
 			}
 		}
 	}
-	_, b, err := fed.Verify(context.Background(), res.Model)
+	report, b, err := fed.Verify(context.Background(), res.Model)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The regulator's report names the exclusion in every round.
+	var text strings.Builder
+	if err := report.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(text.String(), "left out, past the norm bound: va"); got != rounds {
+		t.Fatalf("the verify report names va's exclusion in %d rounds, want %d:\n%s", got, rounds, text.String())
 	}
 	trust, _ := fed.Audit.Trust.Trust()
 	_, _, steps, err := audit.ReplayBundle(b, trust)
