@@ -131,11 +131,15 @@ func DPBudgetOf(study *Record) (*DPBudget, error) {
 // level one unsampled Gaussian mechanism a round). Every round
 // counts, failed or not: a hospital may have trained and sent its update
 // before a round failed.
-func (b DPBudget) Spent(rounds int) (float64, error) {
-	if rounds == 0 {
+func (b DPBudget) Spent(rounds int) (float64, error) { return b.SpentSteps(rounds * b.StepsPerRound) }
+
+// SpentSteps is the ε after steps steps of the mechanism (mechanisms, at
+// client level): a hospital's own account counts the steps it trained.
+func (b DPBudget) SpentSteps(steps int) (float64, error) {
+	if steps == 0 {
 		return 0, nil
 	}
-	return privacy.EpsilonFor([]privacy.Entry{{Q: b.SampleRate, Sigma: b.NoiseMultiplier, Steps: rounds * b.StepsPerRound}}, b.Delta)
+	return privacy.EpsilonFor([]privacy.Entry{{Q: b.SampleRate, Sigma: b.NoiseMultiplier, Steps: steps}}, b.Delta)
 }
 
 // within reports whether spent is within the budget. Audit nodes on

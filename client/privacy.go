@@ -10,11 +10,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/fsutil"
-	"github.com/fedledger/fedledger/internal/privacy"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -75,15 +75,8 @@ func (c *Client) dpSpent(b *audit.DPBudget) (int, float64, error) {
 	if err := json.Unmarshal(data, &a); err != nil || a.Study != c.study.StudyId || a.Steps < 0 {
 		return 0, 0, fmt.Errorf("privacy account %s is not this study's (%q, %d steps): %v", c.dpFile(), a.Study, a.Steps, err)
 	}
-	spent, err := epsilonAfter(b, a.Steps)
+	spent, err := b.SpentSteps(a.Steps)
 	return a.Steps, spent, err
-}
-
-func epsilonAfter(b *audit.DPBudget, steps int) (float64, error) {
-	if steps == 0 {
-		return 0, nil
-	}
-	return privacy.EpsilonFor([]privacy.Entry{{Q: b.SampleRate, Sigma: b.NoiseMultiplier, Steps: steps}}, b.Delta)
 }
 
 // spendDP checks that steps more DP-SGD steps stay within this site's cap
@@ -94,7 +87,7 @@ func (c *Client) spendDP(b *audit.DPBudget, steps int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	next, err := epsilonAfter(b, done+steps)
+	next, err := b.SpentSteps(done + steps)
 	if err != nil {
 		return 0, err
 	}
@@ -138,20 +131,11 @@ func secretSeed() int64 {
 // that, the price of tolerating dropouts down to K. It returns the new
 // local model, parent plus the noisy clipped update.
 func clientLevelUpdate(parent, local []float64, b *audit.DPBudget, k int, noise train.Noise) []float64 {
-	var norm float64
-	for i := range local {
-		d := local[i] - parent[i]
-		norm += d * d
-	}
-	norm = math.Sqrt(norm)
-	scale := 1.0
-	if norm > b.ClipNorm {
-		scale = b.ClipNorm / norm
-	}
+	out, _ := clipUpdate(parent, local, b.ClipNorm)
+	out = slices.Clone(out)
 	std := b.NoiseMultiplier * b.ClipNorm / math.Sqrt(float64(max(k, 1)))
-	out := make([]float64, len(local))
-	for i := range local {
-		out[i] = parent[i] + scale*(local[i]-parent[i]) + std*noise.Normal()
+	for i := range out {
+		out[i] += std * noise.Normal()
 	}
 	return out
 }

@@ -27,7 +27,7 @@ func dpSpec(t *testing.T) (*pb.StudySpec, [3]float64) {
 	}
 	var eps [3]float64
 	for i := range eps {
-		if eps[i], err = epsilonAfter(b, 4*(i+1)); err != nil {
+		if eps[i], err = b.SpentSteps(4 * (i + 1)); err != nil {
 			t.Fatal(err)
 		}
 	}

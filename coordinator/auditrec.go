@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -238,14 +237,13 @@ func StudyRecord(st StudyConfig, initial [32]byte, admin string, expires time.Ti
 }
 
 func studyParams(st StudyConfig) []audit.Param {
-	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	p := audit.StudyParam // the one formatting the hospitals check against
 	t, s := st.Training, st.Strategy
 	ps := []audit.Param{
-		{Name: "purpose", Value: st.Purpose}, {Name: "mode", Value: st.Mode}, {Name: "model", Value: st.Model.String()}, {Name: "rounds", Value: strconv.Itoa(st.Rounds)},
-		{Name: "server_lr", Value: f(s.ServerLR)}, {Name: "beta1", Value: f(s.Beta1)}, {Name: "beta2", Value: f(s.Beta2)}, {Name: "tau", Value: f(s.Tau)},
-		{Name: "optimizer", Value: t.Optimizer}, {Name: "learning_rate", Value: f(t.LearningRate)}, {Name: "batch_size", Value: strconv.Itoa(t.BatchSize)},
-		{Name: "local_steps", Value: strconv.Itoa(t.LocalSteps)}, {Name: "epochs", Value: strconv.Itoa(t.Epochs)},
-		{Name: "prox_mu", Value: f(t.ProxMu)}, {Name: "seed", Value: strconv.FormatInt(st.Seed, 10)},
+		p("purpose", st.Purpose), p("mode", st.Mode), p("model", st.Model.String()), p("rounds", st.Rounds),
+		p("server_lr", s.ServerLR), p("beta1", s.Beta1), p("beta2", s.Beta2), p("tau", s.Tau),
+		p("optimizer", t.Optimizer), p("learning_rate", t.LearningRate), p("batch_size", t.BatchSize),
+		p("local_steps", t.LocalSteps), p("epochs", t.Epochs), p("prox_mu", t.ProxMu), p("seed", st.Seed),
 	}
 	if st.Secure() {
 		ps = append(ps, audit.Param{Name: "crs_seed", Value: hex.EncodeToString(st.CRS())})
