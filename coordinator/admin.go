@@ -49,6 +49,10 @@ func (c *Coordinator) statusProto() *pb.StudyStatus {
 		Connected: s.Connected, Reported: s.Reported, RoundsCompleted: uint32(s.Completed), RoundsFailed: uint32(s.Failed),
 		LastTrainLoss: s.LastTrainLoss, LastParentTestAccuracy: s.LastParentTestAccuracy, LatestModelSha256: s.LatestModel[:],
 		Failure: s.Failure, WaitingFor: s.WaitingFor, FinalModelPath: c.FinalModelPath()}
+	out.LastExcluded = s.Excluded
+	for _, f := range s.Flags {
+		out.LastFlags = append(out.LastFlags, &pb.AnomalyFlag{Site: f.Site, Reason: f.Reason})
+	}
 	if b, _ := c.cfg.Study.DPBudget(); b != nil {
 		out.DpEpsilonBudget, out.DpDelta = b.Epsilon, b.Delta
 		out.DpEpsilonSpent, _ = b.Spent(s.Completed + s.Failed)

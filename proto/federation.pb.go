@@ -148,8 +148,12 @@ type StudyStatus struct {
 	DpEpsilonBudget float64 `protobuf:"fixed64,18,opt,name=dp_epsilon_budget,json=dpEpsilonBudget,proto3" json:"dp_epsilon_budget,omitempty"`
 	DpDelta         float64 `protobuf:"fixed64,19,opt,name=dp_delta,json=dpDelta,proto3" json:"dp_delta,omitempty"`
 	DpEpsilonSpent  float64 `protobuf:"fixed64,20,opt,name=dp_epsilon_spent,json=dpEpsilonSpent,proto3" json:"dp_epsilon_spent,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The last committed round's anomaly flags (site and reason) and the
+	// sites its norm check left out.
+	LastFlags     []*AnomalyFlag `protobuf:"bytes,21,rep,name=last_flags,json=lastFlags,proto3" json:"last_flags,omitempty"`
+	LastExcluded  []string       `protobuf:"bytes,22,rep,name=last_excluded,json=lastExcluded,proto3" json:"last_excluded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StudyStatus) Reset() {
@@ -322,6 +326,72 @@ func (x *StudyStatus) GetDpEpsilonSpent() float64 {
 	return 0
 }
 
+func (x *StudyStatus) GetLastFlags() []*AnomalyFlag {
+	if x != nil {
+		return x.LastFlags
+	}
+	return nil
+}
+
+func (x *StudyStatus) GetLastExcluded() []string {
+	if x != nil {
+		return x.LastExcluded
+	}
+	return nil
+}
+
+type AnomalyFlag struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnomalyFlag) Reset() {
+	*x = AnomalyFlag{}
+	mi := &file_federation_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnomalyFlag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnomalyFlag) ProtoMessage() {}
+
+func (x *AnomalyFlag) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnomalyFlag.ProtoReflect.Descriptor instead.
+func (*AnomalyFlag) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AnomalyFlag) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *AnomalyFlag) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type SiteMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Site  string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
@@ -335,7 +405,7 @@ type SiteMetrics struct {
 
 func (x *SiteMetrics) Reset() {
 	*x = SiteMetrics{}
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +417,7 @@ func (x *SiteMetrics) String() string {
 func (*SiteMetrics) ProtoMessage() {}
 
 func (x *SiteMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +430,7 @@ func (x *SiteMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteMetrics.ProtoReflect.Descriptor instead.
 func (*SiteMetrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{3}
+	return file_federation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SiteMetrics) GetSite() string {
@@ -406,7 +476,7 @@ type ClientMessage struct {
 
 func (x *ClientMessage) Reset() {
 	*x = ClientMessage{}
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +488,7 @@ func (x *ClientMessage) String() string {
 func (*ClientMessage) ProtoMessage() {}
 
 func (x *ClientMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +501,7 @@ func (x *ClientMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
 func (*ClientMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{4}
+	return file_federation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ClientMessage) GetMsg() isClientMessage_Msg {
@@ -622,7 +692,7 @@ type StudyAccepted struct {
 
 func (x *StudyAccepted) Reset() {
 	*x = StudyAccepted{}
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +704,7 @@ func (x *StudyAccepted) String() string {
 func (*StudyAccepted) ProtoMessage() {}
 
 func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +717,7 @@ func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyAccepted.ProtoReflect.Descriptor instead.
 func (*StudyAccepted) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{5}
+	return file_federation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StudyAccepted) GetStudyId() string {
@@ -680,7 +750,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +762,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +775,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{6}
+	return file_federation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -916,7 +986,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +998,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1011,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{7}
+	return file_federation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Hello) GetClientVersion() string {
@@ -984,7 +1054,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1066,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1079,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{8}
+	return file_federation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Welcome) GetCoordinatorVersion() string {
@@ -1042,7 +1112,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1124,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1137,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{9}
+	return file_federation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Heartbeat) GetUnixNanos() int64 {
@@ -1118,7 +1188,7 @@ type StudySpec struct {
 
 func (x *StudySpec) Reset() {
 	*x = StudySpec{}
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1200,7 @@ func (x *StudySpec) String() string {
 func (*StudySpec) ProtoMessage() {}
 
 func (x *StudySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1213,7 @@ func (x *StudySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudySpec.ProtoReflect.Descriptor instead.
 func (*StudySpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{10}
+	return file_federation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StudySpec) GetStudyId() string {
@@ -1264,7 +1334,7 @@ type DPParams struct {
 
 func (x *DPParams) Reset() {
 	*x = DPParams{}
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1346,7 @@ func (x *DPParams) String() string {
 func (*DPParams) ProtoMessage() {}
 
 func (x *DPParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1359,7 @@ func (x *DPParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DPParams.ProtoReflect.Descriptor instead.
 func (*DPParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{11}
+	return file_federation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DPParams) GetEpsilon() float64 {
@@ -1347,7 +1417,7 @@ type ServerOptimizer struct {
 
 func (x *ServerOptimizer) Reset() {
 	*x = ServerOptimizer{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1429,7 @@ func (x *ServerOptimizer) String() string {
 func (*ServerOptimizer) ProtoMessage() {}
 
 func (x *ServerOptimizer) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1442,7 @@ func (x *ServerOptimizer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerOptimizer.ProtoReflect.Descriptor instead.
 func (*ServerOptimizer) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServerOptimizer) GetName() string {
@@ -1422,7 +1492,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1504,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1517,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1489,7 +1559,7 @@ type TrainingParams struct {
 
 func (x *TrainingParams) Reset() {
 	*x = TrainingParams{}
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1571,7 @@ func (x *TrainingParams) String() string {
 func (*TrainingParams) ProtoMessage() {}
 
 func (x *TrainingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1584,7 @@ func (x *TrainingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainingParams.ProtoReflect.Descriptor instead.
 func (*TrainingParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TrainingParams) GetOptimizer() string {
@@ -1581,7 +1651,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1663,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1676,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TrainTask) GetStudyId() string {
@@ -1658,7 +1728,7 @@ type EvaluateTask struct {
 
 func (x *EvaluateTask) Reset() {
 	*x = EvaluateTask{}
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1740,7 @@ func (x *EvaluateTask) String() string {
 func (*EvaluateTask) ProtoMessage() {}
 
 func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1753,7 @@ func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateTask.ProtoReflect.Descriptor instead.
 func (*EvaluateTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EvaluateTask) GetStudyId() string {
@@ -1727,7 +1797,7 @@ type StudyFinished struct {
 
 func (x *StudyFinished) Reset() {
 	*x = StudyFinished{}
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1809,7 @@ func (x *StudyFinished) String() string {
 func (*StudyFinished) ProtoMessage() {}
 
 func (x *StudyFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1822,7 @@ func (x *StudyFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyFinished.ProtoReflect.Descriptor instead.
 func (*StudyFinished) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StudyFinished) GetStudyId() string {
@@ -1796,7 +1866,7 @@ type TaskRefusal struct {
 
 func (x *TaskRefusal) Reset() {
 	*x = TaskRefusal{}
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +1878,7 @@ func (x *TaskRefusal) String() string {
 func (*TaskRefusal) ProtoMessage() {}
 
 func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +1891,7 @@ func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRefusal.ProtoReflect.Descriptor instead.
 func (*TaskRefusal) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{18}
+	return file_federation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TaskRefusal) GetStudyId() string {
@@ -1860,7 +1930,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1942,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1955,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{19}
+	return file_federation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EvalReport) GetStudyId() string {
@@ -1935,7 +2005,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2017,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2030,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{20}
+	return file_federation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Metrics) GetLoss() float64 {
@@ -2001,7 +2071,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2083,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2096,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{21}
+	return file_federation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchModelRequest) GetStudyId() string {
@@ -2066,7 +2136,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2148,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2161,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{22}
+	return file_federation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Chunk) GetStudyId() string {
@@ -2190,7 +2260,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2272,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2285,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateHeader) GetParentSha256() []byte {
@@ -2298,7 +2368,7 @@ type NamedValue struct {
 
 func (x *NamedValue) Reset() {
 	*x = NamedValue{}
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2380,7 @@ func (x *NamedValue) String() string {
 func (*NamedValue) ProtoMessage() {}
 
 func (x *NamedValue) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2393,7 @@ func (x *NamedValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamedValue.ProtoReflect.Descriptor instead.
 func (*NamedValue) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NamedValue) GetName() string {
@@ -2355,7 +2425,7 @@ type ShareHeader struct {
 
 func (x *ShareHeader) Reset() {
 	*x = ShareHeader{}
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2437,7 @@ func (x *ShareHeader) String() string {
 func (*ShareHeader) ProtoMessage() {}
 
 func (x *ShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2450,7 @@ func (x *ShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
 func (*ShareHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ShareHeader) GetAggregateSha256() []byte {
@@ -2408,7 +2478,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2490,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2503,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -2468,7 +2538,7 @@ type Participant struct {
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2480,7 +2550,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2493,7 +2563,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{27}
+	return file_federation_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Participant) GetClientId() string {
@@ -2525,7 +2595,7 @@ type KeySetupTask struct {
 
 func (x *KeySetupTask) Reset() {
 	*x = KeySetupTask{}
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +2607,7 @@ func (x *KeySetupTask) String() string {
 func (*KeySetupTask) ProtoMessage() {}
 
 func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +2620,7 @@ func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
 func (*KeySetupTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{28}
+	return file_federation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KeySetupTask) GetStudyId() string {
@@ -2614,7 +2684,7 @@ type KeyShare struct {
 
 func (x *KeyShare) Reset() {
 	*x = KeyShare{}
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2626,7 +2696,7 @@ func (x *KeyShare) String() string {
 func (*KeyShare) ProtoMessage() {}
 
 func (x *KeyShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2639,7 +2709,7 @@ func (x *KeyShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
 func (*KeyShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{29}
+	return file_federation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KeyShare) GetStudyId() string {
@@ -2690,7 +2760,7 @@ type PeerKey struct {
 
 func (x *PeerKey) Reset() {
 	*x = PeerKey{}
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2772,7 @@ func (x *PeerKey) String() string {
 func (*PeerKey) ProtoMessage() {}
 
 func (x *PeerKey) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +2785,7 @@ func (x *PeerKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
 func (*PeerKey) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{30}
+	return file_federation_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PeerKey) GetClientId() string {
@@ -2752,7 +2822,7 @@ type ShareBox struct {
 
 func (x *ShareBox) Reset() {
 	*x = ShareBox{}
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +2834,7 @@ func (x *ShareBox) String() string {
 func (*ShareBox) ProtoMessage() {}
 
 func (x *ShareBox) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +2847,7 @@ func (x *ShareBox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
 func (*ShareBox) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{31}
+	return file_federation_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ShareBox) GetStudyId() string {
@@ -2823,7 +2893,7 @@ type KeySetupDone struct {
 
 func (x *KeySetupDone) Reset() {
 	*x = KeySetupDone{}
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +2905,7 @@ func (x *KeySetupDone) String() string {
 func (*KeySetupDone) ProtoMessage() {}
 
 func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +2918,7 @@ func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
 func (*KeySetupDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{32}
+	return file_federation_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *KeySetupDone) GetStudyId() string {
@@ -2889,7 +2959,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2901,7 +2971,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2914,7 +2984,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{33}
+	return file_federation_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Contribution) GetClientId() string {
@@ -2979,7 +3049,7 @@ type SketchTask struct {
 
 func (x *SketchTask) Reset() {
 	*x = SketchTask{}
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3061,7 @@ func (x *SketchTask) String() string {
 func (*SketchTask) ProtoMessage() {}
 
 func (x *SketchTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3074,7 @@ func (x *SketchTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SketchTask.ProtoReflect.Descriptor instead.
 func (*SketchTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{34}
+	return file_federation_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SketchTask) GetStudyId() string {
@@ -3074,7 +3144,7 @@ type BoundTask struct {
 
 func (x *BoundTask) Reset() {
 	*x = BoundTask{}
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3086,7 +3156,7 @@ func (x *BoundTask) String() string {
 func (*BoundTask) ProtoMessage() {}
 
 func (x *BoundTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3099,7 +3169,7 @@ func (x *BoundTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoundTask.ProtoReflect.Descriptor instead.
 func (*BoundTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{35}
+	return file_federation_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *BoundTask) GetStudyId() string {
@@ -3171,7 +3241,7 @@ type ProjectionShares struct {
 
 func (x *ProjectionShares) Reset() {
 	*x = ProjectionShares{}
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3183,7 +3253,7 @@ func (x *ProjectionShares) String() string {
 func (*ProjectionShares) ProtoMessage() {}
 
 func (x *ProjectionShares) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3196,7 +3266,7 @@ func (x *ProjectionShares) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectionShares.ProtoReflect.Descriptor instead.
 func (*ProjectionShares) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{36}
+	return file_federation_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ProjectionShares) GetStudyId() string {
@@ -3230,7 +3300,7 @@ type ProjectionShare struct {
 
 func (x *ProjectionShare) Reset() {
 	*x = ProjectionShare{}
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3242,7 +3312,7 @@ func (x *ProjectionShare) String() string {
 func (*ProjectionShare) ProtoMessage() {}
 
 func (x *ProjectionShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3255,7 +3325,7 @@ func (x *ProjectionShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectionShare.ProtoReflect.Descriptor instead.
 func (*ProjectionShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{37}
+	return file_federation_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ProjectionShare) GetClientId() string {
@@ -3290,7 +3360,7 @@ type ContributionSketch struct {
 
 func (x *ContributionSketch) Reset() {
 	*x = ContributionSketch{}
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +3372,7 @@ func (x *ContributionSketch) String() string {
 func (*ContributionSketch) ProtoMessage() {}
 
 func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +3385,7 @@ func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContributionSketch.ProtoReflect.Descriptor instead.
 func (*ContributionSketch) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{38}
+	return file_federation_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ContributionSketch) GetStudyId() string {
@@ -3382,7 +3452,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[39]
+	mi := &file_federation_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3394,7 +3464,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[39]
+	mi := &file_federation_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3407,7 +3477,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{39}
+	return file_federation_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -3484,7 +3554,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_federation_proto_msgTypes[40]
+	mi := &file_federation_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3496,7 +3566,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[40]
+	mi := &file_federation_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3509,7 +3579,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{40}
+	return file_federation_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Object) GetSha256() []byte {
@@ -3539,7 +3609,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_federation_proto_msgTypes[41]
+	mi := &file_federation_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3551,7 +3621,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[41]
+	mi := &file_federation_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3564,7 +3634,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{41}
+	return file_federation_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SignedShare) GetClientId() string {
@@ -3611,7 +3681,7 @@ type CountersignTask struct {
 
 func (x *CountersignTask) Reset() {
 	*x = CountersignTask{}
-	mi := &file_federation_proto_msgTypes[42]
+	mi := &file_federation_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3623,7 +3693,7 @@ func (x *CountersignTask) String() string {
 func (*CountersignTask) ProtoMessage() {}
 
 func (x *CountersignTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[42]
+	mi := &file_federation_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3636,7 +3706,7 @@ func (x *CountersignTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersignTask.ProtoReflect.Descriptor instead.
 func (*CountersignTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{42}
+	return file_federation_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CountersignTask) GetStudyId() string {
@@ -3723,7 +3793,7 @@ type Countersignature struct {
 
 func (x *Countersignature) Reset() {
 	*x = Countersignature{}
-	mi := &file_federation_proto_msgTypes[43]
+	mi := &file_federation_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3735,7 +3805,7 @@ func (x *Countersignature) String() string {
 func (*Countersignature) ProtoMessage() {}
 
 func (x *Countersignature) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[43]
+	mi := &file_federation_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3748,7 +3818,7 @@ func (x *Countersignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Countersignature.ProtoReflect.Descriptor instead.
 func (*Countersignature) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{43}
+	return file_federation_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Countersignature) GetStudyId() string {
@@ -3786,7 +3856,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x10federation.proto\x12\ffedledger.v1\"\x14\n" +
 	"\x12StudyStatusRequest\".\n" +
 	"\x11StartStudyRequest\x12\x19\n" +
-	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xe7\x05\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xc6\x06\n" +
 	"\vStudyStatus\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
@@ -3811,7 +3881,13 @@ const file_federation_proto_rawDesc = "" +
 	"last_round\x18\x11 \x03(\v2\x19.fedledger.v1.SiteMetricsR\tlastRound\x12*\n" +
 	"\x11dp_epsilon_budget\x18\x12 \x01(\x01R\x0fdpEpsilonBudget\x12\x19\n" +
 	"\bdp_delta\x18\x13 \x01(\x01R\adpDelta\x12(\n" +
-	"\x10dp_epsilon_spent\x18\x14 \x01(\x01R\x0edpEpsilonSpent\"\x7f\n" +
+	"\x10dp_epsilon_spent\x18\x14 \x01(\x01R\x0edpEpsilonSpent\x128\n" +
+	"\n" +
+	"last_flags\x18\x15 \x03(\v2\x19.fedledger.v1.AnomalyFlagR\tlastFlags\x12#\n" +
+	"\rlast_excluded\x18\x16 \x03(\tR\flastExcluded\"9\n" +
+	"\vAnomalyFlag\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x7f\n" +
 	"\vSiteMetrics\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12)\n" +
 	"\x04test\x18\x02 \x01(\v2\x15.fedledger.v1.MetricsR\x04test\x121\n" +
@@ -4106,128 +4182,130 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_federation_proto_goTypes = []any{
 	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
 	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
 	(*StudyStatus)(nil),        // 2: fedledger.v1.StudyStatus
-	(*SiteMetrics)(nil),        // 3: fedledger.v1.SiteMetrics
-	(*ClientMessage)(nil),      // 4: fedledger.v1.ClientMessage
-	(*StudyAccepted)(nil),      // 5: fedledger.v1.StudyAccepted
-	(*CoordinatorMessage)(nil), // 6: fedledger.v1.CoordinatorMessage
-	(*Hello)(nil),              // 7: fedledger.v1.Hello
-	(*Welcome)(nil),            // 8: fedledger.v1.Welcome
-	(*Heartbeat)(nil),          // 9: fedledger.v1.Heartbeat
-	(*StudySpec)(nil),          // 10: fedledger.v1.StudySpec
-	(*DPParams)(nil),           // 11: fedledger.v1.DPParams
-	(*ServerOptimizer)(nil),    // 12: fedledger.v1.ServerOptimizer
-	(*ModelSpec)(nil),          // 13: fedledger.v1.ModelSpec
-	(*TrainingParams)(nil),     // 14: fedledger.v1.TrainingParams
-	(*TrainTask)(nil),          // 15: fedledger.v1.TrainTask
-	(*EvaluateTask)(nil),       // 16: fedledger.v1.EvaluateTask
-	(*StudyFinished)(nil),      // 17: fedledger.v1.StudyFinished
-	(*TaskRefusal)(nil),        // 18: fedledger.v1.TaskRefusal
-	(*EvalReport)(nil),         // 19: fedledger.v1.EvalReport
-	(*Metrics)(nil),            // 20: fedledger.v1.Metrics
-	(*FetchModelRequest)(nil),  // 21: fedledger.v1.FetchModelRequest
-	(*Chunk)(nil),              // 22: fedledger.v1.Chunk
-	(*UpdateHeader)(nil),       // 23: fedledger.v1.UpdateHeader
-	(*NamedValue)(nil),         // 24: fedledger.v1.NamedValue
-	(*ShareHeader)(nil),        // 25: fedledger.v1.ShareHeader
-	(*SubmitReceipt)(nil),      // 26: fedledger.v1.SubmitReceipt
-	(*Participant)(nil),        // 27: fedledger.v1.Participant
-	(*KeySetupTask)(nil),       // 28: fedledger.v1.KeySetupTask
-	(*KeyShare)(nil),           // 29: fedledger.v1.KeyShare
-	(*PeerKey)(nil),            // 30: fedledger.v1.PeerKey
-	(*ShareBox)(nil),           // 31: fedledger.v1.ShareBox
-	(*KeySetupDone)(nil),       // 32: fedledger.v1.KeySetupDone
-	(*Contribution)(nil),       // 33: fedledger.v1.Contribution
-	(*SketchTask)(nil),         // 34: fedledger.v1.SketchTask
-	(*BoundTask)(nil),          // 35: fedledger.v1.BoundTask
-	(*ProjectionShares)(nil),   // 36: fedledger.v1.ProjectionShares
-	(*ProjectionShare)(nil),    // 37: fedledger.v1.ProjectionShare
-	(*ContributionSketch)(nil), // 38: fedledger.v1.ContributionSketch
-	(*DecryptTask)(nil),        // 39: fedledger.v1.DecryptTask
-	(*Object)(nil),             // 40: fedledger.v1.Object
-	(*SignedShare)(nil),        // 41: fedledger.v1.SignedShare
-	(*CountersignTask)(nil),    // 42: fedledger.v1.CountersignTask
-	(*Countersignature)(nil),   // 43: fedledger.v1.Countersignature
+	(*AnomalyFlag)(nil),        // 3: fedledger.v1.AnomalyFlag
+	(*SiteMetrics)(nil),        // 4: fedledger.v1.SiteMetrics
+	(*ClientMessage)(nil),      // 5: fedledger.v1.ClientMessage
+	(*StudyAccepted)(nil),      // 6: fedledger.v1.StudyAccepted
+	(*CoordinatorMessage)(nil), // 7: fedledger.v1.CoordinatorMessage
+	(*Hello)(nil),              // 8: fedledger.v1.Hello
+	(*Welcome)(nil),            // 9: fedledger.v1.Welcome
+	(*Heartbeat)(nil),          // 10: fedledger.v1.Heartbeat
+	(*StudySpec)(nil),          // 11: fedledger.v1.StudySpec
+	(*DPParams)(nil),           // 12: fedledger.v1.DPParams
+	(*ServerOptimizer)(nil),    // 13: fedledger.v1.ServerOptimizer
+	(*ModelSpec)(nil),          // 14: fedledger.v1.ModelSpec
+	(*TrainingParams)(nil),     // 15: fedledger.v1.TrainingParams
+	(*TrainTask)(nil),          // 16: fedledger.v1.TrainTask
+	(*EvaluateTask)(nil),       // 17: fedledger.v1.EvaluateTask
+	(*StudyFinished)(nil),      // 18: fedledger.v1.StudyFinished
+	(*TaskRefusal)(nil),        // 19: fedledger.v1.TaskRefusal
+	(*EvalReport)(nil),         // 20: fedledger.v1.EvalReport
+	(*Metrics)(nil),            // 21: fedledger.v1.Metrics
+	(*FetchModelRequest)(nil),  // 22: fedledger.v1.FetchModelRequest
+	(*Chunk)(nil),              // 23: fedledger.v1.Chunk
+	(*UpdateHeader)(nil),       // 24: fedledger.v1.UpdateHeader
+	(*NamedValue)(nil),         // 25: fedledger.v1.NamedValue
+	(*ShareHeader)(nil),        // 26: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 27: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 28: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 29: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 30: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 31: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 32: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 33: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 34: fedledger.v1.Contribution
+	(*SketchTask)(nil),         // 35: fedledger.v1.SketchTask
+	(*BoundTask)(nil),          // 36: fedledger.v1.BoundTask
+	(*ProjectionShares)(nil),   // 37: fedledger.v1.ProjectionShares
+	(*ProjectionShare)(nil),    // 38: fedledger.v1.ProjectionShare
+	(*ContributionSketch)(nil), // 39: fedledger.v1.ContributionSketch
+	(*DecryptTask)(nil),        // 40: fedledger.v1.DecryptTask
+	(*Object)(nil),             // 41: fedledger.v1.Object
+	(*SignedShare)(nil),        // 42: fedledger.v1.SignedShare
+	(*CountersignTask)(nil),    // 43: fedledger.v1.CountersignTask
+	(*Countersignature)(nil),   // 44: fedledger.v1.Countersignature
 }
 var file_federation_proto_depIdxs = []int32{
-	3,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
-	3,  // 1: fedledger.v1.StudyStatus.last_round:type_name -> fedledger.v1.SiteMetrics
-	20, // 2: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
-	20, // 3: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
-	7,  // 4: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	18, // 5: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	19, // 6: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
-	9,  // 7: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	29, // 8: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	31, // 9: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	32, // 10: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
-	5,  // 11: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	43, // 12: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
-	38, // 13: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
-	36, // 14: fedledger.v1.ClientMessage.bound:type_name -> fedledger.v1.ProjectionShares
-	8,  // 15: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	15, // 16: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	16, // 17: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	17, // 18: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	9,  // 19: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	28, // 20: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	30, // 21: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	31, // 22: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	39, // 23: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	42, // 24: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
-	34, // 25: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
-	35, // 26: fedledger.v1.CoordinatorMessage.bound:type_name -> fedledger.v1.BoundTask
-	10, // 27: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	13, // 28: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	14, // 29: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	12, // 30: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
-	11, // 31: fedledger.v1.StudySpec.dp:type_name -> fedledger.v1.DPParams
-	20, // 32: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	20, // 33: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
-	23, // 34: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	25, // 35: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	20, // 36: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	20, // 37: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	20, // 38: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
-	24, // 39: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
-	27, // 40: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	29, // 41: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	33, // 42: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
-	33, // 43: fedledger.v1.BoundTask.contributions:type_name -> fedledger.v1.Contribution
-	40, // 44: fedledger.v1.BoundTask.parent:type_name -> fedledger.v1.Object
-	40, // 45: fedledger.v1.BoundTask.initial:type_name -> fedledger.v1.Object
-	37, // 46: fedledger.v1.ProjectionShares.shares:type_name -> fedledger.v1.ProjectionShare
-	33, // 47: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	38, // 48: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
-	40, // 49: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	40, // 50: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	33, // 51: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	40, // 52: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	41, // 53: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	40, // 54: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	40, // 55: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	40, // 56: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 57: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 58: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	4,  // 59: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	21, // 60: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	22, // 61: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	22, // 62: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 63: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 64: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	6,  // 65: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	22, // 66: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	26, // 67: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	26, // 68: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	63, // [63:69] is the sub-list for method output_type
-	57, // [57:63] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	4,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
+	4,  // 1: fedledger.v1.StudyStatus.last_round:type_name -> fedledger.v1.SiteMetrics
+	3,  // 2: fedledger.v1.StudyStatus.last_flags:type_name -> fedledger.v1.AnomalyFlag
+	21, // 3: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
+	21, // 4: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
+	8,  // 5: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
+	19, // 6: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	20, // 7: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	10, // 8: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	30, // 9: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	32, // 10: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	33, // 11: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	6,  // 12: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
+	44, // 13: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	39, // 14: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
+	37, // 15: fedledger.v1.ClientMessage.bound:type_name -> fedledger.v1.ProjectionShares
+	9,  // 16: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	16, // 17: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	17, // 18: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	18, // 19: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	10, // 20: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	29, // 21: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	31, // 22: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	32, // 23: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	40, // 24: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	43, // 25: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	35, // 26: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
+	36, // 27: fedledger.v1.CoordinatorMessage.bound:type_name -> fedledger.v1.BoundTask
+	11, // 28: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	14, // 29: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	15, // 30: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	13, // 31: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
+	12, // 32: fedledger.v1.StudySpec.dp:type_name -> fedledger.v1.DPParams
+	21, // 33: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	21, // 34: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
+	24, // 35: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	26, // 36: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	21, // 37: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	21, // 38: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	21, // 39: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
+	25, // 40: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
+	28, // 41: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	30, // 42: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	34, // 43: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
+	34, // 44: fedledger.v1.BoundTask.contributions:type_name -> fedledger.v1.Contribution
+	41, // 45: fedledger.v1.BoundTask.parent:type_name -> fedledger.v1.Object
+	41, // 46: fedledger.v1.BoundTask.initial:type_name -> fedledger.v1.Object
+	38, // 47: fedledger.v1.ProjectionShares.shares:type_name -> fedledger.v1.ProjectionShare
+	34, // 48: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	39, // 49: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	41, // 50: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	41, // 51: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	34, // 52: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	41, // 53: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	42, // 54: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	41, // 55: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	41, // 56: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	41, // 57: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	0,  // 58: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	1,  // 59: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	5,  // 60: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	22, // 61: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	23, // 62: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	23, // 63: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	2,  // 64: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	2,  // 65: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	7,  // 66: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	23, // 67: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	27, // 68: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	27, // 69: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	64, // [64:70] is the sub-list for method output_type
+	58, // [58:64] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -4235,7 +4313,7 @@ func file_federation_proto_init() {
 	if File_federation_proto != nil {
 		return
 	}
-	file_federation_proto_msgTypes[4].OneofWrappers = []any{
+	file_federation_proto_msgTypes[5].OneofWrappers = []any{
 		(*ClientMessage_Hello)(nil),
 		(*ClientMessage_Refusal)(nil),
 		(*ClientMessage_Eval)(nil),
@@ -4248,7 +4326,7 @@ func file_federation_proto_init() {
 		(*ClientMessage_Sketch)(nil),
 		(*ClientMessage_Bound)(nil),
 	}
-	file_federation_proto_msgTypes[6].OneofWrappers = []any{
+	file_federation_proto_msgTypes[7].OneofWrappers = []any{
 		(*CoordinatorMessage_Welcome)(nil),
 		(*CoordinatorMessage_Train)(nil),
 		(*CoordinatorMessage_Evaluate)(nil),
@@ -4268,7 +4346,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

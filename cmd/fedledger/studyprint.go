@@ -112,6 +112,10 @@ type statusJSON struct {
 	DPEpsilonBudget float64 `json:"dp_epsilon_budget,omitempty"`
 	DPDelta         float64 `json:"dp_delta,omitempty"`
 	DPEpsilonSpent  float64 `json:"dp_epsilon_spent,omitempty"`
+	// The last committed round's anomaly flags (site: reason) and the
+	// sites its norm check left out.
+	LastFlags    map[string]string `json:"last_anomaly_flags,omitempty"`
+	LastExcluded []string          `json:"last_norm_excluded,omitempty"`
 }
 
 type siteMetricsJSON struct {
@@ -135,7 +139,13 @@ func statusView(s *pb.StudyStatus) statusJSON {
 		Reported: s.Reported, RoundsCompleted: s.RoundsCompleted, RoundsFailed: s.RoundsFailed, LastTrainLoss: s.LastTrainLoss,
 		LastParentTestAccuracy: s.LastParentTestAccuracy, LatestModel: hex.EncodeToString(s.LatestModelSha256),
 		WaitingFor: s.WaitingFor, Failure: s.Failure, FinalModelPath: s.FinalModelPath,
-		DPEpsilonBudget: s.DpEpsilonBudget, DPDelta: s.DpDelta, DPEpsilonSpent: s.DpEpsilonSpent}
+		DPEpsilonBudget: s.DpEpsilonBudget, DPDelta: s.DpDelta, DPEpsilonSpent: s.DpEpsilonSpent, LastExcluded: s.LastExcluded}
+	for _, f := range s.LastFlags {
+		if v.LastFlags == nil {
+			v.LastFlags = map[string]string{}
+		}
+		v.LastFlags[f.Site] = f.Reason
+	}
 	if v.Connected == nil {
 		v.Connected = []string{}
 	}
@@ -179,6 +189,12 @@ func printStatus(w io.Writer, s *pb.StudyStatus, asJSON bool) error {
 	}
 	if s.WaitingFor != "" {
 		fmt.Fprintf(&b, "  waiting for %s\n", s.WaitingFor)
+	}
+	if len(s.LastExcluded) > 0 {
+		fmt.Fprintf(&b, "  last round left out, past the norm bound: %s\n", strings.Join(s.LastExcluded, ", "))
+	}
+	for _, f := range s.LastFlags {
+		fmt.Fprintf(&b, "  last round's anomaly flag at %s: %s\n", f.Site, f.Reason)
 	}
 	if s.Failure != "" {
 		fmt.Fprintf(&b, "  failure: %s\n", s.Failure)

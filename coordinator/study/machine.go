@@ -78,6 +78,10 @@ type Status struct {
 	// LastParentTest and LastPersonalTest: the last committed round's
 	// start model, and the sites' personal models, on their test splits.
 	LastParentTest, LastPersonalTest map[string]model.Metrics
+	// Flags are the anomaly flags of the last committed round, and
+	// Excluded the sites its norm check left out.
+	Flags    []Flag
+	Excluded []string
 }
 
 // Machine is one study's protocol state. It is not safe for concurrent
@@ -181,6 +185,7 @@ func (m *Machine) Status() Status {
 	for i := len(m.reports) - 1; i >= 0; i-- {
 		if r := m.reports[i]; !r.Failed {
 			s.LastParentTest, s.LastPersonalTest = maps.Clone(r.ParentTest), maps.Clone(r.PersonalTest)
+			s.Flags, s.Excluded = slices.Clone(r.Flags), slices.Clone(r.Excluded)
 			break
 		}
 	}

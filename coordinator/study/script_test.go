@@ -359,6 +359,12 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 		if st.Failure != "" {
 			fmt.Fprintf(&out, "failure: %s\n", st.Failure)
 		}
+		if len(st.Excluded) > 0 {
+			fmt.Fprintf(&out, "last round left out: %v\n", st.Excluded)
+		}
+		for _, f := range st.Flags {
+			fmt.Fprintf(&out, "last round flagged %s: %s\n", f.Site, f.Reason)
+		}
 		for _, s := range sortedKeys(st.FinalTest) {
 			fmt.Fprintf(&out, "final %s: acc=%.2f\n", s, st.FinalTest[s].Accuracy)
 		}
