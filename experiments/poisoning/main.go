@@ -67,6 +67,9 @@ type row struct {
 	// site and round), together with the norm check: the attacker's rounds
 	// flagged or left out, and the honest site-rounds flagged.
 	flagged, honestFlagged int
+	// perRound is the test accuracy (all test rows) of each round's
+	// starting model, then of the final model.
+	perRound []float64
 }
 
 func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers []string, outDir string, progress io.Writer) error {
@@ -101,6 +104,18 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 			for _, s := range rep.Rows {
 				r.perSite[s.Hospital] = s.Federated.Accuracy
 			}
+			for _, rr := range rep.Rounds {
+				var acc, n float64
+				for _, pt := range rr.ParentTest {
+					acc, n = acc+pt.Accuracy*float64(pt.N), n+float64(pt.N)
+				}
+				r.perRound = append(r.perRound, acc/max(n, 1))
+			}
+			var acc, n float64
+			for _, s := range rep.Rows {
+				acc, n = acc+s.Federated.Accuracy*float64(s.Test), n+float64(s.Test)
+			}
+			r.perRound = append(r.perRound, acc/n)
 			r.flagged, r.honestFlagged, err = detect(rep, a.attacker, bound)
 			if err != nil {
 				return err
@@ -131,6 +146,9 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 		}
 	}
 	if err := writeCSV(filepath.Join(outDir, "results.csv"), rows); err != nil {
+		return err
+	}
+	if err := writePlot(filepath.Join(outDir, "accuracy_per_round.png"), arms, rows); err != nil {
 		return err
 	}
 	return writeMarkdown(filepath.Join(outDir, "results.md"), arms, rows)
@@ -185,6 +203,38 @@ func detect(rep *demo.Report, attacker string, bound float64) (flagged, honestFl
 		}
 	}
 	return flagged, honestFlagged, nil
+}
+
+// writePlot draws each arm's seed-mean test accuracy (all test rows
+// pooled) of each round's starting model, and of the final model.
+func writePlot(path string, arms []arm, rows []row) error {
+	var series []expkit.Series
+	for _, a := range arms {
+		var sum []float64
+		n := 0
+		for _, r := range rows {
+			if r.arm != a.name || len(r.perRound) == 0 {
+				continue
+			}
+			if sum == nil {
+				sum = make([]float64, len(r.perRound))
+			}
+			for i := range min(len(sum), len(r.perRound)) {
+				sum[i] += r.perRound[i]
+			}
+			n++
+		}
+		if n == 0 {
+			continue
+		}
+		s := expkit.Series{Name: a.name, Dashed: a.bound}
+		for i, v := range sum {
+			s.X, s.Y = append(s.X, float64(i+1)), append(s.Y, v/float64(n))
+		}
+		series = append(series, s)
+	}
+	return expkit.Lines(path, "Heart disease, one hospital x10, secure mode: test accuracy of each round's model (mean over seeds; dashed: norm bound)",
+		"round (last point: final model)", "accuracy (all test rows)", false, false, series...)
 }
 
 func writeCSV(path string, rows []row) error {

@@ -38,7 +38,9 @@ func TestShortRun(t *testing.T) {
 			t.Fatalf("the attacker caught in %d of %d rounds: %v", caught, attacked, r)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "results.md")); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"results.md", "accuracy_per_round.png"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
