@@ -233,7 +233,7 @@ func writePlot(path string, arms []arm, rows []row) error {
 		}
 		series = append(series, s)
 	}
-	return expkit.Lines(path, "Heart disease, one hospital x10, secure mode: test accuracy of each round's model (mean over seeds; dashed: norm bound)",
+	return expkit.Lines(path, "One hospital x10, secure: accuracy per round (dashed: bound)",
 		"round (last point: final model)", "accuracy (all test rows)", false, false, series...)
 }
 
