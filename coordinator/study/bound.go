@@ -24,18 +24,10 @@ const boundSlack = 1e-4
 func (m *Machine) requestBounds() []Action {
 	r := m.r
 	r.boundShares, r.projections, r.excluded = map[string]map[string][]uint64{}, nil, map[string]float64{}
-	r.bounders = nil
-	for _, pass := range [][]string{sortedKeys(r.updates), m.cfg.Sites} {
-		for _, s := range slices.Sorted(slices.Values(pass)) {
-			if m.live[s] && m.keys.holder(s) && len(r.bounders) < m.cfg.Threshold && !slices.Contains(r.bounders, s) {
-				r.bounders = append(r.bounders, s)
-			}
-		}
-	}
+	r.bounders = m.pickHolders()
 	if len(r.bounders) < m.cfg.Threshold {
 		return m.failRound(fmt.Sprintf("only %d key holders online, the norm check needs t=%d", len(r.bounders), m.cfg.Threshold))
 	}
-	slices.Sort(r.bounders)
 	m.setPhase(PhaseBounding)
 	m.deadline = m.now.Add(m.cfg.PhaseTimeout)
 	task := m.boundTask()

@@ -384,6 +384,21 @@ func (m *Machine) checkSketches() []Action {
 	return m.requestDecryption()
 }
 
+// pickHolders is an active set: up to t live key holders, the round's
+// contributors first, each group in site order; sorted.
+func (m *Machine) pickHolders() []string {
+	var out []string
+	for _, pass := range [][]string{sortedKeys(m.r.updates), m.cfg.Sites} {
+		for _, s := range slices.Sorted(slices.Values(pass)) {
+			if m.live[s] && m.keys.holder(s) && len(out) < m.cfg.Threshold && !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // requestDecryption asks t live key holders, contributors first, for
 // their decryption shares, with the sketches collected.
 func (m *Machine) requestDecryption() []Action {
@@ -393,18 +408,10 @@ func (m *Machine) requestDecryption() []Action {
 		acts = append(acts, Observe{Metric: MetricSketches, Label: "missing", Value: float64(missing)},
 			logf(slog.LevelWarn, "contributions without a sketch; the decryptors will download them", "round", r.n, "missing", missing))
 	}
-	// Active set: t live key holders, contributors first, in site order.
-	for _, pass := range [][]string{sortedKeys(r.updates), m.cfg.Sites} {
-		for _, s := range slices.Sorted(slices.Values(pass)) {
-			if m.live[s] && m.keys.holder(s) && len(r.active) < m.cfg.Threshold && !slices.Contains(r.active, s) {
-				r.active = append(r.active, s)
-			}
-		}
-	}
+	r.active = m.pickHolders()
 	if len(r.active) < m.cfg.Threshold {
 		return append(acts, m.failRound(fmt.Sprintf("only %d key holders online, decryption needs t=%d", len(r.active), m.cfg.Threshold))...)
 	}
-	slices.Sort(r.active)
 	points := make([]uint64, len(r.active))
 	for i, s := range r.active {
 		points[i] = m.keys.point(s)
