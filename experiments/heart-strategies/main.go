@@ -117,18 +117,7 @@ func run(ctx context.Context, seeds, rounds int, modes []string, outDir string, 
 				f, l, p := rep.MeanAccuracy()
 				r := row{method: m.name, mode: mode, seed: seed, perSite: rep.Rows, fed: f, local: l, pooled: p}
 				r.personal, r.hasPersonal = rep.MeanPersonal()
-				for _, rr := range rep.Rounds {
-					var acc, n float64
-					for _, pt := range rr.ParentTest {
-						acc, n = acc+pt.Accuracy*float64(pt.N), n+float64(pt.N)
-					}
-					r.perRound = append(r.perRound, acc/max(n, 1))
-				}
-				var acc, n float64
-				for _, s := range rep.Rows {
-					acc, n = acc+s.Federated.Accuracy*float64(s.Test), n+float64(s.Test)
-				}
-				r.perRound = append(r.perRound, acc/n)
+				r.perRound = rep.AccuracyPerRound()
 				rows = append(rows, r)
 				fmt.Fprintf(progress, "%-20s %-9s seed %d: federated %.3f  personalised %.3f  alone %.3f  pooled %.3f\n", m.name, mode, seed, f, r.personal, l, p)
 			}

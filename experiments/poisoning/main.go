@@ -104,18 +104,7 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 			for _, s := range rep.Rows {
 				r.perSite[s.Hospital] = s.Federated.Accuracy
 			}
-			for _, rr := range rep.Rounds {
-				var acc, n float64
-				for _, pt := range rr.ParentTest {
-					acc, n = acc+pt.Accuracy*float64(pt.N), n+float64(pt.N)
-				}
-				r.perRound = append(r.perRound, acc/max(n, 1))
-			}
-			var acc, n float64
-			for _, s := range rep.Rows {
-				acc, n = acc+s.Federated.Accuracy*float64(s.Test), n+float64(s.Test)
-			}
-			r.perRound = append(r.perRound, acc/n)
+			r.perRound = rep.AccuracyPerRound()
 			r.flagged, r.honestFlagged, err = detect(rep, a.attacker, bound)
 			if err != nil {
 				return err

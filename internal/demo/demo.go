@@ -211,6 +211,25 @@ type Report struct {
 	Audit *audit.Report
 }
 
+// AccuracyPerRound is the test accuracy, over all hospitals' test rows, of
+// each round's starting model as the hospitals reported it, then of the
+// final model.
+func (r *Report) AccuracyPerRound() []float64 {
+	var out []float64
+	for _, rr := range r.Rounds {
+		var acc, n float64
+		for _, pt := range rr.ParentTest {
+			acc, n = acc+pt.Accuracy*float64(pt.N), n+float64(pt.N)
+		}
+		out = append(out, acc/max(n, 1))
+	}
+	var acc, n float64
+	for _, s := range r.Rows {
+		acc, n = acc+s.Federated.Accuracy*float64(s.Test), n+float64(s.Test)
+	}
+	return append(out, acc/n)
+}
+
 // MeanAccuracy returns the mean per-hospital test accuracy of the federated,
 // local-only and pooled models.
 func (r *Report) MeanAccuracy() (federated, local, pooled float64) {
