@@ -100,6 +100,9 @@ type Lineage struct {
 	KeySetup *LineageStep
 	Initial  Hash
 	Steps    []LineageStep // completed rounds in round order, initial model first to last
+	// Membership are the admins' exclusions and readmissions of sites in
+	// the study (KindMembershipChange), in log order.
+	Membership []LineageStep
 }
 
 // VerifyBundle checks the checkpoint against trust (k-of-n), replays every
@@ -114,6 +117,7 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 	}
 	byOutput := map[Hash]LineageStep{}
 	var created, keys *LineageStep
+	var members []LineageStep
 	for _, step := range records {
 		if step.Record.StudyID != study {
 			continue
@@ -125,6 +129,8 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 			keys = &step
 		case KindRoundCompleted:
 			byOutput[step.Record.OutputModel] = step
+		case KindMembershipChange:
+			members = append(members, step)
 		}
 	}
 	if created == nil {
@@ -146,7 +152,7 @@ func VerifyBundle(b *Bundle, trust Trust, study string, model Hash) (*Lineage, e
 	for i, j := 0, len(steps)-1; i < j; i, j = i+1, j-1 {
 		steps[i], steps[j] = steps[j], steps[i]
 	}
-	return &Lineage{Checkpoint: cp, Signers: signers, Study: study, StudyRecord: *created, KeySetup: keys, Initial: initial, Steps: steps}, nil
+	return &Lineage{Checkpoint: cp, Signers: signers, Study: study, StudyRecord: *created, KeySetup: keys, Initial: initial, Steps: steps, Membership: members}, nil
 }
 
 // ReplayBundle checks the bundle's checkpoint against trust (k-of-n),

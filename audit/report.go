@@ -49,6 +49,19 @@ type Report struct {
 	// DP is a differentially private study's budget and the ε its
 	// hospitals had spent when this model was made (nil: no DP).
 	DP *ReportDP `json:"differential_privacy,omitempty"`
+	// Exclusions are the admins' exclusions (and readmissions) of sites
+	// from the study's rounds, in log order.
+	Exclusions []ReportExclusion `json:"exclusions,omitempty"`
+}
+
+// ReportExclusion is an admin's exclusion or readmission of a site.
+type ReportExclusion struct {
+	Site       string `json:"site"`
+	From       uint64 `json:"from_round"`
+	By         string `json:"by"`
+	Reason     string `json:"reason"`
+	Readmitted bool   `json:"readmitted,omitempty"`
+	Index      int64  `json:"log_index"`
 }
 
 // ReportDP is the privacy a model's lineage spent, per hospital: ε after
@@ -128,6 +141,10 @@ func NewReport(l *Lineage, model Hash) *Report {
 		for _, h := range k.Record.KeyHolders {
 			r.KeyHolders = append(r.KeyHolders, h.Site)
 		}
+	}
+	for _, m := range l.Membership {
+		r.Exclusions = append(r.Exclusions, ReportExclusion{Site: m.Record.MemberID, From: m.Record.Round, By: m.Record.SubmitterID,
+			Reason: m.Record.Param(ParamReason), Readmitted: !m.Record.MemberRemoved, Index: m.Index})
 	}
 	sites := map[string]bool{}
 	for _, s := range l.Steps {
@@ -224,6 +241,13 @@ func (r *Report) WriteText(w io.Writer) error {
 			line += sep + p.Name + "=" + p.Value
 		}
 		fmt.Fprintln(&b, line)
+	}
+	for _, e := range r.Exclusions {
+		verb := "excluded"
+		if e.Readmitted {
+			verb = "readmitted"
+		}
+		fmt.Fprintf(&b, "  %s %s from round %d (log #%d, signed by admin %s): %s\n", verb, e.Site, e.From, e.Index, e.By, e.Reason)
 	}
 	for _, rr := range r.Rounds {
 		fmt.Fprintf(&b, "  round %d (log #%d, %s by %s): %s -> %s\n", rr.Round, rr.Index, rr.CommittedAt.Format(time.RFC3339), rr.Submitter, short(rr.Parent), short(rr.Output))

@@ -123,6 +123,17 @@ type recordKey struct {
 	study string
 	round uint64
 	kind  Kind
+	// member: a membership change's site (an admin may exclude several
+	// sites from the same round, each once).
+	member string
+}
+
+func keyOf(rec *Record) recordKey {
+	k := recordKey{study: rec.StudyID, round: rec.Round, kind: rec.Kind}
+	if rec.Kind == KindMembershipChange {
+		k.member = rec.MemberID
+	}
+	return k
 }
 
 // studyState is what the rules know of one study. A state is never
@@ -141,6 +152,9 @@ type studyState struct {
 	dp *DPBudget
 	// bound is the study's norm bound on every update (0: none).
 	bound float64
+	// excluded are the sites an admin excluded from later rounds, by site
+	// (cloned on change: states are never mutated once stored).
+	excluded map[string]Exclusion
 }
 
 // keySetup is a secure study's finished key setup: the collective key and
@@ -210,7 +224,7 @@ func (l *Ledger) Apply(leaf []byte) (int64, error) {
 	if idx, err = l.log.Append(leaf); err != nil {
 		return 0, err
 	}
-	l.byKey[recordKey{rec.StudyID, rec.Round, rec.Kind}] = idx
+	l.byKey[keyOf(rec)] = idx
 	if next != nil {
 		l.studies[rec.StudyID] = next
 	}
@@ -245,7 +259,7 @@ func (l *Ledger) validate(leaf []byte) (*Record, *studyState, int64, error) {
 	reject := func(err error) (*Record, *studyState, int64, error) {
 		return nil, nil, 0, &RuleError{Study: rec.StudyID, Round: rec.Round, Kind: rec.Kind, Err: err}
 	}
-	if idx, ok := l.byKey[recordKey{rec.StudyID, rec.Round, rec.Kind}]; ok {
+	if idx, ok := l.byKey[keyOf(rec)]; ok {
 		prev, err := l.log.Leaf(idx)
 		if err != nil {
 			return nil, nil, 0, err
@@ -292,7 +306,7 @@ func (l *Ledger) check(rec *Record, signer tlsutil.Peer) (*studyState, error) {
 	case KindRoundCompleted, KindRoundFailed:
 		return l.checkRound(st, rec)
 	}
-	return nil, nil // membership change: recorded, moves nothing
+	return checkMembership(st, rec)
 }
 
 // checkStudy validates a study-created record: the rules every later
@@ -420,6 +434,11 @@ func (l *Ledger) checkRound(st *studyState, rec *Record) (*studyState, error) {
 	}
 	if st.dp != nil {
 		if err := checkPrivacy(st.dp, rec); err != nil {
+			return nil, err
+		}
+	}
+	if rec.Kind == KindRoundCompleted {
+		if err := checkExcluded(st, rec); err != nil {
 			return nil, err
 		}
 	}
@@ -799,7 +818,7 @@ func (l *Ledger) LatestOutput(study string) (Hash, uint64, error) {
 func (l *Ledger) StudyRecord(study string) ([]byte, int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	idx, ok := l.byKey[recordKey{study, 0, KindStudyCreated}]
+	idx, ok := l.byKey[recordKey{study: study, kind: KindStudyCreated}]
 	if !ok {
 		return nil, 0, fmt.Errorf("%w: %q", ErrUnknownStudy, study)
 	}
