@@ -98,6 +98,10 @@ type Config struct {
 	// compromised hospital, for attack experiments and tests. No
 	// configuration file sets it.
 	Tamper func(round uint64, delta []float64)
+	// PoisonData, when set, rewrites this site's training split once it is
+	// loaded (e.g. flips its labels): a compromised hospital, for attack
+	// experiments. No configuration file sets it.
+	PoisonData func(train *train.Dataset)
 }
 
 const modeSecure, modePlaintext = "secure", "plaintext"
@@ -245,6 +249,9 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if cfg.PoisonData != nil {
+		cfg.PoisonData(c.train)
 	}
 	if s := cfg.Data.Standardization; s != nil {
 		if err := train.Restandardize(c.train, c.test, *s); err != nil {

@@ -50,6 +50,9 @@ func (c *Coordinator) statusProto() *pb.StudyStatus {
 		LastTrainLoss: s.LastTrainLoss, LastParentTestAccuracy: s.LastParentTestAccuracy, LatestModelSha256: s.LatestModel[:],
 		Failure: s.Failure, WaitingFor: s.WaitingFor, FinalModelPath: c.FinalModelPath()}
 	out.LastExcluded = s.Excluded
+	for _, x := range s.Exclusions {
+		out.Exclusions = append(out.Exclusions, &pb.SiteExclusion{Site: x.Site, FromRound: x.From, By: x.By, Reason: x.Reason})
+	}
 	for _, f := range s.Flags {
 		out.LastFlags = append(out.LastFlags, &pb.AnomalyFlag{Site: f.Site, Reason: f.Reason})
 	}

@@ -158,6 +158,7 @@ func announced(ps []audit.Param) []audit.Param {
 // record (which must match the terms), key setup and rounds.
 func logState(b *audit.Bundle, terms audit.Terms) (LogState, error) {
 	var st LogState
+	var recs []*audit.Record // membership changes
 	found := false
 	for i, leaf := range b.Leaves {
 		e, err := audit.UnmarshalEnvelope(leaf)
@@ -185,7 +186,22 @@ func logState(b *audit.Bundle, terms audit.Terms) (LogState, error) {
 		case audit.KindRoundFailed:
 			st.Round, st.Started = rec.Round, true
 			st.Failed++
+		case audit.KindMembershipChange:
+			recs = append(recs, rec)
 		}
+		if rec.Kind == audit.KindRoundCompleted || rec.Kind == audit.KindRoundFailed {
+			for _, s := range strings.Split(rec.Param(audit.ParamExcluded), ",") {
+				if _, seen := st.NormViolations[s]; s != "" && !seen {
+					if st.NormViolations == nil {
+						st.NormViolations = map[string]uint64{}
+					}
+					st.NormViolations[s] = rec.Round
+				}
+			}
+		}
+	}
+	if len(recs) > 0 {
+		st.Excluded = audit.ExclusionsOf(recs)
 	}
 	if !found {
 		return st, fmt.Errorf("%w: study %q is not on the audit log; an admin must create it first (fedledger study create)", ErrStudyRecord, terms.Study)

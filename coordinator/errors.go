@@ -27,7 +27,7 @@ func toStatus(err error) error {
 	code := codes.Internal
 	switch {
 	case errors.Is(err, study.ErrUnknownClient), errors.Is(err, tlsutil.ErrNoPeerCertificate), errors.Is(err, tlsutil.ErrBadIdentity),
-		errors.Is(err, errNotClient), errors.Is(err, study.ErrNotKeyHolder):
+		errors.Is(err, errNotClient), errors.Is(err, study.ErrNotKeyHolder), errors.Is(err, study.ErrExcluded):
 		code = codes.PermissionDenied
 	case errors.Is(err, study.ErrDuplicate):
 		code = codes.AlreadyExists

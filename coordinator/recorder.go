@@ -23,6 +23,9 @@ type Recorder interface {
 	// acknowledged and the same record may be appended again; any other
 	// error means the log refused it.
 	Record(ctx context.Context, r study.Record) error
+	// Relay appends an admin's signed record (an exclusion) as it is and
+	// returns once it is committed.
+	Relay(ctx context.Context, env []byte) error
 }
 
 // ErrLogUnavailable: the audit log could not be reached or has no quorum.
@@ -49,6 +52,11 @@ type LogState struct {
 	// KeySetup is the committed key setup, with the key holders'
 	// identities (nil: none).
 	KeySetup *study.KeySetup
+	// Excluded are the sites an admin has excluded (not readmitted), and
+	// NormViolations the first round each site's contribution was left
+	// out by the norm check.
+	Excluded       map[string]audit.Exclusion
+	NormViolations map[string]uint64
 }
 
 // LogRecorder is the Recorder without an audit log: it writes one slog

@@ -156,7 +156,7 @@ func certKey(der []byte) (ed25519.PublicKey, error) {
 func (c *Coordinator) resumeState(l LogState, initial [32]byte, initialSize uint64) (study.Start, error) {
 	st := c.cfg.Study
 	s := study.Start{Round: l.Round, Completed: l.Completed, Failed: l.Failed, Started: l.Started,
-		Model: study.Object{Hash: initial, Size: initialSize}}
+		Model: study.Object{Hash: initial, Size: initialSize}, Excluded: l.Excluded, NormViolations: l.NormViolations}
 	if l.Round > 0 {
 		b, err := c.models.Get(l.Model)
 		if err != nil {

@@ -31,6 +31,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ExcludeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// envelope is the admin-signed membership-change record (audit package
+	// encoding).
+	Envelope      []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExcludeRequest) Reset() {
+	*x = ExcludeRequest{}
+	mi := &file_federation_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExcludeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExcludeRequest) ProtoMessage() {}
+
+func (x *ExcludeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExcludeRequest.ProtoReflect.Descriptor instead.
+func (*ExcludeRequest) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExcludeRequest) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
 type StudyStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -39,7 +85,7 @@ type StudyStatusRequest struct {
 
 func (x *StudyStatusRequest) Reset() {
 	*x = StudyStatusRequest{}
-	mi := &file_federation_proto_msgTypes[0]
+	mi := &file_federation_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +97,7 @@ func (x *StudyStatusRequest) String() string {
 func (*StudyStatusRequest) ProtoMessage() {}
 
 func (x *StudyStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[0]
+	mi := &file_federation_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +110,7 @@ func (x *StudyStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyStatusRequest.ProtoReflect.Descriptor instead.
 func (*StudyStatusRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{0}
+	return file_federation_proto_rawDescGZIP(), []int{1}
 }
 
 type StartStudyRequest struct {
@@ -76,7 +122,7 @@ type StartStudyRequest struct {
 
 func (x *StartStudyRequest) Reset() {
 	*x = StartStudyRequest{}
-	mi := &file_federation_proto_msgTypes[1]
+	mi := &file_federation_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -88,7 +134,7 @@ func (x *StartStudyRequest) String() string {
 func (*StartStudyRequest) ProtoMessage() {}
 
 func (x *StartStudyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[1]
+	mi := &file_federation_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -101,7 +147,7 @@ func (x *StartStudyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStudyRequest.ProtoReflect.Descriptor instead.
 func (*StartStudyRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{1}
+	return file_federation_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StartStudyRequest) GetStudyId() string {
@@ -150,15 +196,18 @@ type StudyStatus struct {
 	DpEpsilonSpent  float64 `protobuf:"fixed64,20,opt,name=dp_epsilon_spent,json=dpEpsilonSpent,proto3" json:"dp_epsilon_spent,omitempty"`
 	// The last committed round's anomaly flags (site and reason) and the
 	// sites its norm check left out.
-	LastFlags     []*AnomalyFlag `protobuf:"bytes,21,rep,name=last_flags,json=lastFlags,proto3" json:"last_flags,omitempty"`
-	LastExcluded  []string       `protobuf:"bytes,22,rep,name=last_excluded,json=lastExcluded,proto3" json:"last_excluded,omitempty"`
+	LastFlags    []*AnomalyFlag `protobuf:"bytes,21,rep,name=last_flags,json=lastFlags,proto3" json:"last_flags,omitempty"`
+	LastExcluded []string       `protobuf:"bytes,22,rep,name=last_excluded,json=lastExcluded,proto3" json:"last_excluded,omitempty"`
+	// The sites an admin has excluded from the study's rounds, with the
+	// first round each may not contribute to and the admin's reason.
+	Exclusions    []*SiteExclusion `protobuf:"bytes,23,rep,name=exclusions,proto3" json:"exclusions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StudyStatus) Reset() {
 	*x = StudyStatus{}
-	mi := &file_federation_proto_msgTypes[2]
+	mi := &file_federation_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +219,7 @@ func (x *StudyStatus) String() string {
 func (*StudyStatus) ProtoMessage() {}
 
 func (x *StudyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[2]
+	mi := &file_federation_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +232,7 @@ func (x *StudyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyStatus.ProtoReflect.Descriptor instead.
 func (*StudyStatus) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{2}
+	return file_federation_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StudyStatus) GetStudyId() string {
@@ -340,6 +389,81 @@ func (x *StudyStatus) GetLastExcluded() []string {
 	return nil
 }
 
+func (x *StudyStatus) GetExclusions() []*SiteExclusion {
+	if x != nil {
+		return x.Exclusions
+	}
+	return nil
+}
+
+type SiteExclusion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	FromRound     uint64                 `protobuf:"varint,2,opt,name=from_round,json=fromRound,proto3" json:"from_round,omitempty"`
+	By            string                 `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteExclusion) Reset() {
+	*x = SiteExclusion{}
+	mi := &file_federation_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteExclusion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteExclusion) ProtoMessage() {}
+
+func (x *SiteExclusion) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteExclusion.ProtoReflect.Descriptor instead.
+func (*SiteExclusion) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SiteExclusion) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *SiteExclusion) GetFromRound() uint64 {
+	if x != nil {
+		return x.FromRound
+	}
+	return 0
+}
+
+func (x *SiteExclusion) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *SiteExclusion) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type AnomalyFlag struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
@@ -350,7 +474,7 @@ type AnomalyFlag struct {
 
 func (x *AnomalyFlag) Reset() {
 	*x = AnomalyFlag{}
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +486,7 @@ func (x *AnomalyFlag) String() string {
 func (*AnomalyFlag) ProtoMessage() {}
 
 func (x *AnomalyFlag) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +499,7 @@ func (x *AnomalyFlag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnomalyFlag.ProtoReflect.Descriptor instead.
 func (*AnomalyFlag) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{3}
+	return file_federation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AnomalyFlag) GetSite() string {
@@ -405,7 +529,7 @@ type SiteMetrics struct {
 
 func (x *SiteMetrics) Reset() {
 	*x = SiteMetrics{}
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +541,7 @@ func (x *SiteMetrics) String() string {
 func (*SiteMetrics) ProtoMessage() {}
 
 func (x *SiteMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +554,7 @@ func (x *SiteMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteMetrics.ProtoReflect.Descriptor instead.
 func (*SiteMetrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{4}
+	return file_federation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SiteMetrics) GetSite() string {
@@ -476,7 +600,7 @@ type ClientMessage struct {
 
 func (x *ClientMessage) Reset() {
 	*x = ClientMessage{}
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +612,7 @@ func (x *ClientMessage) String() string {
 func (*ClientMessage) ProtoMessage() {}
 
 func (x *ClientMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +625,7 @@ func (x *ClientMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
 func (*ClientMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{5}
+	return file_federation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClientMessage) GetMsg() isClientMessage_Msg {
@@ -692,7 +816,7 @@ type StudyAccepted struct {
 
 func (x *StudyAccepted) Reset() {
 	*x = StudyAccepted{}
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +828,7 @@ func (x *StudyAccepted) String() string {
 func (*StudyAccepted) ProtoMessage() {}
 
 func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +841,7 @@ func (x *StudyAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyAccepted.ProtoReflect.Descriptor instead.
 func (*StudyAccepted) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{6}
+	return file_federation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StudyAccepted) GetStudyId() string {
@@ -750,7 +874,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +886,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +899,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{7}
+	return file_federation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -986,7 +1110,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1122,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1135,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{8}
+	return file_federation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Hello) GetClientVersion() string {
@@ -1054,7 +1178,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1190,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1203,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{9}
+	return file_federation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Welcome) GetCoordinatorVersion() string {
@@ -1112,7 +1236,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1248,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1261,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{10}
+	return file_federation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Heartbeat) GetUnixNanos() int64 {
@@ -1188,7 +1312,7 @@ type StudySpec struct {
 
 func (x *StudySpec) Reset() {
 	*x = StudySpec{}
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1324,7 @@ func (x *StudySpec) String() string {
 func (*StudySpec) ProtoMessage() {}
 
 func (x *StudySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1337,7 @@ func (x *StudySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudySpec.ProtoReflect.Descriptor instead.
 func (*StudySpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{11}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StudySpec) GetStudyId() string {
@@ -1334,7 +1458,7 @@ type DPParams struct {
 
 func (x *DPParams) Reset() {
 	*x = DPParams{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1470,7 @@ func (x *DPParams) String() string {
 func (*DPParams) ProtoMessage() {}
 
 func (x *DPParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1483,7 @@ func (x *DPParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DPParams.ProtoReflect.Descriptor instead.
 func (*DPParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DPParams) GetEpsilon() float64 {
@@ -1417,7 +1541,7 @@ type ServerOptimizer struct {
 
 func (x *ServerOptimizer) Reset() {
 	*x = ServerOptimizer{}
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1553,7 @@ func (x *ServerOptimizer) String() string {
 func (*ServerOptimizer) ProtoMessage() {}
 
 func (x *ServerOptimizer) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1566,7 @@ func (x *ServerOptimizer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerOptimizer.ProtoReflect.Descriptor instead.
 func (*ServerOptimizer) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServerOptimizer) GetName() string {
@@ -1492,7 +1616,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1628,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1641,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1559,7 +1683,7 @@ type TrainingParams struct {
 
 func (x *TrainingParams) Reset() {
 	*x = TrainingParams{}
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1695,7 @@ func (x *TrainingParams) String() string {
 func (*TrainingParams) ProtoMessage() {}
 
 func (x *TrainingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1708,7 @@ func (x *TrainingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainingParams.ProtoReflect.Descriptor instead.
 func (*TrainingParams) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TrainingParams) GetOptimizer() string {
@@ -1651,7 +1775,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1787,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1800,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TrainTask) GetStudyId() string {
@@ -1728,7 +1852,7 @@ type EvaluateTask struct {
 
 func (x *EvaluateTask) Reset() {
 	*x = EvaluateTask{}
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1864,7 @@ func (x *EvaluateTask) String() string {
 func (*EvaluateTask) ProtoMessage() {}
 
 func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[17]
+	mi := &file_federation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1877,7 @@ func (x *EvaluateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateTask.ProtoReflect.Descriptor instead.
 func (*EvaluateTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EvaluateTask) GetStudyId() string {
@@ -1797,7 +1921,7 @@ type StudyFinished struct {
 
 func (x *StudyFinished) Reset() {
 	*x = StudyFinished{}
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1933,7 @@ func (x *StudyFinished) String() string {
 func (*StudyFinished) ProtoMessage() {}
 
 func (x *StudyFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[18]
+	mi := &file_federation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +1946,7 @@ func (x *StudyFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StudyFinished.ProtoReflect.Descriptor instead.
 func (*StudyFinished) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{18}
+	return file_federation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StudyFinished) GetStudyId() string {
@@ -1866,7 +1990,7 @@ type TaskRefusal struct {
 
 func (x *TaskRefusal) Reset() {
 	*x = TaskRefusal{}
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2002,7 @@ func (x *TaskRefusal) String() string {
 func (*TaskRefusal) ProtoMessage() {}
 
 func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[19]
+	mi := &file_federation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2015,7 @@ func (x *TaskRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRefusal.ProtoReflect.Descriptor instead.
 func (*TaskRefusal) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{19}
+	return file_federation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TaskRefusal) GetStudyId() string {
@@ -1930,7 +2054,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2066,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[20]
+	mi := &file_federation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2079,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{20}
+	return file_federation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EvalReport) GetStudyId() string {
@@ -2005,7 +2129,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2141,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[21]
+	mi := &file_federation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2154,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{21}
+	return file_federation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Metrics) GetLoss() float64 {
@@ -2071,7 +2195,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2207,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[22]
+	mi := &file_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2220,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{22}
+	return file_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FetchModelRequest) GetStudyId() string {
@@ -2136,7 +2260,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2272,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[23]
+	mi := &file_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2285,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Chunk) GetStudyId() string {
@@ -2260,7 +2384,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2396,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[24]
+	mi := &file_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2409,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateHeader) GetParentSha256() []byte {
@@ -2368,7 +2492,7 @@ type NamedValue struct {
 
 func (x *NamedValue) Reset() {
 	*x = NamedValue{}
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2504,7 @@ func (x *NamedValue) String() string {
 func (*NamedValue) ProtoMessage() {}
 
 func (x *NamedValue) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[25]
+	mi := &file_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2517,7 @@ func (x *NamedValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamedValue.ProtoReflect.Descriptor instead.
 func (*NamedValue) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NamedValue) GetName() string {
@@ -2425,7 +2549,7 @@ type ShareHeader struct {
 
 func (x *ShareHeader) Reset() {
 	*x = ShareHeader{}
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2561,7 @@ func (x *ShareHeader) String() string {
 func (*ShareHeader) ProtoMessage() {}
 
 func (x *ShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[26]
+	mi := &file_federation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2574,7 @@ func (x *ShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareHeader.ProtoReflect.Descriptor instead.
 func (*ShareHeader) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ShareHeader) GetAggregateSha256() []byte {
@@ -2478,7 +2602,7 @@ type SubmitReceipt struct {
 
 func (x *SubmitReceipt) Reset() {
 	*x = SubmitReceipt{}
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2614,7 @@ func (x *SubmitReceipt) String() string {
 func (*SubmitReceipt) ProtoMessage() {}
 
 func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[27]
+	mi := &file_federation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2627,7 @@ func (x *SubmitReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReceipt.ProtoReflect.Descriptor instead.
 func (*SubmitReceipt) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{27}
+	return file_federation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitReceipt) GetStudyId() string {
@@ -2538,7 +2662,7 @@ type Participant struct {
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2674,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[28]
+	mi := &file_federation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2687,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{28}
+	return file_federation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Participant) GetClientId() string {
@@ -2595,7 +2719,7 @@ type KeySetupTask struct {
 
 func (x *KeySetupTask) Reset() {
 	*x = KeySetupTask{}
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2731,7 @@ func (x *KeySetupTask) String() string {
 func (*KeySetupTask) ProtoMessage() {}
 
 func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[29]
+	mi := &file_federation_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2744,7 @@ func (x *KeySetupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupTask.ProtoReflect.Descriptor instead.
 func (*KeySetupTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{29}
+	return file_federation_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *KeySetupTask) GetStudyId() string {
@@ -2684,7 +2808,7 @@ type KeyShare struct {
 
 func (x *KeyShare) Reset() {
 	*x = KeyShare{}
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +2820,7 @@ func (x *KeyShare) String() string {
 func (*KeyShare) ProtoMessage() {}
 
 func (x *KeyShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[30]
+	mi := &file_federation_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +2833,7 @@ func (x *KeyShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyShare.ProtoReflect.Descriptor instead.
 func (*KeyShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{30}
+	return file_federation_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *KeyShare) GetStudyId() string {
@@ -2760,7 +2884,7 @@ type PeerKey struct {
 
 func (x *PeerKey) Reset() {
 	*x = PeerKey{}
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2772,7 +2896,7 @@ func (x *PeerKey) String() string {
 func (*PeerKey) ProtoMessage() {}
 
 func (x *PeerKey) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[31]
+	mi := &file_federation_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2785,7 +2909,7 @@ func (x *PeerKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerKey.ProtoReflect.Descriptor instead.
 func (*PeerKey) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{31}
+	return file_federation_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PeerKey) GetClientId() string {
@@ -2822,7 +2946,7 @@ type ShareBox struct {
 
 func (x *ShareBox) Reset() {
 	*x = ShareBox{}
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +2958,7 @@ func (x *ShareBox) String() string {
 func (*ShareBox) ProtoMessage() {}
 
 func (x *ShareBox) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[32]
+	mi := &file_federation_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +2971,7 @@ func (x *ShareBox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareBox.ProtoReflect.Descriptor instead.
 func (*ShareBox) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{32}
+	return file_federation_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ShareBox) GetStudyId() string {
@@ -2893,7 +3017,7 @@ type KeySetupDone struct {
 
 func (x *KeySetupDone) Reset() {
 	*x = KeySetupDone{}
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3029,7 @@ func (x *KeySetupDone) String() string {
 func (*KeySetupDone) ProtoMessage() {}
 
 func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[33]
+	mi := &file_federation_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3042,7 @@ func (x *KeySetupDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetupDone.ProtoReflect.Descriptor instead.
 func (*KeySetupDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{33}
+	return file_federation_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *KeySetupDone) GetStudyId() string {
@@ -2959,7 +3083,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2971,7 +3095,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[34]
+	mi := &file_federation_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2984,7 +3108,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{34}
+	return file_federation_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Contribution) GetClientId() string {
@@ -3049,7 +3173,7 @@ type SketchTask struct {
 
 func (x *SketchTask) Reset() {
 	*x = SketchTask{}
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3185,7 @@ func (x *SketchTask) String() string {
 func (*SketchTask) ProtoMessage() {}
 
 func (x *SketchTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[35]
+	mi := &file_federation_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3198,7 @@ func (x *SketchTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SketchTask.ProtoReflect.Descriptor instead.
 func (*SketchTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{35}
+	return file_federation_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SketchTask) GetStudyId() string {
@@ -3144,7 +3268,7 @@ type BoundTask struct {
 
 func (x *BoundTask) Reset() {
 	*x = BoundTask{}
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3156,7 +3280,7 @@ func (x *BoundTask) String() string {
 func (*BoundTask) ProtoMessage() {}
 
 func (x *BoundTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[36]
+	mi := &file_federation_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3169,7 +3293,7 @@ func (x *BoundTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoundTask.ProtoReflect.Descriptor instead.
 func (*BoundTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{36}
+	return file_federation_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BoundTask) GetStudyId() string {
@@ -3241,7 +3365,7 @@ type ProjectionShares struct {
 
 func (x *ProjectionShares) Reset() {
 	*x = ProjectionShares{}
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3253,7 +3377,7 @@ func (x *ProjectionShares) String() string {
 func (*ProjectionShares) ProtoMessage() {}
 
 func (x *ProjectionShares) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[37]
+	mi := &file_federation_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3266,7 +3390,7 @@ func (x *ProjectionShares) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectionShares.ProtoReflect.Descriptor instead.
 func (*ProjectionShares) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{37}
+	return file_federation_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ProjectionShares) GetStudyId() string {
@@ -3300,7 +3424,7 @@ type ProjectionShare struct {
 
 func (x *ProjectionShare) Reset() {
 	*x = ProjectionShare{}
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3312,7 +3436,7 @@ func (x *ProjectionShare) String() string {
 func (*ProjectionShare) ProtoMessage() {}
 
 func (x *ProjectionShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[38]
+	mi := &file_federation_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3325,7 +3449,7 @@ func (x *ProjectionShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectionShare.ProtoReflect.Descriptor instead.
 func (*ProjectionShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{38}
+	return file_federation_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ProjectionShare) GetClientId() string {
@@ -3360,7 +3484,7 @@ type ContributionSketch struct {
 
 func (x *ContributionSketch) Reset() {
 	*x = ContributionSketch{}
-	mi := &file_federation_proto_msgTypes[39]
+	mi := &file_federation_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3372,7 +3496,7 @@ func (x *ContributionSketch) String() string {
 func (*ContributionSketch) ProtoMessage() {}
 
 func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[39]
+	mi := &file_federation_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3385,7 +3509,7 @@ func (x *ContributionSketch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContributionSketch.ProtoReflect.Descriptor instead.
 func (*ContributionSketch) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{39}
+	return file_federation_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ContributionSketch) GetStudyId() string {
@@ -3452,7 +3576,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_federation_proto_msgTypes[40]
+	mi := &file_federation_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3464,7 +3588,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[40]
+	mi := &file_federation_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3477,7 +3601,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{40}
+	return file_federation_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DecryptTask) GetStudyId() string {
@@ -3554,7 +3678,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_federation_proto_msgTypes[41]
+	mi := &file_federation_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3566,7 +3690,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[41]
+	mi := &file_federation_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3579,7 +3703,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{41}
+	return file_federation_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Object) GetSha256() []byte {
@@ -3609,7 +3733,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_federation_proto_msgTypes[42]
+	mi := &file_federation_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3621,7 +3745,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[42]
+	mi := &file_federation_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3634,7 +3758,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{42}
+	return file_federation_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SignedShare) GetClientId() string {
@@ -3681,7 +3805,7 @@ type CountersignTask struct {
 
 func (x *CountersignTask) Reset() {
 	*x = CountersignTask{}
-	mi := &file_federation_proto_msgTypes[43]
+	mi := &file_federation_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3693,7 +3817,7 @@ func (x *CountersignTask) String() string {
 func (*CountersignTask) ProtoMessage() {}
 
 func (x *CountersignTask) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[43]
+	mi := &file_federation_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3706,7 +3830,7 @@ func (x *CountersignTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersignTask.ProtoReflect.Descriptor instead.
 func (*CountersignTask) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{43}
+	return file_federation_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CountersignTask) GetStudyId() string {
@@ -3793,7 +3917,7 @@ type Countersignature struct {
 
 func (x *Countersignature) Reset() {
 	*x = Countersignature{}
-	mi := &file_federation_proto_msgTypes[44]
+	mi := &file_federation_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3805,7 +3929,7 @@ func (x *Countersignature) String() string {
 func (*Countersignature) ProtoMessage() {}
 
 func (x *Countersignature) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[44]
+	mi := &file_federation_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3818,7 +3942,7 @@ func (x *Countersignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Countersignature.ProtoReflect.Descriptor instead.
 func (*Countersignature) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{44}
+	return file_federation_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Countersignature) GetStudyId() string {
@@ -3853,10 +3977,12 @@ var File_federation_proto protoreflect.FileDescriptor
 
 const file_federation_proto_rawDesc = "" +
 	"\n" +
-	"\x10federation.proto\x12\ffedledger.v1\"\x14\n" +
+	"\x10federation.proto\x12\ffedledger.v1\",\n" +
+	"\x0eExcludeRequest\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\"\x14\n" +
 	"\x12StudyStatusRequest\".\n" +
 	"\x11StartStudyRequest\x12\x19\n" +
-	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\xc6\x06\n" +
+	"\bstudy_id\x18\x01 \x01(\tR\astudyId\"\x83\a\n" +
 	"\vStudyStatus\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
@@ -3884,7 +4010,16 @@ const file_federation_proto_rawDesc = "" +
 	"\x10dp_epsilon_spent\x18\x14 \x01(\x01R\x0edpEpsilonSpent\x128\n" +
 	"\n" +
 	"last_flags\x18\x15 \x03(\v2\x19.fedledger.v1.AnomalyFlagR\tlastFlags\x12#\n" +
-	"\rlast_excluded\x18\x16 \x03(\tR\flastExcluded\"9\n" +
+	"\rlast_excluded\x18\x16 \x03(\tR\flastExcluded\x12;\n" +
+	"\n" +
+	"exclusions\x18\x17 \x03(\v2\x1b.fedledger.v1.SiteExclusionR\n" +
+	"exclusions\"j\n" +
+	"\rSiteExclusion\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x1d\n" +
+	"\n" +
+	"from_round\x18\x02 \x01(\x04R\tfromRound\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"9\n" +
 	"\vAnomalyFlag\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x7f\n" +
@@ -4157,11 +4292,12 @@ const file_federation_proto_rawDesc = "" +
 	"\bstudy_id\x18\x01 \x01(\tR\astudyId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
 	"\routput_sha256\x18\x03 \x01(\fR\foutputSha256\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature2\x98\x01\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature2\xdc\x01\n" +
 	"\n" +
 	"StudyAdmin\x12E\n" +
 	"\x06Status\x12 .fedledger.v1.StudyStatusRequest\x1a\x19.fedledger.v1.StudyStatus\x12C\n" +
-	"\x05Start\x12\x1f.fedledger.v1.StartStudyRequest\x1a\x19.fedledger.v1.StudyStatus2\xab\x02\n" +
+	"\x05Start\x12\x1f.fedledger.v1.StartStudyRequest\x1a\x19.fedledger.v1.StudyStatus\x12B\n" +
+	"\aExclude\x12\x1c.fedledger.v1.ExcludeRequest\x1a\x19.fedledger.v1.StudyStatus2\xab\x02\n" +
 	"\n" +
 	"Federation\x12P\n" +
 	"\vParticipate\x12\x1b.fedledger.v1.ClientMessage\x1a .fedledger.v1.CoordinatorMessage(\x010\x01\x12D\n" +
@@ -4182,130 +4318,135 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_federation_proto_goTypes = []any{
-	(*StudyStatusRequest)(nil), // 0: fedledger.v1.StudyStatusRequest
-	(*StartStudyRequest)(nil),  // 1: fedledger.v1.StartStudyRequest
-	(*StudyStatus)(nil),        // 2: fedledger.v1.StudyStatus
-	(*AnomalyFlag)(nil),        // 3: fedledger.v1.AnomalyFlag
-	(*SiteMetrics)(nil),        // 4: fedledger.v1.SiteMetrics
-	(*ClientMessage)(nil),      // 5: fedledger.v1.ClientMessage
-	(*StudyAccepted)(nil),      // 6: fedledger.v1.StudyAccepted
-	(*CoordinatorMessage)(nil), // 7: fedledger.v1.CoordinatorMessage
-	(*Hello)(nil),              // 8: fedledger.v1.Hello
-	(*Welcome)(nil),            // 9: fedledger.v1.Welcome
-	(*Heartbeat)(nil),          // 10: fedledger.v1.Heartbeat
-	(*StudySpec)(nil),          // 11: fedledger.v1.StudySpec
-	(*DPParams)(nil),           // 12: fedledger.v1.DPParams
-	(*ServerOptimizer)(nil),    // 13: fedledger.v1.ServerOptimizer
-	(*ModelSpec)(nil),          // 14: fedledger.v1.ModelSpec
-	(*TrainingParams)(nil),     // 15: fedledger.v1.TrainingParams
-	(*TrainTask)(nil),          // 16: fedledger.v1.TrainTask
-	(*EvaluateTask)(nil),       // 17: fedledger.v1.EvaluateTask
-	(*StudyFinished)(nil),      // 18: fedledger.v1.StudyFinished
-	(*TaskRefusal)(nil),        // 19: fedledger.v1.TaskRefusal
-	(*EvalReport)(nil),         // 20: fedledger.v1.EvalReport
-	(*Metrics)(nil),            // 21: fedledger.v1.Metrics
-	(*FetchModelRequest)(nil),  // 22: fedledger.v1.FetchModelRequest
-	(*Chunk)(nil),              // 23: fedledger.v1.Chunk
-	(*UpdateHeader)(nil),       // 24: fedledger.v1.UpdateHeader
-	(*NamedValue)(nil),         // 25: fedledger.v1.NamedValue
-	(*ShareHeader)(nil),        // 26: fedledger.v1.ShareHeader
-	(*SubmitReceipt)(nil),      // 27: fedledger.v1.SubmitReceipt
-	(*Participant)(nil),        // 28: fedledger.v1.Participant
-	(*KeySetupTask)(nil),       // 29: fedledger.v1.KeySetupTask
-	(*KeyShare)(nil),           // 30: fedledger.v1.KeyShare
-	(*PeerKey)(nil),            // 31: fedledger.v1.PeerKey
-	(*ShareBox)(nil),           // 32: fedledger.v1.ShareBox
-	(*KeySetupDone)(nil),       // 33: fedledger.v1.KeySetupDone
-	(*Contribution)(nil),       // 34: fedledger.v1.Contribution
-	(*SketchTask)(nil),         // 35: fedledger.v1.SketchTask
-	(*BoundTask)(nil),          // 36: fedledger.v1.BoundTask
-	(*ProjectionShares)(nil),   // 37: fedledger.v1.ProjectionShares
-	(*ProjectionShare)(nil),    // 38: fedledger.v1.ProjectionShare
-	(*ContributionSketch)(nil), // 39: fedledger.v1.ContributionSketch
-	(*DecryptTask)(nil),        // 40: fedledger.v1.DecryptTask
-	(*Object)(nil),             // 41: fedledger.v1.Object
-	(*SignedShare)(nil),        // 42: fedledger.v1.SignedShare
-	(*CountersignTask)(nil),    // 43: fedledger.v1.CountersignTask
-	(*Countersignature)(nil),   // 44: fedledger.v1.Countersignature
+	(*ExcludeRequest)(nil),     // 0: fedledger.v1.ExcludeRequest
+	(*StudyStatusRequest)(nil), // 1: fedledger.v1.StudyStatusRequest
+	(*StartStudyRequest)(nil),  // 2: fedledger.v1.StartStudyRequest
+	(*StudyStatus)(nil),        // 3: fedledger.v1.StudyStatus
+	(*SiteExclusion)(nil),      // 4: fedledger.v1.SiteExclusion
+	(*AnomalyFlag)(nil),        // 5: fedledger.v1.AnomalyFlag
+	(*SiteMetrics)(nil),        // 6: fedledger.v1.SiteMetrics
+	(*ClientMessage)(nil),      // 7: fedledger.v1.ClientMessage
+	(*StudyAccepted)(nil),      // 8: fedledger.v1.StudyAccepted
+	(*CoordinatorMessage)(nil), // 9: fedledger.v1.CoordinatorMessage
+	(*Hello)(nil),              // 10: fedledger.v1.Hello
+	(*Welcome)(nil),            // 11: fedledger.v1.Welcome
+	(*Heartbeat)(nil),          // 12: fedledger.v1.Heartbeat
+	(*StudySpec)(nil),          // 13: fedledger.v1.StudySpec
+	(*DPParams)(nil),           // 14: fedledger.v1.DPParams
+	(*ServerOptimizer)(nil),    // 15: fedledger.v1.ServerOptimizer
+	(*ModelSpec)(nil),          // 16: fedledger.v1.ModelSpec
+	(*TrainingParams)(nil),     // 17: fedledger.v1.TrainingParams
+	(*TrainTask)(nil),          // 18: fedledger.v1.TrainTask
+	(*EvaluateTask)(nil),       // 19: fedledger.v1.EvaluateTask
+	(*StudyFinished)(nil),      // 20: fedledger.v1.StudyFinished
+	(*TaskRefusal)(nil),        // 21: fedledger.v1.TaskRefusal
+	(*EvalReport)(nil),         // 22: fedledger.v1.EvalReport
+	(*Metrics)(nil),            // 23: fedledger.v1.Metrics
+	(*FetchModelRequest)(nil),  // 24: fedledger.v1.FetchModelRequest
+	(*Chunk)(nil),              // 25: fedledger.v1.Chunk
+	(*UpdateHeader)(nil),       // 26: fedledger.v1.UpdateHeader
+	(*NamedValue)(nil),         // 27: fedledger.v1.NamedValue
+	(*ShareHeader)(nil),        // 28: fedledger.v1.ShareHeader
+	(*SubmitReceipt)(nil),      // 29: fedledger.v1.SubmitReceipt
+	(*Participant)(nil),        // 30: fedledger.v1.Participant
+	(*KeySetupTask)(nil),       // 31: fedledger.v1.KeySetupTask
+	(*KeyShare)(nil),           // 32: fedledger.v1.KeyShare
+	(*PeerKey)(nil),            // 33: fedledger.v1.PeerKey
+	(*ShareBox)(nil),           // 34: fedledger.v1.ShareBox
+	(*KeySetupDone)(nil),       // 35: fedledger.v1.KeySetupDone
+	(*Contribution)(nil),       // 36: fedledger.v1.Contribution
+	(*SketchTask)(nil),         // 37: fedledger.v1.SketchTask
+	(*BoundTask)(nil),          // 38: fedledger.v1.BoundTask
+	(*ProjectionShares)(nil),   // 39: fedledger.v1.ProjectionShares
+	(*ProjectionShare)(nil),    // 40: fedledger.v1.ProjectionShare
+	(*ContributionSketch)(nil), // 41: fedledger.v1.ContributionSketch
+	(*DecryptTask)(nil),        // 42: fedledger.v1.DecryptTask
+	(*Object)(nil),             // 43: fedledger.v1.Object
+	(*SignedShare)(nil),        // 44: fedledger.v1.SignedShare
+	(*CountersignTask)(nil),    // 45: fedledger.v1.CountersignTask
+	(*Countersignature)(nil),   // 46: fedledger.v1.Countersignature
 }
 var file_federation_proto_depIdxs = []int32{
-	4,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
-	4,  // 1: fedledger.v1.StudyStatus.last_round:type_name -> fedledger.v1.SiteMetrics
-	3,  // 2: fedledger.v1.StudyStatus.last_flags:type_name -> fedledger.v1.AnomalyFlag
-	21, // 3: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
-	21, // 4: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
-	8,  // 5: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
-	19, // 6: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
-	20, // 7: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
-	10, // 8: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	30, // 9: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
-	32, // 10: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
-	33, // 11: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
-	6,  // 12: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
-	44, // 13: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
-	39, // 14: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
-	37, // 15: fedledger.v1.ClientMessage.bound:type_name -> fedledger.v1.ProjectionShares
-	9,  // 16: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
-	16, // 17: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
-	17, // 18: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
-	18, // 19: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
-	10, // 20: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
-	29, // 21: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
-	31, // 22: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
-	32, // 23: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
-	40, // 24: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
-	43, // 25: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
-	35, // 26: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
-	36, // 27: fedledger.v1.CoordinatorMessage.bound:type_name -> fedledger.v1.BoundTask
-	11, // 28: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
-	14, // 29: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
-	15, // 30: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
-	13, // 31: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
-	12, // 32: fedledger.v1.StudySpec.dp:type_name -> fedledger.v1.DPParams
-	21, // 33: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
-	21, // 34: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
-	24, // 35: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
-	26, // 36: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
-	21, // 37: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
-	21, // 38: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
-	21, // 39: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
-	25, // 40: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
-	28, // 41: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
-	30, // 42: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
-	34, // 43: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
-	34, // 44: fedledger.v1.BoundTask.contributions:type_name -> fedledger.v1.Contribution
-	41, // 45: fedledger.v1.BoundTask.parent:type_name -> fedledger.v1.Object
-	41, // 46: fedledger.v1.BoundTask.initial:type_name -> fedledger.v1.Object
-	38, // 47: fedledger.v1.ProjectionShares.shares:type_name -> fedledger.v1.ProjectionShare
-	34, // 48: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
-	39, // 49: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
-	41, // 50: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
-	41, // 51: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
-	34, // 52: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
-	41, // 53: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
-	42, // 54: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
-	41, // 55: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
-	41, // 56: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
-	41, // 57: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
-	0,  // 58: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
-	1,  // 59: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
-	5,  // 60: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
-	22, // 61: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
-	23, // 62: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
-	23, // 63: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
-	2,  // 64: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
-	2,  // 65: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
-	7,  // 66: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
-	23, // 67: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
-	27, // 68: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
-	27, // 69: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
-	64, // [64:70] is the sub-list for method output_type
-	58, // [58:64] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	6,  // 0: fedledger.v1.StudyStatus.final_test:type_name -> fedledger.v1.SiteMetrics
+	6,  // 1: fedledger.v1.StudyStatus.last_round:type_name -> fedledger.v1.SiteMetrics
+	5,  // 2: fedledger.v1.StudyStatus.last_flags:type_name -> fedledger.v1.AnomalyFlag
+	4,  // 3: fedledger.v1.StudyStatus.exclusions:type_name -> fedledger.v1.SiteExclusion
+	23, // 4: fedledger.v1.SiteMetrics.test:type_name -> fedledger.v1.Metrics
+	23, // 5: fedledger.v1.SiteMetrics.personal:type_name -> fedledger.v1.Metrics
+	10, // 6: fedledger.v1.ClientMessage.hello:type_name -> fedledger.v1.Hello
+	21, // 7: fedledger.v1.ClientMessage.refusal:type_name -> fedledger.v1.TaskRefusal
+	22, // 8: fedledger.v1.ClientMessage.eval:type_name -> fedledger.v1.EvalReport
+	12, // 9: fedledger.v1.ClientMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	32, // 10: fedledger.v1.ClientMessage.key_share:type_name -> fedledger.v1.KeyShare
+	34, // 11: fedledger.v1.ClientMessage.share_box:type_name -> fedledger.v1.ShareBox
+	35, // 12: fedledger.v1.ClientMessage.key_done:type_name -> fedledger.v1.KeySetupDone
+	8,  // 13: fedledger.v1.ClientMessage.accepted:type_name -> fedledger.v1.StudyAccepted
+	46, // 14: fedledger.v1.ClientMessage.countersign:type_name -> fedledger.v1.Countersignature
+	41, // 15: fedledger.v1.ClientMessage.sketch:type_name -> fedledger.v1.ContributionSketch
+	39, // 16: fedledger.v1.ClientMessage.bound:type_name -> fedledger.v1.ProjectionShares
+	11, // 17: fedledger.v1.CoordinatorMessage.welcome:type_name -> fedledger.v1.Welcome
+	18, // 18: fedledger.v1.CoordinatorMessage.train:type_name -> fedledger.v1.TrainTask
+	19, // 19: fedledger.v1.CoordinatorMessage.evaluate:type_name -> fedledger.v1.EvaluateTask
+	20, // 20: fedledger.v1.CoordinatorMessage.finished:type_name -> fedledger.v1.StudyFinished
+	12, // 21: fedledger.v1.CoordinatorMessage.heartbeat:type_name -> fedledger.v1.Heartbeat
+	31, // 22: fedledger.v1.CoordinatorMessage.key_setup:type_name -> fedledger.v1.KeySetupTask
+	33, // 23: fedledger.v1.CoordinatorMessage.peer_key:type_name -> fedledger.v1.PeerKey
+	34, // 24: fedledger.v1.CoordinatorMessage.share_box:type_name -> fedledger.v1.ShareBox
+	42, // 25: fedledger.v1.CoordinatorMessage.decrypt:type_name -> fedledger.v1.DecryptTask
+	45, // 26: fedledger.v1.CoordinatorMessage.countersign:type_name -> fedledger.v1.CountersignTask
+	37, // 27: fedledger.v1.CoordinatorMessage.sketch:type_name -> fedledger.v1.SketchTask
+	38, // 28: fedledger.v1.CoordinatorMessage.bound:type_name -> fedledger.v1.BoundTask
+	13, // 29: fedledger.v1.Welcome.study:type_name -> fedledger.v1.StudySpec
+	16, // 30: fedledger.v1.StudySpec.model:type_name -> fedledger.v1.ModelSpec
+	17, // 31: fedledger.v1.StudySpec.training:type_name -> fedledger.v1.TrainingParams
+	15, // 32: fedledger.v1.StudySpec.server_optimizer:type_name -> fedledger.v1.ServerOptimizer
+	14, // 33: fedledger.v1.StudySpec.dp:type_name -> fedledger.v1.DPParams
+	23, // 34: fedledger.v1.EvalReport.test:type_name -> fedledger.v1.Metrics
+	23, // 35: fedledger.v1.EvalReport.personal:type_name -> fedledger.v1.Metrics
+	26, // 36: fedledger.v1.Chunk.header:type_name -> fedledger.v1.UpdateHeader
+	28, // 37: fedledger.v1.Chunk.share:type_name -> fedledger.v1.ShareHeader
+	23, // 38: fedledger.v1.UpdateHeader.train:type_name -> fedledger.v1.Metrics
+	23, // 39: fedledger.v1.UpdateHeader.parent_test:type_name -> fedledger.v1.Metrics
+	23, // 40: fedledger.v1.UpdateHeader.personal_test:type_name -> fedledger.v1.Metrics
+	27, // 41: fedledger.v1.UpdateHeader.evaluation:type_name -> fedledger.v1.NamedValue
+	30, // 42: fedledger.v1.KeySetupTask.participants:type_name -> fedledger.v1.Participant
+	32, // 43: fedledger.v1.PeerKey.share:type_name -> fedledger.v1.KeyShare
+	36, // 44: fedledger.v1.SketchTask.contributions:type_name -> fedledger.v1.Contribution
+	36, // 45: fedledger.v1.BoundTask.contributions:type_name -> fedledger.v1.Contribution
+	43, // 46: fedledger.v1.BoundTask.parent:type_name -> fedledger.v1.Object
+	43, // 47: fedledger.v1.BoundTask.initial:type_name -> fedledger.v1.Object
+	40, // 48: fedledger.v1.ProjectionShares.shares:type_name -> fedledger.v1.ProjectionShare
+	36, // 49: fedledger.v1.DecryptTask.contributions:type_name -> fedledger.v1.Contribution
+	41, // 50: fedledger.v1.DecryptTask.sketches:type_name -> fedledger.v1.ContributionSketch
+	43, // 51: fedledger.v1.SignedShare.payload:type_name -> fedledger.v1.Object
+	43, // 52: fedledger.v1.CountersignTask.parent:type_name -> fedledger.v1.Object
+	36, // 53: fedledger.v1.CountersignTask.contributions:type_name -> fedledger.v1.Contribution
+	43, // 54: fedledger.v1.CountersignTask.aggregate:type_name -> fedledger.v1.Object
+	44, // 55: fedledger.v1.CountersignTask.shares:type_name -> fedledger.v1.SignedShare
+	43, // 56: fedledger.v1.CountersignTask.optimizer_before:type_name -> fedledger.v1.Object
+	43, // 57: fedledger.v1.CountersignTask.optimizer_after:type_name -> fedledger.v1.Object
+	43, // 58: fedledger.v1.CountersignTask.output:type_name -> fedledger.v1.Object
+	1,  // 59: fedledger.v1.StudyAdmin.Status:input_type -> fedledger.v1.StudyStatusRequest
+	2,  // 60: fedledger.v1.StudyAdmin.Start:input_type -> fedledger.v1.StartStudyRequest
+	0,  // 61: fedledger.v1.StudyAdmin.Exclude:input_type -> fedledger.v1.ExcludeRequest
+	7,  // 62: fedledger.v1.Federation.Participate:input_type -> fedledger.v1.ClientMessage
+	24, // 63: fedledger.v1.Federation.FetchModel:input_type -> fedledger.v1.FetchModelRequest
+	25, // 64: fedledger.v1.Federation.SubmitUpdate:input_type -> fedledger.v1.Chunk
+	25, // 65: fedledger.v1.Federation.SubmitShare:input_type -> fedledger.v1.Chunk
+	3,  // 66: fedledger.v1.StudyAdmin.Status:output_type -> fedledger.v1.StudyStatus
+	3,  // 67: fedledger.v1.StudyAdmin.Start:output_type -> fedledger.v1.StudyStatus
+	3,  // 68: fedledger.v1.StudyAdmin.Exclude:output_type -> fedledger.v1.StudyStatus
+	9,  // 69: fedledger.v1.Federation.Participate:output_type -> fedledger.v1.CoordinatorMessage
+	25, // 70: fedledger.v1.Federation.FetchModel:output_type -> fedledger.v1.Chunk
+	29, // 71: fedledger.v1.Federation.SubmitUpdate:output_type -> fedledger.v1.SubmitReceipt
+	29, // 72: fedledger.v1.Federation.SubmitShare:output_type -> fedledger.v1.SubmitReceipt
+	66, // [66:73] is the sub-list for method output_type
+	59, // [59:66] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -4313,7 +4454,7 @@ func file_federation_proto_init() {
 	if File_federation_proto != nil {
 		return
 	}
-	file_federation_proto_msgTypes[5].OneofWrappers = []any{
+	file_federation_proto_msgTypes[7].OneofWrappers = []any{
 		(*ClientMessage_Hello)(nil),
 		(*ClientMessage_Refusal)(nil),
 		(*ClientMessage_Eval)(nil),
@@ -4326,7 +4467,7 @@ func file_federation_proto_init() {
 		(*ClientMessage_Sketch)(nil),
 		(*ClientMessage_Bound)(nil),
 	}
-	file_federation_proto_msgTypes[7].OneofWrappers = []any{
+	file_federation_proto_msgTypes[9].OneofWrappers = []any{
 		(*CoordinatorMessage_Welcome)(nil),
 		(*CoordinatorMessage_Train)(nil),
 		(*CoordinatorMessage_Evaluate)(nil),
@@ -4346,7 +4487,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -29,8 +29,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	StudyAdmin_Status_FullMethodName = "/fedledger.v1.StudyAdmin/Status"
-	StudyAdmin_Start_FullMethodName  = "/fedledger.v1.StudyAdmin/Start"
+	StudyAdmin_Status_FullMethodName  = "/fedledger.v1.StudyAdmin/Status"
+	StudyAdmin_Start_FullMethodName   = "/fedledger.v1.StudyAdmin/Start"
+	StudyAdmin_Exclude_FullMethodName = "/fedledger.v1.StudyAdmin/Exclude"
 )
 
 // StudyAdminClient is the client API for StudyAdmin service.
@@ -43,6 +44,10 @@ const (
 type StudyAdminClient interface {
 	Status(ctx context.Context, in *StudyStatusRequest, opts ...grpc.CallOption) (*StudyStatus, error)
 	Start(ctx context.Context, in *StartStudyRequest, opts ...grpc.CallOption) (*StudyStatus, error)
+	// Exclude relays an admin's signed exclusion (or readmission) of a site
+	// to the audit log and, once the log holds it, stops (or resumes)
+	// giving the site training tasks from the round it names. Admins only.
+	Exclude(ctx context.Context, in *ExcludeRequest, opts ...grpc.CallOption) (*StudyStatus, error)
 }
 
 type studyAdminClient struct {
@@ -73,6 +78,16 @@ func (c *studyAdminClient) Start(ctx context.Context, in *StartStudyRequest, opt
 	return out, nil
 }
 
+func (c *studyAdminClient) Exclude(ctx context.Context, in *ExcludeRequest, opts ...grpc.CallOption) (*StudyStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StudyStatus)
+	err := c.cc.Invoke(ctx, StudyAdmin_Exclude_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StudyAdminServer is the server API for StudyAdmin service.
 // All implementations must embed UnimplementedStudyAdminServer
 // for forward compatibility.
@@ -83,6 +98,10 @@ func (c *studyAdminClient) Start(ctx context.Context, in *StartStudyRequest, opt
 type StudyAdminServer interface {
 	Status(context.Context, *StudyStatusRequest) (*StudyStatus, error)
 	Start(context.Context, *StartStudyRequest) (*StudyStatus, error)
+	// Exclude relays an admin's signed exclusion (or readmission) of a site
+	// to the audit log and, once the log holds it, stops (or resumes)
+	// giving the site training tasks from the round it names. Admins only.
+	Exclude(context.Context, *ExcludeRequest) (*StudyStatus, error)
 	mustEmbedUnimplementedStudyAdminServer()
 }
 
@@ -98,6 +117,9 @@ func (UnimplementedStudyAdminServer) Status(context.Context, *StudyStatusRequest
 }
 func (UnimplementedStudyAdminServer) Start(context.Context, *StartStudyRequest) (*StudyStatus, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Start not implemented")
+}
+func (UnimplementedStudyAdminServer) Exclude(context.Context, *ExcludeRequest) (*StudyStatus, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Exclude not implemented")
 }
 func (UnimplementedStudyAdminServer) mustEmbedUnimplementedStudyAdminServer() {}
 func (UnimplementedStudyAdminServer) testEmbeddedByValue()                    {}
@@ -156,6 +178,24 @@ func _StudyAdmin_Start_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StudyAdmin_Exclude_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExcludeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StudyAdminServer).Exclude(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StudyAdmin_Exclude_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StudyAdminServer).Exclude(ctx, req.(*ExcludeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StudyAdmin_ServiceDesc is the grpc.ServiceDesc for StudyAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -170,6 +210,10 @@ var StudyAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Start",
 			Handler:    _StudyAdmin_Start_Handler,
+		},
+		{
+			MethodName: "Exclude",
+			Handler:    _StudyAdmin_Exclude_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

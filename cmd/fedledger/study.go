@@ -242,6 +242,74 @@ needed, so sign a copy of coordinator.yaml wherever the admin key is.`,
 	}
 	start.Flags().StringVar(&coordAddr, "coordinator", "", "coordinator address")
 	identity(start)
-	cmd.AddCommand(sign, create, list, statusCmd, start)
+
+	var reason string
+	var readmit bool
+	var fromRound uint64
+	exclude := &cobra.Command{
+		Use:   "exclude STUDY_ID SITE --reason TEXT [--from-round N] [--readmit] --coordinator ADDR --cert admin.pem --key admin-key.pem --ca ca.pem",
+		Short: "Exclude a site from a study's later rounds (or readmit it), signed by an admin and recorded on the audit log",
+		Long: `Exclude a hospital from a study's rounds, as a consortium admin: the admin
+signs the exclusion (the site, the first round it applies to and the reason),
+the coordinator relays it to the audit log and, once the log holds it, gives
+the site no more training tasks. Every audit node then refuses a round that
+aggregates the site's update, and 'fedledger verify' names the exclusion.
+The anomaly detector and the norm check only flag a site ('study status'
+shows the flags); excluding it is an admin's decision. --readmit readmits an
+excluded site from the round given. The default round is the next one that
+has not yet stopped collecting updates.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if reason == "" {
+				return fmt.Errorf("%w: study exclude needs --reason: the log records why", config.ErrConfig)
+			}
+			id, err := tlsutil.LoadIdentity(cert, key)
+			if err != nil {
+				return fmt.Errorf("%w: %v", config.ErrConfig, err)
+			}
+			if id.Role != tlsutil.RoleAdmin {
+				return fmt.Errorf("%w: %q has role %s; exclusions are signed by an admin", config.ErrConfig, id.ID, id.Role)
+			}
+			api, done, err := admin(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			from := fromRound
+			if from == 0 {
+				s, err := api.Status(cmd.Context(), &pb.StudyStatusRequest{})
+				if err != nil {
+					return err
+				}
+				from = s.Round
+				switch s.Phase {
+				case "bounding", "aggregating", "sketching", "decrypting", "combining", "countersigning", "recording":
+					from++ // this round has its updates already
+				}
+			}
+			env, err := audit.Sign(id, audit.ExclusionRecord(args[0], args[1], from, reason, id.ID, !readmit, time.Now().UnixNano()))
+			if err != nil {
+				return err
+			}
+			s, err := api.Exclude(cmd.Context(), &pb.ExcludeRequest{Envelope: env.Marshal()})
+			if err != nil {
+				return err
+			}
+			verb := "excluded"
+			if readmit {
+				verb = "readmitted"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s from round %d of study %q (signed by %s, on the audit log)\n", verb, args[1], from, args[0], id.ID)
+			return printStatus(cmd.OutOrStdout(), s, asJSON)
+		},
+	}
+	ef := exclude.Flags()
+	ef.StringVar(&coordAddr, "coordinator", "", "coordinator address")
+	ef.StringVar(&reason, "reason", "", "why (recorded on the audit log)")
+	ef.BoolVar(&readmit, "readmit", false, "readmit an excluded site instead")
+	ef.Uint64Var(&fromRound, "from-round", 0, "first round the exclusion applies to (default: the next round still collecting updates)")
+	ef.BoolVar(&asJSON, "json", false, "print the study's status as JSON")
+	identity(exclude)
+	cmd.AddCommand(sign, create, list, statusCmd, start, exclude)
 	return cmd
 }

@@ -116,6 +116,15 @@ type statusJSON struct {
 	// sites its norm check left out.
 	LastFlags    map[string]string `json:"last_anomaly_flags,omitempty"`
 	LastExcluded []string          `json:"last_norm_excluded,omitempty"`
+	// Exclusions: the sites an admin excluded from the study's rounds.
+	Exclusions []exclusionJSON `json:"exclusions,omitempty"`
+}
+
+type exclusionJSON struct {
+	Site      string `json:"site"`
+	FromRound uint64 `json:"from_round"`
+	By        string `json:"by"`
+	Reason    string `json:"reason"`
 }
 
 type siteMetricsJSON struct {
@@ -140,6 +149,9 @@ func statusView(s *pb.StudyStatus) statusJSON {
 		LastParentTestAccuracy: s.LastParentTestAccuracy, LatestModel: hex.EncodeToString(s.LatestModelSha256),
 		WaitingFor: s.WaitingFor, Failure: s.Failure, FinalModelPath: s.FinalModelPath,
 		DPEpsilonBudget: s.DpEpsilonBudget, DPDelta: s.DpDelta, DPEpsilonSpent: s.DpEpsilonSpent, LastExcluded: s.LastExcluded}
+	for _, x := range s.Exclusions {
+		v.Exclusions = append(v.Exclusions, exclusionJSON{Site: x.Site, FromRound: x.FromRound, By: x.By, Reason: x.Reason})
+	}
 	for _, f := range s.LastFlags {
 		if v.LastFlags == nil {
 			v.LastFlags = map[string]string{}
@@ -195,6 +207,12 @@ func printStatus(w io.Writer, s *pb.StudyStatus, asJSON bool) error {
 	}
 	for _, f := range s.LastFlags {
 		fmt.Fprintf(&b, "  last round's anomaly flag at %s: %s\n", f.Site, f.Reason)
+	}
+	for _, x := range s.Exclusions {
+		fmt.Fprintf(&b, "  %s excluded from round %d by %s: %s\n", x.Site, x.FromRound, x.By, x.Reason)
+	}
+	if len(s.LastFlags) > 0 {
+		fmt.Fprintf(&b, "  an admin may exclude a flagged site: fedledger study exclude %s SITE --reason TEXT\n", s.StudyId)
 	}
 	if s.Failure != "" {
 		fmt.Fprintf(&b, "  failure: %s\n", s.Failure)

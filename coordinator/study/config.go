@@ -123,4 +123,9 @@ type Start struct {
 	// Either may be nil.
 	LoggedKeySetup *KeySetup
 	SavedKeySetup  *KeySetup
+	// Excluded are the sites an admin has excluded on the log, by site;
+	// NormViolations the first round in which each site's contribution
+	// was left out by the norm check.
+	Excluded       map[string]audit.Exclusion
+	NormViolations map[string]uint64
 }

@@ -50,12 +50,15 @@ func (m *Machine) detect() []Flag {
 	flags, err := m.detector.Observe(r.n, obs)
 	if err != nil {
 		m.detectorErr = err
-		return nil
+		flags = nil
 	}
 	out := make([]Flag, 0, len(flags))
+	flagged := map[string]bool{}
 	for _, f := range flags {
 		out = append(out, Flag{Site: f.Site, Reason: f.Reason})
+		flagged[f.Site] = true
 	}
+	out = append(out, m.violationFlags(sortedKeys(r.updates), flagged)...)
 	slices.SortFunc(out, func(a, b Flag) int {
 		if a.Site < b.Site {
 			return -1

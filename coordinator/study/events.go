@@ -37,6 +37,13 @@ type (
 	}
 	// StartRequested: an admin starts a study waiting for it.
 	StartRequested struct{ By string }
+	// ExclusionChanged: the audit log holds an admin's exclusion of a site
+	// from the study's rounds from Exclusion.From on (Excluded), or its
+	// readmission from that round (not Excluded).
+	ExclusionChanged struct {
+		Exclusion audit.Exclusion
+		Excluded  bool
+	}
 	// KeyShareIn: a participant's signed key share; the driver has checked
 	// the public-key share opens under the study's parameters.
 	KeyShareIn struct {
@@ -161,6 +168,7 @@ func (Joined) event()            {}
 func (Left) event()              {}
 func (Refused) event()           {}
 func (StartRequested) event()    {}
+func (ExclusionChanged) event()  {}
 func (KeyShareIn) event()        {}
 func (ShareBoxIn) event()        {}
 func (KeyDoneIn) event()         {}

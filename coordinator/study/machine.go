@@ -82,6 +82,9 @@ type Status struct {
 	// Excluded the sites its norm check left out.
 	Flags    []Flag
 	Excluded []string
+	// Exclusions are the sites an admin has excluded from the study's
+	// rounds (audit log), by site.
+	Exclusions []audit.Exclusion
 }
 
 // Machine is one study's protocol state. It is not safe for concurrent
@@ -120,6 +123,11 @@ type Machine struct {
 	// (internal/anomaly); its history starts afresh after a restart.
 	detector    *anomaly.Detector
 	detectorErr error
+	// excluded: the sites an admin excluded (on the log), by site;
+	// violations: the first round each site's contribution was past the
+	// norm bound (an honest hospital's never is).
+	excluded   map[string]audit.Exclusion
+	violations map[string]uint64
 
 	done    bool
 	failure string
@@ -137,7 +145,13 @@ func New(cfg Config, start Start, now time.Time) (*Machine, []Action, error) {
 	m := &Machine{cfg: cfg, start: start, now: now, approved: map[string]bool{}, live: map[string]bool{},
 		startRound: start.Round + 1, round: start.Round + 1, parent: start.Model, optimizer: start.Optimizer,
 		completed: start.Completed, failed: start.Failed, final: map[string]model.Metrics{}, finalPersonal: map[string]model.Metrics{},
-		detector: newDetector()}
+		detector: newDetector(), excluded: maps.Clone(start.Excluded), violations: maps.Clone(start.NormViolations)}
+	if m.excluded == nil {
+		m.excluded = map[string]audit.Exclusion{}
+	}
+	if m.violations == nil {
+		m.violations = map[string]uint64{}
+	}
 	for _, s := range cfg.Sites {
 		m.approved[s] = true
 	}
@@ -192,6 +206,9 @@ func (m *Machine) Status() Status {
 	if m.r != nil {
 		s.Reported = sortedKeys(m.r.updates)
 	}
+	for _, site := range sortedKeys(m.excluded) {
+		s.Exclusions = append(s.Exclusions, m.excluded[site])
+	}
 	if m.phase == PhaseFinished || m.phase == PhaseFinalEval {
 		s.FinalTest, s.FinalPersonal = maps.Clone(m.final), maps.Clone(m.finalPersonal)
 	}
@@ -231,6 +248,8 @@ func (m *Machine) Step(now time.Time, ev Event) ([]Action, error) {
 		delete(m.live, e.Site)
 		acts = append(acts, logf(slog.LevelWarn, "client disconnected", "client", e.Site, "connected", len(m.live)),
 			Observe{Metric: MetricConnected, Value: float64(len(m.live))})
+	case ExclusionChanged:
+		return m.exclusionChanged(e), nil
 	case Refused:
 		acts = append(acts, logf(slog.LevelWarn, "client refused a task", "client", e.Site, "round", e.Round, "reason", e.Reason),
 			Observe{Metric: MetricRefusals, Value: 1})

@@ -86,7 +86,7 @@ func (m *Machine) beginRound() []Action {
 		csIDs: map[string]Identity{}, declined: map[string]bool{}}
 	for s := range m.approved {
 		// Only key holders can encrypt under the study's key.
-		if m.keys == nil || m.keys.holder(s) {
+		if (m.keys == nil || m.keys.holder(s)) && !m.excludedFrom(s, r.n) {
 			r.eligible[s] = true
 		}
 	}
@@ -190,6 +190,9 @@ func (m *Machine) accept(u UpdateIn) error {
 	switch {
 	case !m.approved[site]:
 		return fmt.Errorf("%w: %q", ErrUnknownClient, site)
+	case m.excludedFrom(site, r.n):
+		x := m.excluded[site]
+		return fmt.Errorf("%w: %q is excluded from round %d on by %s (%s)", ErrExcluded, site, x.From, x.By, x.Reason)
 	case !r.eligible[site]:
 		return fmt.Errorf("%w: %q", ErrNotKeyHolder, site)
 	case u.Round != r.n:
@@ -681,6 +684,7 @@ func (m *Machine) recordRound() []Action {
 		}
 	}
 	rep.Flags = m.detect()
+	m.noteViolations(rep)
 	acts := append(m.detectorLog(),
 		Action(Observe{Metric: MetricPhaseSeconds, Label: "countersign", Value: m.now.Sub(m.phaseAt).Seconds()}),
 		Observe{Metric: MetricRounds, Label: "aggregated", Value: 1},
@@ -699,6 +703,7 @@ func (m *Machine) recordRound() []Action {
 func (m *Machine) failRound(reason string) []Action {
 	rep := m.report()
 	rep.Failed, rep.Reason = true, reason
+	m.noteViolations(rep)
 	acts := []Action{
 		Observe{Metric: MetricRounds, Label: "failed", Value: 1},
 		Observe{Metric: MetricRoundSeconds, Value: rep.Duration.Seconds()},

@@ -344,6 +344,14 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 			err = errors.New(msg)
 		}
 		step(Recorded{Err: err, Retry: d.HasArg("retry")})
+	case "exclude", "readmit":
+		// exclude d from=3 [by=admin] [reason=...]: the log holds an
+		// admin's exclusion (readmission) of each site from round from.
+		for _, s := range sites(d) {
+			from, _ := strconv.ParseUint(arg(d, "from", "1"), 10, 64)
+			step(ExclusionChanged{Exclusion: audit.Exclusion{Site: s, From: from, By: arg(d, "by", "admin"), Reason: arg(d, "reason", "test")},
+				Excluded: d.Cmd == "exclude"})
+		}
 	case "eval":
 		for _, s := range sites(d) {
 			acc, _ := strconv.ParseFloat(arg(d, "acc", "0.75"), 64)
@@ -361,6 +369,9 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 		}
 		if len(st.Excluded) > 0 {
 			fmt.Fprintf(&out, "last round left out: %v\n", st.Excluded)
+		}
+		for _, x := range st.Exclusions {
+			fmt.Fprintf(&out, "excluded %s from round %d by %s: %s\n", x.Site, x.From, x.By, x.Reason)
 		}
 		for _, f := range st.Flags {
 			fmt.Fprintf(&out, "last round flagged %s: %s\n", f.Site, f.Reason)
