@@ -276,6 +276,9 @@ func studyParams(st StudyConfig) []audit.Param {
 	if st.NormBound > 0 {
 		ps = append(ps, audit.StudyParam(audit.ParamNormBound, st.NormBound))
 	}
+	if st.Robust != "" {
+		ps = append(ps, audit.StudyParam("robust_aggregator", st.Robust))
+	}
 	if d := st.DP; d != nil {
 		ps = append(ps, audit.StudyParam(audit.ParamDPEpsilon, d.Epsilon), audit.StudyParam(audit.ParamDPDelta, d.Delta),
 			audit.StudyParam(audit.ParamDPNoiseMultiplier, d.NoiseMultiplier), audit.StudyParam(audit.ParamDPClipNorm, d.ClipNorm),

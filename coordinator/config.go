@@ -82,6 +82,10 @@ type StudyConfig struct {
 	// encryption (t key holders open one projection per contribution) and
 	// leaves out a contribution past it before the aggregate is formed.
 	NormBound float64
+	// Robust, when set, replaces a plaintext study's sample-weighted
+	// average of the updates with a robust aggregator (aggregation.Robust:
+	// median, trimmed-mean:T or multi-krum:F); on the study record.
+	Robust string
 	// DP, when set, makes the study record-level differentially private:
 	// every hospital trains with DP-SGD, and the study's ε per hospital
 	// may not pass the budget (every audit node enforces it).
@@ -229,6 +233,13 @@ func (s StudyConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("study.norm_bound = %v, want 0 (none) or a finite bound > 0", s.NormBound))
 	} else if s.NormBound > 0 && !s.Secure() {
 		errs = append(errs, fmt.Errorf("study.norm_bound is checked under encryption, in secure studies; a plaintext study has no such check yet"))
+	}
+	if r, err := aggregation.ParseRobust(s.Robust); err != nil {
+		errs = append(errs, fmt.Errorf("study.robust_aggregator: %w", err))
+	} else if r != nil && s.Secure() {
+		errs = append(errs, fmt.Errorf("study.robust_aggregator needs each hospital's update, which a secure study never shows the coordinator; bound every update with study.norm_bound instead"))
+	} else if r != nil && s.MinClients < r.MinUpdates() {
+		errs = append(errs, fmt.Errorf("study.robust_aggregator %s needs at least %d updates a round; study.min_clients is %d", r, r.MinUpdates(), s.MinClients))
 	}
 	if s.TunedBy != "" {
 		if err := tlsutil.ValidID(s.TunedBy); err != nil {

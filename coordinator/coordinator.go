@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/fedledger/fedledger/aggregation"
 	"github.com/fedledger/fedledger/aggregation/secure"
 	"github.com/fedledger/fedledger/coordinator/study"
 	"github.com/fedledger/fedledger/internal/grpcauth"
@@ -38,6 +39,9 @@ type Coordinator struct {
 	models   *Store // models and server-optimiser states
 	objects  *Store // updates, aggregates and decryption shares, served to hospitals
 	recorder Recorder
+	// robust: a plaintext study's robust aggregator (nil: the weighted
+	// average).
+	robust *aggregation.Robust
 	approved map[string]bool
 	metrics  *metrics
 	// initial is the study's round-0 model (set before the study runs).
@@ -84,6 +88,9 @@ func New(cfg Config, logger *slog.Logger) (*Coordinator, error) {
 	}
 	for _, id := range cfg.Study.Clients {
 		c.approved[id] = true
+	}
+	if c.robust, err = aggregation.ParseRobust(cfg.Study.Robust); err != nil {
+		return nil, err
 	}
 	c.recorder = cfg.Recorder
 	if c.recorder == nil {

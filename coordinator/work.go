@@ -122,6 +122,7 @@ func (c *Coordinator) aggregate(a study.Aggregate) (study.Object, error) {
 	} else {
 		dim := c.cfg.Study.Model.NumParams()
 		sum := aggregation.NewWeightedSum(dim)
+		var each [][]float64 // unweighted, for a robust aggregator
 		for i, u := range a.Updates {
 			b, err := fetch(i)
 			if err != nil {
@@ -133,6 +134,26 @@ func (c *Coordinator) aggregate(a study.Aggregate) (study.Object, error) {
 			}
 			if err := sum.Add(d, float64(u.Samples)); err != nil {
 				return study.Object{}, fmt.Errorf("update of %s: %w", u.Site, err)
+			}
+			if c.robust != nil {
+				delta := make([]float64, dim)
+				for j, v := range d {
+					delta[j] = v / float64(u.Samples)
+				}
+				each = append(each, delta)
+			}
+		}
+		if c.robust != nil {
+			// The robust rule's update stands for the whole round: it is
+			// written as a sum of weight W (the contributors' samples), so
+			// the weight check and the server optimiser see it as the
+			// round's average.
+			r, err := c.robust.Aggregate(each)
+			if err != nil {
+				return study.Object{}, fmt.Errorf("%s: %w", c.robust, err)
+			}
+			for j := range r {
+				sum.Sum[j] = r[j] * sum.Weight
 			}
 		}
 		agg = aggregation.EncodeSum(sum.Sum, sum.Weight)

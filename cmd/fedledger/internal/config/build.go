@@ -237,7 +237,7 @@ func (s *source) study(f StudyFile) (coordinator.StudyConfig, error) {
 		ID: f.ID, Model: spec, Training: tc, Rounds: f.Rounds, MinClients: f.MinClients, Clients: f.Clients,
 		RoundDeadline: f.RoundDeadline, StartTimeout: f.StartTimeout, Strategy: strat, Seed: f.Seed,
 		Mode: f.Mode, HEPreset: f.HEPreset, Threshold: t, CRSSeed: seed, KeySetupTimeout: f.KeySetupTimeout, Features: f.Features,
-		Purpose: f.Purpose, ManualStart: f.Start == "manual",
+		Purpose: f.Purpose, ManualStart: f.Start == "manual", NormBound: f.NormBound, Robust: f.RobustAggregator,
 	}, nil
 }
 

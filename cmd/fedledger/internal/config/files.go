@@ -81,6 +81,12 @@ type StudyFile struct {
 	Start string `mapstructure:"start"`
 	// DP makes the study record-level differentially private.
 	DP *DPFile `mapstructure:"dp"`
+	// NormBound bounds every hospital's update norm (secure studies: each
+	// hospital clips to it, and t key holders check it under encryption).
+	NormBound float64 `mapstructure:"norm_bound"`
+	// RobustAggregator replaces the weighted average of a plaintext study:
+	// median, trimmed-mean:T or multi-krum:F.
+	RobustAggregator string `mapstructure:"robust_aggregator"`
 }
 
 // DPFile is a DP study's budget and DP-SGD mechanism. Without a
