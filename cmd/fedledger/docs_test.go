@@ -295,7 +295,7 @@ func handleBlock(t *testing.T, b mdBlock, i int, s *docScript, kits string, targ
 			if args[0] != "fedledger" {
 				return fmt.Errorf("run block: %q is not a fedledger command", strings.Join(args, " "))
 			}
-			if err := checkCommandLine(strings.Join(args, " "), false); err != nil {
+			if err := checkCommandLine(shellJoin(args), false); err != nil {
 				return err
 			}
 			if why := longRunning(args[1:]); why != "" {
@@ -338,8 +338,8 @@ func handleBlock(t *testing.T, b mdBlock, i int, s *docScript, kits string, targ
 		for _, args := range cmds {
 			switch args[0] {
 			case "fedledger":
-				if err := checkCommandLine(strings.Join(args, " "), false); err != nil {
-					return fmt.Errorf("%s: %v", strings.Join(args, " "), err)
+				if err := checkCommandLine(shellJoin(args), false); err != nil {
+					return fmt.Errorf("%s: %v", shellJoin(args), err)
 				}
 			case "make":
 				for _, target := range args[1:] {
@@ -427,6 +427,19 @@ func shellWords(l string) ([]string, error) {
 		words = append(words, cur.String())
 	}
 	return words, nil
+}
+
+// shellJoin joins words back into a line shellWords splits the same way,
+// quoting the words that hold a space.
+func shellJoin(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		if strings.ContainsAny(w, " \t") && !strings.Contains(w, `"`) {
+			w = `"` + w + `"`
+		}
+		q[i] = w
+	}
+	return strings.Join(q, " ")
 }
 
 // checkCommandLine checks that line (starting with "fedledger") names a
