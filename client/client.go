@@ -34,6 +34,7 @@ import (
 
 	"github.com/fedledger/fedledger/audit"
 	"github.com/fedledger/fedledger/audit/cluster"
+	"github.com/fedledger/fedledger/client/fhir"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/chunk"
 	pb "github.com/fedledger/fedledger/proto"
@@ -44,6 +45,9 @@ import (
 type DataConfig struct {
 	Heart string
 	CSV   *train.CSVConfig
+	// FHIR is a FHIR R4 Bulk Data export (client/fhir): its manifest, and
+	// the mapping of codes to columns (empty: the heart-disease mapping).
+	FHIR *FHIRData
 	// Standardization, when set, replaces this site's own standardisation
 	// with the consortium's (train.Restandardize); the data manifest
 	// records which was used.
@@ -106,6 +110,17 @@ type Config struct {
 
 const modeSecure, modePlaintext = "secure", "plaintext"
 
+// sources counts the data sources set.
+func (d DataConfig) sources() int {
+	n := 0
+	for _, set := range []bool{d.Heart != "", d.CSV != nil, d.FHIR != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
 // DefaultConfig returns defaults for everything but the address, TLS and
 // data.
 func DefaultConfig() Config {
@@ -128,8 +143,12 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("client: mutual TLS (certificate and CA bundle) is required"))
 	}
 	switch {
-	case c.Data.Heart != "" && c.Data.CSV != nil:
-		errs = append(errs, errors.New("data: set either heart or csv, not both"))
+	case c.Data.sources() > 1:
+		errs = append(errs, errors.New("data: set one of heart, csv and fhir, not several"))
+	case c.Data.FHIR != nil:
+		if c.Data.FHIR.Manifest == "" {
+			errs = append(errs, errors.New("data.fhir.manifest: the Bulk Data export's manifest is required"))
+		}
 	case c.Data.Heart != "":
 		if !slices.Contains(train.Hospitals, c.Data.Heart) {
 			errs = append(errs, fmt.Errorf("data.heart: unknown hospital %q (want one of %v)", c.Data.Heart, train.Hospitals))
@@ -205,11 +224,13 @@ type Client struct {
 	cfg         Config
 	log         *slog.Logger
 	train, test *train.Dataset
-	id          string // this site, from its certificate
-	signer      ed25519.PrivateKey
-	manifest    [32]byte // SHA-256 of the data manifest
-	audit       AuditLog
-	metrics     *metrics
+	// fhirReport: what the FHIR loader read and left out (data.fhir).
+	fhirReport *fhir.Report
+	id         string // this site, from its certificate
+	signer     ed25519.PrivateKey
+	manifest   [32]byte // SHA-256 of the data manifest
+	audit      AuditLog
+	metrics    *metrics
 
 	study *pb.StudySpec // the study joined
 	// fit and eval are what this site trains and evaluates on in the
@@ -244,6 +265,15 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 	var err error
 	if cfg.Data.Heart != "" {
 		c.train, c.test, err = train.LoadHeart(cfg.Data.Heart, train.HeartSplitSeed)
+	} else if f := cfg.Data.FHIR; f != nil {
+		var m *fhir.Mapping
+		if m, err = fhir.LoadMappingOrHeart(f.Mapping); err == nil {
+			c.train, c.test, c.fhirReport, err = fhir.LoadDatasets(f.Manifest, m)
+		}
+		if err == nil {
+			c.log.Info("FHIR export loaded", slog.String("manifest", f.Manifest), slog.Int("patients", c.fhirReport.Patients),
+				slog.Int("excluded_by_consent", c.fhirReport.ExcludedByConsent), slog.Int("dropped_missing", c.fhirReport.DroppedMissing))
+		}
 	} else {
 		c.train, c.test, err = train.LoadCSV(*cfg.Data.CSV)
 	}
@@ -266,7 +296,7 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 		c.audit = logClient{cli}
 	}
 	var m *manifest
-	if c.manifest, m, err = dataManifest(cfg, c.train, c.test); err != nil {
+	if c.manifest, m, err = dataManifest(cfg, c.train, c.test, c.fhirReport); err != nil {
 		return nil, err
 	}
 	logger.Info("local data loaded", slog.Int("train", c.train.Len()), slog.Int("test", c.test.Len()), slog.Int("features", len(c.train.Features)),

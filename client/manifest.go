@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/fedledger/fedledger/client/fhir"
 	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/internal/datasets/heart"
 )
@@ -32,12 +33,37 @@ type manifest struct {
 	FileSHA256    string               `json:"file_sha256"`
 	Features      []string             `json:"features"`
 	Preprocessing *train.Preprocessing `json:"preprocessing"`
+	// FHIR summarises a FHIR export: what was read and who was left out
+	// (by a research-use consent denial, or for a missing value).
+	FHIR *fhirSummary `json:"fhir,omitempty"`
+}
+
+// fhirSummary is what a data manifest records of a FHIR export (not the
+// manifest's local path).
+type fhirSummary struct {
+	Mapping           string            `json:"mapping"`
+	TransactionTime   string            `json:"transaction_time"`
+	Patients          int               `json:"patients"`
+	ExcludedByConsent int               `json:"excluded_by_consent"`
+	DroppedMissing    int               `json:"dropped_missing"`
+	MissingByColumn   map[string]int    `json:"missing_by_column,omitempty"`
+	Unlinked          int               `json:"unlinked"`
+	Files             []fhir.FileReport `json:"files"`
+}
+
+// FHIRData is a FHIR R4 Bulk Data export to train on.
+type FHIRData struct {
+	// Manifest is the export's manifest file (the $export output JSON).
+	Manifest string
+	// Mapping is the mapping file (client/fhir); empty: the heart-disease
+	// mapping, for exports `fedledger fhir export` made.
+	Mapping string
 }
 
 // dataManifest computes the manifest of the loaded data and its hash. tr
 // must come from train.LoadCSV or train.LoadHeart (it carries their
 // Preprocessing); te is the matching test split.
-func dataManifest(cfg Config, tr, te *train.Dataset) ([32]byte, *manifest, error) {
+func dataManifest(cfg Config, tr, te *train.Dataset, fr *fhir.Report) ([32]byte, *manifest, error) {
 	if tr == nil || te == nil || tr.Preprocessing == nil || te.Preprocessing != tr.Preprocessing {
 		return [32]byte{}, nil, errors.New("client: data manifest: datasets without their preprocessing record")
 	}
@@ -50,6 +76,21 @@ func dataManifest(cfg Config, tr, te *train.Dataset) ([32]byte, *manifest, error
 		}
 		m.Source = "heart:" + cfg.Data.Heart
 		h.Write(raw)
+	} else if cfg.Data.FHIR != nil {
+		if fr == nil {
+			return [32]byte{}, nil, errors.New("client: data manifest: a FHIR export without its load report")
+		}
+		// The report's hash commits to the export's manifest and every
+		// file the loader read.
+		m.Source = "fhir:" + filepath.Base(cfg.Data.FHIR.Manifest)
+		m.FHIR = &fhirSummary{Mapping: fr.Mapping, TransactionTime: fr.TransactionTime, Patients: fr.Patients, ExcludedByConsent: fr.ExcludedByConsent,
+			DroppedMissing: fr.DroppedMissing, MissingByColumn: fr.MissingByColumn, Unlinked: fr.Unlinked, Files: fr.Files}
+		m.FileSHA256 = fr.SHA256
+		b, err := json.Marshal(m)
+		if err != nil {
+			return [32]byte{}, nil, err
+		}
+		return sha256.Sum256(b), m, nil
 	} else {
 		m.Source = "csv:" + filepath.Base(cfg.Data.CSV.Path)
 		f, err := os.Open(cfg.Data.CSV.Path)
@@ -87,7 +128,7 @@ type DataSummary struct {
 // DataSummary describes the data c loaded in New. It re-reads the data
 // file to hash it, exactly as New did.
 func (c *Client) DataSummary() (DataSummary, error) {
-	sum, m, err := dataManifest(c.cfg, c.train, c.test)
+	sum, m, err := dataManifest(c.cfg, c.train, c.test, c.fhirReport)
 	if err != nil {
 		return DataSummary{}, err
 	}

@@ -47,7 +47,7 @@ func TestDataManifestCommitsToPreprocessing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sum, m, err := dataManifest(Config{Data: DataConfig{CSV: &c}}, tr, te)
+		sum, m, err := dataManifest(Config{Data: DataConfig{CSV: &c}}, tr, te, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +126,7 @@ func TestDataManifestHeart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sum, m, err := dataManifest(Config{Data: DataConfig{Heart: h}}, tr, te)
+		sum, m, err := dataManifest(Config{Data: DataConfig{Heart: h}}, tr, te, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +138,7 @@ func TestDataManifestHeart(t *testing.T) {
 			t.Fatalf("%s: %+v", h, m)
 		}
 	}
-	if _, _, err := dataManifest(Config{Data: DataConfig{Heart: "va"}}, &train.Dataset{}, &train.Dataset{}); err == nil {
+	if _, _, err := dataManifest(Config{Data: DataConfig{Heart: "va"}}, &train.Dataset{}, &train.Dataset{}, nil); err == nil {
 		t.Fatal("a manifest of datasets without a preprocessing record")
 	}
 }

@@ -291,9 +291,23 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 	p := f.Policy
 	cfg.Policy = client.Policy{Admins: p.Admins, ModelKinds: p.ModelKinds, MaxParameters: p.MaxParameters, AllowedColumns: p.AllowedColumns,
 		MinK: p.MinK, MinThreshold: p.MinThreshold, MaxRounds: p.MaxRounds, MaxDPEpsilon: p.MaxDPEpsilon}
+	sources := 0
+	for _, set := range []bool{f.Data.Heart != "", f.Data.CSV.Path != "", f.Data.FHIR.Manifest != "" || f.Data.FHIR.Mapping != ""} {
+		if set {
+			sources++
+		}
+	}
 	switch {
-	case f.Data.Heart != "" && f.Data.CSV.Path != "":
-		return nil, s.errorf("data", "set either data.heart or data.csv.path, not both")
+	case sources > 1:
+		return nil, s.errorf("data", "set one of data.heart, data.csv.path and data.fhir, not several")
+	case f.Data.FHIR.Manifest != "" || f.Data.FHIR.Mapping != "":
+		if f.Data.FHIR.Manifest == "" {
+			return nil, s.errorf("data.fhir.manifest", "the Bulk Data export's manifest is required")
+		}
+		cfg.Data.FHIR = &client.FHIRData{Manifest: s.path("data.fhir.manifest", f.Data.FHIR.Manifest)}
+		if f.Data.FHIR.Mapping != "" {
+			cfg.Data.FHIR.Mapping = s.path("data.fhir.mapping", f.Data.FHIR.Mapping)
+		}
 	case f.Data.Heart != "":
 		cfg.Data.Heart = f.Data.Heart
 	case f.Data.CSV.Path != "":
@@ -304,7 +318,7 @@ func LoadClient(path string, flags *pflag.FlagSet) (*Client, error) {
 			TestFraction: c.TestFraction, Seed: c.Seed, Standardize: c.Standardize,
 		}
 	default:
-		return nil, s.errorf("data", "no local data: set data.heart (one of %v) or data.csv.path", train.Hospitals)
+		return nil, s.errorf("data", "no local data: set data.heart (one of %v), data.csv.path or data.fhir.manifest", train.Hospitals)
 	}
 	if f.Data.Standardization != "" {
 		path := s.path("data.standardization", f.Data.Standardization)

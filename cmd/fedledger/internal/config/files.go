@@ -168,10 +168,19 @@ type CSVFile struct {
 type DataFile struct {
 	Heart string  `mapstructure:"heart"`
 	CSV   CSVFile `mapstructure:"csv"`
+	// FHIR is a FHIR R4 Bulk Data export: its manifest and, optionally,
+	// the mapping of codes to columns (default: the heart-disease one).
+	FHIR FHIRFile `mapstructure:"fhir"`
 	// Standardization is a JSON file of the consortium's statistics
 	// (train.Standardization: features, mean, std) to scale the inputs
 	// with instead of this site's own.
 	Standardization string `mapstructure:"standardization"`
+}
+
+// FHIRFile locates a FHIR R4 Bulk Data export (client/fhir).
+type FHIRFile struct {
+	Manifest string `mapstructure:"manifest"`
+	Mapping  string `mapstructure:"mapping"`
 }
 
 // PersonalFile is how a hospital personalises (client.PersonalConfig).
