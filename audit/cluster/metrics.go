@@ -18,6 +18,9 @@ type nodeMetrics struct {
 	handshakes    *prometheus.CounterVec
 	corruption    *prometheus.CounterVec
 	state         *prometheus.GaugeVec
+	// access counts authorized calls by identity and RPC; accessFlags
+	// the windows flagged as unusual, by identity.
+	access, accessFlags *prometheus.CounterVec
 }
 
 func newNodeMetrics(n *Node) *nodeMetrics {
@@ -47,6 +50,13 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 	gauge := func(name, help string, f func() float64) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f)
 	}
+	m.access = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_audit_access_total", Help: "Calls this node authorized, by the caller's identity and the RPC (reads and appends).", ConstLabels: labels,
+	}, []string{"identity", "rpc"})
+	m.accessFlags = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_audit_access_anomalies_total", Help: "Windows in which an identity called this node far more than it usually does (robust z-score on its own history).", ConstLabels: labels,
+	}, []string{"identity"})
+	m.reg.MustRegister(m.access, m.accessFlags)
 	m.reg.MustRegister(m.appends, m.appendSeconds, m.checkpoints, m.handshakes, m.corruption, m.state,
 		gauge("fedledger_audit_corruption_evidence", "Evidence directories under data_dir/evidence (damaged state this node set aside); stays non-zero until an operator removes them.", func() float64 {
 			entries, _ := os.ReadDir(filepath.Join(n.cfg.DataDir, evidenceDir))

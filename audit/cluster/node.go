@@ -72,6 +72,9 @@ type NodeConfig struct {
 	Logger                                                *slog.Logger
 	// RaftLogLevel filters the Raft library's own log lines.
 	RaftLogLevel slog.Level
+	// AccessWindow is the window over which each caller's calls are
+	// counted and compared with its own history (0: one minute).
+	AccessWindow time.Duration
 }
 
 // DefaultNodeConfig returns defaults for everything but the addresses,
@@ -122,6 +125,7 @@ type Node struct {
 	srv     *grpc.Server
 	signer  note.Signer
 	witness *witnessState
+	access  *accessWatch
 
 	metrics *nodeMetrics
 
@@ -176,6 +180,14 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n.metrics = newNodeMetrics(n)
+	window := cfg.AccessWindow
+	if window <= 0 {
+		window = time.Minute
+	}
+	n.access = newAccessWatch(window, 10, time.Now(), func(id string, calls int, reason string) {
+		n.metrics.accessFlags.WithLabelValues(id).Inc()
+		n.log.Warn("unusual access", slog.String("peer", id), slog.Int("calls", calls), slog.String("reason", reason))
+	})
 	n.fsm.onCorrupt = n.corruptWhileRunning
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"golang.org/x/mod/sumdb/tlog"
@@ -62,6 +63,9 @@ func (s *auditServer) authorize(ctx context.Context, rpc string, roles []tlsutil
 		s.n.log.Warn("refused caller", slog.String("rpc", rpc), slog.String("peer", p.ID), slog.Any("err", err))
 		return p, status.Error(codes.PermissionDenied, err.Error())
 	}
+	s.n.log.Debug("access", slog.String("rpc", rpc), slog.String("peer", p.ID), slog.String("role", string(p.Role)))
+	s.n.metrics.access.WithLabelValues(p.ID, rpc).Inc()
+	s.n.access.record(p, time.Now())
 	return p, nil
 }
 
