@@ -112,6 +112,9 @@ func TestAdminExcludesAFlaggedSite(t *testing.T) {
 	if len(s.Exclusions) != 1 || s.Exclusions[0].Site != "va" || s.Exclusions[0].FromRound != 2 || s.Exclusions[0].By != fed.PKI.Admin.ID {
 		t.Fatalf("status exclusions %v", s.Exclusions)
 	}
+	if got := metricValue(t, fed.Coordinator(), `fedledger_coordinator_exclusions_total{change="excluded"}`); got != 1 {
+		t.Fatalf("exclusions metric %v, want 1", got)
+	}
 	gate.reopen()
 
 	res, err := fed.Wait(4 * time.Minute)

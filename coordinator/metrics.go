@@ -30,6 +30,7 @@ type metrics struct {
 	dpBudget, dpSpent prometheus.Gauge
 	projections       *prometheus.CounterVec
 	anomalies         *prometheus.CounterVec
+	exclusions        *prometheus.CounterVec
 }
 
 func newMetrics(study string) *metrics {
@@ -93,7 +94,10 @@ func newMetrics(study string) *metrics {
 	m.anomalies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedledger_coordinator_anomaly_flags_total", Help: "Anomaly flags on a site's signals in a completed round (reported test loss of the parent, upload time, the disclosed projection over its bound), by site; each is on the round's record.", ConstLabels: labels,
 	}, []string{"site"})
-	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS, m.dpBudget, m.dpSpent, m.projections, m.anomalies)
+	m.exclusions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedledger_coordinator_exclusions_total", Help: "Admins' exclusions and readmissions of sites the study applied (on the audit log).", ConstLabels: labels,
+	}, []string{"change"})
+	m.reg.MustRegister(m.countersigs, m.sketches, m.siteTest, m.refusedTLS, m.dpBudget, m.dpSpent, m.projections, m.anomalies, m.exclusions)
 	m.reg.MustRegister(m.rounds, m.roundSeconds, m.updates, m.updateBytes, m.connected, m.plaintextMode, m.refusals,
 		m.phaseSeconds, m.keySetupSeconds, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -130,6 +134,8 @@ func (m *metrics) observe(o study.Observe) {
 		m.projections.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricAnomalies:
 		m.anomalies.WithLabelValues(o.Label).Add(o.Value)
+	case study.MetricExclusions:
+		m.exclusions.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricCountersignatures:
 		m.countersigs.WithLabelValues(o.Label).Add(o.Value)
 	case study.MetricRounds:
