@@ -78,7 +78,7 @@ func TestAccessWatchWarmUpAndIdle(t *testing.T) {
 // A real node counts every authorized call by identity and RPC, and flags
 // an observer's burst of exports in its metrics.
 func TestNodeCountsAndFlagsAccess(t *testing.T) {
-	c := newCluster(t, 1, func(nc *NodeConfig) { nc.AccessWindow = 500 * time.Millisecond })
+	c := newCluster(t, 1, func(nc *NodeConfig) { nc.AccessWindow = time.Second })
 	study, _ := c.L.Log().Leaf(0)
 	if _, err := c.nodes[0].Append(context.Background(), study); err != nil {
 		t.Fatal(err)
@@ -90,26 +90,35 @@ func TestNodeCountsAndFlagsAccess(t *testing.T) {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// Six quiet windows of one call each, then a burst of 100 exports.
+	// Six quiet windows of one call each.
 	for range 6 {
 		if _, err := cli.ListStudies(ctx); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(510 * time.Millisecond)
+		time.Sleep(time.Second + 10*time.Millisecond)
 	}
-	if got := metricValue(t, c.nodes[0], "fedledger_audit_access_anomalies_total", "identity", "regulator"); got != 0 {
+	flagged := func() float64 {
+		return metricValue(t, c.nodes[0], "fedledger_audit_access_anomalies_total", "identity", "regulator")
+	}
+	if got := flagged(); got != 0 {
 		t.Fatalf("%v flags for usual traffic", got)
 	}
-	for range 100 {
+	// Then a burst of exports: flagged once some window holds more than
+	// median + 6·10 = 61 of them (however fast this machine makes them).
+	exports := 0
+	for deadline := time.Now().Add(20 * time.Second); flagged() == 0 && time.Now().Before(deadline); exports++ {
 		if _, err := cli.Export(ctx, c.Study.StudyID, 1<<20); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The regulator is the only caller of these two RPCs here.
-	if l, e := metricValue(t, c.nodes[0], "fedledger_audit_access_total", "rpc", "ListStudies"), metricValue(t, c.nodes[0], "fedledger_audit_access_total", "rpc", "Export"); l != 6 || e != 100 {
-		t.Fatalf("counted %v ListStudies and %v Export calls, want 6 and 100", l, e)
+	if flagged() == 0 {
+		t.Fatalf("%d exports in 20 s were not flagged", exports)
 	}
-	if got := metricValue(t, c.nodes[0], "fedledger_audit_access_anomalies_total", "identity", "regulator"); got < 1 {
-		t.Fatal("the burst of exports was not flagged")
+	if exports < 61 {
+		t.Fatalf("flagged after %d exports, fewer than the 61 a window needs", exports)
+	}
+	// The regulator is the only caller of these two RPCs here.
+	if l, e := metricValue(t, c.nodes[0], "fedledger_audit_access_total", "rpc", "ListStudies"), metricValue(t, c.nodes[0], "fedledger_audit_access_total", "rpc", "Export"); l != 6 || int(e) != exports {
+		t.Fatalf("counted %v ListStudies and %v Export calls, want 6 and %d", l, e, exports)
 	}
 }
