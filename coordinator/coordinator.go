@@ -41,7 +41,7 @@ type Coordinator struct {
 	recorder Recorder
 	// robust: a plaintext study's robust aggregator (nil: the weighted
 	// average).
-	robust *aggregation.Robust
+	robust   *aggregation.Robust
 	approved map[string]bool
 	metrics  *metrics
 	// initial is the study's round-0 model (set before the study runs).
