@@ -45,6 +45,7 @@ Example audit.yaml:
   tls: {cert: audit-1.pem, key: audit-1-key.pem, ca: ca.pem}
   origin: example-consortium/audit-log
   bootstrap: true                       # first node only; others: join: audit-1.example.org:7600
+  console: {addr: 0.0.0.0:9471}         # read-only log explorer, mTLS for observers and admins; "" (default) disables
 
 ` + precedence,
 		Args: cobra.NoArgs,
@@ -77,6 +78,13 @@ Example audit.yaml:
 			}
 			if c.File.MetricsListen != "" {
 				stop, err := serveMetrics(c.File.MetricsListen, n.Metrics(), logger)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
+			if c.File.Console.Addr != "" {
+				stop, err := startAuditConsole(c.File.Console.Addr, c, n, logger)
 				if err != nil {
 					return err
 				}

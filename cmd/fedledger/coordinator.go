@@ -48,6 +48,7 @@ Example coordinator.yaml:
     nodes: [audit-1.example.org:7600, audit-2.example.org:7600, audit-3.example.org:7600]
     study_record: heart-2026.rec        # signed by an admin: fedledger study sign
   linger: 24h                           # after the study: keep answering study status
+  console: {addr: 0.0.0.0:9470}         # read-only web console, mTLS for observers and admins; "" (default) disables
 
 When the study ends the coordinator prints the final model's path and each
 site's accuracy of it, then keeps answering "fedledger study status" (and
@@ -65,12 +66,13 @@ serving the final model) for --linger before it exits; 0 exits at once.
 			if err != nil {
 				return err
 			}
+			var alog *cluster.Client
 			if c.AuditTLS != nil {
 				rec, err := c.StudyRecord()
 				if err != nil {
 					return err
 				}
-				alog, err := cluster.Dial(c.File.Audit.Nodes, c.AuditTLS)
+				alog, err = cluster.Dial(c.File.Audit.Nodes, c.AuditTLS)
 				if err != nil {
 					return err
 				}
@@ -89,6 +91,14 @@ serving the final model) for --linger before it exits; 0 exits at once.
 			logger.Info("coordinator listening", slog.String("addr", lis.Addr().String()), slog.String("study", c.Config.Study.ID), slog.String("version", version.String()))
 			if c.File.MetricsListen != "" {
 				stop, err := serveMetrics(c.File.MetricsListen, co.Metrics(), logger)
+				if err != nil {
+					lis.Close()
+					return err
+				}
+				defer stop()
+			}
+			if c.File.Console.Addr != "" {
+				stop, err := startCoordinatorConsole(c.File.Console.Addr, c, co, alog, logger)
 				if err != nil {
 					lis.Close()
 					return err

@@ -39,7 +39,7 @@ UCI heart-disease data of four real hospitals.`,
 	}
 	root.PersistentFlags().String("log-format", "text", "log format: text (for humans) or json (for machines)")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newCoordinatorCmd(), newClientCmd(), newAuditNodeCmd(), newProvisionCmd(), newVerifyCmd(), newStudyCmd(), newTrustCmd(), newStandardizationCmd(), newTuningCmd(), newDemoCmd(), newFHIRCmd(), newVersionCmd())
+	root.AddCommand(newCoordinatorCmd(), newClientCmd(), newAuditNodeCmd(), newProvisionCmd(), newVerifyCmd(), newStudyCmd(), newTrustCmd(), newStandardizationCmd(), newTuningCmd(), newDemoCmd(), newConsoleCmd(), newFHIRCmd(), newVersionCmd())
 	return root
 }
 

@@ -110,6 +110,9 @@ func LoadCoordinator(path string, flags *pflag.FlagSet) (*Coordinator, error) {
 		return nil, s.errorf("linger", "%v: want a duration >= 0 (0: exit when the study ends)", f.Linger)
 	}
 	cfg.Linger = f.Linger
+	if err := s.console(f.Console); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)
 	}
@@ -181,6 +184,9 @@ func LoadAuditNode(path string, flags *pflag.FlagSet) (*AuditNode, error) {
 	cfg := cluster.DefaultNodeConfig()
 	cfg.Listen, cfg.Advertise, cfg.DataDir = f.Listen, f.Advertise, s.path("data_dir", f.DataDir)
 	cfg.Identity, cfg.Roots, cfg.Bootstrap, cfg.Origin, cfg.Quorum = id, pool, f.Bootstrap, f.Origin, f.Quorum
+	if err := s.console(f.Console); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, s.where(), err)
 	}

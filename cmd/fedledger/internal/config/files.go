@@ -125,6 +125,15 @@ type CoordinatorFile struct {
 	// Linger keeps answering `study status` and serving the final model
 	// this long after the study ends (0: exit at once).
 	Linger time.Duration `mapstructure:"linger"`
+	// Console serves the read-only web console (internal/console).
+	Console ConsoleFile `mapstructure:"console"`
+}
+
+// ConsoleFile configures a server's read-only web console: served over
+// mutual TLS with the server's own certificate, to observers and admins
+// of the consortium. An empty addr (the default) serves none.
+type ConsoleFile struct {
+	Addr string `mapstructure:"addr"`
 }
 
 // AuditNodeFile is an audit node's configuration file.
@@ -142,6 +151,8 @@ type AuditNodeFile struct {
 	Origin string  `mapstructure:"origin"`
 	Quorum int     `mapstructure:"quorum"`
 	Log    LogFile `mapstructure:"log"`
+	// Console serves the read-only log explorer (internal/console).
+	Console ConsoleFile `mapstructure:"console"`
 }
 
 // CSVFile points a client at a hospital's own CSV export (see
