@@ -13,7 +13,7 @@ import (
 func newDemoCmd() *cobra.Command {
 	d := demo.DefaultConfig()
 	var dev = true
-	var tune bool
+	var tune, serve bool
 	personal := d.Personal.Method
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -60,6 +60,9 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 			if tune {
 				d.Tune = demo.TunePlan(d.Rounds)
 			}
+			if serve {
+				d.Serve = serveDemoConsoles(d.Out)
+			}
 			_, err = demo.Run(cmd.Context(), d, logger)
 			return err
 		},
@@ -74,6 +77,8 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 	f.IntSliceVar(&d.Model.Hidden, "hidden", nil, "MLP hidden layer sizes, e.g. 16,8")
 	f.IntVar(&d.Training.LocalSteps, "local-steps", d.Training.LocalSteps, "local mini-batch steps per round")
 	f.Float64Var(&d.Training.ProxMu, "prox-mu", 0, "FedProx proximal coefficient (0: off)")
+	f.StringVar(&d.Data, "data", demo.DataHeart, "where the hospitals read their data: heart (the shipped CSV files) or fhir (each exported first as a FHIR R4 Bulk Data export)")
+	f.IntVar(&d.FHIRDenyEvery, "fhir-deny-every", 0, "with --data fhir: deny research use for every N-th patient (their hospitals leave them out)")
 	f.StringVar(&d.Mode, "mode", d.Mode, "secure (updates encrypted, threshold decryption) or plaintext (baseline; coordinator reads updates)")
 	f.IntVar(&d.Threshold, "threshold", d.Threshold, "t: hospitals needed to decrypt an aggregate (secure mode)")
 	f.StringVar(&d.Standardization, "standardization", d.Standardization, "consortium (pooled statistics) or site (each hospital its own)")
@@ -81,6 +86,7 @@ The demo is the only place fedledger makes its own certificates (--dev).`,
 	f.Float64Var(&d.DPEpsilon, "dp-epsilon", 0, "run a record-level differentially private study: each hospital's epsilon budget (delta 1e-5), every audit node enforcing it")
 	f.StringVar(&d.DPLevel, "dp-level", "record", "with --dp-epsilon: record (DP-SGD at each hospital) or client (DP-FedAvg over the hospitals' clipped updates)")
 	f.BoolVar(&tune, "tune", false, "first tune the learning rate, local steps and rounds by successive halving on the hospitals' validation data, every trial a study on the log")
+	f.BoolVar(&serve, "serve", false, "after the study, keep the audit log up and serve the coordinator's and an audit node's read-only web consoles on loopback until Ctrl-C")
 	f.BoolVar(&dev, "dev", true, "use an on-the-fly development CA (always on for the demo)")
 	return cmd
 }

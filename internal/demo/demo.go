@@ -66,10 +66,26 @@ type Config struct {
 	// coordinator checks it under encryption (secure mode) and leaves out
 	// an update past it.
 	NormBound float64
-	// Attacker, when set, is a compromised hospital that multiplies its
-	// update by AttackScale every round (attack experiments).
+	// Attacker, when set, is a compromised hospital that poisons every
+	// round (attack experiments), as Attack says (default AttackScaled),
+	// with AttackScale.
 	Attacker    string
+	Attack      string
 	AttackScale float64
+	// ExcludeLeftOut makes the demo's admin exclude, from the next round
+	// on, a site whose update the norm check left out (a signed exclusion
+	// relayed to the audit log: fedledger study exclude).
+	ExcludeLeftOut bool
+	// Data is where the hospitals read their data: DataHeart (the
+	// shipped CSV files, default) or DataFHIR (each hospital's data
+	// exported first as a FHIR R4 Bulk Data export, fedledger fhir export,
+	// with a research-use denial for every FHIRDenyEvery-th patient when
+	// it is > 0).
+	Data          string
+	FHIRDenyEvery int
+	// ExcludeAtStart, when set, is a site the demo's admin excludes from
+	// round 1 on (experiments: the federation without it).
+	ExcludeAtStart string
 	// Tune, when set, first tunes the hospitals' learning rate, local
 	// steps and the server learning rate (and the rounds) by successive
 	// halving on validation data (coordinator/tuning), every trial a study
@@ -77,6 +93,12 @@ type Config struct {
 	Tune *tuning.Plan
 	// Out receives the progress display and the final table.
 	Out io.Writer
+	// Serve, when set, keeps the audit log up after the study (and the
+	// coordinator's final status): Run starts the web consoles of the
+	// coordinator and of the first audit node (internal/console) on
+	// loopback, calls Serve with them, and returns when it does
+	// (fedledger demo --serve).
+	Serve func(ctx context.Context, s Served) error
 }
 
 // TunePlan is the demo's tuning: learning rates 0.01, 0.03 and 0.1,
@@ -313,6 +335,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		fmt.Fprintf(out, "  differential privacy: every hospital trains with DP-SGD (σ = %g, clip %g, sampling rate %g) within ε = %g, δ = %g each; every audit node enforces the budget\n",
 			d.NoiseMultiplier, d.ClipNorm, d.SampleRate, d.Epsilon, d.Delta)
 	}
+	if cfg.Data == DataFHIR {
+		if err := exportFHIR(cfg, out); err != nil {
+			return nil, err
+		}
+	} else if cfg.Data != "" && cfg.Data != DataHeart {
+		return nil, fmt.Errorf("demo: data %q: want %s or %s", cfg.Data, DataHeart, DataFHIR)
+	}
 	var consortium *train.Standardization
 	if cfg.Standardization == StandardizeConsortium {
 		s, err := consortiumStandardization()
@@ -331,6 +360,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	// the log and accepts only studies the admin signed.
 	var quiet bool // trials print a line each, not every round
 	var fed *fedtest.Federation
+	admin := &demoAdmin{out: out}
+	defer admin.wait()
 	defer func() {
 		if fed != nil {
 			fed.Close()
@@ -343,6 +374,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 			fed, err = fedtest.Start(ctx, fedtest.Config{
 				Dir: cfg.DataDir, Study: st, AuditNodes: 3, Logger: logger, Expires: time.Now().Add(24 * time.Hour),
 				Data: func(site string) client.DataConfig {
+					if cfg.Data == DataFHIR {
+						return client.DataConfig{FHIR: &client.FHIRData{Manifest: filepath.Join(cfg.DataDir, "fhir", site, "manifest.json")},
+							Standardization: consortium}
+					}
 					return client.DataConfig{Heart: site, Standardization: consortium}
 				},
 				Coordinator: func(cc *coordinator.Config) {
@@ -350,16 +385,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 						if !quiet {
 							printRound(out, cc.Study.Rounds, r)
 						}
+						if cfg.ExcludeLeftOut {
+							admin.leftOut(ctx, fed, cc.Study.ID, r)
+						}
 					}
 				},
 				Client: func(site string, kc *client.Config) {
 					kc.Policy.MinK, kc.Personal = 2, cfg.Personal
 					if site == cfg.Attacker {
-						kc.Tamper = func(_ uint64, delta []float64) {
-							for i := range delta {
-								delta[i] *= cfg.AttackScale
-							}
-						}
+						kc.Tamper, kc.PoisonData = AttackHooks(cfg.Attack, cfg.AttackScale)
 					}
 				},
 			})
@@ -371,6 +405,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 			fmt.Fprintf(out, "  coordinator on %s (mTLS); hospital clients dial out to it\n\n", fed.Addr)
 		} else if err := fed.NextStudy(ctx, st); err != nil {
 			return coordinator.StudyResult{}, err
+		}
+		if cfg.ExcludeAtStart != "" {
+			if err := fed.Exclude(ctx, st.ID, cfg.ExcludeAtStart, 1, "left out of the whole study (experiment baseline)"); err != nil {
+				return coordinator.StudyResult{}, err
+			}
 		}
 		if err := fed.StartClients(); err != nil {
 			return coordinator.StudyResult{}, err
@@ -405,6 +444,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	rep.Audit.WriteText(out)
 	fmt.Fprintf(out, "  re-check it yourself: fedledger verify %s --bundle %s --trust %s\n",
 		filepath.Join(cfg.DataDir, "final-model.flm"), filepath.Join(cfg.DataDir, "audit-bundle.bin"), filepath.Join(cfg.DataDir, "trust.json"))
+	if cfg.Serve != nil {
+		return rep, serveConsoles(ctx, cfg, fed, rep, logger)
+	}
 	return rep, nil
 }
 
