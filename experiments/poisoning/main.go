@@ -1,17 +1,32 @@
 // Command poisoning measures what one compromised hospital does to the
-// heart-disease study, and what the norm bound checked under encryption
-// does about it: the demo's study (secure mode, logistic regression,
-// FedAvg, consortium standardisation, 20 rounds) run clean, with one
-// hospital (VA Long Beach, the smallest but one, then Cleveland, the
-// largest) multiplying its update by 10 every round and no defence, and
-// the same attacks with a norm bound (each hospital clips its update; t key
+// heart-disease study, and what fedledger's defences do about it: the
+// demo's study (secure mode, logistic regression, FedAvg, consortium
+// standardisation, 20 rounds) run clean and with one hospital (VA Long
+// Beach by default) attacking every round, each attack with no defence,
+// with the norm bound (every hospital clips its update to B; t key
 // holders open one projection of each contribution onto the round's
-// direction; a contribution past the bound is left out).
-// It records the mean per-hospital test accuracy, how many of the
-// attacker's rounds were caught, and how many honest contributions were
-// left out. Writes results.csv and results.md.
+// direction; a contribution past the bound is left out), and with the
+// bound and the admin's exclusion (the demo's admin excludes a site from
+// the next round on once the norm check has left it out: a signed record
+// on the audit log).
 //
-//	go run ./experiments/poisoning [-seeds 5] [-bound 0.1] [-scale 10] [-attackers va,cleveland] [-out DIR]
+// Attacks: scaled (sends s·Δ, model replacement's boosting), signflip
+// (−s·Δ), noise (Gaussian noise of s·‖Δ‖), labelflip (trains on flipped
+// labels, sends its update as is) and replace (trains on flipped labels
+// and sends s times that update: model replacement with a poisoned model).
+//
+// It records the mean test accuracy of the honest hospitals (and of all
+// four), how many of the attacker's rounds were left out or flagged (the
+// study's own flags, on the round records), and how many honest
+// contributions were left out or flagged. Writes results.csv, results.md
+// and accuracy_per_round.png.
+//
+//	go run ./experiments/poisoning [-seeds 5] [-rounds 20] [-bound 0.2] [-scale 10] [-attacker va] [-attacks scaled,signflip,noise,labelflip,replace] [-out DIR]
+//
+// With -federation synthetic it runs the same attacks on a synthetic
+// federation of 20 hospitals, 1 to 5 of them malicious (-malicious 1,5),
+// with the secure defences and, in plaintext, the median and Multi-Krum
+// (synthetic.go); it writes results-synthetic.{csv,md}.
 package main
 
 import (
@@ -21,16 +36,14 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"maps"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/fedledger/fedledger/client/train"
 	"github.com/fedledger/fedledger/experiments/internal/expkit"
-	"github.com/fedledger/fedledger/internal/anomaly"
 	"github.com/fedledger/fedledger/internal/demo"
 )
 
@@ -38,44 +51,99 @@ func main() {
 	expkit.LimitMemory()
 	seeds := flag.Int("seeds", 5, "number of seeds")
 	rounds := flag.Int("rounds", 20, "federated rounds per run")
-	bound := flag.Float64("bound", 0.1, "the norm bound on every hospital's update")
-	scale := flag.Float64("scale", 10, "the attacker's update multiplier")
-	attackers := flag.String("attackers", "va,cleveland", "the compromised hospital of each attack arm")
+	bound := flag.Float64("bound", 0.2, "the norm bound on every hospital's update")
+	scale := flag.Float64("scale", 10, "the attacker's multiplier s")
+	attacker := flag.String("attacker", "va", "the compromised hospital")
+	attacks := flag.String("attacks", "scaled,signflip,noise,labelflip,replace", "the attacks to run")
 	out := flag.String("out", "experiments/poisoning", "directory for the results")
+	federation := flag.String("federation", "heart", "heart (4 hospitals, one attacker) or synthetic (20 hospitals, -malicious of them attacking)")
+	malicious := flag.String("malicious", "1,5", "synthetic: how many hospitals attack, per arm")
 	flag.Parse()
-	if err := run(context.Background(), *seeds, *rounds, *bound, *scale, strings.Split(*attackers, ","), *out, os.Stderr); err != nil {
+	if *federation == "synthetic" {
+		var counts []int
+		for _, f := range strings.Split(*malicious, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 || n > 9 {
+				log.Fatalf("-malicious %q: want counts from 1 to 9", f)
+			}
+			counts = append(counts, n)
+		}
+		if err := runSynthetic(context.Background(), *seeds, *rounds, *bound, *scale, strings.Split(*attacks, ","), counts, *out, os.Stderr); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if err := run(context.Background(), *seeds, *rounds, *bound, *scale, *attacker, strings.Split(*attacks, ","), *out, os.Stderr); err != nil {
 		log.Fatal(err)
 	}
 }
 
+// Defences.
+const (
+	noDefence = "none"
+	bounded   = "bound"
+	excluding = "bound+exclusion"
+	// absent: the attacker's hospital excluded from round 1 (the best a
+	// defence that leaves it out can do).
+	absent = "absent"
+)
+
 type arm struct {
-	name     string
-	attacker string // "": no attack
-	bound    bool
+	name, attack, defence string
+	scale                 float64
 }
 
+func (a arm) bound() bool { return a.defence == bounded || a.defence == excluding }
+
 type row struct {
-	arm       string
+	arm       arm
 	seed      int64
-	acc       float64
+	honestAcc float64 // mean over the honest hospitals
+	allAcc    float64 // mean over all four
 	perSite   map[string]float64
-	caught    int // the attacker's rounds it was left out of
-	attacked  int // rounds the attacker contributed to or was left out of
-	honestOut int // honest contributions left out
-	honest    int // honest contributions checked
-	// The anomaly detector over the disclosed projections (|p| / n·B per
-	// site and round), together with the norm check: the attacker's rounds
-	// flagged or left out, and the honest site-rounds flagged.
-	flagged, honestFlagged int
+	// The attacker's rounds: sent (contributed or left out), left out by
+	// the norm check, and left out or flagged on the round's record.
+	attacked, caught, detected int
+	// Honest contributions: sent, left out, left out or flagged.
+	honest, honestOut, honestFlagged int
 	// perRound is the test accuracy (all test rows) of each round's
 	// starting model, then of the final model.
 	perRound []float64
 }
 
-func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers []string, outDir string, progress io.Writer) error {
-	arms := []arm{{"clean", "", false}, {"clean+bound", "", true}}
-	for _, a := range attackers {
-		arms = append(arms, arm{fmt.Sprintf("%s-x%g", a, scale), a, false}, arm{fmt.Sprintf("%s-x%g+bound", a, scale), a, true})
+// arms are the clean runs and, for each attack, its three defences.
+func arms(attacks []string, scale float64) ([]arm, error) {
+	out := []arm{{"clean", "", noDefence, 0}, {"clean+bound", "", bounded, 0}, {"without-attacker", "", absent, 0}}
+	for _, a := range attacks {
+		kind, s := a, scale
+		switch a {
+		case demo.AttackScaled, demo.AttackSignFlip, demo.AttackNoise:
+		case demo.AttackLabelFlip:
+			s = 1
+		case "replace":
+			kind = demo.AttackLabelFlip
+		default:
+			return nil, fmt.Errorf("unknown attack %q (want scaled, signflip, noise, labelflip or replace)", a)
+		}
+		name := fmt.Sprintf("%s-x%g", a, s)
+		for _, d := range []string{noDefence, bounded, excluding} {
+			n := name
+			if d != noDefence {
+				n += "+" + d
+			}
+			out = append(out, arm{n, kind, d, s})
+		}
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, seeds, rounds int, bound, scale float64, attacker string, attacks []string, outDir string, progress io.Writer) error {
+	if !slices.Contains(train.Hospitals, attacker) {
+		return fmt.Errorf("unknown hospital %q (want one of %v)", attacker, train.Hospitals)
+	}
+	arms, err := arms(attacks, scale)
+	if err != nil {
+		return err
 	}
 	var rows []row
 	for _, a := range arms {
@@ -83,11 +151,15 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 			cfg := demo.DefaultConfig()
 			cfg.Rounds, cfg.Seed, cfg.Personal = rounds, seed, nil
 			cfg.Training.Seed = seed
-			if a.attacker != "" {
-				cfg.Attacker, cfg.AttackScale = a.attacker, scale
+			if a.attack != "" {
+				cfg.Attacker, cfg.Attack, cfg.AttackScale = attacker, a.attack, a.scale
 			}
-			if a.bound {
+			if a.bound() {
 				cfg.NormBound = bound
+			}
+			cfg.ExcludeLeftOut = a.defence == excluding
+			if a.defence == absent {
+				cfg.ExcludeAtStart = attacker
 			}
 			dir, err := os.MkdirTemp("", "fedledger-poison-")
 			if err != nil {
@@ -97,41 +169,23 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 			rep, err := demo.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			os.RemoveAll(dir)
 			if err != nil {
+				// Once more, in case another process took one of the
+				// loopback ports the federation had picked.
+				fmt.Fprintf(progress, "%s seed %d: %v; running it again\n", a.name, seed, err)
+				if dir, err = os.MkdirTemp("", "fedledger-poison-"); err != nil {
+					return err
+				}
+				cfg.DataDir = dir
+				rep, err = demo.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				os.RemoveAll(dir)
+			}
+			if err != nil {
 				return fmt.Errorf("%s seed %d: %w", a.name, seed, err)
 			}
-			f, _, _ := rep.MeanAccuracy()
-			r := row{arm: a.name, seed: seed, acc: f, perSite: map[string]float64{}}
-			for _, s := range rep.Rows {
-				r.perSite[s.Hospital] = s.Federated.Accuracy
-			}
-			r.perRound = rep.AccuracyPerRound()
-			r.flagged, r.honestFlagged, err = detect(rep, a.attacker, bound)
-			if err != nil {
-				return err
-			}
-			for _, rr := range rep.Rounds {
-				for site := range rr.Projections {
-					out := false
-					for _, e := range rr.Excluded {
-						out = out || e == site
-					}
-					switch {
-					case site == a.attacker:
-						r.attacked++
-						if out {
-							r.caught++
-						}
-					default:
-						r.honest++
-						if out {
-							r.honestOut++
-						}
-					}
-				}
-			}
+			r := measure(rep, a, seed, attacker)
 			rows = append(rows, r)
-			fmt.Fprintf(progress, "%-12s seed %d: mean accuracy %.3f  attacker caught %d/%d (flagged or caught %d)  honest left out %d/%d (flagged %d)\n",
-				a.name, seed, f, r.caught, r.attacked, r.flagged, r.honestOut, r.honest, r.honestFlagged)
+			fmt.Fprintf(progress, "%-32s seed %d: honest accuracy %.3f (all %.3f)  attacker left out %d/%d, left out or flagged %d  honest left out %d/%d, flagged %d\n",
+				a.name, seed, r.honestAcc, r.allAcc, r.caught, r.attacked, r.detected, r.honestOut, r.honest, r.honestFlagged)
 		}
 	}
 	if err := writeCSV(filepath.Join(outDir, "results.csv"), rows); err != nil {
@@ -140,58 +194,56 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attackers
 	if err := writePlot(filepath.Join(outDir, "accuracy_per_round.png"), arms, rows); err != nil {
 		return err
 	}
-	return writeMarkdown(filepath.Join(outDir, "results.md"), arms, rows)
+	return writeMarkdown(filepath.Join(outDir, "results.md"), arms, rows, bound, attacker)
 }
 
-// detect runs the anomaly detector (robust z-score and isolation forest,
-// internal/anomaly) over each round's disclosed projections, |p| / (n·B)
-// per site, as the coordinator would: it returns the attacker's rounds
-// flagged or left out by the norm check, and the honest site-rounds
-// flagged.
-func detect(rep *demo.Report, attacker string, bound float64) (flagged, honestFlagged int, err error) {
-	det := anomaly.NewDetector([]string{"projection_ratio"}, anomaly.WithMinScale("projection_ratio", 0.05))
+// measure reads a run's accuracies and, from its round records, the
+// attacker's and the honest hospitals' rounds left out and flagged.
+func measure(rep *demo.Report, a arm, seed int64, attacker string) row {
+	r := row{arm: a, seed: seed, perSite: map[string]float64{}, perRound: rep.AccuracyPerRound()}
+	var honest []float64
+	for _, s := range rep.Rows {
+		r.perSite[s.Hospital] = s.Federated.Accuracy
+		r.allAcc += s.Federated.Accuracy / float64(len(rep.Rows))
+		if s.Hospital != train.HospitalName(attacker) { // in the clean arms too: the same three
+			honest = append(honest, s.Federated.Accuracy)
+		}
+	}
+	r.honestAcc, _ = expkit.MeanSD(honest)
 	for _, rr := range rep.Rounds {
-		if len(rr.Projections) == 0 {
-			continue
+		sent := map[string]bool{}
+		for _, s := range rr.Contributors {
+			sent[s] = true
 		}
-		samples := map[string]uint64{}
-		for _, c := range rr.Contributions {
-			samples[c.Site] = c.Samples
+		out := map[string]bool{}
+		for _, s := range rr.Excluded {
+			sent[s], out[s] = true, true
 		}
-		var obs []anomaly.Observation
-		for _, site := range slices.Sorted(maps.Keys(rr.Projections)) {
-			n := samples[site]
-			if n == 0 { // left out: not in the round's contributions
-				n = 1
-				for _, o := range rep.Rounds[0].Contributions {
-					if o.Site == site {
-						n = o.Samples
-					}
+		flagged := map[string]bool{}
+		for _, f := range rr.Flags {
+			flagged[f.Site] = true
+		}
+		for site := range sent {
+			if site == attacker && a.attack != "" {
+				r.attacked++
+				if out[site] {
+					r.caught++
 				}
+				if out[site] || flagged[site] {
+					r.detected++
+				}
+				continue
 			}
-			obs = append(obs, anomaly.Observation{Site: site, Round: uint64(rr.Round), Values: []float64{math.Abs(rr.Projections[site]) / (float64(n) * bound)}})
-		}
-		flags, err := det.Observe(uint64(rr.Round), obs)
-		if err != nil {
-			return 0, 0, err
-		}
-		hit := map[string]bool{}
-		for _, f := range flags {
-			hit[f.Site] = true
-		}
-		for _, e := range rr.Excluded {
-			hit[e] = true
-		}
-		for site := range rr.Projections {
-			switch {
-			case site == attacker && hit[site]:
-				flagged++
-			case site != attacker && hit[site]:
-				honestFlagged++
+			r.honest++
+			if out[site] {
+				r.honestOut++
+			}
+			if out[site] || flagged[site] {
+				r.honestFlagged++
 			}
 		}
 	}
-	return flagged, honestFlagged, nil
+	return r
 }
 
 // writePlot draws each arm's seed-mean test accuracy (all test rows
@@ -202,7 +254,7 @@ func writePlot(path string, arms []arm, rows []row) error {
 		var sum []float64
 		n := 0
 		for _, r := range rows {
-			if r.arm != a.name || len(r.perRound) == 0 {
+			if r.arm.name != a.name || len(r.perRound) == 0 {
 				continue
 			}
 			if sum == nil {
@@ -216,13 +268,13 @@ func writePlot(path string, arms []arm, rows []row) error {
 		if n == 0 {
 			continue
 		}
-		s := expkit.Series{Name: a.name, Dashed: a.bound}
+		s := expkit.Series{Name: a.name, Dashed: a.bound()}
 		for i, v := range sum {
 			s.X, s.Y = append(s.X, float64(i+1)), append(s.Y, v/float64(n))
 		}
 		series = append(series, s)
 	}
-	return expkit.Lines(path, "One hospital x10, secure: accuracy per round (dashed: bound)",
+	return expkit.Lines(path, "One hospital attacking, secure: accuracy per round (dashed: bound)",
 		"round (last point: final model)", "accuracy (all test rows)", false, false, series...)
 }
 
@@ -231,42 +283,47 @@ func writeCSV(path string, rows []row) error {
 	var out [][]string
 	for _, r := range rows {
 		for _, h := range []string{"Cleveland", "Hungary", "Switzerland", "VA Long Beach"} {
-			out = append(out, []string{r.arm, strconv.FormatInt(r.seed, 10), h, g(r.perSite[h]), strconv.Itoa(r.caught), strconv.Itoa(r.attacked), strconv.Itoa(r.honestOut), strconv.Itoa(r.honest),
-				strconv.Itoa(r.flagged), strconv.Itoa(r.honestFlagged)})
+			out = append(out, []string{r.arm.name, r.arm.attack, g(r.arm.scale), r.arm.defence, strconv.FormatInt(r.seed, 10), h, g(r.perSite[h]),
+				g(r.honestAcc), strconv.Itoa(r.attacked), strconv.Itoa(r.caught), strconv.Itoa(r.detected),
+				strconv.Itoa(r.honest), strconv.Itoa(r.honestOut), strconv.Itoa(r.honestFlagged)})
 		}
 	}
-	return expkit.WriteCSV(path, []string{"arm", "seed", "hospital", "federated_acc", "attacker_rounds_caught", "attacker_rounds", "honest_left_out", "honest_checked",
-		"attacker_rounds_flagged_or_caught", "honest_flagged"}, out)
+	return expkit.WriteCSV(path, []string{"arm", "attack", "scale", "defence", "seed", "hospital", "federated_acc", "honest_mean_acc",
+		"attacker_rounds", "attacker_left_out", "attacker_left_out_or_flagged", "honest_contributions", "honest_left_out", "honest_left_out_or_flagged"}, out)
 }
 
-func writeMarkdown(path string, arms []arm, rows []row) error {
+func writeMarkdown(path string, arms []arm, rows []row, bound float64, attacker string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| arm | mean per-hospital accuracy | sd over seeds | vs clean | attacker's rounds caught | honest contributions left out | attacker's rounds flagged or caught | honest site-rounds flagged |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "Attacker: %s. Norm bound B = %g. Accuracy: mean federated test accuracy of the three other (honest) hospitals, in every arm, the clean ones included; \"all four\" adds the attacker's own test split. Means over seeds.\n\n",
+		train.HospitalName(attacker), bound)
+	fmt.Fprintf(&b, "| arm | honest accuracy | sd | vs clean | all four | attacker's rounds left out | left out or flagged | honest left out | honest left out or flagged |\n|---|---|---|---|---|---|---|---|---|\n")
 	var clean float64
 	for i, a := range arms {
-		var accs []float64
-		var caught, attacked, out, honest, flagged, honestFlagged int
+		var accs, all []float64
+		var attacked, caught, detected, honest, out, flagged int
 		for _, r := range rows {
-			if r.arm == a.name {
-				accs = append(accs, r.acc)
-				caught, attacked, out, honest = caught+r.caught, attacked+r.attacked, out+r.honestOut, honest+r.honest
-				flagged, honestFlagged = flagged+r.flagged, honestFlagged+r.honestFlagged
+			if r.arm.name == a.name {
+				accs, all = append(accs, r.honestAcc), append(all, r.allAcc)
+				attacked, caught, detected = attacked+r.attacked, caught+r.caught, detected+r.detected
+				honest, out, flagged = honest+r.honest, out+r.honestOut, flagged+r.honestFlagged
 			}
 		}
 		m, sd := expkit.MeanSD(accs)
+		ma, _ := expkit.MeanSD(all)
 		if i == 0 {
 			clean = m
 		}
-		det, fp, fl, hf := "-", "-", "-", "-"
-		if attacked > 0 {
-			det = fmt.Sprintf("%d/%d (%.0f%%)", caught, attacked, 100*float64(caught)/float64(attacked))
-			fl = fmt.Sprintf("%d/%d (%.0f%%)", flagged, attacked, 100*float64(flagged)/float64(attacked))
+		pct := func(k, n int) string {
+			if n == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%d/%d (%.1f%%)", k, n, 100*float64(k)/float64(n))
 		}
-		if honest > 0 {
-			fp = fmt.Sprintf("%d/%d", out, honest)
-			hf = fmt.Sprintf("%d/%d (%.1f%%)", honestFlagged, honest, 100*float64(honestFlagged)/float64(honest))
+		det, detf := "-", "-"
+		if a.attack != "" {
+			det, detf = pct(caught, attacked), pct(detected, attacked)
 		}
-		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %+.3f | %s | %s | %s | %s |\n", a.name, m, sd, m-clean, det, fp, fl, hf)
+		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %+.3f | %.3f | %s | %s | %s | %s |\n", a.name, m, sd, m-clean, ma, det, detf, pct(out, honest), pct(flagged, honest))
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
