@@ -43,6 +43,7 @@ import (
 	"strings"
 
 	"github.com/fedledger/fedledger/client/train"
+	"github.com/fedledger/fedledger/coordinator"
 	"github.com/fedledger/fedledger/experiments/internal/expkit"
 	"github.com/fedledger/fedledger/internal/demo"
 )
@@ -101,11 +102,7 @@ type row struct {
 	honestAcc float64 // mean over the honest hospitals
 	allAcc    float64 // mean over all four
 	perSite   map[string]float64
-	// The attacker's rounds: sent (contributed or left out), left out by
-	// the norm check, and left out or flagged on the round's record.
-	attacked, caught, detected int
-	// Honest contributions: sent, left out, left out or flagged.
-	honest, honestOut, honestFlagged int
+	tally
 	// perRound is the test accuracy (all test rows) of each round's
 	// starting model, then of the final model.
 	perRound []float64
@@ -210,40 +207,53 @@ func measure(rep *demo.Report, a arm, seed int64, attacker string) row {
 		}
 	}
 	r.honestAcc, _ = expkit.MeanSD(honest)
-	for _, rr := range rep.Rounds {
-		sent := map[string]bool{}
+	r.tally = tallyRounds(rep.Rounds, func(site string) bool { return a.attack != "" && site == attacker })
+	return r
+}
+
+// tally counts, over a study's rounds, the malicious and the honest
+// contributions: sent (contributed or left out), left out by the norm
+// check, and left out or flagged on the round's record.
+type tally struct {
+	attacked, caught, detected       int
+	honest, honestOut, honestFlagged int
+}
+
+func tallyRounds(rounds []coordinator.RoundReport, malicious func(site string) bool) tally {
+	var t tally
+	for _, rr := range rounds {
+		sent, out, flagged := map[string]bool{}, map[string]bool{}, map[string]bool{}
 		for _, s := range rr.Contributors {
 			sent[s] = true
 		}
-		out := map[string]bool{}
 		for _, s := range rr.Excluded {
 			sent[s], out[s] = true, true
 		}
-		flagged := map[string]bool{}
 		for _, f := range rr.Flags {
 			flagged[f.Site] = true
 		}
 		for site := range sent {
-			if site == attacker && a.attack != "" {
-				r.attacked++
+			switch {
+			case malicious(site):
+				t.attacked++
 				if out[site] {
-					r.caught++
+					t.caught++
 				}
 				if out[site] || flagged[site] {
-					r.detected++
+					t.detected++
 				}
-				continue
-			}
-			r.honest++
-			if out[site] {
-				r.honestOut++
-			}
-			if out[site] || flagged[site] {
-				r.honestFlagged++
+			default:
+				t.honest++
+				if out[site] {
+					t.honestOut++
+				}
+				if out[site] || flagged[site] {
+					t.honestFlagged++
+				}
 			}
 		}
 	}
-	return r
+	return t
 }
 
 // writePlot draws each arm's seed-mean test accuracy (all test rows

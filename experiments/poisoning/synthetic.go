@@ -68,11 +68,10 @@ func synthArms(attacks []string, counts []int, scale float64) ([]synthArm, error
 }
 
 type synthRow struct {
-	arm                              synthArm
-	seed                             int64
-	honestAcc                        float64
-	attacked, caught, detected       int
-	honest, honestOut, honestFlagged int
+	arm       synthArm
+	seed      int64
+	honestAcc float64
+	tally
 }
 
 // runSynthetic runs the synthetic experiment and writes
@@ -219,36 +218,6 @@ func runSynth(ctx context.Context, a synthArm, seed int64, rounds int, bound flo
 		}
 	}
 	r.honestAcc, _ = expkit.MeanSD(accs)
-	for _, rr := range res.Rounds {
-		sent, out, flagged := map[string]bool{}, map[string]bool{}, map[string]bool{}
-		for _, s := range rr.Contributors {
-			sent[s] = true
-		}
-		for _, s := range rr.Excluded {
-			sent[s], out[s] = true, true
-		}
-		for _, f := range rr.Flags {
-			flagged[f.Site] = true
-		}
-		for site := range sent {
-			if slices.Contains(malicious, site) {
-				r.attacked++
-				if out[site] {
-					r.caught++
-				}
-				if out[site] || flagged[site] {
-					r.detected++
-				}
-				continue
-			}
-			r.honest++
-			if out[site] {
-				r.honestOut++
-			}
-			if out[site] || flagged[site] {
-				r.honestFlagged++
-			}
-		}
-	}
+	r.tally = tallyRounds(res.Rounds, func(site string) bool { return slices.Contains(malicious, site) })
 	return r, nil
 }
