@@ -108,19 +108,28 @@ type row struct {
 	perRound []float64
 }
 
+// attackOf is the demo attack and multiplier an experiment's attack name
+// runs: label flipping as is (×1), "replace" as label flipping ×scale
+// (model replacement with a poisoned model), the others ×scale.
+func attackOf(name string, scale float64) (kind string, s float64, err error) {
+	switch name {
+	case demo.AttackScaled, demo.AttackSignFlip, demo.AttackNoise:
+		return name, scale, nil
+	case demo.AttackLabelFlip:
+		return name, 1, nil
+	case "replace":
+		return demo.AttackLabelFlip, scale, nil
+	}
+	return "", 0, fmt.Errorf("unknown attack %q (want scaled, signflip, noise, labelflip or replace)", name)
+}
+
 // arms are the clean runs and, for each attack, its three defences.
 func arms(attacks []string, scale float64) ([]arm, error) {
 	out := []arm{{"clean", "", noDefence, 0}, {"clean+bound", "", bounded, 0}, {"without-attacker", "", absent, 0}}
 	for _, a := range attacks {
-		kind, s := a, scale
-		switch a {
-		case demo.AttackScaled, demo.AttackSignFlip, demo.AttackNoise:
-		case demo.AttackLabelFlip:
-			s = 1
-		case "replace":
-			kind = demo.AttackLabelFlip
-		default:
-			return nil, fmt.Errorf("unknown attack %q (want scaled, signflip, noise, labelflip or replace)", a)
+		kind, s, err := attackOf(a, scale)
+		if err != nil {
+			return nil, err
 		}
 		name := fmt.Sprintf("%s-x%g", a, s)
 		for _, d := range []string{noDefence, bounded, excluding} {

@@ -48,15 +48,9 @@ func synthArms(attacks []string, counts []int, scale float64) ([]synthArm, error
 	out := []synthArm{{"clean", "", noDefence, 0, 0}, {"clean+bound", "", bounded, 0, 0},
 		{"clean+median", "", plainMedian, 0, 0}, {"clean+multi-krum", "", plainKrum, 0, 0}}
 	for _, a := range attacks {
-		kind, s := a, scale
-		switch a {
-		case demo.AttackScaled, demo.AttackSignFlip, demo.AttackNoise:
-		case demo.AttackLabelFlip:
-			s = 1
-		case "replace":
-			kind = demo.AttackLabelFlip
-		default:
-			return nil, fmt.Errorf("unknown attack %q", a)
+		kind, s, err := attackOf(a, scale)
+		if err != nil {
+			return nil, err
 		}
 		for _, m := range counts {
 			for _, d := range []string{noDefence, bounded, excluding, plainMedian, plainKrum} {
