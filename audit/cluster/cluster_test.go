@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +35,8 @@ type testCluster struct {
 	dirs  []string
 	nodes []*Node
 	tweak func(*NodeConfig)
+	// started: the node has run once, so the others may know its address.
+	started []bool
 }
 
 func freePort(t testing.TB) string {
@@ -54,7 +57,7 @@ func newCluster(t testing.TB, n int, tweak func(*NodeConfig)) *testCluster {
 			t.Fatal(err)
 		}
 		c.ids, c.addrs, c.dirs = append(c.ids, id), append(c.addrs, freePort(t)), append(c.dirs, t.TempDir())
-		c.nodes = append(c.nodes, nil)
+		c.nodes, c.started = append(c.nodes, nil), append(c.started, false)
 	}
 	c.start(0, true)
 	c.leader()
@@ -84,10 +87,17 @@ func (c *testCluster) start(i int, bootstrap bool) {
 		c.tweak(&cfg)
 	}
 	n, err := StartNode(cfg)
+	for try := 0; err != nil && !c.started[i] && errors.Is(err, syscall.EADDRINUSE) && try < 3; try++ {
+		// Another process took the port freePort saw free. No one knows
+		// a node's address before its first start: take another.
+		c.addrs[i] = freePort(c.t)
+		cfg.Listen = c.addrs[i]
+		n, err = StartNode(cfg)
+	}
 	if err != nil {
 		c.t.Fatalf("start node %d: %v", i, err)
 	}
-	c.nodes[i] = n
+	c.nodes[i], c.started[i] = n, true
 }
 
 func (c *testCluster) stop(i int) {
