@@ -57,6 +57,7 @@ func main() {
 	attacker := flag.String("attacker", "va", "the compromised hospital")
 	attacks := flag.String("attacks", "scaled,signflip,noise,labelflip,replace", "the attacks to run")
 	out := flag.String("out", "experiments/poisoning", "directory for the results")
+	only := flag.String("only", "", "run only the arms named (comma-separated), e.g. without-attacker+bound")
 	federation := flag.String("federation", "heart", "heart (4 hospitals, one attacker) or synthetic (20 hospitals, -malicious of them attacking)")
 	malicious := flag.String("malicious", "1,5", "synthetic: how many hospitals attack, per arm")
 	flag.Parse()
@@ -74,10 +75,16 @@ func main() {
 		}
 		return
 	}
+	if *only != "" {
+		onlyArms = strings.Split(*only, ",")
+	}
 	if err := run(context.Background(), *seeds, *rounds, *bound, *scale, *attacker, strings.Split(*attacks, ","), *out, os.Stderr); err != nil {
 		log.Fatal(err)
 	}
 }
+
+// onlyArms, when set (-only), are the heart arms to run.
+var onlyArms []string
 
 // Defences.
 const (
@@ -87,6 +94,9 @@ const (
 	// absent: the attacker's hospital excluded from round 1 (the best a
 	// defence that leaves it out can do).
 	absent = "absent"
+	// absentBounded: absent, with the norm bound (the best the bound with
+	// exclusion can do).
+	absentBounded = "absent+bound"
 )
 
 type arm struct {
@@ -94,7 +104,9 @@ type arm struct {
 	scale                 float64
 }
 
-func (a arm) bound() bool { return a.defence == bounded || a.defence == excluding }
+func (a arm) bound() bool {
+	return a.defence == bounded || a.defence == excluding || a.defence == absentBounded
+}
 
 type row struct {
 	arm       arm
@@ -125,7 +137,8 @@ func attackOf(name string, scale float64) (kind string, s float64, err error) {
 
 // arms are the clean runs and, for each attack, its three defences.
 func arms(attacks []string, scale float64) ([]arm, error) {
-	out := []arm{{"clean", "", noDefence, 0}, {"clean+bound", "", bounded, 0}, {"without-attacker", "", absent, 0}}
+	out := []arm{{"clean", "", noDefence, 0}, {"clean+bound", "", bounded, 0}, {"without-attacker", "", absent, 0},
+		{"without-attacker+bound", "", absentBounded, 0}}
 	for _, a := range attacks {
 		kind, s, err := attackOf(a, scale)
 		if err != nil {
@@ -151,6 +164,9 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attacker 
 	if err != nil {
 		return err
 	}
+	if onlyArms != nil {
+		arms = slices.DeleteFunc(arms, func(a arm) bool { return !slices.Contains(onlyArms, a.name) })
+	}
 	var rows []row
 	for _, a := range arms {
 		for seed := int64(1); seed <= int64(seeds); seed++ {
@@ -164,7 +180,7 @@ func run(ctx context.Context, seeds, rounds int, bound, scale float64, attacker 
 				cfg.NormBound = bound
 			}
 			cfg.ExcludeLeftOut = a.defence == excluding
-			if a.defence == absent {
+			if a.defence == absent || a.defence == absentBounded {
 				cfg.ExcludeAtStart = attacker
 			}
 			dir, err := os.MkdirTemp("", "fedledger-poison-")

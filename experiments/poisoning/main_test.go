@@ -25,8 +25,8 @@ func TestShortRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 1+6*4 {
-		t.Fatalf("%d rows, want 25", len(recs))
+	if len(recs) != 1+7*4 {
+		t.Fatalf("%d rows, want 29", len(recs))
 	}
 	for _, r := range recs[1:] {
 		attacked, _ := strconv.Atoi(r[8])
