@@ -21,7 +21,7 @@
 // contributions were left out or flagged. Writes results.csv, results.md
 // and accuracy_per_round.png.
 //
-//	go run ./experiments/poisoning [-seeds 5] [-rounds 20] [-bound 0.2] [-scale 10] [-attacker va] [-attacks scaled,signflip,noise,labelflip,replace] [-out DIR]
+//	go run ./experiments/poisoning [-seeds 5] [-rounds 20] [-bound 0.3] [-scale 10] [-attacker va] [-attacks scaled,signflip,noise,labelflip,replace] [-out DIR]
 //
 // With -federation synthetic it runs the same attacks on a synthetic
 // federation of 20 hospitals, 1 to 5 of them malicious (-malicious 1,5),
@@ -52,7 +52,7 @@ func main() {
 	expkit.LimitMemory()
 	seeds := flag.Int("seeds", 5, "number of seeds")
 	rounds := flag.Int("rounds", 20, "federated rounds per run")
-	bound := flag.Float64("bound", 0.2, "the norm bound on every hospital's update")
+	bound := flag.Float64("bound", 0.3, "the norm bound on every hospital's update")
 	scale := flag.Float64("scale", 10, "the attacker's multiplier s")
 	attacker := flag.String("attacker", "va", "the compromised hospital")
 	attacks := flag.String("attacks", "scaled,signflip,noise,labelflip,replace", "the attacks to run")
