@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fedledger/fedledger/aggregation"
@@ -158,9 +157,7 @@ func runSynth(ctx context.Context, a synthArm, seed int64, rounds int, bound flo
 		}
 	}
 	var fed *fedtest.Federation
-	var mu sync.Mutex
-	excluded := map[string]bool{}
-	var wg sync.WaitGroup
+	admin := &fedtest.LeftOutAdmin{}
 	fed, err = fedtest.Start(ctx, fedtest.Config{Dir: dir, Study: st, AuditNodes: 1, Logger: expkit.Quiet(),
 		Data: func(site string) client.DataConfig {
 			return client.DataConfig{CSV: &train.CSVConfig{Path: filepath.Join(dir, site+".csv"), LabelColumn: "y", PositiveLabels: []string{"1"},
@@ -176,27 +173,14 @@ func runSynth(ctx context.Context, a synthArm, seed int64, rounds int, bound flo
 			if a.defence != excluding {
 				return
 			}
-			cc.OnRound = func(r coordinator.RoundReport) {
-				mu.Lock()
-				defer mu.Unlock()
-				for _, s := range r.Excluded {
-					if !excluded[s] {
-						excluded[s] = true
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							fed.Exclude(ctx, st.ID, s, uint64(r.Round)+1, fmt.Sprintf("past the norm bound in round %d", r.Round))
-						}()
-					}
-				}
-			}
+			cc.OnRound = func(r coordinator.RoundReport) { admin.LeftOut(ctx, fed, st.ID, r) }
 		},
 	})
 	if err != nil {
 		return synthRow{}, err
 	}
 	defer fed.Close()
-	defer wg.Wait()
+	defer admin.Wait()
 	if err := fed.StartClients(); err != nil {
 		return synthRow{}, err
 	}

@@ -1,16 +1,11 @@
 package demo
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"sync"
 
 	"github.com/fedledger/fedledger/client/train"
-	"github.com/fedledger/fedledger/coordinator"
-	"github.com/fedledger/fedledger/internal/fedtest"
 )
 
 // The attacks a compromised hospital can run in the demo (Config.Attack),
@@ -67,41 +62,3 @@ func AttackHooks(kind string, scale float64) (func(uint64, []float64), func(*tra
 	}
 	panic(fmt.Sprintf("demo: unknown attack %q", kind))
 }
-
-// demoAdmin is the consortium admin of the demo when it excludes, from the
-// next round, the sites the norm check left out (Config.ExcludeLeftOut):
-// it signs each exclusion and has the coordinator relay it to the log.
-type demoAdmin struct {
-	out  io.Writer
-	mu   sync.Mutex
-	done map[string]bool
-	wg   sync.WaitGroup
-}
-
-// leftOut excludes r's left-out sites, once each, in the background (the
-// coordinator calls OnRound from its event loop).
-func (a *demoAdmin) leftOut(ctx context.Context, fed *fedtest.Federation, study string, r coordinator.RoundReport) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.done == nil {
-		a.done = map[string]bool{}
-	}
-	for _, site := range r.Excluded {
-		if a.done[site] {
-			continue
-		}
-		a.done[site] = true
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			reason := fmt.Sprintf("its update was past the norm bound in round %d", r.Round)
-			if err := fed.Exclude(ctx, study, site, uint64(r.Round)+1, reason); err != nil {
-				fmt.Fprintf(a.out, "  admin: could not exclude %s: %v\n", site, err)
-				return
-			}
-			fmt.Fprintf(a.out, "  admin: excluded %s from round %d on (%s); the exclusion is on the audit log\n", site, r.Round+1, reason)
-		}()
-	}
-}
-
-func (a *demoAdmin) wait() { a.wg.Wait() }

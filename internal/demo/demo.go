@@ -360,8 +360,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	// the log and accepts only studies the admin signed.
 	var quiet bool // trials print a line each, not every round
 	var fed *fedtest.Federation
-	admin := &demoAdmin{out: out}
-	defer admin.wait()
+	// The demo's admin, when cfg.ExcludeLeftOut: it excludes a site the
+	// norm check left out from the next round on.
+	admin := &fedtest.LeftOutAdmin{Done: func(site string, from uint64, reason string, err error) {
+		if err != nil {
+			fmt.Fprintf(out, "  admin: could not exclude %s: %v\n", site, err)
+			return
+		}
+		fmt.Fprintf(out, "  admin: excluded %s from round %d on (%s); the exclusion is on the audit log\n", site, from, reason)
+	}}
+	defer admin.Wait()
 	defer func() {
 		if fed != nil {
 			fed.Close()
@@ -386,7 +394,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 							printRound(out, cc.Study.Rounds, r)
 						}
 						if cfg.ExcludeLeftOut {
-							admin.leftOut(ctx, fed, cc.Study.ID, r)
+							admin.LeftOut(ctx, fed, cc.Study.ID, r)
 						}
 					}
 				},

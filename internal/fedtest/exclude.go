@@ -2,12 +2,15 @@ package fedtest
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/fedledger/fedledger/audit"
+	"github.com/fedledger/fedledger/coordinator"
 	pb "github.com/fedledger/fedledger/proto"
 )
 
@@ -36,3 +39,42 @@ func (f *Federation) Exclude(ctx context.Context, study, site string, from uint6
 		from++ // that round had collected its updates already
 	}
 }
+
+// LeftOutAdmin is an admin who excludes, from the next round on, every
+// site a round's norm check left out, once each, in the background (the
+// coordinator calls OnRound from its event loop). Done, when set, hears
+// each exclusion's outcome; Wait waits for those under way.
+type LeftOutAdmin struct {
+	Done func(site string, from uint64, reason string, err error)
+
+	mu   sync.Mutex
+	seen map[string]bool
+	wg   sync.WaitGroup
+}
+
+// LeftOut excludes r's left-out sites not excluded yet.
+func (a *LeftOutAdmin) LeftOut(ctx context.Context, fed *Federation, study string, r coordinator.RoundReport) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.seen == nil {
+		a.seen = map[string]bool{}
+	}
+	for _, site := range r.Excluded {
+		if a.seen[site] {
+			continue
+		}
+		a.seen[site] = true
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			from, reason := uint64(r.Round)+1, fmt.Sprintf("its update was past the norm bound in round %d", r.Round)
+			err := fed.Exclude(ctx, study, site, from, reason)
+			if a.Done != nil {
+				a.Done(site, from, reason, err)
+			}
+		}()
+	}
+}
+
+// Wait waits for the exclusions under way.
+func (a *LeftOutAdmin) Wait() { a.wg.Wait() }
