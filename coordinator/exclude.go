@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -77,19 +78,10 @@ func (c *Coordinator) checkExclusion(p tlsutil.Peer, raw []byte) (*audit.Record,
 		return nil, fmt.Errorf("%w: the record is for study %q, this coordinator runs %q", audit.ErrExclusion, rec.StudyID, c.cfg.Study.ID)
 	case rec.SubmitterID != p.ID:
 		return nil, fmt.Errorf("%w: the record is signed as %q, the caller is %q", audit.ErrExclusion, rec.SubmitterID, p.ID)
-	case !approved(c.cfg.Study.Clients, rec.MemberID):
+	case !slices.Contains(c.cfg.Study.Clients, rec.MemberID):
 		return nil, fmt.Errorf("%w: %q is not an approved site of the study", audit.ErrExclusion, rec.MemberID)
 	}
 	return rec, nil
-}
-
-func approved(sites []string, s string) bool {
-	for _, x := range sites {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // pastCollect: a round is in progress and has stopped collecting updates.
